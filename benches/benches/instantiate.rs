@@ -1,0 +1,101 @@
+//! In-process cost of one request: route + fresh instance from the pre-instance + the
+//! guest's handler + collecting the response, for the `hello` example. Measured with the
+//! pooling allocator and on demand, beside a native Rust handler doing the same work through
+//! the same request/response types (the baseline the ratios in README.md are taken against).
+
+use std::hint::black_box;
+use std::path::Path;
+
+use bytes::Bytes;
+use criterion::{Criterion, criterion_group, criterion_main};
+use http_body_util::{BodyExt, Full};
+use wasmfn::engine::{Engine, EngineOptions, PoolingMode};
+use wasmfn::manifest::Manifest;
+use wasmfn::router::{RoutePattern, RouteTable};
+use wasmfn::server::App;
+
+fn hello_app(pooling: PoolingMode) -> App {
+    let text = format!(
+        "[[functions]]\nname = \"hello\"\ncomponent = {:?}\nroutes = [\"/hello\"]\nvariables = {{ greeting = \"Hello\" }}\n",
+        wasmfn_guest_artifacts::HELLO
+    );
+    let manifest = Manifest::parse(Path::new("/bench/wasmfn.toml"), &text).unwrap();
+    let engine = Engine::new(&EngineOptions {
+        pooling,
+        ..EngineOptions::default()
+    })
+    .unwrap();
+    App::load(&manifest, &engine).unwrap()
+}
+
+fn request() -> http::Request<Full<Bytes>> {
+    http::Request::get("/hello?name=bench")
+        .header("host", "localhost")
+        .body(Full::new(Bytes::new()))
+        .unwrap()
+}
+
+async fn wasm(app: &App) -> Bytes {
+    let response = app.handle(request()).await;
+    assert_eq!(response.status(), 200);
+    response.into_body().collect().await.unwrap().to_bytes()
+}
+
+/// What `hello` does, natively: read the query, format the greeting, build a response.
+async fn native() -> Bytes {
+    let req = request();
+    let name = req
+        .uri()
+        .query()
+        .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("name=")))
+        .unwrap_or("world")
+        .to_string();
+    let response = http::Response::builder()
+        .header("content-type", "text/plain; charset=utf-8")
+        .body(Full::new(Bytes::from(format!("Hello, {name}!\n"))))
+        .unwrap();
+    response.into_body().collect().await.unwrap().to_bytes()
+}
+
+fn bench_hello(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let pooled = hello_app(PoolingMode::On);
+    let on_demand = hello_app(PoolingMode::Off);
+    assert_eq!(runtime.block_on(wasm(&pooled)), runtime.block_on(native()));
+
+    let mut group = c.benchmark_group("hello");
+    group.bench_function("native-baseline", |b| {
+        b.iter(|| black_box(runtime.block_on(native())))
+    });
+    group.bench_function("wasm-pooling", |b| {
+        b.iter(|| black_box(runtime.block_on(wasm(&pooled))))
+    });
+    group.bench_function("wasm-on-demand", |b| {
+        b.iter(|| black_box(runtime.block_on(wasm(&on_demand))))
+    });
+    group.finish();
+}
+
+fn bench_router(c: &mut Criterion) {
+    let routes = (0..200)
+        .map(|i| {
+            (
+                RoutePattern::parse(&format!("/api/v1/svc{i}/*")).unwrap(),
+                i,
+            )
+        })
+        .chain([
+            (RoutePattern::parse("/hello").unwrap(), 200),
+            (RoutePattern::parse("/*").unwrap(), 201),
+        ]);
+    let table = RouteTable::build(routes).unwrap();
+    c.bench_function("router/lookup-prefix-depth-5-of-202", |b| {
+        b.iter(|| black_box(table.lookup(black_box("/api/v1/svc150/orders/42"))))
+    });
+}
+
+criterion_group!(benches, bench_hello, bench_router);
+criterion_main!(benches);

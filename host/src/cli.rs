@@ -1,0 +1,238 @@
+//! The `wasmfn` command line: `serve` and `compile`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+
+use crate::engine::{CacheDir, Engine, EngineOptions, PoolingMode};
+use crate::manifest::Manifest;
+use crate::server::App;
+
+/// The port Knative assigns through `$PORT` when it sets none.
+pub const DEFAULT_PORT: u16 = 8080;
+
+/// wasmfn: serve WebAssembly HTTP functions, a fresh instance per request.
+#[derive(Debug, Parser)]
+#[command(name = "wasmfn", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve every function of a manifest over HTTP/1.1 and h2c on one port.
+    Serve(ServeArgs),
+    /// Precompile components: one file (`IN.wasm -o OUT.cwasm`), or every function of a
+    /// manifest into the compile cache (`--manifest wasmfn.toml`).
+    Compile(CompileArgs),
+}
+
+#[derive(Debug, Args)]
+struct EngineArgs {
+    /// Where compiled .wasm components are cached [default: ~/.cache/wasmfn, or
+    /// /tmp/wasmfn-cache where that is not writable].
+    #[arg(long, env = "WASMFN_CACHE_DIR", value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
+    /// Instance allocator: auto probes for the pooling allocator and falls back.
+    #[arg(long, env = "WASMFN_POOLING", value_enum, default_value = "auto")]
+    pooling: PoolingArg,
+    /// Instances the pooling allocator holds, across all functions.
+    #[arg(long, env = "WASMFN_POOL_INSTANCES", default_value_t = crate::engine::DEFAULT_POOL_INSTANCES)]
+    pool_instances: u32,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum PoolingArg {
+    Auto,
+    On,
+    Off,
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// The manifest listing the functions.
+    #[arg(long, short, env = "WASMFN_MANIFEST", default_value = "wasmfn.toml")]
+    manifest: PathBuf,
+    /// Address to listen on [default: 0.0.0.0:$PORT, PORT defaulting to 8080].
+    #[arg(long, short, env = "WASMFN_LISTEN")]
+    listen: Option<SocketAddr>,
+    #[command(flatten)]
+    engine: EngineArgs,
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("what").required(true).args(["input", "manifest"])))]
+struct CompileArgs {
+    /// The component to compile.
+    #[arg(requires = "output")]
+    input: Option<PathBuf>,
+    /// Where to write the precompiled component.
+    #[arg(short, long, value_name = "OUT.cwasm")]
+    output: Option<PathBuf>,
+    /// Compile every .wasm function of this manifest into the compile cache instead.
+    #[arg(long, conflicts_with_all = ["input", "output"])]
+    manifest: Option<PathBuf>,
+    #[command(flatten)]
+    engine: EngineArgs,
+}
+
+impl Cli {
+    /// Runs the command.
+    pub fn run(self) -> anyhow::Result<()> {
+        match self.command {
+            Command::Serve(args) => serve(args),
+            Command::Compile(args) => compile(args),
+        }
+    }
+}
+
+fn engine_options(args: &EngineArgs, max_memory: u64) -> anyhow::Result<EngineOptions> {
+    let cache = match &args.cache_dir {
+        Some(dir) => Some(
+            CacheDir::new(dir)
+                .with_context(|| format!("cannot use cache directory {}", dir.display()))?,
+        ),
+        None => CacheDir::default_location(),
+    };
+    Ok(EngineOptions {
+        pooling: match args.pooling {
+            PoolingArg::Auto => PoolingMode::Auto,
+            PoolingArg::On => PoolingMode::On,
+            PoolingArg::Off => PoolingMode::Off,
+        },
+        pool_instances: args.pool_instances,
+        max_memory,
+        cache,
+    })
+}
+
+fn max_memory(manifest: &Manifest) -> u64 {
+    manifest
+        .functions
+        .iter()
+        .map(|f| f.memory)
+        .max()
+        .unwrap_or(crate::manifest::DEFAULT_MEMORY)
+}
+
+fn listen_addr(explicit: Option<SocketAddr>) -> anyhow::Result<SocketAddr> {
+    if let Some(addr) = explicit {
+        return Ok(addr);
+    }
+    let port = match std::env::var("PORT") {
+        Ok(p) => p
+            .parse::<u16>()
+            .with_context(|| format!("PORT must be a port number, got {p:?}"))?,
+        Err(_) => DEFAULT_PORT,
+    };
+    Ok(SocketAddr::from(([0, 0, 0, 0], port)))
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let manifest = Manifest::load(&args.manifest)?;
+    let addr = listen_addr(args.listen)?;
+    let engine = Engine::new(&engine_options(&args.engine, max_memory(&manifest))?)?;
+    let app = Arc::new(App::load(&manifest, &engine)?);
+    tracing::info!(
+        functions = manifest.functions.len(),
+        pooling = engine.is_pooling(),
+        elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
+        "functions ready"
+    );
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr}"))?;
+        let local = listener.local_addr()?;
+        tracing::info!(addr = %local, startup_ms = started.elapsed().as_secs_f64() * 1e3, "listening");
+        // In-flight requests get as long as the slowest function may take, plus a margin
+        // for the response to reach the client.
+        let drain = app.longest_timeout() + Duration::from_secs(1);
+        crate::server::serve(listener, app, shutdown_signal(), drain).await?;
+        Ok::<_, anyhow::Error>(())
+    })?;
+    drop(engine);
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops the server");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+    }
+}
+
+fn compile(args: CompileArgs) -> anyhow::Result<()> {
+    if let Some(manifest_path) = &args.manifest {
+        let manifest = Manifest::load(manifest_path)?;
+        let options = engine_options(&args.engine, max_memory(&manifest))?;
+        let Some(cache) = options.cache.clone() else {
+            bail!("no writable cache directory; pass --cache-dir");
+        };
+        let engine = Engine::new(&options)?;
+        for f in &manifest.functions {
+            if f.component.extension().is_some_and(|e| e == "cwasm") {
+                println!(
+                    "{}: {} is already precompiled",
+                    f.name,
+                    f.component.display()
+                );
+                continue;
+            }
+            let entry = engine
+                .precompile_into_cache(&f.component)
+                .with_context(|| format!("{}: function `{}`", f.component_at, f.name))?;
+            if let Some(entry) = entry {
+                println!(
+                    "{}: {} -> {}",
+                    f.name,
+                    f.component.display(),
+                    entry.display()
+                );
+            }
+        }
+        println!("cache: {}", cache.path().display());
+        return Ok(());
+    }
+    let (Some(input), Some(output)) = (&args.input, &args.output) else {
+        bail!(
+            "usage: wasmfn compile IN.wasm -o OUT.cwasm, or wasmfn compile --manifest wasmfn.toml"
+        );
+    };
+    let engine = Engine::new(&EngineOptions {
+        cache: None,
+        ..engine_options(&args.engine, crate::manifest::DEFAULT_MEMORY)?
+    })?;
+    let bytes = engine.precompile(input)?;
+    write_file(output, &bytes)?;
+    println!(
+        "{} -> {} ({} bytes)",
+        input.display(),
+        output.display(),
+        bytes.len()
+    );
+    Ok(())
+}
+
+fn write_file(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    std::fs::write(path, bytes).with_context(|| format!("cannot write {}", path.display()))
+}

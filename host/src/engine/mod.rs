@@ -1,0 +1,542 @@
+//! The one door to wasmtime: engine configuration, the pooling allocator and its probe, the
+//! epoch ticker, precompilation and the on-disk compile cache, pre-instantiation, and the
+//! per-request store. The rest of the host speaks [`Engine`], [`Function`] and
+//! [`InvokeError`], never wasmtime types, because wasmtime's API moves between releases.
+
+mod cache;
+mod epoch;
+mod state;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use http_body_util::combinators::UnsyncBoxBody;
+use wasmtime::component::{Component, Linker};
+use wasmtime::{Config, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap};
+use wasmtime_wasi_http::WasiHttpView;
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
+
+use crate::manifest::FunctionSpec;
+pub use cache::CacheDir;
+use epoch::EpochTicker;
+use state::State;
+
+/// A boxed error from a response body stream.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// The body of a response the host sends.
+pub type ResponseBody = UnsyncBoxBody<Bytes, BoxError>;
+
+/// How many instances may be live at once across all functions when pooling; each needs a
+/// memory slot, so this also bounds the address space the pool reserves.
+pub const DEFAULT_POOL_INSTANCES: u32 = 1000;
+
+/// Bytes of each pooled linear memory kept mapped and zeroed in place between requests.
+const KEEP_RESIDENT_BYTES: usize = 1 << 20;
+
+/// How to allocate instances.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PoolingMode {
+    /// Use the pooling allocator if the address space allows it, else on demand.
+    #[default]
+    Auto,
+    /// Pooling, or fail at start.
+    On,
+    /// Allocate every instance on demand.
+    Off,
+}
+
+/// Engine settings taken from the command line and environment.
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// Instance allocation strategy.
+    pub pooling: PoolingMode,
+    /// Instances the pool holds (all functions together).
+    pub pool_instances: u32,
+    /// The largest memory any function may use; sizes the pool's memory slots.
+    pub max_memory: u64,
+    /// Where compiled `.wasm` components are cached; `None` keeps them in memory only.
+    pub cache: Option<CacheDir>,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        Self {
+            pooling: PoolingMode::Auto,
+            pool_instances: DEFAULT_POOL_INSTANCES,
+            max_memory: crate::manifest::DEFAULT_MEMORY,
+            cache: None,
+        }
+    }
+}
+
+/// Why a component could not be loaded. Each names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The file is missing or unreadable.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The component path.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The bytes are not a valid WebAssembly component.
+    #[error(
+        "{path} is not a valid WebAssembly component (a core module must be turned into a component first, e.g. by building for wasm32-wasip2): {reason}"
+    )]
+    Invalid {
+        /// The component path.
+        path: PathBuf,
+        /// wasmtime's reason.
+        reason: String,
+    },
+    /// A `.cwasm` this engine cannot use, and no `.wasm` beside it to recompile.
+    #[error(
+        "{path} was precompiled by a different wasmtime version or engine configuration and there is no {wasm} beside it to recompile from; run `wasmfn compile` again: {reason}"
+    )]
+    Incompatible {
+        /// The `.cwasm` path.
+        path: PathBuf,
+        /// The `.wasm` that was looked for.
+        wasm: String,
+        /// wasmtime's reason.
+        reason: String,
+    },
+    /// A `.cwasm` file that is not a precompiled component.
+    #[error("{path} is not a precompiled component ({what}); make it with `wasmfn compile`")]
+    NotPrecompiledComponent {
+        /// The path.
+        path: PathBuf,
+        /// What it is instead.
+        what: &'static str,
+    },
+    /// The component does not fit the host's contract.
+    #[error("{path} cannot be served: {reason}")]
+    Contract {
+        /// The component path.
+        path: PathBuf,
+        /// What is missing or unsatisfied.
+        reason: String,
+    },
+    /// Compiling or writing the cache failed.
+    #[error("compiling {path} failed: {reason}")]
+    Compile {
+        /// The path.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// How an invocation failed. The server maps each to a status code.
+#[derive(Debug, thiserror::Error)]
+pub enum InvokeError {
+    /// The guest trapped (panic, unreachable, out of memory, ...).
+    #[error("function trapped: {reason}")]
+    Trap {
+        /// The trap itself, e.g. "wasm `unreachable` instruction executed".
+        reason: String,
+        /// The guest's stack when it trapped, one frame per line.
+        backtrace: String,
+    },
+    /// The guest ran past its deadline and was stopped.
+    #[error("function ran past its {0:?} deadline")]
+    Deadline(Duration),
+    /// The guest returned without sending a response, or sent an error instead of one.
+    #[error("function sent no response: {0}")]
+    NoResponse(String),
+    /// The request could not be handed to the guest.
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    /// Something in the host failed; a bug, not the guest's fault.
+    #[error("host error: {0}")]
+    Host(String),
+}
+
+/// The wasmtime engine and linker shared by every function.
+pub struct Engine {
+    engine: wasmtime::Engine,
+    linker: Linker<State>,
+    pooling: bool,
+    cache: Option<CacheDir>,
+    // Shared with every Function: a loaded function must never outlive its deadlines.
+    epoch: Arc<EpochTicker>,
+}
+
+impl Engine {
+    /// Builds the engine, probing for the pooling allocator when `options.pooling` is `Auto`.
+    pub fn new(options: &EngineOptions) -> anyhow::Result<Self> {
+        Self::build(options)
+            .map_err(|e| anyhow::anyhow!("cannot create the wasmtime engine: {e:#}"))
+    }
+
+    fn build(options: &EngineOptions) -> wasmtime::Result<Self> {
+        let (engine, pooling) = match options.pooling {
+            PoolingMode::Off => (wasmtime::Engine::new(&base_config())?, false),
+            PoolingMode::On => (wasmtime::Engine::new(&pooling_config(options))?, true),
+            // Creating a pooling engine reserves the pool's address space up front, so it
+            // is its own probe: where `ulimit -v` or the kernel refuses, fall back.
+            PoolingMode::Auto => match wasmtime::Engine::new(&pooling_config(options)) {
+                Ok(engine) => (engine, true),
+                Err(e) => {
+                    tracing::warn!(error = %e, "pooling allocator unavailable, allocating instances on demand");
+                    (wasmtime::Engine::new(&base_config())?, false)
+                }
+            },
+        };
+        let mut linker = Linker::new(&engine);
+        // The full WASI 0.2 surface is linked, because Rust's std imports wasi:cli and
+        // wasi:filesystem even in a handler; the store's WasiCtx grants none of it (no
+        // environment, no preopened directories, no sockets, no inherited stdio).
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
+        wasmtime_wasi_config::add_to_linker(&mut linker, State::config)?;
+        let epoch = Arc::new(EpochTicker::start(engine.clone()));
+        Ok(Self {
+            engine,
+            linker,
+            pooling,
+            cache: options.cache.clone(),
+            epoch,
+        })
+    }
+
+    /// Whether instances come from the pooling allocator.
+    pub fn is_pooling(&self) -> bool {
+        self.pooling
+    }
+
+    /// Compiles a component to the `.cwasm` format [`Engine::load`] memory-maps.
+    pub fn precompile(&self, path: &Path) -> Result<Vec<u8>, LoadError> {
+        let wasm = read(path)?;
+        self.engine
+            .precompile_component(&wasm)
+            .map_err(|e| invalid(path, &e))
+    }
+
+    /// Compiles a `.wasm` into the cache (if it is not there yet) and returns the cache file.
+    pub fn precompile_into_cache(&self, path: &Path) -> Result<Option<PathBuf>, LoadError> {
+        let wasm = read(path)?;
+        let Some(cache) = &self.cache else {
+            return Ok(None);
+        };
+        let entry = cache.entry_for(&wasm, &self.engine);
+        if entry.exists() && self.deserialize(&entry).is_ok() {
+            return Ok(Some(entry));
+        }
+        self.compile_and_cache(path, &wasm)?;
+        Ok(Some(entry))
+    }
+
+    /// Loads a function's component and pre-instantiates it, so that requests only
+    /// instantiate. Rejects a component that does not export `wasi:http/incoming-handler`
+    /// or imports something the host does not provide.
+    pub fn load(&self, spec: &FunctionSpec) -> Result<Function, LoadError> {
+        let component = self.load_component(&spec.component)?;
+        let contract = |reason: String| LoadError::Contract {
+            path: spec.component.clone(),
+            reason,
+        };
+        let instance_pre = self.linker.instantiate_pre(&component).map_err(|e| {
+            contract(format!(
+                "it imports something wasmfn does not provide: {e:#}"
+            ))
+        })?;
+        let pre = ProxyPre::new(instance_pre).map_err(|e| {
+            contract(format!("it does not export wasi:http/incoming-handler@0.2.x, the HTTP handler interface: {e:#}"))
+        })?;
+        Ok(Function {
+            inner: Arc::new(FunctionInner {
+                name: spec.name.clone(),
+                pre,
+                timeout: spec.timeout,
+                memory: spec.memory,
+                variables: Arc::new(spec.variables.iter().collect()),
+                _epoch: self.epoch.clone(),
+            }),
+        })
+    }
+
+    fn load_component(&self, path: &Path) -> Result<Component, LoadError> {
+        if path.extension().is_some_and(|e| e == "cwasm") {
+            return self.load_precompiled(path);
+        }
+        let wasm = read(path)?;
+        let Some(cache) = &self.cache else {
+            return Component::new(&self.engine, &wasm).map_err(|e| invalid(path, &e));
+        };
+        let entry = cache.entry_for(&wasm, &self.engine);
+        if entry.exists() {
+            match self.deserialize(&entry) {
+                Ok(c) => return Ok(c),
+                // A damaged entry is rebuilt, not fatal: the cache is only an accelerator.
+                Err(e) => {
+                    tracing::warn!(entry = %entry.display(), error = %e, "discarding unusable cache entry")
+                }
+            }
+        }
+        self.compile_and_cache(path, &wasm)
+    }
+
+    fn compile_and_cache(&self, path: &Path, wasm: &[u8]) -> Result<Component, LoadError> {
+        let started = std::time::Instant::now();
+        let component = Component::new(&self.engine, wasm).map_err(|e| invalid(path, &e))?;
+        tracing::info!(component = %path.display(), elapsed_ms = started.elapsed().as_millis() as u64, "compiled");
+        if let Some(cache) = &self.cache {
+            let entry = cache.entry_for(wasm, &self.engine);
+            let stored = component
+                .serialize()
+                .map_err(|e| e.to_string())
+                .and_then(|bytes| cache.store(&entry, &bytes).map_err(|e| e.to_string()));
+            // Failing to cache costs the next start a compile, nothing more.
+            if let Err(e) = stored {
+                tracing::warn!(entry = %entry.display(), error = %e, "could not write the compile cache");
+            }
+        }
+        Ok(component)
+    }
+
+    fn load_precompiled(&self, path: &Path) -> Result<Component, LoadError> {
+        // `detect_precompiled_file` fails or says None both for unreadable files and for
+        // files that are not wasmtime's; tell the two apart for the error message.
+        std::fs::metadata(path).map_err(|source| LoadError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        match wasmtime::Engine::detect_precompiled_file(path) {
+            Err(_) | Ok(None) => {
+                return Err(LoadError::NotPrecompiledComponent {
+                    path: path.to_path_buf(),
+                    what: "not a wasmtime precompiled artifact",
+                });
+            }
+            Ok(Some(wasmtime::Precompiled::Module)) => {
+                return Err(LoadError::NotPrecompiledComponent {
+                    path: path.to_path_buf(),
+                    what: "a precompiled core module",
+                });
+            }
+            Ok(Some(wasmtime::Precompiled::Component)) => {}
+        }
+        match self.deserialize(path) {
+            Ok(c) => Ok(c),
+            Err(reason) => {
+                let wasm = path.with_extension("wasm");
+                if wasm.is_file() {
+                    tracing::warn!(
+                        cwasm = %path.display(), wasm = %wasm.display(), %reason,
+                        "precompiled component is not usable by this engine; recompiling from the .wasm beside it"
+                    );
+                    return self.load_component(&wasm);
+                }
+                Err(LoadError::Incompatible {
+                    path: path.to_path_buf(),
+                    wasm: wasm
+                        .file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_default(),
+                    reason,
+                })
+            }
+        }
+    }
+
+    fn deserialize(&self, path: &Path) -> Result<Component, String> {
+        // SAFETY: `deserialize_file` trusts the file to be wasmtime's own output. Only files
+        // the operator named in the manifest, or that this host wrote into its cache, get
+        // here, and wasmtime still checks the header, version and engine configuration.
+        unsafe { Component::deserialize_file(&self.engine, path) }.map_err(|e| format!("{e:#}"))
+    }
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, LoadError> {
+    std::fs::read(path).map_err(|source| LoadError::Read {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+fn invalid(path: &Path, e: &wasmtime::Error) -> LoadError {
+    LoadError::Invalid {
+        path: path.to_path_buf(),
+        reason: format!("{e:#}"),
+    }
+}
+
+fn base_config() -> Config {
+    let mut config = Config::new();
+    // Epochs, not fuel: checking an epoch costs a load and compare at loop headers and
+    // function entries, and one ticker thread serves every store (see epoch.rs).
+    config.epoch_interruption(true);
+    config.wasm_component_model(true);
+    // Copy-on-write memory images make instantiating a data-heavy component cost page
+    // mappings, not copies (on by default; stated because the design depends on it).
+    config.memory_init_cow(true);
+    config
+}
+
+fn pooling_config(options: &EngineOptions) -> Config {
+    let n = options.pool_instances;
+    let mut pool = PoolingAllocationConfig::default();
+    pool.total_component_instances(n);
+    // A Rust component is one core module plus a few adapter/shim instances and tables;
+    // other toolchains (componentize-py) link several modules. Core instances and tables
+    // cost little, memory slots are what reserves address space.
+    pool.total_core_instances(n.saturating_mul(8));
+    pool.total_tables(n.saturating_mul(8));
+    pool.total_memories(n);
+    pool.total_stacks(n);
+    pool.max_core_instances_per_component(64);
+    pool.max_tables_per_component(64);
+    pool.max_memories_per_component(4);
+    pool.max_tables_per_module(4);
+    pool.max_core_instance_size(4 << 20);
+    pool.max_component_instance_size(4 << 20);
+    pool.table_elements(100_000);
+    pool.max_memory_size(usize::try_from(options.max_memory).unwrap_or(usize::MAX));
+    // Returning a slot to the pool normally madvise()s its pages away, which costs a
+    // syscall, a TLB shootdown on every core and a page fault per page on the next
+    // request. Zeroing the first pages in place instead is cheaper for the small heaps
+    // and stacks that handlers touch (measured in benches/README.md).
+    pool.linear_memory_keep_resident(KEEP_RESIDENT_BYTES);
+    pool.table_keep_resident(KEEP_RESIDENT_BYTES / 8);
+    pool.async_stack_keep_resident(KEEP_RESIDENT_BYTES / 8);
+    let mut config = base_config();
+    config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    config
+}
+
+/// A loaded, pre-instantiated function. Cheap to clone.
+#[derive(Clone)]
+pub struct Function {
+    inner: Arc<FunctionInner>,
+}
+
+struct FunctionInner {
+    name: String,
+    pre: ProxyPre<State>,
+    timeout: Duration,
+    memory: u64,
+    variables: Arc<wasmtime_wasi_config::WasiConfigVariables>,
+    _epoch: Arc<EpochTicker>,
+}
+
+impl Function {
+    /// The function's name from the manifest.
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// The function's deadline.
+    pub fn timeout(&self) -> Duration {
+        self.inner.timeout
+    }
+
+    /// Runs one request in a fresh instance and returns the guest's response once its head
+    /// is ready; the body streams on while the guest writes it. The instance and its store
+    /// are dropped when the guest returns, traps or passes its deadline.
+    pub async fn handle<B>(
+        &self,
+        request: hyper::Request<B>,
+        request_id: &str,
+    ) -> Result<hyper::Response<ResponseBody>, InvokeError>
+    where
+        B: hyper::body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let f = &self.inner;
+        let mut store = Store::new(f.pre.engine(), State::new(f.memory, f.variables.clone()));
+        store.limiter(|s| &mut s.limits);
+        store.set_epoch_deadline(epoch::ticks_for(f.timeout));
+
+        let request = request
+            .map(|body| body.map_err(|e| ErrorCode::InternalError(Some(e.into().to_string()))));
+        let (sender, receiver) = tokio::sync::oneshot::channel();
+        // Set when the guest hands over its response head. After that the client can only
+        // see a failure as a cut-off body, so the guest's task must log it itself.
+        let head_sent = Arc::new(AtomicBool::new(false));
+        let (req, out) = {
+            let mut http = store.data_mut().http();
+            let req = http
+                .new_incoming_request(Scheme::Http, request)
+                .map_err(|e| InvokeError::BadRequest(format!("{e:#}")))?;
+            let flag = head_sent.clone();
+            let out = http
+                .new_response_outparam_from_callback(move |response| {
+                    flag.store(response.is_ok(), Ordering::Release);
+                    // The receiver is gone only if the request was abandoned; nothing to do.
+                    let _ = sender.send(response);
+                })
+                .map_err(|e| InvokeError::Host(format!("{e:#}")))?;
+            (req, out)
+        };
+
+        let pre = f.pre.clone();
+        let timeout = f.timeout;
+        let (name, id) = (f.name.clone(), request_id.to_string());
+        // The guest runs in its own task so it can keep streaming the body after the
+        // response head has gone out. The tokio timeout covers time the guest spends
+        // waiting on I/O; the epoch deadline covers time it spends computing.
+        let task = tokio::spawn(async move {
+            let run = async {
+                let proxy = pre.instantiate_async(&mut store).await?;
+                proxy
+                    .wasi_http_incoming_handler()
+                    .call_handle(&mut store, req, out)
+                    .await
+            };
+            let result = match tokio::time::timeout(timeout, run).await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(classify(e, timeout)),
+                Err(_elapsed) => Err(InvokeError::Deadline(timeout)),
+            };
+            store.data_mut().log_output(&name, &id);
+            // Before the head, `handle` turns the error into a status and the server logs
+            // it; after the head, this is the only place that still knows.
+            if let Err(error) = &result
+                && head_sent.load(Ordering::Acquire)
+            {
+                tracing::error!(
+                    function = %name, request_id = %id, %error,
+                    "function failed after sending its response head; the body was cut off"
+                );
+            }
+            result
+        });
+
+        match receiver.await {
+            Ok(Ok(response)) => {
+                Ok(response.map(|body| body.map_err(BoxError::from).boxed_unsync()))
+            }
+            Ok(Err(code)) => Err(InvokeError::NoResponse(format!(
+                "the function answered with an error instead of a response: {code:?}"
+            ))),
+            // The outparam was dropped unset: the task's result says why.
+            Err(_) => match task.await {
+                Ok(Ok(())) => Err(InvokeError::NoResponse(
+                    "the handler returned without calling response-outparam.set".to_string(),
+                )),
+                Ok(Err(e)) => Err(e),
+                Err(join) => Err(InvokeError::Host(format!("invocation task failed: {join}"))),
+            },
+        }
+    }
+}
+
+fn classify(e: wasmtime::Error, timeout: Duration) -> InvokeError {
+    match e.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => InvokeError::Deadline(timeout),
+        _ => InvokeError::Trap {
+            reason: e.root_cause().to_string(),
+            backtrace: e
+                .downcast_ref::<wasmtime::WasmBacktrace>()
+                .map(|bt| bt.to_string())
+                .unwrap_or_default(),
+        },
+    }
+}

@@ -1,0 +1,112 @@
+//! What one request's `Store` holds, and the views WASI and wasi-http need of it.
+
+use std::sync::Arc;
+
+use wasmtime::component::ResourceTable;
+use wasmtime::{StoreLimits, StoreLimitsBuilder};
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_config::{WasiConfig, WasiConfigVariables};
+use wasmtime_wasi_http::p2::bindings::http::types::ErrorCode;
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
+
+/// How much of a guest's stdout and stderr is kept per request; the rest is dropped, so a
+/// chatty guest cannot grow the host's memory.
+const OUTPUT_CAPTURE_BYTES: usize = 16 * 1024;
+
+pub(crate) struct State {
+    table: ResourceTable,
+    wasi: WasiCtx,
+    http: WasiHttpCtx,
+    hooks: DenyOutbound,
+    pub(crate) limits: StoreLimits,
+    variables: Arc<WasiConfigVariables>,
+    stdout: MemoryOutputPipe,
+    stderr: MemoryOutputPipe,
+}
+
+impl State {
+    pub(crate) fn new(memory: u64, variables: Arc<WasiConfigVariables>) -> Self {
+        let stdout = MemoryOutputPipe::new(OUTPUT_CAPTURE_BYTES);
+        let stderr = MemoryOutputPipe::new(OUTPUT_CAPTURE_BYTES);
+        // Nothing ambient: no environment, arguments, preopened directories or network.
+        // The guest's only inputs are its request and its manifest variables.
+        let wasi = WasiCtx::builder()
+            .stdout(stdout.clone())
+            .stderr(stderr.clone())
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .build();
+        Self {
+            table: ResourceTable::new(),
+            wasi,
+            http: WasiHttpCtx::new(),
+            hooks: DenyOutbound,
+            limits: StoreLimitsBuilder::new()
+                .memory_size(usize::try_from(memory).unwrap_or(usize::MAX))
+                .build(),
+            variables,
+            stdout,
+            stderr,
+        }
+    }
+
+    pub(crate) fn config(&mut self) -> WasiConfig<'_> {
+        WasiConfig::from(&*self.variables)
+    }
+
+    /// Moves what the guest printed into the host's log, attributed to function and request.
+    /// Runs after the guest finished, off the path of the response head.
+    pub(crate) fn log_output(&self, function: &str, request_id: &str) {
+        for (stream, pipe) in [("stdout", &self.stdout), ("stderr", &self.stderr)] {
+            let bytes = pipe.contents();
+            if bytes.is_empty() {
+                continue;
+            }
+            let text = String::from_utf8_lossy(&bytes);
+            let truncated = bytes.len() >= OUTPUT_CAPTURE_BYTES;
+            tracing::info!(target: "wasmfn::guest", function, request_id, stream, truncated, output = ?text.trim_end(), "guest output");
+        }
+    }
+}
+
+impl WasiView for State {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for State {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.hooks,
+        }
+    }
+}
+
+/// Outbound HTTP policy: nothing is allowed until the manifest can grant hosts.
+struct DenyOutbound;
+
+impl WasiHttpHooks for DenyOutbound {
+    fn send_request(
+        &mut self,
+        _request: http::Request<wasmtime_wasi_http::WasiBody>,
+        _options: Option<wasmtime_wasi_http::RequestOptions>,
+        _fut: Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+    ) -> Box<
+        dyn Future<
+                Output = wasmtime_wasi_http::Result<(
+                    http::Response<wasmtime_wasi_http::WasiBody>,
+                    Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+                )>,
+            > + Send,
+    > {
+        Box::new(async { Err(ErrorCode::HttpRequestDenied.into()) })
+    }
+}

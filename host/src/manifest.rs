@@ -1,0 +1,444 @@
+//! The manifest, `wasmfn.toml`: which functions exist, where their components are, which
+//! routes they serve and under which limits.
+//!
+//! Parsing is two steps (as ripgrep's low/high args): serde reads the TOML into `Raw*`
+//! types that keep source spans, then [`Manifest::parse`] validates them into resolved types
+//! with defaults applied. Every error names the file, the line and what was expected.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::router::{RoutePattern, RouteTable};
+
+/// How long a function may run when the manifest does not say.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+/// The memory a function may use when the manifest does not say.
+pub const DEFAULT_MEMORY: u64 = 128 * 1024 * 1024;
+/// Knative's own ceiling on a revision's request timeout (`timeoutSeconds` ≤ 600).
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(600);
+/// A 32-bit linear memory cannot exceed 4 GiB.
+pub const MAX_MEMORY: u64 = 4 * 1024 * 1024 * 1024;
+/// Below this no Rust or Python guest starts.
+pub const MIN_MEMORY: u64 = 1024 * 1024;
+/// Paths under this prefix belong to the host (health, metrics) and no function may claim them.
+pub const RESERVED_PREFIX: &str = "/.well-known/wasmfn/";
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawManifest {
+    #[serde(default)]
+    functions: Vec<Spanned<RawFunction>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFunction {
+    name: Spanned<String>,
+    component: Spanned<String>,
+    #[serde(default)]
+    routes: Vec<Spanned<String>>,
+    timeout: Option<Spanned<String>>,
+    memory: Option<Spanned<String>>,
+    #[serde(default)]
+    variables: BTreeMap<String, String>,
+}
+
+/// A validated manifest.
+#[derive(Debug, Clone)]
+pub struct Manifest {
+    /// The file it was read from.
+    pub path: PathBuf,
+    /// The functions, in manifest order.
+    pub functions: Vec<FunctionSpec>,
+    /// Every route of every function; duplicates were rejected while building it.
+    pub routes: RouteTable,
+}
+
+/// One `[[functions]]` entry, resolved.
+#[derive(Debug, Clone)]
+pub struct FunctionSpec {
+    /// Unique name, a DNS label (it may become a Knative Service name).
+    pub name: String,
+    /// The `.wasm` or `.cwasm` file, resolved against the manifest's directory.
+    pub component: PathBuf,
+    /// Where `component` is written, for errors found when loading it.
+    pub component_at: Location,
+    /// The HTTP paths this function serves.
+    pub routes: Vec<RoutePattern>,
+    /// Wall-clock and CPU deadline of one invocation.
+    pub timeout: Duration,
+    /// The most linear memory one instance may grow to, in bytes.
+    pub memory: u64,
+    /// Values the guest reads through `wasi:config/store`.
+    pub variables: BTreeMap<String, String>,
+}
+
+/// A place in the manifest: file, line and column (1-based).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Location {
+    /// The manifest file.
+    pub path: PathBuf,
+    /// 1-based line.
+    pub line: usize,
+    /// 1-based column.
+    pub column: usize,
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}", self.path.display(), self.line, self.column)
+    }
+}
+
+/// A manifest that cannot be used, and where the problem is.
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    /// The file could not be read.
+    #[error("cannot read manifest {path}: {source}")]
+    Read {
+        /// The manifest path.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file was read but is wrong at `at`.
+    #[error("{at}: {message}")]
+    Invalid {
+        /// Where.
+        at: Location,
+        /// What was expected.
+        message: String,
+    },
+}
+
+impl Manifest {
+    /// Reads and validates the manifest at `path`.
+    pub fn load(path: &Path) -> Result<Self, ManifestError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ManifestError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(path, &text)
+    }
+
+    /// Validates manifest text as if it had been read from `path`; relative component
+    /// paths resolve against `path`'s directory.
+    pub fn parse(path: &Path, text: &str) -> Result<Self, ManifestError> {
+        let ctx = Ctx { path, text };
+        let raw: RawManifest = toml::from_str(text).map_err(|e| {
+            let span = e.span().unwrap_or(0..0);
+            ctx.error(span, e.message().trim_end().to_string())
+        })?;
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+
+        let mut functions: Vec<FunctionSpec> = Vec::with_capacity(raw.functions.len());
+        let mut route_spans: Vec<(RoutePattern, usize, Range<usize>)> = Vec::new();
+        for raw_fn in &raw.functions {
+            let f = raw_fn.get_ref();
+            let name = validate_name(&ctx, &f.name)?;
+            if let Some(other) = functions.iter().find(|o| o.name == name) {
+                return Err(ctx.error(
+                    f.name.span(),
+                    format!(
+                        "function name `{name}` is already used by the function at line {}",
+                        other.component_at.line
+                    ),
+                ));
+            }
+
+            let component_str = f.component.get_ref();
+            if !(component_str.ends_with(".wasm") || component_str.ends_with(".cwasm")) {
+                return Err(ctx.error(
+                    f.component.span(),
+                    format!("`component` must be a path to a .wasm or .cwasm file, got {component_str:?}"),
+                ));
+            }
+            let component = base.join(component_str);
+
+            let mut routes = Vec::with_capacity(f.routes.len());
+            for route in &f.routes {
+                let pattern = RoutePattern::parse(route.get_ref())
+                    .map_err(|e| ctx.error(route.span(), e.to_string()))?;
+                if pattern.overlaps_prefix(RESERVED_PREFIX) {
+                    return Err(ctx.error(
+                        route.span(),
+                        format!("route {:?} is under {RESERVED_PREFIX}, which the host reserves for health and metrics", route.get_ref()),
+                    ));
+                }
+                route_spans.push((pattern.clone(), functions.len(), route.span()));
+                routes.push(pattern);
+            }
+
+            let timeout = match &f.timeout {
+                None => DEFAULT_TIMEOUT,
+                Some(t) => parse_timeout(&ctx, t)?,
+            };
+            let memory = match &f.memory {
+                None => DEFAULT_MEMORY,
+                Some(m) => parse_memory(&ctx, m)?,
+            };
+            for key in f.variables.keys() {
+                if key.is_empty() {
+                    return Err(ctx.error(
+                        raw_fn.span(),
+                        "variable names must not be empty".to_string(),
+                    ));
+                }
+            }
+
+            functions.push(FunctionSpec {
+                name,
+                component,
+                component_at: ctx.location(f.component.span().start),
+                routes,
+                timeout,
+                memory,
+                variables: f.variables.clone(),
+            });
+        }
+
+        let routes = RouteTable::build(route_spans.iter().map(|(p, i, _)| (p.clone(), *i))).map_err(
+            |dup| {
+                let (_, _, span) = &route_spans[dup.second_entry];
+                let first = &functions[dup.first_function];
+                ctx.error(
+                    span.clone(),
+                    format!(
+                        "route {} is already claimed by function `{}`; each route must belong to exactly one function",
+                        dup.pattern, first.name
+                    ),
+                )
+            },
+        )?;
+
+        Ok(Manifest {
+            path: path.to_path_buf(),
+            functions,
+            routes,
+        })
+    }
+}
+
+struct Ctx<'a> {
+    path: &'a Path,
+    text: &'a str,
+}
+
+impl Ctx<'_> {
+    fn location(&self, offset: usize) -> Location {
+        let offset = offset.min(self.text.len());
+        let before = &self.text[..offset];
+        let line = before.matches('\n').count() + 1;
+        let column = before.rfind('\n').map_or(offset, |nl| offset - nl - 1) + 1;
+        Location {
+            path: self.path.to_path_buf(),
+            line,
+            column,
+        }
+    }
+
+    fn error(&self, span: Range<usize>, message: String) -> ManifestError {
+        ManifestError::Invalid {
+            at: self.location(span.start),
+            message,
+        }
+    }
+}
+
+fn validate_name(ctx: &Ctx<'_>, name: &Spanned<String>) -> Result<String, ManifestError> {
+    let n = name.get_ref();
+    let ok = !n.is_empty()
+        && n.len() <= 63
+        && n.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !n.starts_with('-')
+        && !n.ends_with('-');
+    if ok {
+        Ok(n.clone())
+    } else {
+        Err(ctx.error(
+            name.span(),
+            format!("function name {n:?} must be 1-63 lower-case letters, digits or '-', not starting or ending with '-'"),
+        ))
+    }
+}
+
+fn parse_timeout(ctx: &Ctx<'_>, t: &Spanned<String>) -> Result<Duration, ManifestError> {
+    let d = humantime::parse_duration(t.get_ref()).map_err(|e| {
+        ctx.error(
+            t.span(),
+            format!(
+                "`timeout` must be a duration such as \"5s\" or \"250ms\", got {:?}: {e}",
+                t.get_ref()
+            ),
+        )
+    })?;
+    if d.is_zero() || d > MAX_TIMEOUT {
+        return Err(ctx.error(
+            t.span(),
+            format!(
+                "`timeout` must be more than 0 and at most 600s (Knative's limit), got {:?}",
+                t.get_ref()
+            ),
+        ));
+    }
+    Ok(d)
+}
+
+fn parse_memory(ctx: &Ctx<'_>, m: &Spanned<String>) -> Result<u64, ManifestError> {
+    let size: bytesize::ByteSize = m.get_ref().parse().map_err(|e| {
+        ctx.error(
+            m.span(),
+            format!(
+                "`memory` must be a size such as \"64MiB\", got {:?}: {e}",
+                m.get_ref()
+            ),
+        )
+    })?;
+    let bytes = size.as_u64();
+    if !(MIN_MEMORY..=MAX_MEMORY).contains(&bytes) {
+        return Err(ctx.error(
+            m.span(),
+            format!(
+                "`memory` must be between 1MiB and 4GiB, got {:?}",
+                m.get_ref()
+            ),
+        ));
+    }
+    Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Manifest, String> {
+        Manifest::parse(Path::new("/app/wasmfn.toml"), text).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn resolves_a_full_entry_with_defaults_and_relative_paths() {
+        let m = parse(
+            r#"
+[[functions]]
+name = "hello"
+component = "build/hello.wasm"
+routes = ["/hello", "/greet/*"]
+timeout = "250ms"
+memory = "32MiB"
+variables = { greeting = "Hi" }
+
+[[functions]]
+name = "echo"
+component = "/abs/echo.cwasm"
+"#,
+        )
+        .unwrap();
+        let hello = &m.functions[0];
+        assert_eq!(hello.component, Path::new("/app/build/hello.wasm"));
+        assert_eq!(hello.timeout, Duration::from_millis(250));
+        assert_eq!(hello.memory, 32 * 1024 * 1024);
+        assert_eq!(hello.variables["greeting"], "Hi");
+        assert_eq!(hello.component_at.line, 4);
+        let echo = &m.functions[1];
+        assert_eq!(echo.component, Path::new("/abs/echo.cwasm"));
+        assert_eq!(echo.timeout, DEFAULT_TIMEOUT);
+        assert_eq!(echo.memory, DEFAULT_MEMORY);
+        assert!(echo.routes.is_empty());
+    }
+
+    #[test]
+    fn unknown_key_names_file_line_and_the_keys_expected() {
+        let err = parse("[[functions]]\nname = \"a\"\ncomponent = \"a.wasm\"\ntimout = \"5s\"\n")
+            .unwrap_err();
+        assert!(
+            err.starts_with("/app/wasmfn.toml:4:1: unknown field `timout`, expected one of"),
+            "{err}"
+        );
+        assert!(err.contains("`timeout`"), "{err}");
+    }
+
+    #[test]
+    fn missing_component_is_reported_on_the_function() {
+        let err = parse("[[functions]]\nname = \"a\"\n").unwrap_err();
+        assert!(
+            err.starts_with("/app/wasmfn.toml:1:1: missing field `component`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn bad_values_say_what_was_expected() {
+        let cases = [
+            ("timeout = \"soon\"", "`timeout` must be a duration"),
+            ("timeout = \"0s\"", "more than 0"),
+            ("timeout = \"11m\"", "at most 600s"),
+            ("memory = \"lots\"", "`memory` must be a size"),
+            ("memory = \"8GiB\"", "between 1MiB and 4GiB"),
+            ("routes = [\"hello\"]", "must start with '/'"),
+            ("routes = [\"/a/*/b\"]", "'*' may only end a route"),
+            ("routes = [\"/.well-known/wasmfn/ready\"]", "reserves"),
+            ("routes = [\"/.well-known/wasmfn/*\"]", "reserves"),
+            ("variables = { n = 1 }", "expected a string"),
+            ("routes = \"/x\"", "expected a sequence"),
+        ];
+        for (line, expected) in cases {
+            let text = format!("[[functions]]\nname = \"a\"\ncomponent = \"a.wasm\"\n{line}\n");
+            let err = parse(&text).unwrap_err();
+            assert!(err.starts_with("/app/wasmfn.toml:4:"), "{line}: {err}");
+            assert!(err.contains(expected), "{line}: {err}");
+        }
+    }
+
+    #[test]
+    fn bad_names_and_components_are_rejected() {
+        let err =
+            parse("[[functions]]\nname = \"Hello_World\"\ncomponent = \"a.wasm\"\n").unwrap_err();
+        assert!(
+            err.starts_with("/app/wasmfn.toml:2:8:") && err.contains("lower-case"),
+            "{err}"
+        );
+        let err = parse("[[functions]]\nname = \"a\"\ncomponent = \"a.js\"\n").unwrap_err();
+        assert!(
+            err.starts_with("/app/wasmfn.toml:3:") && err.contains(".wasm or .cwasm"),
+            "{err}"
+        );
+        let err = parse("[[functions]]\nname = \"a\"\ncomponent = \"a.wasm\"\n[[functions]]\nname = \"a\"\ncomponent = \"b.wasm\"\n")
+            .unwrap_err();
+        assert!(
+            err.starts_with("/app/wasmfn.toml:5:") && err.contains("already used"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn two_functions_claiming_one_route_is_an_error_at_the_second() {
+        let err = parse(
+            "[[functions]]\nname = \"a\"\ncomponent = \"a.wasm\"\nroutes = [\"/x\", \"/api/*\"]\n\n\
+             [[functions]]\nname = \"b\"\ncomponent = \"b.wasm\"\nroutes = [\"/y\", \"/api/*\"]\n",
+        )
+        .unwrap_err();
+        assert!(err.starts_with("/app/wasmfn.toml:9:17:"), "{err}");
+        assert!(
+            err.contains("/api/* is already claimed by function `a`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn syntax_errors_point_at_the_line() {
+        let err = parse("[[functions]]\nname = \"a\"\ncomponent = \n").unwrap_err();
+        assert!(err.starts_with("/app/wasmfn.toml:3:"), "{err}");
+    }
+
+    #[test]
+    fn empty_manifest_has_no_functions() {
+        assert!(parse("").unwrap().functions.is_empty());
+    }
+}

@@ -1,0 +1,298 @@
+//! The real `wasmfn` binary, spawned on port 0 and driven by a real HTTP client: what a user
+//! and Knative see, including start-up errors and exit codes.
+
+use std::process::Command;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use wasmfn_guest_artifacts as guests;
+
+mod common;
+use common::{Server, function, get, manifest, post};
+
+fn wasmfn(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_wasmfn"))
+        .args(args)
+        .env_remove("RUST_BACKTRACE")
+        .output()
+        .unwrap()
+}
+
+/// Runs `wasmfn serve` on `text`, which must refuse to start; returns what it said and
+/// the manifest's path.
+fn serve_refuses(text: &str) -> (String, std::path::PathBuf) {
+    let (_dir, path) = manifest(text);
+    let out = wasmfn(&[
+        "serve",
+        "--manifest",
+        path.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    assert!(
+        !out.status.success(),
+        "wasmfn serve started on a manifest it should refuse"
+    );
+    (String::from_utf8_lossy(&out.stderr).into_owned(), path)
+}
+
+fn examples_and_failures() -> String {
+    [
+        function(
+            "hello",
+            guests::HELLO,
+            &["/hello"],
+            "variables = { greeting = \"Hej\" }",
+        ),
+        function("echo", guests::ECHO, &["/echo", "/echo/*"], ""),
+        function("trap", guests::TEST_TRAP, &["/trap"], ""),
+        function("spin", guests::TEST_SPIN, &["/spin"], "timeout = \"300ms\""),
+    ]
+    .concat()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn serves_http1_and_h2c_and_round_trips_one_mebibyte() {
+    let (_dir, path) = manifest(&examples_and_failures());
+    let server = Server::start(&path);
+
+    let r = get(&server.url("/hello?name=Ada")).await;
+    assert_eq!((r.status, r.text().as_str()), (200, "Hej, Ada!\n"));
+
+    let body: Vec<u8> = (0..(1u32 << 20)).map(|i| (i % 253) as u8).collect();
+    let r = post(&server.url("/echo"), body.clone()).await;
+    assert_eq!(r.status, 200);
+    assert!(
+        r.body == body,
+        "1 MiB came back altered ({} bytes)",
+        r.body.len()
+    );
+
+    // h2c with prior knowledge, on the same port.
+    let request = http::Request::post(server.url("/echo/h2"))
+        .body(Full::new(Bytes::from(body.clone())))
+        .unwrap();
+    let r = common::send(&common::client(true), request).await;
+    assert_eq!(r.status, 200);
+    assert!(r.body == body, "1 MiB over h2c came back altered");
+    assert_eq!(r.header("x-echo-path"), Some("/echo/h2"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unknown_route_is_404_with_a_json_reason() {
+    let (_dir, path) = manifest(&examples_and_failures());
+    let server = Server::start(&path);
+    let r = get(&server.url("/no/such/function")).await;
+    assert_eq!(r.status, 404);
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    assert_eq!(
+        r.json()["error"],
+        "no function is routed at /no/such/function"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn trap_is_500_with_the_request_id_that_the_log_names_then_service_continues() {
+    let (_dir, path) = manifest(&examples_and_failures());
+    let server = Server::start(&path);
+
+    // A caller-supplied id is kept ...
+    let request = http::Request::get(server.url("/trap"))
+        .header("x-request-id", "req-from-client-42")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let r = common::send(&common::client(false), request).await;
+    assert_eq!(r.status, 500);
+    assert_eq!(r.header("x-request-id"), Some("req-from-client-42"));
+    assert_eq!(r.json()["request_id"], "req-from-client-42");
+    let log = server.wait_for_log("request_id=req-from-client-42");
+    let line = log
+        .lines()
+        .find(|l| l.contains("request failed") && l.contains("req-from-client-42"));
+    let line = line.unwrap_or_else(|| panic!("no failure line for the request id in:\n{log}"));
+    assert!(line.contains("unreachable"), "the log says why: {line}");
+    // ... and the guest's panic message is in the log under the same id.
+    assert!(
+        log.lines().any(|l| l.contains("guest output")
+            && l.contains("req-from-client-42")
+            && l.contains("test-trap was asked to fail")),
+        "{log}"
+    );
+
+    // ... and without one, the host makes one up and logs that.
+    let r = get(&server.url("/trap")).await;
+    assert_eq!(r.status, 500);
+    let id = r
+        .header("x-request-id")
+        .expect("a generated request id")
+        .to_string();
+    assert!(
+        server
+            .wait_for_log(&format!("request_id={id}"))
+            .contains(&format!("request_id={id}"))
+    );
+
+    assert_eq!(
+        get(&server.url("/hello")).await.status,
+        200,
+        "normal service right after a trap"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn infinite_loop_is_504_then_service_continues() {
+    let (_dir, path) = manifest(&examples_and_failures());
+    let server = Server::start(&path);
+    let r = get(&server.url("/spin")).await;
+    assert_eq!(r.status, 504, "{}", r.text());
+    assert_eq!(r.json()["function"], "spin");
+    assert_eq!(
+        get(&server.url("/hello")).await.status,
+        200,
+        "normal service right after a deadline"
+    );
+    assert_eq!(
+        post(&server.url("/echo"), "still here").await.text(),
+        "still here"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn failure_after_the_response_head_is_logged_with_the_request_id() {
+    let (_dir, path) = manifest(&function("late", guests::TEST_LATE_TRAP, &["/late"], ""));
+    let server = Server::start(&path);
+    let request = http::Request::get(server.url("/late"))
+        .header("x-request-id", "late-trap-7")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    // hyper may not have flushed the head when the body fails, so the client sees either
+    // a 200 with a cut-off body or a cut connection; never a complete response.
+    let complete = match common::client(false).request(request).await {
+        Ok(response) => http_body_util::BodyExt::collect(response.into_body())
+            .await
+            .is_ok(),
+        Err(_) => false,
+    };
+    assert!(
+        !complete,
+        "a failed body must not look like a complete response"
+    );
+    let log = server.wait_for_log("function failed after sending its response head");
+    let line = log
+        .lines()
+        .find(|l| l.contains("after sending its response head"));
+    assert!(
+        line.is_some_and(|l| l.contains("late-trap-7") && l.contains("unreachable")),
+        "{log}"
+    );
+}
+
+#[test]
+fn bad_manifest_exits_non_zero_naming_file_line_and_expectation() {
+    let (err, path) = serve_refuses(
+        "[[functions]]\nname = \"a\"\ncomponent = \"a.wasm\"\nroutes = [\"/a\"]\nmemroy = \"1MiB\"\n",
+    );
+    assert!(
+        err.contains(&format!("{}:5:1: unknown field `memroy`", path.display())),
+        "{err}"
+    );
+}
+
+#[test]
+fn duplicate_route_is_an_error_at_start() {
+    let text = [
+        function("a", guests::HELLO, &["/x"], ""),
+        function("b", guests::ECHO, &["/x"], ""),
+    ]
+    .concat();
+    let (err, _) = serve_refuses(&text);
+    assert!(
+        err.contains("route /x is already claimed by function `a`"),
+        "{err}"
+    );
+}
+
+#[test]
+fn component_without_http_export_is_rejected_at_start_naming_the_function() {
+    let (err, _) = serve_refuses(&function(
+        "calculator",
+        guests::TEST_NOT_HTTP,
+        &["/calc"],
+        "",
+    ));
+    assert!(
+        err.contains("function `calculator`") && err.contains("wasi:http/incoming-handler"),
+        "{err}"
+    );
+}
+
+#[test]
+fn missing_component_names_the_function_and_the_line() {
+    let (err, path) = serve_refuses(&function("ghost", "nowhere/ghost.wasm", &["/g"], ""));
+    assert!(
+        err.contains(&format!("{}:3:", path.display()))
+            && err.contains("function `ghost`")
+            && err.contains("ghost.wasm"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn compiled_cwasm_is_served_and_manifest_precompile_fills_the_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let cwasm = dir.path().join("raw.cwasm");
+    let out = wasmfn(&[
+        "compile",
+        guests::RAW_WASI_HTTP,
+        "-o",
+        cwasm.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let (_mdir, path) = manifest(&function("raw", cwasm.to_str().unwrap(), &["/raw"], ""));
+    let server = Server::start(&path);
+    let r = get(&server.url("/raw")).await;
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (200, "raw wasi:http component saw /raw\n")
+    );
+
+    // `compile --manifest` writes one cache entry per .wasm function.
+    let cache = tempfile::tempdir().unwrap();
+    let (_m2, path) = manifest(
+        &[
+            function("hello", guests::HELLO, &["/h"], ""),
+            function("echo", guests::ECHO, &["/e"], ""),
+        ]
+        .concat(),
+    );
+    let out = wasmfn(&[
+        "compile",
+        "--manifest",
+        path.to_str().unwrap(),
+        "--cache-dir",
+        cache.path().to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(std::fs::read_dir(cache.path()).unwrap().count(), 2);
+}
+
+#[test]
+fn sigterm_exits_zero() {
+    let (_dir, path) = manifest(&function("hello", guests::HELLO, &["/hello"], ""));
+    let server = Server::start(&path);
+    let status = Command::new("kill")
+        .args(["-TERM", &server.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert_eq!(server.wait(), Some(0));
+}

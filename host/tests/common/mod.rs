@@ -1,0 +1,210 @@
+//! Helpers shared by the integration tests: a real `wasmfn` process on port 0 and a real
+//! HTTP client for it.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+/// One compile cache for the whole test run, so each component compiles once.
+pub fn cache_dir() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join("wasmfn-test-cache")
+}
+
+/// Writes `text` as `wasmfn.toml` in a fresh directory.
+pub fn manifest(text: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("wasmfn.toml");
+    std::fs::write(&path, text).unwrap();
+    (dir, path)
+}
+
+/// A `[[functions]]` entry for a guest component.
+pub fn function(name: &str, component: &str, routes: &[&str], extra: &str) -> String {
+    let routes: Vec<String> = routes.iter().map(|r| format!("{r:?}")).collect();
+    format!(
+        "[[functions]]\nname = {name:?}\ncomponent = {component:?}\nroutes = [{}]\n{extra}\n",
+        routes.join(", ")
+    )
+}
+
+/// A running `wasmfn serve`, killed on drop.
+pub struct Server {
+    pub addr: SocketAddr,
+    child: Child,
+    log: Arc<Mutex<String>>,
+}
+
+impl Server {
+    /// Starts `wasmfn serve` on 127.0.0.1:0 and waits for it to report its address.
+    pub fn start(manifest: &Path) -> Self {
+        Self::start_with(manifest, &[])
+    }
+
+    pub fn start_with(manifest: &Path, args: &[&str]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_wasmfn"))
+            .arg("serve")
+            .arg("--manifest")
+            .arg(manifest)
+            .args(["--listen", "127.0.0.1:0"])
+            .arg("--cache-dir")
+            .arg(cache_dir())
+            .args(args)
+            .env("RUST_LOG", "info")
+            .env_remove("RUST_BACKTRACE")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawning wasmfn");
+        let log = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        for stream in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let log = log.clone();
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    if line.contains("listening")
+                        && let Some(addr) = line
+                            .split("addr=")
+                            .nth(1)
+                            .and_then(|a| a.split_whitespace().next())
+                        && let Ok(addr) = addr.parse::<SocketAddr>()
+                    {
+                        let _ = tx.send(addr);
+                    }
+                    log.lock().unwrap().push_str(&line);
+                    log.lock().unwrap().push('\n');
+                }
+            });
+        }
+        match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(addr) => Server { addr, child, log },
+            Err(_) => {
+                let _ = child.kill();
+                panic!(
+                    "wasmfn did not report a listening address; log:\n{}",
+                    log.lock().unwrap()
+                );
+            }
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// Everything the process printed so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Waits until the log contains `needle` (log lines may trail the response).
+    pub fn wait_for_log(&self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let log = self.log();
+            if log.contains(needle) || Instant::now() > deadline {
+                return log;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits for the process to exit by itself and returns its exit code.
+    pub fn wait(mut self) -> Option<i32> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "wasmfn did not exit; log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A response read whole.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+}
+
+impl Reply {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// An HTTP/1.1 client, or an h2c (prior knowledge) one.
+pub fn client(h2c: bool) -> Client<HttpConnector, Full<Bytes>> {
+    let mut builder = Client::builder(TokioExecutor::new());
+    builder.http2_only(h2c);
+    builder.build_http()
+}
+
+pub async fn send(
+    client: &Client<HttpConnector, Full<Bytes>>,
+    request: http::Request<Full<Bytes>>,
+) -> Reply {
+    let response = client.request(request).await.expect("request failed");
+    let (parts, body) = response.into_parts();
+    let body = body.collect().await.expect("reading the body").to_bytes();
+    Reply {
+        status: parts.status.as_u16(),
+        headers: parts.headers,
+        body,
+    }
+}
+
+pub async fn get(url: &str) -> Reply {
+    let request = http::Request::get(url)
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    send(&client(false), request).await
+}
+
+pub async fn post(url: &str, body: impl Into<Bytes>) -> Reply {
+    let request = http::Request::post(url)
+        .body(Full::new(body.into()))
+        .unwrap();
+    send(&client(false), request).await
+}

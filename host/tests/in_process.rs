@@ -1,0 +1,426 @@
+//! In-process tests: the engine and `App::handle` against real guest components built from
+//! guests/, without sockets. Every guest has a test named after it here.
+
+use std::path::Path;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use wasmfn::engine::{CacheDir, Engine, EngineOptions, InvokeError, LoadError};
+use wasmfn::manifest::Manifest;
+use wasmfn::server::App;
+use wasmfn_guest_artifacts as guests;
+
+mod common;
+use common::Reply;
+
+// A guest without a test here fails the build.
+macro_rules! assert_guest_is_tested {
+    ($name:ident, $path:expr) => {
+        const _: fn() = $name;
+    };
+}
+wasmfn_guest_artifacts::foreach_guest!(assert_guest_is_tested);
+
+fn engine(cache: Option<&Path>) -> Engine {
+    Engine::new(&EngineOptions {
+        pool_instances: 32,
+        cache: cache.map(|c| CacheDir::new(c).unwrap()),
+        ..EngineOptions::default()
+    })
+    .unwrap()
+}
+
+fn app(manifest: &str) -> App {
+    let manifest = Manifest::parse(Path::new("/virtual/wasmfn.toml"), manifest).unwrap();
+    App::load(&manifest, &engine(Some(&common::cache_dir()))).unwrap()
+}
+
+async fn call(app: &App, method: &str, uri: &str, body: impl Into<Bytes>) -> Reply {
+    let request = http::Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("host", "example.test")
+        .header("content-type", "application/octet-stream")
+        .body(Full::new(body.into()))
+        .unwrap();
+    let response = app.handle(request).await;
+    let (parts, body) = response.into_parts();
+    Reply {
+        status: parts.status.as_u16(),
+        headers: parts.headers,
+        body: body.collect().await.unwrap().to_bytes(),
+    }
+}
+
+fn entry(name: &str, component: &str, routes: &[&str], extra: &str) -> String {
+    common::function(name, component, routes, extra)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hello() {
+    let app = app(&entry(
+        "hello",
+        guests::HELLO,
+        &["/hello"],
+        "variables = { greeting = \"Howdy\" }",
+    ));
+    let r = call(&app, "GET", "/hello?name=Ada", "").await;
+    assert_eq!((r.status, r.text().as_str()), (200, "Howdy, Ada!\n"));
+    // Every response carries a request id, and each request gets a new one.
+    let a = r.headers["x-request-id"].clone();
+    let b = call(&app, "GET", "/hello", "").await.headers["x-request-id"].clone();
+    assert_ne!(a, b);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn echo() {
+    let app = app(&entry("echo", guests::ECHO, &["/echo/*"], ""));
+    let body: Vec<u8> = (0..(1 << 20)).map(|i: u32| (i * 7 % 251) as u8).collect();
+    let r = call(&app, "PUT", "/echo/a/b?x=1", body.clone()).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body.len(), body.len());
+    assert!(r.body == body, "1 MiB body came back altered");
+    assert_eq!(r.headers["x-echo-method"], "PUT");
+    assert_eq!(r.headers["x-echo-path"], "/echo/a/b");
+    assert_eq!(r.headers["x-echo-query"], "x=1");
+    assert_eq!(r.headers["content-type"], "application/octet-stream");
+    // The guest saw the request id the host assigned.
+    assert_eq!(
+        r.headers["x-echo-header-x-request-id"],
+        r.headers["x-request-id"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn core_model_api() {
+    let app = app(&entry(
+        "core-model-api",
+        guests::CORE_MODEL_API,
+        &["/api/v1/*", "/health/*"],
+        "variables = { model_version = \"t1\" }",
+    ));
+    assert_eq!(
+        call(&app, "GET", "/health/live", "").await.json()["status"],
+        "alive"
+    );
+    assert_eq!(
+        call(&app, "GET", "/health/ready", "").await.json()["status"],
+        "ready"
+    );
+    let r = call(
+        &app,
+        "POST",
+        "/api/v1/models/mortgage",
+        r#"{"principal":300000,"annual_rate_percent":6,"years":30}"#,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["monthly_payment"], 1798.65);
+    assert_eq!(r.json()["payments"], 360);
+    let r = call(
+        &app,
+        "POST",
+        "/api/v1/models/valuation",
+        r#"{"sqft":1500,"bedrooms":3,"bathrooms":2,"year_built":2025}"#,
+    )
+    .await;
+    assert_eq!(
+        r.json()["estimate"],
+        1500.0 * 210.0 + 3.0 * 9500.0 + 2.0 * 12000.0
+    );
+    assert_eq!(r.json()["model"], "valuation-t1");
+    let r = call(
+        &app,
+        "POST",
+        "/api/v1/models/rental-yield",
+        r#"{"price":200000,"monthly_rent":1000,"annual_costs":2000}"#,
+    )
+    .await;
+    assert_eq!(
+        (
+            r.json()["gross_yield_percent"].as_f64(),
+            r.json()["net_yield_percent"].as_f64()
+        ),
+        (Some(6.0), Some(5.0))
+    );
+    // Bad input is the client's fault, and the guest says what was wrong.
+    let r = call(
+        &app,
+        "POST",
+        "/api/v1/models/mortgage",
+        r#"{"principal":1,"years":30}"#,
+    )
+    .await;
+    assert_eq!(r.status, 400);
+    assert!(
+        r.json()["error"]
+            .as_str()
+            .unwrap()
+            .contains("annual_rate_percent"),
+        "{}",
+        r.text()
+    );
+    assert_eq!(
+        call(&app, "GET", "/api/v1/models/mortgage", "")
+            .await
+            .status,
+        405
+    );
+    assert_eq!(call(&app, "GET", "/api/v1/nothing", "").await.status, 404);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn raw_wasi_http() {
+    // A component written against the plain `wasip2` crate runs unchanged, from .wasm ...
+    let app = app(&entry("raw", guests::RAW_WASI_HTTP, &["/raw/*"], ""));
+    let r = call(&app, "GET", "/raw/x?y", "").await;
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (200, "raw wasi:http component saw /raw/x?y\n")
+    );
+
+    // ... and from a .cwasm precompiled by `Engine::precompile`, memory-mapped at load.
+    let dir = tempfile::tempdir().unwrap();
+    let cwasm = dir.path().join("raw.cwasm");
+    std::fs::write(
+        &cwasm,
+        engine(None)
+            .precompile(Path::new(guests::RAW_WASI_HTTP))
+            .unwrap(),
+    )
+    .unwrap();
+    let app = self::app(&entry("raw", cwasm.to_str().unwrap(), &["/raw/*"], ""));
+    assert_eq!(
+        call(&app, "GET", "/raw/z", "").await.text(),
+        "raw wasi:http component saw /raw/z\n"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn test_trap() {
+    let app = app(&(entry("trap", guests::TEST_TRAP, &["/trap"], "")
+        + &entry("hello", guests::HELLO, &["/hello"], "")));
+    for _ in 0..3 {
+        let r = call(&app, "GET", "/trap", "").await;
+        assert_eq!(r.status, 500);
+        let id = r.headers["x-request-id"].to_str().unwrap().to_string();
+        assert_eq!(r.json()["request_id"], id.as_str());
+        assert_eq!(r.json()["function"], "trap");
+        assert_eq!(
+            call(&app, "GET", "/hello", "").await.status,
+            200,
+            "served normally after a trap"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn test_spin() {
+    let app = app(
+        &(entry("spin", guests::TEST_SPIN, &["/spin"], "timeout = \"200ms\"")
+            + &entry("hello", guests::HELLO, &["/hello"], "")),
+    );
+    // The guest never yields to the host, so only the epoch deadline can stop it.
+    let (spun, hello) = tokio::join!(call(&app, "GET", "/spin", ""), async {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        call(&app, "GET", "/hello", "").await
+    });
+    assert_eq!(spun.status, 504, "{}", spun.text());
+    assert!(
+        spun.json()["error"].as_str().unwrap().contains("200ms"),
+        "{}",
+        spun.text()
+    );
+    assert_eq!(
+        hello.status, 200,
+        "other functions keep serving while one spins"
+    );
+    assert_eq!(call(&app, "GET", "/hello", "").await.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn test_oom() {
+    let app = app(
+        &(entry("oom", guests::TEST_OOM, &["/oom"], "memory = \"8MiB\"")
+            + &entry("hello", guests::HELLO, &["/hello"], "")),
+    );
+    let r = call(&app, "GET", "/oom", "").await;
+    assert_eq!(r.status, 500, "{}", r.text());
+    assert_eq!(call(&app, "GET", "/hello", "").await.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn test_late_trap() {
+    let app = app(&(entry("late", guests::TEST_LATE_TRAP, &["/late"], "")
+        + &entry("hello", guests::HELLO, &["/hello"], "")));
+    let request = http::Request::get("/late")
+        .header("host", "x")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let response = app.handle(request).await;
+    // The head went out before the trap, so the status is the guest's ...
+    assert_eq!(response.status(), 200);
+    // ... and the body is cut off: an error, or fewer than the 1000 bytes it announced
+    // (over a socket hyper then closes the connection, see cli.rs).
+    if let Ok(body) = response.into_body().collect().await {
+        assert!(
+            body.to_bytes().len() < 1000,
+            "a cut-off body must not look complete"
+        );
+    }
+    assert_eq!(call(&app, "GET", "/hello", "").await.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn test_not_http() {
+    let manifest = Manifest::parse(
+        Path::new("/virtual/wasmfn.toml"),
+        &entry("calc", guests::TEST_NOT_HTTP, &["/calc"], ""),
+    )
+    .unwrap();
+    let err = App::load(&manifest, &engine(Some(&common::cache_dir())))
+        .err()
+        .expect("must be rejected");
+    let msg = err.to_string();
+    assert!(msg.starts_with("/virtual/wasmfn.toml:3:"), "{msg}");
+    assert!(msg.contains("function `calc`"), "{msg}");
+    assert!(
+        msg.contains("does not export wasi:http/incoming-handler"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn core_module_missing_file_and_garbage_are_load_errors() {
+    let engine = engine(None);
+    let dir = tempfile::tempdir().unwrap();
+    let load = |file: &str, bytes: Option<&[u8]>| {
+        let path = dir.path().join(file);
+        if let Some(b) = bytes {
+            std::fs::write(&path, b).unwrap();
+        }
+        let m =
+            Manifest::parse(&dir.path().join("wasmfn.toml"), &entry("f", file, &[], "")).unwrap();
+        engine.load(&m.functions[0]).err().expect("must fail")
+    };
+    // The smallest core module: valid WebAssembly, but not a component.
+    let err = load("core.wasm", Some(b"\0asm\x01\0\0\0"));
+    assert!(matches!(err, LoadError::Invalid { .. }), "{err}");
+    assert!(err.to_string().contains("wasm32-wasip2"), "{err}");
+    assert!(matches!(load("missing.wasm", None), LoadError::Read { .. }));
+    let err = load("garbage.cwasm", Some(b"not elf at all"));
+    assert!(
+        matches!(err, LoadError::NotPrecompiledComponent { .. }),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn cwasm_from_another_wasmtime_is_recompiled_from_its_wasm_or_rejected_clearly() {
+    let engine = engine(None);
+    let dir = tempfile::tempdir().unwrap();
+    let mut bytes = engine.precompile(Path::new(guests::HELLO)).unwrap();
+    // Pretend another wasmtime release made it: the engine section records the major
+    // version as [format 0, length 2, "48"].
+    let marker = [0u8, 2, b'4', b'8'];
+    let at = bytes
+        .windows(4)
+        .position(|w| w == marker)
+        .expect("version marker in .cwasm");
+    bytes[at + 2..at + 4].copy_from_slice(b"47");
+    let cwasm = dir.path().join("hello.cwasm");
+    std::fs::write(&cwasm, &bytes).unwrap();
+    let manifest = Manifest::parse(
+        &dir.path().join("wasmfn.toml"),
+        &entry("hello", "hello.cwasm", &[], ""),
+    )
+    .unwrap();
+
+    let err = engine
+        .load(&manifest.functions[0])
+        .err()
+        .expect("an incompatible .cwasm must be refused");
+    assert!(matches!(err, LoadError::Incompatible { .. }), "{err}");
+    assert!(
+        err.to_string().contains("hello.wasm") && err.to_string().contains("wasmfn compile"),
+        "{err}"
+    );
+
+    std::fs::copy(guests::HELLO, dir.path().join("hello.wasm")).unwrap();
+    engine
+        .load(&manifest.functions[0])
+        .expect("recompiled from the .wasm beside it");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn compile_cache_is_written_reused_and_repaired() {
+    let cache = tempfile::tempdir().unwrap();
+    let manifest = Manifest::parse(
+        Path::new("/virtual/wasmfn.toml"),
+        &entry("hello", guests::HELLO, &["/hello"], ""),
+    )
+    .unwrap();
+    let engine = engine(Some(cache.path()));
+    engine.load(&manifest.functions[0]).unwrap();
+    let entries: Vec<_> = std::fs::read_dir(cache.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(entries.len(), 1, "one entry per component: {entries:?}");
+    let modified = std::fs::metadata(&entries[0]).unwrap().modified().unwrap();
+
+    engine.load(&manifest.functions[0]).unwrap();
+    assert_eq!(
+        std::fs::metadata(&entries[0]).unwrap().modified().unwrap(),
+        modified,
+        "second load reuses the entry"
+    );
+
+    // A damaged entry is replaced, not fatal.
+    std::fs::write(&entries[0], b"truncated").unwrap();
+    let app = App::load(&manifest, &engine).unwrap();
+    let r = call(&app, "GET", "/hello", "").await;
+    assert_eq!(r.status, 200);
+    assert!(
+        std::fs::metadata(&entries[0]).unwrap().len() > 1000,
+        "entry rewritten"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unknown_routes_and_reserved_paths() {
+    let app = app(&entry("hello", guests::HELLO, &["/hello"], ""));
+    let r = call(&app, "GET", "/nope", "").await;
+    assert_eq!(r.status, 404);
+    assert_eq!(r.json()["error"], "no function is routed at /nope");
+    assert_eq!(
+        r.json()["request_id"],
+        r.headers["x-request-id"].to_str().unwrap()
+    );
+    assert_eq!(
+        call(&app, "GET", "/.well-known/wasmfn/ready", "")
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        call(&app, "GET", "/.well-known/wasmfn/live", "")
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        call(&app, "GET", "/.well-known/wasmfn/other", "")
+            .await
+            .status,
+        404
+    );
+}
+
+#[test]
+fn invoke_errors_are_typed() {
+    // The server maps these to statuses; make sure the variants say what they are.
+    let e = InvokeError::Deadline(Duration::from_millis(5));
+    assert_eq!(e.to_string(), "function ran past its 5ms deadline");
+}

@@ -1,0 +1,128 @@
+//! Glue between the `wasi:http` bindings and the SDK's types; used by `#[wasmfn_sdk::http]`.
+
+use crate::wit::wasi::http::types::{
+    Fields, IncomingRequest, Method, OutgoingBody, OutgoingResponse, ResponseOutparam,
+};
+use crate::wit::wasi::io::streams::StreamError;
+use crate::{IntoResponse, Request, Response};
+
+/// Reads the request, runs the handler, writes the response.
+pub fn serve<F, R>(incoming: IncomingRequest, out: ResponseOutparam, handler: F)
+where
+    F: FnOnce(Request) -> R,
+    R: IntoResponse,
+{
+    let request = match read_request(incoming) {
+        Ok(r) => r,
+        Err(e) => return write_response(out, crate::Error::bad_request(e).into_response()),
+    };
+    write_response(out, handler(request).into_response());
+}
+
+fn read_request(incoming: IncomingRequest) -> Result<Request, String> {
+    let method = match incoming.method() {
+        Method::Get => "GET".to_string(),
+        Method::Head => "HEAD".to_string(),
+        Method::Post => "POST".to_string(),
+        Method::Put => "PUT".to_string(),
+        Method::Delete => "DELETE".to_string(),
+        Method::Connect => "CONNECT".to_string(),
+        Method::Options => "OPTIONS".to_string(),
+        Method::Trace => "TRACE".to_string(),
+        Method::Patch => "PATCH".to_string(),
+        Method::Other(m) => m,
+    };
+    let path_and_query = incoming
+        .path_with_query()
+        .unwrap_or_else(|| "/".to_string());
+    let mut request = Request::new(&method, &path_and_query);
+    request.headers = incoming.headers().entries();
+
+    let body = incoming
+        .consume()
+        .map_err(|()| "request body was already taken".to_string())?;
+    {
+        let stream = body
+            .stream()
+            .map_err(|()| "request body stream was already taken".to_string())?;
+        loop {
+            match stream.blocking_read(64 * 1024) {
+                Ok(chunk) => request.body.extend_from_slice(&chunk),
+                Err(StreamError::Closed) => break,
+                Err(StreamError::LastOperationFailed(e)) => {
+                    return Err(format!(
+                        "reading the request body failed: {}",
+                        e.to_debug_string()
+                    ));
+                }
+            }
+        }
+    }
+    drop(body);
+    Ok(request)
+}
+
+fn write_response(out: ResponseOutparam, response: Response) {
+    let mut headers: Vec<(String, Vec<u8>)> = response
+        .headers
+        .into_iter()
+        .filter(|(k, _)| k != "content-length")
+        .collect();
+    headers.push((
+        "content-length".to_string(),
+        response.body.len().to_string().into_bytes(),
+    ));
+    let fields = match Fields::from_list(&headers) {
+        Ok(f) => f,
+        Err(e) => {
+            // A header the host refuses (forbidden or malformed) is a bug in the handler;
+            // answer 500 and say which rule was broken rather than dropping the response.
+            let msg = format!("handler returned an invalid header: {e:?}");
+            let fields = Fields::from_list(&[(
+                "content-length".to_string(),
+                msg.len().to_string().into_bytes(),
+            )])
+            .expect("static header is valid");
+            return send(out, fields, 500, msg.as_bytes());
+        }
+    };
+    send(out, fields, response.status, &response.body);
+}
+
+fn send(out: ResponseOutparam, fields: Fields, status: u16, body: &[u8]) {
+    let response = OutgoingResponse::new(fields);
+    // Status codes outside 100..=599 are refused by the host; fall back to 500.
+    if response.set_status_code(status).is_err() {
+        let _ = response.set_status_code(500);
+    }
+    let Ok(outgoing_body) = response.body() else {
+        return;
+    };
+    ResponseOutparam::set(out, Ok(response));
+    {
+        let Ok(stream) = outgoing_body.write() else {
+            return;
+        };
+        let mut rest = body;
+        while !rest.is_empty() {
+            let permitted = match stream.check_write() {
+                Ok(0) => {
+                    stream.subscribe().block();
+                    continue;
+                }
+                Ok(n) => n as usize,
+                // The client went away; nothing more to do.
+                Err(_) => return,
+            };
+            let n = permitted.min(rest.len());
+            if stream.write(&rest[..n]).is_err() {
+                return;
+            }
+            rest = &rest[n..];
+        }
+        if stream.blocking_flush().is_err() {
+            return;
+        }
+    }
+    let _ = OutgoingBody::finish(outgoing_body, None);
+}
