@@ -154,31 +154,32 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("cannot listen on {addr}"))?;
         let local = listener.local_addr()?;
+        // Register the handlers before announcing the address: a SIGTERM that arrives
+        // between "listening" and the first poll would otherwise kill the process.
+        let shutdown = shutdown_signal()?;
         tracing::info!(addr = %local, startup_ms = started.elapsed().as_secs_f64() * 1e3, "listening");
         // In-flight requests get as long as the slowest function may take, plus a margin
         // for the response to reach the client.
         let drain = app.longest_timeout() + Duration::from_secs(1);
-        crate::server::serve(listener, app, shutdown_signal(), drain).await?;
+        crate::server::serve(listener, app, shutdown, drain).await?;
         Ok::<_, anyhow::Error>(())
     })?;
     drop(engine);
     Ok(())
 }
 
-async fn shutdown_signal() {
+/// Registers SIGTERM and SIGINT handlers now and returns a future that resolves when
+/// either arrives.
+fn shutdown_signal() -> std::io::Result<impl Future<Output = ()>> {
     use tokio::signal::unix::{SignalKind, signal};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops the server");
-            let _ = tokio::signal::ctrl_c().await;
-            return;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM received"),
+            _ = int.recv() => tracing::info!("SIGINT received"),
         }
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received"),
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
-    }
+    })
 }
 
 fn compile(args: CompileArgs) -> anyhow::Result<()> {
