@@ -14,7 +14,7 @@ use wasmfn::manifest::Manifest;
 use wasmfn::router::{RoutePattern, RouteTable};
 use wasmfn::server::App;
 
-fn hello_app(pooling: PoolingMode) -> App {
+fn hello_app(pooling: PoolingMode) -> std::sync::Arc<App> {
     let text = format!(
         "[[functions]]\nname = \"hello\"\ncomponent = {:?}\nroutes = [\"/hello\"]\nvariables = {{ greeting = \"Hello\" }}\n",
         wasmfn_guest_artifacts::HELLO

@@ -62,12 +62,16 @@ fn main() {
     .unwrap();
 }
 
-/// Every guest crate: each directory of guests/ that has a Cargo.toml.
+/// Every guest component: each directory of guests/ whose Cargo.toml builds a cdylib
+/// (shared libraries such as `saga` are not components).
 fn guest_names(guests: &Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(guests)
         .unwrap()
         .filter_map(|e| e.ok())
-        .filter(|e| e.path().join("Cargo.toml").is_file())
+        .filter(|e| {
+            std::fs::read_to_string(e.path().join("Cargo.toml"))
+                .is_ok_and(|toml| toml.contains("\"cdylib\""))
+        })
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
     names.sort();

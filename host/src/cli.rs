@@ -2,13 +2,13 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 
 use crate::engine::{CacheDir, Engine, EngineOptions, PoolingMode};
+use crate::events::EventOptions;
 use crate::manifest::Manifest;
 use crate::server::App;
 
@@ -61,6 +61,14 @@ struct ServeArgs {
     /// Address to listen on [default: 0.0.0.0:$PORT, PORT defaulting to 8080].
     #[arg(long, short, env = "WASMFN_LISTEN")]
     listen: Option<SocketAddr>,
+    /// Where emitted events are POSTed (a Knative Broker); without one they go to this
+    /// host's own subscribers.
+    #[arg(long, env = "K_SINK", value_name = "URL")]
+    sink: Option<String>,
+    /// Extension attributes for every emitted event, as Knative's SinkBinding sets them:
+    /// `{"extensions": {"name": "value"}}`.
+    #[arg(long, env = "K_CE_OVERRIDES", value_name = "JSON", hide = true)]
+    ce_overrides: Option<String>,
     #[command(flatten)]
     engine: EngineArgs,
 }
@@ -138,10 +146,14 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let manifest = Manifest::load(&args.manifest)?;
     let addr = listen_addr(args.listen)?;
     let engine = Engine::new(&engine_options(&args.engine, max_memory(&manifest))?)?;
-    let app = Arc::new(App::load(&manifest, &engine)?);
+    let events = EventOptions::new(args.sink.as_deref(), args.ce_overrides.as_deref())
+        .map_err(|e| anyhow::anyhow!(e))?;
+    let sink = args.sink.clone().filter(|s| !s.is_empty());
+    let app = App::load_with(&manifest, &engine, events)?;
     tracing::info!(
         functions = manifest.functions.len(),
         pooling = engine.is_pooling(),
+        sink = sink.as_deref().unwrap_or("(in-process)"),
         elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
         "functions ready"
     );

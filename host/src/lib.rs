@@ -1,16 +1,18 @@
 //! wasmfn: a WebAssembly function platform for Knative.
 //!
-//! One host process loads many `wasi:http` components from a manifest and serves each
-//! request from a fresh instance. Modules:
+//! One host process loads many components from a manifest and serves each HTTP request
+//! and CloudEvent from a fresh instance. Modules:
 //! - [`manifest`]: `wasmfn.toml`, parsed and validated;
 //! - [`router`]: path → function;
 //! - [`engine`]: everything wasmtime (the only module that names it);
+//! - [`events`]: the CloudEvents HTTP binding, subscriptions and emitted events;
 //! - [`server`]: the HTTP/1.1 + h2c listener, request ids and status codes;
 //! - [`cli`]: the `wasmfn` command line.
 #![deny(missing_docs)]
 
 pub mod cli;
 pub mod engine;
+pub mod events;
 pub mod manifest;
 pub mod router;
 pub mod server;

@@ -14,6 +14,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
+use crate::events::Subscription;
 use crate::router::{RoutePattern, RouteTable};
 
 /// How long a function may run when the manifest does not say.
@@ -28,12 +29,21 @@ pub const MAX_MEMORY: u64 = 4 * 1024 * 1024 * 1024;
 pub const MIN_MEMORY: u64 = 1024 * 1024;
 /// Paths under this prefix belong to the host (health, metrics) and no function may claim them.
 pub const RESERVED_PREFIX: &str = "/.well-known/wasmfn/";
+/// Where CloudEvents arrive when the manifest does not say: Knative delivers to `/`.
+pub const DEFAULT_EVENTS_PATH: &str = "/";
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawManifest {
     #[serde(default)]
     functions: Vec<Spanned<RawFunction>>,
+    events: Option<RawEvents>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEvents {
+    path: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -43,6 +53,8 @@ struct RawFunction {
     component: Spanned<String>,
     #[serde(default)]
     routes: Vec<Spanned<String>>,
+    #[serde(default)]
+    events: Vec<Spanned<toml::Value>>,
     timeout: Option<Spanned<String>>,
     memory: Option<Spanned<String>>,
     #[serde(default)]
@@ -58,6 +70,8 @@ pub struct Manifest {
     pub functions: Vec<FunctionSpec>,
     /// Every route of every function; duplicates were rejected while building it.
     pub routes: RouteTable,
+    /// The path CloudEvents are delivered to.
+    pub events_path: String,
 }
 
 /// One `[[functions]]` entry, resolved.
@@ -71,6 +85,8 @@ pub struct FunctionSpec {
     pub component_at: Location,
     /// The HTTP paths this function serves.
     pub routes: Vec<RoutePattern>,
+    /// The events delivered to it: each subscription that matches delivers the event once.
+    pub events: Vec<Subscription>,
     /// Wall-clock and CPU deadline of one invocation.
     pub timeout: Duration,
     /// The most linear memory one instance may grow to, in bytes.
@@ -175,6 +191,15 @@ impl Manifest {
                 routes.push(pattern);
             }
 
+            let mut events = Vec::with_capacity(f.events.len());
+            for (i, sub) in f.events.iter().enumerate() {
+                let parsed = Subscription::from_toml(sub.get_ref().clone()).map_err(|e| {
+                    let sep = if e.starts_with("filters") { "." } else { "" };
+                    ctx.error(sub.span(), format!("events[{i}]{sep}{e}"))
+                })?;
+                events.push(parsed);
+            }
+
             let timeout = match &f.timeout {
                 None => DEFAULT_TIMEOUT,
                 Some(t) => parse_timeout(&ctx, t)?,
@@ -197,6 +222,7 @@ impl Manifest {
                 component,
                 component_at: ctx.location(f.component.span().start),
                 routes,
+                events,
                 timeout,
                 memory,
                 variables: f.variables.clone(),
@@ -217,10 +243,28 @@ impl Manifest {
             },
         )?;
 
+        let events_path = match raw.events.as_ref().and_then(|e| e.path.as_ref()) {
+            None => DEFAULT_EVENTS_PATH.to_string(),
+            Some(p) => {
+                let v = p.get_ref();
+                if !v.starts_with('/')
+                    || v.contains(['*', '?', '#'])
+                    || v.starts_with(RESERVED_PREFIX)
+                {
+                    return Err(ctx.error(
+                        p.span(),
+                        format!("`events.path` must be a plain absolute path such as \"/\" or \"/events\", outside {RESERVED_PREFIX}; got {v:?}"),
+                    ));
+                }
+                v.clone()
+            }
+        };
+
         Ok(Manifest {
             path: path.to_path_buf(),
             functions,
             routes,
+            events_path,
         })
     }
 }

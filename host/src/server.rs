@@ -13,17 +13,36 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 
-use crate::engine::{BoxError, Engine, Function, InvokeError, LoadError, ResponseBody};
+use cloudevents::{AttributesReader, Event};
+use http::Method;
+use http_body_util::Limited;
+
+use crate::engine::{
+    BoxError, Emit, EmitContext, Engine, EventOutcome, Function, InvokeError, LoadError,
+    ResponseBody,
+};
+use crate::events::outbox::Outbox;
+use crate::events::{DecodeError, EventOptions, Mode, Subscription, codec};
 use crate::manifest::{Manifest, RESERVED_PREFIX};
 use crate::router::RouteTable;
 
 /// The header that carries a request's id, in both directions.
 pub const REQUEST_ID: &str = "x-request-id";
 
+/// The largest CloudEvents request body read; larger ones get 413.
+pub const MAX_EVENT_BODY: usize = 16 * 1024 * 1024;
+/// How many in-process deliveries one chain of events may take before it is stopped as a
+/// loop (a function replying to its own events, say).
+pub const HOP_LIMIT: u32 = 32;
+
 /// Every function of a manifest, loaded and routed.
 pub struct App {
     functions: Vec<Function>,
     routes: RouteTable,
+    /// (function index, subscription), in manifest order.
+    subscriptions: Vec<(usize, Subscription)>,
+    events_path: String,
+    outbox: Arc<Outbox>,
 }
 
 /// A function that could not be loaded, named with where the manifest declares it.
@@ -40,7 +59,17 @@ pub struct FunctionLoadError {
 
 impl App {
     /// Loads and pre-instantiates every function; fails on the first that cannot serve.
-    pub fn load(manifest: &Manifest, engine: &Engine) -> Result<Self, FunctionLoadError> {
+    /// Emitted events are dispatched in-process.
+    pub fn load(manifest: &Manifest, engine: &Engine) -> Result<Arc<Self>, FunctionLoadError> {
+        Self::load_with(manifest, engine, EventOptions::default())
+    }
+
+    /// [`App::load`], with emitted events going where `events` says.
+    pub fn load_with(
+        manifest: &Manifest,
+        engine: &Engine,
+        events: EventOptions,
+    ) -> Result<Arc<Self>, FunctionLoadError> {
         let functions = manifest
             .functions
             .iter()
@@ -60,10 +89,19 @@ impl App {
                 Ok(f)
             })
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(Self {
+        let subscriptions = manifest
+            .functions
+            .iter()
+            .enumerate()
+            .flat_map(|(i, spec)| spec.events.iter().map(move |s| (i, s.clone())))
+            .collect();
+        Ok(Arc::new_cyclic(|app| Self {
             functions,
             routes: manifest.routes.clone(),
-        })
+            subscriptions,
+            events_path: manifest.events_path.clone(),
+            outbox: Arc::new(Outbox::new(events, app.clone())),
+        }))
     }
 
     /// The longest deadline of any function: how long a drain may have to wait.
@@ -95,6 +133,17 @@ impl App {
             return with_request_id(response, &request_id);
         }
 
+        // CloudEvents on the events path go to event handlers, once any function takes
+        // events; until then a function routed there may read them as plain HTTP.
+        if path == self.events_path
+            && !self.subscriptions.is_empty()
+            && req.method() == Method::POST
+            && let Some(mode) = codec::mode_of(req.headers())
+        {
+            let response = self.handle_events(req, mode, &request_id).await;
+            return with_request_id(response, &request_id);
+        }
+
         let Some(index) = self.routes.lookup(&path) else {
             tracing::debug!(%request_id, path, "no route");
             return with_request_id(not_found(&path, &request_id), &request_id);
@@ -111,7 +160,8 @@ impl App {
             req.headers_mut().insert(REQUEST_ID, v);
         }
 
-        let response = match function.handle(req, &request_id).await {
+        let emit = self.emit_context(0, traceparent(req.headers()), &request_id);
+        let response = match function.handle(req, &request_id, Some(emit)).await {
             Ok(response) => {
                 tracing::debug!(
                     function = function.name(), %request_id, %method, path,
@@ -150,13 +200,331 @@ impl App {
     }
 }
 
+impl App {
+    fn emit_context(
+        &self,
+        hops: u32,
+        traceparent: Option<String>,
+        request_id: &str,
+    ) -> EmitContext {
+        EmitContext {
+            emitter: self.outbox.clone(),
+            hops,
+            traceparent,
+            request_id: request_id.to_string(),
+        }
+    }
+
+    /// Answers a request that carries CloudEvents: decode, deliver each, reply in the mode
+    /// the events came in.
+    async fn handle_events<B>(
+        &self,
+        req: Request<B>,
+        mode: Mode,
+        request_id: &str,
+    ) -> Response<ResponseBody>
+    where
+        B: hyper::body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let started = Instant::now();
+        let (parts, body) = req.into_parts();
+        let body = match Limited::new(body, MAX_EVENT_BODY).collect().await {
+            Ok(collected) => collected.to_bytes(),
+            Err(e) => {
+                let too_large = e
+                    .downcast_ref::<http_body_util::LengthLimitError>()
+                    .is_some();
+                let (status, error) = if too_large {
+                    (
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        format!("a CloudEvents request body may be at most {MAX_EVENT_BODY} bytes"),
+                    )
+                } else {
+                    (
+                        StatusCode::BAD_REQUEST,
+                        format!("reading the request body failed: {e}"),
+                    )
+                };
+                tracing::info!(%request_id, status = status.as_u16(), %error, "event request refused");
+                return json(
+                    status,
+                    &serde_json::json!({ "error": error, "request_id": request_id }),
+                );
+            }
+        };
+        let events = match codec::decode(mode, &parts.headers, &body) {
+            Ok(events) => events,
+            Err(e) => {
+                let status = match e {
+                    DecodeError::UnsupportedFormat(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    DecodeError::Malformed(_) => StatusCode::BAD_REQUEST,
+                };
+                let error = format!("malformed CloudEvent: {e}");
+                tracing::info!(%request_id, status = status.as_u16(), %error, "event refused");
+                return json(
+                    status,
+                    &serde_json::json!({ "error": error, "request_id": request_id }),
+                );
+            }
+        };
+        let header_trace = traceparent(&parts.headers);
+        let mut replies = Vec::new();
+        for event in &events {
+            let trace = event
+                .extension("traceparent")
+                .map(codec::extension_string)
+                .or_else(|| header_trace.clone());
+            match self.deliver(event, request_id, 0, trace, true).await {
+                Ok(Some(reply)) => replies.push(reply),
+                Ok(None) => {}
+                Err(failure) => return failure.into_response(event, request_id),
+            }
+        }
+        tracing::debug!(
+            %request_id, events = events.len(), replies = replies.len(),
+            elapsed_us = started.elapsed().as_micros() as u64, "events delivered"
+        );
+        if replies.is_empty() {
+            let mut response = Response::new(empty_body());
+            *response.status_mut() = StatusCode::ACCEPTED;
+            return response;
+        }
+        let (headers, body) = codec::encode(mode, &replies);
+        let mut response = Response::new(
+            Full::new(body)
+                .map_err(|never: Infallible| match never {})
+                .boxed_unsync(),
+        );
+        response.headers_mut().extend(headers);
+        response
+    }
+
+    /// Runs every function subscribed to `event` (each once, however many of its
+    /// subscriptions match). With exactly one and `inline_reply`, its reply is returned for
+    /// the response; otherwise replies are emitted onward.
+    async fn deliver(
+        &self,
+        event: &Event,
+        request_id: &str,
+        hops: u32,
+        traceparent: Option<String>,
+        inline_reply: bool,
+    ) -> Result<Option<Event>, Failure> {
+        let mut targets: Vec<usize> = Vec::new();
+        for (i, subscription) in &self.subscriptions {
+            if !targets.contains(i) && subscription.matches(event) {
+                targets.push(*i);
+            }
+        }
+        if targets.is_empty() {
+            return Err(Failure::NoSubscriber);
+        }
+        let emit = self.emit_context(hops, traceparent.clone(), request_id);
+        let run = |i: usize| {
+            let emit = emit.clone();
+            async move {
+                let started = Instant::now();
+                let function = &self.functions[i];
+                let result = function.handle_event(event, request_id, Some(emit)).await;
+                tracing::debug!(
+                    function = function.name(), %request_id, event_id = event.id(), event_type = event.ty(),
+                    elapsed_us = started.elapsed().as_micros() as u64, "event handled"
+                );
+                (i, result)
+            }
+        };
+        let results = if let [only] = targets[..] {
+            vec![run(only).await]
+        } else {
+            futures_util::future::join_all(targets.iter().map(|&i| run(i))).await
+        };
+        let inline = inline_reply && results.len() == 1;
+        let (mut retryable, mut rejected, mut reply) = (None, None, None);
+        for (i, result) in results {
+            let function = self.functions[i].name().to_string();
+            match result {
+                Ok(EventOutcome::Reply(None)) => {}
+                Ok(EventOutcome::Reply(Some(mut out))) => {
+                    if let Some(tp) = &traceparent
+                        && out.extension("traceparent").is_none()
+                    {
+                        out.set_extension("traceparent", tp.clone());
+                    }
+                    if inline {
+                        reply = Some(*out);
+                    } else if let Err(reason) = self.outbox.clone().emit(*out, hops + 1).await {
+                        retryable.get_or_insert(Failure::Emit { function, reason });
+                    }
+                }
+                Ok(EventOutcome::Retry { message, after }) => {
+                    retryable.get_or_insert(Failure::Retry {
+                        function,
+                        message,
+                        after,
+                    });
+                }
+                Ok(EventOutcome::Reject(message)) => {
+                    rejected.get_or_insert(Failure::Reject { function, message });
+                }
+                Err(error) => {
+                    retryable.get_or_insert(Failure::Invoke { function, error });
+                }
+            }
+        }
+        // A retryable failure wins: the broker redelivers, and at-least-once delivery
+        // lets the functions that succeeded see the event again.
+        match retryable.or(rejected) {
+            Some(failure) => {
+                failure.log(event, request_id);
+                Err(failure)
+            }
+            None => Ok(reply),
+        }
+    }
+
+    /// Delivers an emitted event to this host's subscribers; the emitter's path when no
+    /// sink is configured. Replies travel on the same way, up to [`HOP_LIMIT`] deliveries.
+    pub(crate) async fn dispatch_local(&self, event: Event, hops: u32) -> Result<(), String> {
+        if hops > HOP_LIMIT {
+            return Err(format!(
+                "event {} of type {} is {hops} in-process deliveries from its request; stopping what looks like a loop (limit {HOP_LIMIT})",
+                event.id(),
+                event.ty()
+            ));
+        }
+        let request_id = uuid::Uuid::new_v4().simple().to_string();
+        let trace = event.extension("traceparent").map(codec::extension_string);
+        match self.deliver(&event, &request_id, hops, trace, false).await {
+            Ok(_) => Ok(()),
+            Err(Failure::NoSubscriber) => {
+                tracing::info!(
+                    %request_id, event_id = event.id(), event_type = event.ty(), event_source = event.source(),
+                    "emitted event has no subscriber in this host and no sink is configured"
+                );
+                Ok(())
+            }
+            Err(failure) => Err(failure.to_string()),
+        }
+    }
+}
+
+/// Why an event was not accepted; each maps to the status Knative's delivery rules expect.
+#[derive(Debug, thiserror::Error)]
+enum Failure {
+    #[error("no function subscribes to this event")]
+    NoSubscriber,
+    #[error("function `{function}` asked for a retry: {message}")]
+    Retry {
+        function: String,
+        message: String,
+        after: Option<Duration>,
+    },
+    #[error("function `{function}` rejected the event: {message}")]
+    Reject { function: String, message: String },
+    #[error("function `{function}`: {error}")]
+    Invoke {
+        function: String,
+        error: InvokeError,
+    },
+    #[error("function `{function}` replied, but the reply could not be emitted: {reason}")]
+    Emit { function: String, reason: String },
+}
+
+impl Failure {
+    fn log(&self, event: &Event, request_id: &str) {
+        let (event_id, event_type) = (event.id(), event.ty());
+        match self {
+            Failure::Invoke {
+                error: InvokeError::Trap { backtrace, .. },
+                ..
+            } => {
+                tracing::error!(%request_id, event_id, event_type, error = %self, backtrace = ?backtrace, "event failed")
+            }
+            Failure::Invoke { .. } | Failure::Emit { .. } => {
+                tracing::error!(%request_id, event_id, event_type, error = %self, "event failed")
+            }
+            _ => {
+                tracing::warn!(%request_id, event_id, event_type, error = %self, "event not accepted")
+            }
+        }
+    }
+
+    fn into_response(self, event: &Event, request_id: &str) -> Response<ResponseBody> {
+        let (status, error, function) = match &self {
+            Failure::NoSubscriber => (
+                StatusCode::NOT_FOUND,
+                format!(
+                    "no function subscribes to events of type {:?} from source {:?}",
+                    event.ty(),
+                    event.source()
+                ),
+                None,
+            ),
+            Failure::Retry {
+                function, message, ..
+            } => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                message.clone(),
+                Some(function),
+            ),
+            Failure::Reject { function, message } => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                message.clone(),
+                Some(function),
+            ),
+            Failure::Invoke { function, error } => (
+                status_for(error),
+                public_message(error, function),
+                Some(function),
+            ),
+            Failure::Emit { function, reason } => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("function `{function}`'s reply could not be emitted: {reason}"),
+                Some(function),
+            ),
+        };
+        let mut response = json(
+            status,
+            &serde_json::json!({
+                "error": error,
+                "function": function,
+                "event_id": event.id(),
+                "request_id": request_id,
+            }),
+        );
+        if let Failure::Retry {
+            after: Some(after), ..
+        } = &self
+            && let Ok(v) = HeaderValue::from_str(&after.as_secs().max(1).to_string())
+        {
+            response.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        response
+    }
+}
+
+fn traceparent(headers: &http::HeaderMap) -> Option<String> {
+    headers
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
+fn empty_body() -> ResponseBody {
+    http_body_util::Empty::new()
+        .map_err(|never: Infallible| match never {})
+        .boxed_unsync()
+}
+
 fn status_for(error: &InvokeError) -> StatusCode {
     match error {
         InvokeError::Deadline(_) => StatusCode::GATEWAY_TIMEOUT,
         InvokeError::BadRequest(_) => StatusCode::BAD_REQUEST,
-        InvokeError::Trap { .. } | InvokeError::NoResponse(_) | InvokeError::Host(_) => {
-            StatusCode::INTERNAL_SERVER_ERROR
-        }
+        InvokeError::Trap { .. }
+        | InvokeError::NoResponse(_)
+        | InvokeError::InvalidReply(_)
+        | InvokeError::Host(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
 
@@ -174,6 +542,9 @@ fn public_message(error: &InvokeError, function: &str) -> String {
             format!("function `{function}` sent no response; see the log for this request id")
         }
         InvokeError::BadRequest(reason) => reason.clone(),
+        InvokeError::InvalidReply(reason) => {
+            format!("function `{function}` replied with an invalid event: {reason}")
+        }
         InvokeError::Host(_) => {
             "internal error in the host; see the log for this request id".to_string()
         }

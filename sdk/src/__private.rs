@@ -6,6 +6,21 @@ use crate::wit::wasi::http::types::{
 use crate::wit::wasi::io::streams::StreamError;
 use crate::{IntoResponse, Request, Response};
 
+/// Runs an event handler on one event; used by `#[wasmfn_sdk::event]`.
+pub fn handle_event<F, R>(
+    event: crate::wit::wasmfn::function::types::CloudEvent,
+    handler: F,
+) -> Result<
+    Option<crate::wit::wasmfn::function::types::CloudEvent>,
+    crate::wit::wasmfn::function::types::HandlerError,
+>
+where
+    F: FnOnce(crate::CloudEvent) -> R,
+    R: crate::IntoEventResult,
+{
+    crate::event::into_handler_result(handler(event.into()).into_event_result())
+}
+
 /// Reads the request, runs the handler, writes the response.
 pub fn serve<F, R>(incoming: IncomingRequest, out: ResponseOutparam, handler: F)
 where

@@ -1,9 +1,21 @@
-//! Write [wasmfn](https://github.com/wasmfn/wasmfn) HTTP handlers in Rust.
+//! Write [wasmfn](https://github.com/wasmfn/wasmfn) HTTP and CloudEvents handlers in Rust.
 //!
-//! A handler is a plain function from [`Request`] to anything that implements
+//! An HTTP handler is a plain function from [`Request`] to anything that implements
 //! [`IntoResponse`]; the [`http`] attribute exports it as the standard
 //! `wasi:http/incoming-handler`, so the component runs on wasmfn, `wasmtime serve` and any
 //! other `wasi:http` host unchanged.
+//!
+//! An event handler is a plain function from [`CloudEvent`] to an optional reply; the
+//! [`event`] attribute exports it as `wasmfn:function/event-handler`. [`emit`] sends further
+//! events. One component may have both handlers.
+//!
+//! ```ignore
+//! #[wasmfn_sdk::event]
+//! fn on_event(event: CloudEvent) -> Result<Option<CloudEvent>, Error> {
+//!     let order: Order = event.json()?;
+//!     Ok(Some(CloudEvent::new("order.accepted", "/orders").with_json(&order)?))
+//! }
+//! ```
 //!
 //! ```ignore
 //! use wasmfn_sdk::{Request, Response, Router};
@@ -21,12 +33,14 @@
 #![deny(missing_docs)]
 
 mod error;
+mod event;
 mod request;
 mod response;
 mod router;
 pub mod variables;
 
 pub use error::Error;
+pub use event::{CloudEvent, IntoEventResult, emit};
 pub use request::Request;
 pub use response::{IntoResponse, Json, Response};
 pub use router::Router;
@@ -36,6 +50,15 @@ pub use router::Router;
 /// The function takes a [`Request`] and returns anything that implements [`IntoResponse`]
 /// (a [`Response`], a `String`, [`Json`], or a `Result` of those with [`Error`]).
 pub use wasmfn_sdk_macro::http;
+
+/// Exports a function as this component's CloudEvents handler
+/// (`wasmfn:function/event-handler`).
+///
+/// The function takes a [`CloudEvent`] and returns its reply: a
+/// `Result<Option<CloudEvent>, Error>` (or `Result<CloudEvent, Error>`, `Result<(), Error>`,
+/// `Option<CloudEvent>`, `CloudEvent`, `()`). An [`Error`] with a retryable status (404, 408,
+/// 409, 429, 5xx) makes the broker redeliver the event; any other status rejects it.
+pub use wasmfn_sdk_macro::event;
 
 /// Bindings generated from `wit/` by wit-bindgen; the macros use them, handlers need not.
 #[doc(hidden)]
@@ -47,6 +70,21 @@ pub mod wit {
         default_bindings_module: "::wasmfn_sdk::wit",
         generate_all,
     });
+
+    /// The event world, sharing the HTTP world's types and imports.
+    pub mod events {
+        wit_bindgen::generate!({
+            path: "../wit",
+            world: "wasmfn:function/event-function",
+            pub_export_macro: true,
+            default_bindings_module: "::wasmfn_sdk::wit::events",
+            with: {
+                "wasmfn:function/types@0.1.0": crate::wit::wasmfn::function::types,
+                "wasmfn:function/emitter@0.1.0": crate::wit::wasmfn::function::emitter,
+                "wasi:config/store@0.2.0-rc.1": crate::wit::wasi::config::store,
+            },
+        });
+    }
 }
 
 #[doc(hidden)]

@@ -5,6 +5,7 @@
 
 mod cache;
 mod epoch;
+mod events;
 mod state;
 
 use std::path::{Path, PathBuf};
@@ -15,7 +16,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use http_body_util::combinators::UnsyncBoxBody;
-use wasmtime::component::{Component, Linker};
+use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap};
 use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
@@ -24,6 +25,8 @@ use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
 use crate::manifest::FunctionSpec;
 pub use cache::CacheDir;
 use epoch::EpochTicker;
+pub use events::{Emit, EmitContext, EventOutcome};
+use events::{Emitting, bindings::EventsPre};
 use state::State;
 
 /// A boxed error from a response body stream.
@@ -153,6 +156,9 @@ pub enum InvokeError {
     /// The request could not be handed to the guest.
     #[error("bad request: {0}")]
     BadRequest(String),
+    /// The guest replied with an event that breaks the CloudEvents spec.
+    #[error("function replied with an invalid event: {0}")]
+    InvalidReply(String),
     /// Something in the host failed; a bug, not the guest's fault.
     #[error("host error: {0}")]
     Host(String),
@@ -196,6 +202,10 @@ impl Engine {
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
         wasmtime_wasi_config::add_to_linker(&mut linker, State::config)?;
+        events::bindings::wasmfn::function::emitter::add_to_linker::<State, HasSelf<State>>(
+            &mut linker,
+            |state| state,
+        )?;
         let epoch = Arc::new(EpochTicker::start(engine.clone()));
         Ok(Self {
             engine,
@@ -234,7 +244,8 @@ impl Engine {
     }
 
     /// Loads a function's component and pre-instantiates it, so that requests only
-    /// instantiate. Rejects a component that does not export `wasi:http/incoming-handler`
+    /// instantiate. Rejects a component that lacks the export its manifest entry needs
+    /// (`wasi:http/incoming-handler` for routes, `wasmfn:function/event-handler` for events)
     /// or imports something the host does not provide.
     pub fn load(&self, spec: &FunctionSpec) -> Result<Function, LoadError> {
         let component = self.load_component(&spec.component)?;
@@ -247,13 +258,31 @@ impl Engine {
                 "it imports something wasmfn does not provide: {e:#}"
             ))
         })?;
-        let pre = ProxyPre::new(instance_pre).map_err(|e| {
-            contract(format!("it does not export wasi:http/incoming-handler@0.2.x, the HTTP handler interface: {e:#}"))
-        })?;
+        let http = ProxyPre::new(instance_pre.clone());
+        let events = EventsPre::new(instance_pre);
+        let http = match http {
+            Ok(pre) => Some(pre),
+            Err(e) if !spec.routes.is_empty() => {
+                return Err(contract(format!(
+                    "the function has routes but the component does not export wasi:http/incoming-handler@0.2.x, the HTTP handler interface: {e:#}"
+                )));
+            }
+            Err(_) => None,
+        };
+        let events = match events {
+            Ok(pre) => Some(pre),
+            Err(e) if !spec.events.is_empty() => {
+                return Err(contract(format!(
+                    "the function subscribes to events but the component does not export wasmfn:function/event-handler@0.1.0, the event handler interface: {e:#}"
+                )));
+            }
+            Err(_) => None,
+        };
         Ok(Function {
             inner: Arc::new(FunctionInner {
                 name: spec.name.clone(),
-                pre,
+                http,
+                events,
                 timeout: spec.timeout,
                 memory: spec.memory,
                 variables: Arc::new(spec.variables.iter().collect()),
@@ -419,7 +448,8 @@ pub struct Function {
 
 struct FunctionInner {
     name: String,
-    pre: ProxyPre<State>,
+    http: Option<ProxyPre<State>>,
+    events: Option<EventsPre<State>>,
     timeout: Duration,
     memory: u64,
     variables: Arc<wasmtime_wasi_config::WasiConfigVariables>,
@@ -444,15 +474,20 @@ impl Function {
         &self,
         request: hyper::Request<B>,
         request_id: &str,
+        emit: Option<EmitContext>,
     ) -> Result<hyper::Response<ResponseBody>, InvokeError>
     where
         B: hyper::body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
         let f = &self.inner;
-        let mut store = Store::new(f.pre.engine(), State::new(f.memory, f.variables.clone()));
-        store.limiter(|s| &mut s.limits);
-        store.set_epoch_deadline(epoch::ticks_for(f.timeout));
+        let Some(pre) = f.http.clone() else {
+            return Err(InvokeError::Host(format!(
+                "function `{}` has no HTTP handler",
+                f.name
+            )));
+        };
+        let mut store = self.new_store(pre.engine(), emit);
 
         let request = request
             .map(|body| body.map_err(|e| ErrorCode::InternalError(Some(e.into().to_string()))));
@@ -476,7 +511,6 @@ impl Function {
             (req, out)
         };
 
-        let pre = f.pre.clone();
         let timeout = f.timeout;
         let (name, id) = (f.name.clone(), request_id.to_string());
         // The guest runs in its own task so it can keep streaming the body after the
@@ -525,6 +559,61 @@ impl Function {
                 Err(join) => Err(InvokeError::Host(format!("invocation task failed: {join}"))),
             },
         }
+    }
+}
+
+impl Function {
+    /// Whether the component exports an HTTP handler.
+    pub fn handles_http(&self) -> bool {
+        self.inner.http.is_some()
+    }
+
+    /// Whether the component exports an event handler.
+    pub fn handles_events(&self) -> bool {
+        self.inner.events.is_some()
+    }
+
+    fn new_store(&self, engine: &wasmtime::Engine, emit: Option<EmitContext>) -> Store<State> {
+        let f = &self.inner;
+        let mut state = State::new(f.memory, f.variables.clone());
+        state.emitting = emit.map(|ctx| Emitting::new(ctx, &f.name));
+        let mut store = Store::new(engine, state);
+        store.limiter(|s| &mut s.limits);
+        store.set_epoch_deadline(epoch::ticks_for(f.timeout));
+        store
+    }
+
+    /// Delivers one event to the function's event handler in a fresh instance, which is
+    /// dropped when the handler returns, traps or passes its deadline.
+    pub async fn handle_event(
+        &self,
+        event: &cloudevents::Event,
+        request_id: &str,
+        emit: Option<EmitContext>,
+    ) -> Result<EventOutcome, InvokeError> {
+        let f = &self.inner;
+        let Some(pre) = f.events.clone() else {
+            return Err(InvokeError::Host(format!(
+                "function `{}` has no event handler",
+                f.name
+            )));
+        };
+        let mut store = self.new_store(pre.engine(), emit);
+        let guest_event = events::to_guest(event);
+        let run = async {
+            let instance = pre.instantiate_async(&mut store).await?;
+            instance
+                .wasmfn_function_event_handler()
+                .call_handle(&mut store, &guest_event)
+                .await
+        };
+        let result = match tokio::time::timeout(f.timeout, run).await {
+            Ok(Ok(result)) => Ok(result),
+            Ok(Err(e)) => Err(classify(e, f.timeout)),
+            Err(_elapsed) => Err(InvokeError::Deadline(f.timeout)),
+        };
+        store.data_mut().log_output(&f.name, request_id);
+        events::outcome(result?, &f.name).map_err(InvokeError::InvalidReply)
     }
 }
 

@@ -23,6 +23,8 @@ pub(crate) struct State {
     variables: Arc<WasiConfigVariables>,
     stdout: MemoryOutputPipe,
     stderr: MemoryOutputPipe,
+    /// Set when the invocation may emit events.
+    pub(crate) emitting: Option<super::events::Emitting>,
 }
 
 impl State {
@@ -49,6 +51,7 @@ impl State {
             variables,
             stdout,
             stderr,
+            emitting: None,
         }
     }
 

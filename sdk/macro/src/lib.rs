@@ -1,4 +1,5 @@
-//! Attribute macros of `wasmfn-sdk`; use them through `wasmfn_sdk::http`.
+//! Attribute macros of `wasmfn-sdk`; use them through `wasmfn_sdk::http` and
+//! `wasmfn_sdk::event`.
 
 use proc_macro::TokenStream;
 use quote::quote;
@@ -7,23 +8,10 @@ use quote::quote;
 /// `wasi:http/incoming-handler`. See `wasmfn_sdk::http`.
 #[proc_macro_attribute]
 pub fn http(attr: TokenStream, item: TokenStream) -> TokenStream {
-    if !attr.is_empty() {
-        return syn::Error::new(
-            proc_macro2::Span::call_site(),
-            "#[wasmfn_sdk::http] takes no arguments",
-        )
-        .to_compile_error()
-        .into();
-    }
-    let func = syn::parse_macro_input!(item as syn::ItemFn);
-    if func.sig.asyncness.is_some() {
-        return syn::Error::new_spanned(
-            func.sig.fn_token,
-            "HTTP handlers are plain functions, not async",
-        )
-        .to_compile_error()
-        .into();
-    }
+    let func = match handler("http", attr, item) {
+        Ok(f) => f,
+        Err(e) => return e.to_compile_error().into(),
+    };
     let name = &func.sig.ident;
     quote! {
         #func
@@ -43,4 +31,48 @@ pub fn http(attr: TokenStream, item: TokenStream) -> TokenStream {
         }
     }
     .into()
+}
+
+/// Exports a `fn(CloudEvent) -> impl IntoEventResult` as the component's
+/// `wasmfn:function/event-handler`. See `wasmfn_sdk::event`.
+#[proc_macro_attribute]
+pub fn event(attr: TokenStream, item: TokenStream) -> TokenStream {
+    let func = match handler("event", attr, item) {
+        Ok(f) => f,
+        Err(e) => return e.to_compile_error().into(),
+    };
+    let name = &func.sig.ident;
+    quote! {
+        #func
+
+        #[doc(hidden)]
+        mod __wasmfn_event_export {
+            use ::wasmfn_sdk::wit::wasmfn::function::types::{CloudEvent, HandlerError};
+            struct Handler;
+            impl ::wasmfn_sdk::wit::events::exports::wasmfn::function::event_handler::Guest for Handler {
+                fn handle(event: CloudEvent) -> Result<Option<CloudEvent>, HandlerError> {
+                    ::wasmfn_sdk::__private::handle_event(event, super::#name)
+                }
+            }
+            ::wasmfn_sdk::wit::events::export!(Handler with_types_in ::wasmfn_sdk::wit::events);
+        }
+    }
+    .into()
+}
+
+fn handler(kind: &str, attr: TokenStream, item: TokenStream) -> syn::Result<syn::ItemFn> {
+    if !attr.is_empty() {
+        return Err(syn::Error::new(
+            proc_macro2::Span::call_site(),
+            format!("#[wasmfn_sdk::{kind}] takes no arguments"),
+        ));
+    }
+    let func: syn::ItemFn = syn::parse(item)?;
+    if func.sig.asyncness.is_some() {
+        return Err(syn::Error::new_spanned(
+            func.sig.fn_token,
+            "handlers are plain functions, not async",
+        ));
+    }
+    Ok(func)
 }
