@@ -1,0 +1,422 @@
+//! CloudEvents through the spawned `wasmfn` binary on a real socket, sent by a client that is
+//! not ours (the official Rust SDK's reqwest binding), and the order saga end to end: once
+//! dispatched inside the host, once through a real HTTP sink standing in for the broker.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use cloudevents::binding::reqwest::{RequestBuilderExt, ResponseExt};
+use cloudevents::{AttributesReader, Event, EventBuilder, EventBuilderV10};
+use http_body_util::{BodyExt, Full};
+use serde_json::json;
+use wasmfn_guest_artifacts as guests;
+
+mod common;
+use common::{Server, function, manifest};
+
+fn event(ty: &str, id: &str, data: serde_json::Value) -> Event {
+    EventBuilderV10::new()
+        .id(id)
+        .source("/tests/events")
+        .ty(ty)
+        .extension(
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        )
+        .data("application/json", data)
+        .build()
+        .unwrap()
+}
+
+/// An event's data as JSON, however the SDK chose to hold it (binary-mode bodies stay bytes).
+fn data_json(e: &Event) -> serde_json::Value {
+    match e.data().expect("event has data") {
+        cloudevents::Data::Binary(b) => serde_json::from_slice(b).unwrap(),
+        cloudevents::Data::String(s) => serde_json::from_str(s).unwrap(),
+        cloudevents::Data::Json(v) => v.clone(),
+    }
+}
+
+fn echo_server() -> (tempfile::TempDir, Server) {
+    let (dir, path) = manifest(&function(
+        "event-echo",
+        guests::EVENT_ECHO,
+        &[],
+        "events = [{}]",
+    ));
+    let server = Server::start(&path);
+    (dir, server)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn broker_style_binary_delivery_gets_a_binary_reply() {
+    let (_dir, server) = echo_server();
+    let sent = event("com.example.ping", "b-1", json!({"n": 1}));
+    let response = reqwest::Client::new()
+        .post(server.url("/"))
+        .header("Prefer", "reply")
+        .event(sent.clone())
+        .unwrap()
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(response.headers().contains_key("ce-id"), "binary reply");
+    let reply = response.into_event().await.unwrap();
+    assert_eq!(reply.ty(), "com.example.ping.echo");
+    assert_ne!(reply.id(), sent.id());
+    assert_eq!(reply.source(), sent.source());
+    assert_eq!(reply.datacontenttype(), Some("application/json"));
+    assert_eq!(data_json(&reply), json!({"n": 1}));
+    assert_eq!(
+        reply.extension("traceparent"),
+        sent.extension("traceparent")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn structured_and_batched_deliveries_get_replies_in_the_same_mode() {
+    let (_dir, server) = echo_server();
+    let client = reqwest::Client::new();
+
+    let sent = event("com.example.structured", "s-1", json!({"k": "v"}));
+    let response = client
+        .post(server.url("/"))
+        .header("Prefer", "reply")
+        .header("content-type", "application/cloudevents+json")
+        .body(serde_json::to_vec(&sent).unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/cloudevents+json"
+    );
+    let reply = response.into_event().await.unwrap();
+    assert_eq!(reply.ty(), "com.example.structured.echo");
+    assert_eq!(data_json(&reply), json!({"k": "v"}));
+
+    let batch = vec![
+        event("com.example.a", "a-1", json!(1)),
+        event("com.example.b", "b-1", json!(2)),
+    ];
+    let response = client
+        .post(server.url("/"))
+        .header("content-type", "application/cloudevents-batch+json")
+        .body(serde_json::to_vec(&batch).unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let replies: Vec<Event> = serde_json::from_slice(&response.bytes().await.unwrap()).unwrap();
+    let types: Vec<&str> = replies.iter().map(|e| e.ty()).collect();
+    assert_eq!(types, ["com.example.a.echo", "com.example.b.echo"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn malformed_events_get_400_with_the_reason() {
+    let (_dir, server) = echo_server();
+    let client = reqwest::Client::new();
+    type Case<'a> = (&'a [(&'a str, &'a str)], &'a str, &'a str);
+    let cases: [Case; 4] = [
+        (
+            &[("ce-specversion", "1.0"), ("ce-id", "1"), ("ce-type", "t")],
+            "",
+            "missing required attribute source",
+        ),
+        (
+            &[
+                ("ce-specversion", "0.3"),
+                ("ce-id", "1"),
+                ("ce-source", "/s"),
+                ("ce-type", "t"),
+            ],
+            "",
+            "unsupported specversion",
+        ),
+        (
+            &[
+                ("ce-specversion", "1.0"),
+                ("ce-id", "1"),
+                ("ce-source", "/s"),
+                ("ce-type", "t"),
+                ("ce-subject", "%E2%82"),
+            ],
+            "",
+            "not valid UTF-8",
+        ),
+        (
+            &[("content-type", "application/cloudevents+json")],
+            r#"{"specversion":"1.0","id":"1","source":"/s","type":"t","data":"x","data_base64":"eA=="}"#,
+            "data_base64",
+        ),
+    ];
+    for (headers, body, reason) in cases {
+        let mut request = client.post(server.url("/")).body(body.to_string());
+        for (k, v) in headers {
+            request = request.header(*k, *v);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), 400, "{reason}");
+        let body: serde_json::Value = response.json().await.unwrap();
+        let error = body["error"].as_str().unwrap();
+        assert!(error.contains(reason), "{error:?} should say {reason:?}");
+    }
+}
+
+const SAGA: &str = r#"
+[[functions]]
+name = "order-service"
+component = "{order}"
+routes = ["/orders"]
+events = [{ type = "payment.completed" }, { type = "inventory.failed" }, { type = "inventory.released" }]
+
+[[functions]]
+name = "inventory-service"
+component = "{inventory}"
+events = [{ type = "order.created" }]
+variables = { "stock.widget" = "5" }
+
+[[functions]]
+name = "payment-service"
+component = "{payment}"
+events = [{ type = "inventory.reserved" }]
+variables = { limit_cents = "1000" }
+
+[[functions]]
+name = "inventory-compensator"
+component = "{compensator}"
+events = [{ type = "payment.failed" }]
+"#;
+
+fn saga_manifest(extra: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+    let text = SAGA
+        .replace("{order}", guests::ORDER_SERVICE)
+        .replace("{inventory}", guests::INVENTORY_SERVICE)
+        .replace("{payment}", guests::PAYMENT_SERVICE)
+        .replace("{compensator}", guests::INVENTORY_COMPENSATOR);
+    manifest(&format!("{text}\n{extra}"))
+}
+
+const TRACEPARENT: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+
+async fn place_order(server: &Server, id: &str, quantity: u32, amount_cents: u64) {
+    let response = reqwest::Client::new()
+        .post(server.url("/orders"))
+        .header("traceparent", TRACEPARENT)
+        .json(&json!({ "order_id": id, "item": "widget", "quantity": quantity, "amount_cents": amount_cents }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202, "{}", response.text().await.unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn saga_runs_inside_the_host_without_a_sink() {
+    // Without a sink, emitted events and replies are delivered to this host's subscribers;
+    // event-display logs the saga's outcome events.
+    let (_dir, path) = saga_manifest(&function(
+        "event-display",
+        guests::EVENT_DISPLAY,
+        &[],
+        r#"events = [{ type = "order.completed" }, { type = "order.failed" }]"#,
+    ));
+    let server = Server::start(&path);
+
+    place_order(&server, "ok-1", 1, 500).await;
+    let log = server.wait_for_log("subject: ok-1");
+    assert!(log.contains("type: order.completed"), "{log}");
+
+    // Payment is declined: the compensator releases the stock and the order fails.
+    place_order(&server, "declined-1", 1, 5000).await;
+    let log = server.wait_for_log("subject: declined-1");
+    let line = log
+        .lines()
+        .find(|l| l.contains("subject: declined-1"))
+        .unwrap();
+    assert!(line.contains("type: order.failed"), "{line}");
+    assert!(
+        line.contains(r#"\"reason\":\"payment of 5000 cents declined"#),
+        "{line}"
+    );
+}
+
+/// A stand-in for a Knative Broker: accepts events POSTed to it (as the host's sink),
+/// and delivers each to the host as a Trigger would, feeding replies back in.
+struct Broker {
+    addr: SocketAddr,
+    received: Arc<Mutex<VecDeque<Event>>>,
+}
+
+impl Broker {
+    async fn start() -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let received = Arc::new(Mutex::new(VecDeque::new()));
+        let queue = received.clone();
+        tokio::spawn(async move {
+            loop {
+                let (stream, _) = listener.accept().await.unwrap();
+                let queue = queue.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(
+                        move |req: http::Request<hyper::body::Incoming>| {
+                            let queue = queue.clone();
+                            async move {
+                                let (parts, body) = req.into_parts();
+                                let body = body.collect().await.unwrap().to_bytes();
+                                let h = |n: &str| {
+                                    parts
+                                        .headers
+                                        .get(n)
+                                        .map(|v| v.to_str().unwrap().to_string())
+                                };
+                                // The host emits in binary mode.
+                                let mut b = EventBuilderV10::new()
+                                    .id(h("ce-id").unwrap())
+                                    .source(h("ce-source").unwrap())
+                                    .ty(h("ce-type").unwrap());
+                                if let Some(subject) = h("ce-subject") {
+                                    b = b.subject(subject);
+                                }
+                                if let Some(tp) = h("traceparent") {
+                                    b = b.extension("traceparent", tp);
+                                }
+                                let data: serde_json::Value =
+                                    serde_json::from_slice(&body).unwrap();
+                                let e = b.data(h("content-type").unwrap(), data).build().unwrap();
+                                queue.lock().unwrap().push_back(e);
+                                let mut response = http::Response::new(Full::new(Bytes::new()));
+                                *response.status_mut() = http::StatusCode::ACCEPTED;
+                                Ok::<_, Infallible>(response)
+                            }
+                        },
+                    );
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Self { addr, received }
+    }
+
+    /// Delivers queued events to `host` until none are left; returns every event seen, in
+    /// order, with the status of its delivery.
+    async fn run(&self, host: &Server) -> Vec<(Event, u16)> {
+        let client = reqwest::Client::new();
+        let mut seen = Vec::new();
+        loop {
+            let next = self.received.lock().unwrap().pop_front();
+            let Some(event) = next else {
+                return seen;
+            };
+            let response = client
+                .post(host.url("/"))
+                .header("Prefer", "reply")
+                .event(event.clone())
+                .unwrap()
+                .send()
+                .await
+                .unwrap();
+            let status = response.status().as_u16();
+            if status == 200 {
+                let reply = response.into_event().await.unwrap();
+                self.received.lock().unwrap().push_back(reply);
+            }
+            seen.push((event, status));
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn saga_runs_through_a_broker_with_compensation() {
+    let broker = Broker::start().await;
+    let (_dir, path) = saga_manifest("");
+    let sink = format!("http://{}/default/default", broker.addr);
+    let server = Server::start_with(&path, &["--sink", &sink]);
+
+    let flow = |seen: &[(Event, u16)], order: &str| -> Vec<(String, u16)> {
+        seen.iter()
+            .filter(|(e, _)| e.subject() == Some(order))
+            .map(|(e, status)| (e.ty().to_string(), *status))
+            .collect()
+    };
+
+    place_order(&server, "paid-1", 2, 900).await;
+    let seen = broker.run(&server).await;
+    assert_eq!(
+        flow(&seen, "paid-1"),
+        [
+            ("order.created".to_string(), 200),
+            ("inventory.reserved".to_string(), 200),
+            ("payment.completed".to_string(), 200),
+            // No Trigger in this host takes the outcome: 404, which a broker retries and
+            // then dead-letters rather than dropping.
+            ("order.completed".to_string(), 404),
+        ]
+    );
+    // The trace context of the request that placed the order travels with every event.
+    for (e, _) in &seen {
+        assert_eq!(
+            e.extension("traceparent").map(|v| v.to_string()).as_deref(),
+            Some(TRACEPARENT),
+            "{e}"
+        );
+    }
+
+    place_order(&server, "declined-1", 1, 5000).await;
+    let seen = broker.run(&server).await;
+    let types: Vec<String> = flow(&seen, "declined-1")
+        .into_iter()
+        .map(|(t, _)| t)
+        .collect();
+    assert_eq!(
+        types,
+        [
+            "order.created",
+            "inventory.reserved",
+            "payment.failed",
+            "inventory.released",
+            "order.failed"
+        ]
+    );
+
+    place_order(&server, "sold-out-1", 50, 100).await;
+    let seen = broker.run(&server).await;
+    let types: Vec<String> = flow(&seen, "sold-out-1")
+        .into_iter()
+        .map(|(t, _)| t)
+        .collect();
+    assert_eq!(types, ["order.created", "inventory.failed", "order.failed"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unreachable_sink_fails_the_emitting_request_with_503() {
+    // Reserve a port and close it, so nothing listens there.
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let (_dir, path) = saga_manifest("");
+    let sink = format!("http://{addr}/");
+    let server = Server::start_with(&path, &["--sink", &sink]);
+    let response = reqwest::Client::new()
+        .post(server.url("/orders"))
+        .json(&json!({ "order_id": "lost-1", "item": "widget", "quantity": 1, "amount_cents": 1 }))
+        .send()
+        .await
+        .unwrap();
+    // The order service's emit fails after bounded retries, and it says so rather than
+    // claiming the order was accepted.
+    assert_eq!(response.status(), 503);
+    let body = response.text().await.unwrap();
+    assert!(
+        body.contains("did not accept the event after 5 attempts"),
+        "{body}"
+    );
+}
