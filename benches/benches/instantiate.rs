@@ -2,6 +2,7 @@
 //! guest's handler + collecting the response, for the `hello` example. Measured with the
 //! pooling allocator and on demand, beside a native Rust handler doing the same work through
 //! the same request/response types (the baseline the ratios in README.md are taken against).
+//! The `events` group does the same for one CloudEvent delivered to `event-echo`.
 
 use std::hint::black_box;
 use std::path::Path;
@@ -79,6 +80,63 @@ fn bench_hello(c: &mut Criterion) {
     group.finish();
 }
 
+fn event_app() -> std::sync::Arc<App> {
+    let text = format!(
+        "[[functions]]\nname = \"event-echo\"\ncomponent = {:?}\nevents = [{{ type = \"order.created\" }}]\n",
+        wasmfn_guest_artifacts::EVENT_ECHO
+    );
+    let manifest = Manifest::parse(Path::new("/bench/wasmfn.toml"), &text).unwrap();
+    let engine = Engine::new(&EngineOptions::default()).unwrap();
+    App::load(&manifest, &engine).unwrap()
+}
+
+const EVENT_BODY: &[u8] = br#"{"order_id":"o-1","item":"widget","quantity":1,"amount_cents":500}"#;
+
+fn event_request() -> http::Request<Full<Bytes>> {
+    http::Request::post("/")
+        .header("host", "localhost")
+        .header("ce-specversion", "1.0")
+        .header("ce-id", "b-1")
+        .header("ce-source", "/bench")
+        .header("ce-type", "order.created")
+        .header("ce-subject", "o-1")
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from_static(EVENT_BODY)))
+        .unwrap()
+}
+
+/// One binary-mode event through `App::handle` to `event-echo` and its binary reply, beside
+/// the codec alone; compare with `hello/wasm-pooling` from the same run for the cost of the
+/// event path over a plain HTTP request.
+fn bench_events(c: &mut Criterion) {
+    use wasmfn::events::codec::{self, Mode};
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let app = event_app();
+    let send = || async {
+        let response = app.handle(event_request()).await;
+        assert_eq!(response.status(), 200);
+        response.into_body().collect().await.unwrap().to_bytes()
+    };
+    assert_eq!(runtime.block_on(send()).as_ref(), EVENT_BODY);
+
+    let headers = event_request().headers().clone();
+    let event = codec::decode(Mode::Binary, &headers, EVENT_BODY).unwrap();
+    let mut group = c.benchmark_group("events");
+    group.bench_function("codec-decode-binary", |b| {
+        b.iter(|| black_box(codec::decode(Mode::Binary, black_box(&headers), EVENT_BODY)))
+    });
+    group.bench_function("codec-encode-binary", |b| {
+        b.iter(|| black_box(codec::encode(Mode::Binary, black_box(&event))))
+    });
+    group.bench_function("event-echo-binary-pooling", |b| {
+        b.iter(|| black_box(runtime.block_on(send())))
+    });
+    group.finish();
+}
+
 fn bench_router(c: &mut Criterion) {
     let routes = (0..200)
         .map(|i| {
@@ -97,5 +155,5 @@ fn bench_router(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, bench_hello, bench_router);
+criterion_group!(benches, bench_hello, bench_events, bench_router);
 criterion_main!(benches);

@@ -420,3 +420,27 @@ async fn an_unreachable_sink_fails_the_emitting_request_with_503() {
         "{body}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_root_manifest_serves_the_examples_as_the_readme_says() {
+    let root = std::path::Path::new(guests::GUESTS_DIR).join("../wasmfn.toml");
+    let server = Server::start(&root);
+    let client = reqwest::Client::new();
+    let hello = client.get(server.url("/hello")).send().await.unwrap();
+    assert_eq!(hello.status(), 200);
+    // The README's curl for event-echo.
+    let ping = event("dev.wasmfn.ping", "readme-1", json!({"hi": 1}));
+    let reply = client.post(server.url("/")).event(ping).unwrap().send().await.unwrap();
+    assert_eq!(reply.status(), 200);
+    assert_eq!(reply.into_event().await.unwrap().ty(), "dev.wasmfn.ping.echo");
+    // The README's order: completes, and event-display logs the outcome.
+    let order = client
+        .post(server.url("/orders"))
+        .body(r#"{"item":"widget","quantity":1,"amount_cents":500}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(order.status(), 202);
+    let log = server.wait_for_log("type: order.completed");
+    assert!(log.contains("type: order.completed"), "{log}");
+}
