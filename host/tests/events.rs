@@ -430,9 +430,18 @@ async fn the_root_manifest_serves_the_examples_as_the_readme_says() {
     assert_eq!(hello.status(), 200);
     // The README's curl for event-echo.
     let ping = event("dev.wasmfn.ping", "readme-1", json!({"hi": 1}));
-    let reply = client.post(server.url("/")).event(ping).unwrap().send().await.unwrap();
+    let reply = client
+        .post(server.url("/"))
+        .event(ping)
+        .unwrap()
+        .send()
+        .await
+        .unwrap();
     assert_eq!(reply.status(), 200);
-    assert_eq!(reply.into_event().await.unwrap().ty(), "dev.wasmfn.ping.echo");
+    assert_eq!(
+        reply.into_event().await.unwrap().ty(),
+        "dev.wasmfn.ping.echo"
+    );
     // The README's order: completes, and event-display logs the outcome.
     let order = client
         .post(server.url("/orders"))

@@ -493,6 +493,11 @@ async fn event_echo() {
     assert!(!id.is_empty() && id != "abc", "new id: {id}");
     assert_eq!(r.json(), serde_json::json!({"n": 1}));
 
+    // JSON data comes back as sent: key order and every digit of a big number kept.
+    let data = r#"{"z":1,"a":12345678901234567890123.000000000000000001,"m":[true,null]}"#;
+    let r = call_with(&app, "POST", "/", &binary_event("big.numbers", "n1"), data).await;
+    assert_eq!((r.status, r.text().as_str()), (200, data));
+
     // Structured in, structured reply out, data_base64 kept as binary.
     let structured = serde_json::json!({
         "specversion": "1.0", "id": "s1", "source": "/tests", "type": "blob.stored",
