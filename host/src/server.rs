@@ -270,6 +270,7 @@ impl App {
         };
         let header_trace = traceparent(&parts.headers);
         let mut replies = Vec::new();
+        let mut rejected = None;
         for event in &events {
             let trace = event
                 .extension("traceparent")
@@ -278,8 +279,29 @@ impl App {
             match self.deliver(event, request_id, 0, trace, true).await {
                 Ok(Some(reply)) => replies.push(reply),
                 Ok(None) => {}
+                // A rejection is final, so the rest of a batch still gets delivered; the
+                // batch is then answered as rejected, for the broker to dead-letter.
+                Err(failure @ Failure::Reject { .. }) if mode == Mode::Batch => {
+                    rejected.get_or_insert((failure, event));
+                }
+                // Anything retryable fails the batch now: the broker redelivers all of it.
                 Err(failure) => return failure.into_response(event, request_id),
             }
+        }
+        if let Some((failure, event)) = rejected {
+            // The 422 carries no replies, so the replies of the events that were accepted
+            // travel on as emitted events instead of being dropped.
+            for reply in replies {
+                if let Err(reason) = self.outbox.clone().emit(reply, 1).await {
+                    let failure = Failure::Emit {
+                        function: "(batch)".to_string(),
+                        reason,
+                    };
+                    failure.log(event, request_id);
+                    return failure.into_response(event, request_id);
+                }
+            }
+            return failure.into_response(event, request_id);
         }
         tracing::debug!(
             %request_id, events = events.len(), replies = replies.len(),

@@ -453,3 +453,31 @@ async fn the_root_manifest_serves_the_examples_as_the_readme_says() {
     let log = server.wait_for_log("type: order.completed");
     assert!(log.contains("type: order.completed"), "{log}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rejected_event_does_not_stop_the_rest_of_its_batch() {
+    let broker = Broker::start().await;
+    let (_dir, path) = saga_manifest("");
+    let sink = format!("http://{}/", broker.addr);
+    let server = Server::start_with(&path, &["--sink", &sink]);
+    let batch = json!([
+        { "specversion": "1.0", "id": "1", "source": "/t", "type": "order.created", "data": {"not": "an order"} },
+        { "specversion": "1.0", "id": "2", "source": "/t", "type": "order.created",
+          "data": { "order_id": "o2", "item": "widget", "quantity": 1, "amount_cents": 1 } },
+    ]);
+    let response = reqwest::Client::new()
+        .post(server.url("/"))
+        .header("content-type", "application/cloudevents-batch+json")
+        .body(batch.to_string())
+        .send()
+        .await
+        .unwrap();
+    // The rejection is reported (the broker dead-letters the batch) ...
+    assert_eq!(response.status(), 422);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["event_id"], "1");
+    // ... and the second event was still handled: its reply went to the sink.
+    let received: Vec<Event> = broker.received.lock().unwrap().drain(..).collect();
+    let types: Vec<(&str, Option<&str>)> = received.iter().map(|e| (e.ty(), e.subject())).collect();
+    assert_eq!(types, [("inventory.reserved", Some("o2"))]);
+}

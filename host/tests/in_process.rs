@@ -731,3 +731,18 @@ async fn events_are_plain_http_until_a_function_subscribes() {
     assert_eq!(r.status, 200);
     assert_eq!(r.header("x-echo-header-ce-type"), Some("order.created"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn in_process_dispatch_stops_a_loop_at_the_hop_limit() {
+    // Two subscribers to everything: each event's echo is emitted back to both, forever,
+    // unless the host stops it. The failure surfaces as a retryable 503 naming the loop.
+    let manifest = [
+        saga_entry("echo", guests::EVENT_ECHO, "[{}]", ""),
+        saga_entry("display", guests::EVENT_DISPLAY, "[{}]", ""),
+    ]
+    .concat();
+    let app = app(&manifest);
+    let r = send_event(&app, "ping", serde_json::json!({})).await;
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert!(r.text().contains("looks like a loop"), "{}", r.text());
+}
