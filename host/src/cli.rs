@@ -30,6 +30,29 @@ enum Command {
     /// Precompile components: one file (`IN.wasm -o OUT.cwasm`), or every function of a
     /// manifest into the compile cache (`--manifest wasmfn.toml`).
     Compile(CompileArgs),
+    /// Knative deployment: `deploy render` prints the Services, Triggers, SinkBindings (and
+    /// Broker) for a manifest.
+    #[command(subcommand)]
+    Deploy(DeployCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum DeployCommand {
+    /// Print the Knative objects for the manifest as a YAML stream (for `kubectl apply -f -`).
+    Render(RenderArgs),
+}
+
+#[derive(Debug, Args)]
+struct RenderArgs {
+    /// The manifest to render.
+    #[arg(long, short, env = "WASMFN_MANIFEST", default_value = "wasmfn.toml")]
+    manifest: PathBuf,
+    /// The host image with the manifest and components baked in (deploy/build-image.sh).
+    #[arg(long)]
+    image: String,
+    /// Put every object in this namespace (overrides `[deploy] namespace`).
+    #[arg(long)]
+    namespace: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -61,6 +84,15 @@ struct ServeArgs {
     /// Address to listen on [default: 0.0.0.0:$PORT, PORT defaulting to 8080].
     #[arg(long, short, env = "WASMFN_LISTEN")]
     listen: Option<SocketAddr>,
+    /// Serve only these functions of the manifest (comma-separated); a Knative Service
+    /// rendered by `deploy render` sets this through WASMFN_FUNCTIONS.
+    #[arg(
+        long,
+        env = "WASMFN_FUNCTIONS",
+        value_delimiter = ',',
+        value_name = "NAMES"
+    )]
+    functions: Vec<String>,
     /// Where emitted events are POSTed (a Knative Broker); without one they go to this
     /// host's own subscribers.
     #[arg(long, env = "K_SINK", value_name = "URL")]
@@ -95,6 +127,7 @@ impl Cli {
         match self.command {
             Command::Serve(args) => serve(args),
             Command::Compile(args) => compile(args),
+            Command::Deploy(DeployCommand::Render(args)) => render(args),
         }
     }
 }
@@ -141,9 +174,27 @@ fn listen_addr(explicit: Option<SocketAddr>) -> anyhow::Result<SocketAddr> {
     Ok(SocketAddr::from(([0, 0, 0, 0], port)))
 }
 
+fn render(args: RenderArgs) -> anyhow::Result<()> {
+    let mut manifest = Manifest::load(&args.manifest)?;
+    if let Some(ns) = args.namespace {
+        manifest.deploy.namespace = Some(ns);
+    }
+    print!("{}", crate::deploy::render(&manifest, &args.image));
+    Ok(())
+}
+
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let started = Instant::now();
-    let manifest = Manifest::load(&args.manifest)?;
+    let mut manifest = Manifest::load(&args.manifest)?;
+    let selected: Vec<String> = args
+        .functions
+        .iter()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect();
+    if !selected.is_empty() {
+        manifest = manifest.select(&selected).map_err(|e| anyhow::anyhow!(e))?;
+    }
     let addr = listen_addr(args.listen)?;
     let engine = Engine::new(&engine_options(&args.engine, max_memory(&manifest))?)?;
     let events = EventOptions::new(args.sink.as_deref(), args.ce_overrides.as_deref())
@@ -169,7 +220,16 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         // Register the handlers before announcing the address: a SIGTERM that arrives
         // between "listening" and the first poll would otherwise kill the process.
         let shutdown = shutdown_signal()?;
-        tracing::info!(addr = %local, startup_ms = started.elapsed().as_secs_f64() * 1e3, "listening");
+        // Knative names the revision through the environment; say which one this is.
+        let k = |name: &str| std::env::var(name).unwrap_or_default();
+        tracing::info!(
+            addr = %local,
+            startup_ms = started.elapsed().as_secs_f64() * 1e3,
+            k_service = k("K_SERVICE"),
+            k_configuration = k("K_CONFIGURATION"),
+            k_revision = k("K_REVISION"),
+            "listening"
+        );
         // In-flight requests get as long as the slowest function may take, plus a margin
         // for the response to reach the client.
         let drain = app.longest_timeout() + Duration::from_secs(1);

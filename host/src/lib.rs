@@ -7,10 +7,12 @@
 //! - [`engine`]: everything wasmtime (the only module that names it);
 //! - [`events`]: the CloudEvents HTTP binding, subscriptions and emitted events;
 //! - [`server`]: the HTTP/1.1 + h2c listener, request ids and status codes;
+//! - [`deploy`]: the Knative objects `wasmfn deploy render` prints;
 //! - [`cli`]: the `wasmfn` command line.
 #![deny(missing_docs)]
 
 pub mod cli;
+pub mod deploy;
 pub mod engine;
 pub mod events;
 pub mod manifest;

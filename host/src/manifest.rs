@@ -38,6 +38,9 @@ struct RawManifest {
     #[serde(default)]
     functions: Vec<Spanned<RawFunction>>,
     events: Option<RawEvents>,
+    deploy: Option<Spanned<crate::deploy::spec::RawDeploy>>,
+    #[serde(default)]
+    services: Vec<Spanned<crate::deploy::spec::RawService>>,
 }
 
 #[derive(Deserialize)]
@@ -72,6 +75,8 @@ pub struct Manifest {
     pub routes: RouteTable,
     /// The path CloudEvents are delivered to.
     pub events_path: String,
+    /// How `wasmfn deploy render` lays the functions out on Knative.
+    pub deploy: crate::deploy::DeploySpec,
 }
 
 /// One `[[functions]]` entry, resolved.
@@ -260,22 +265,51 @@ impl Manifest {
             }
         };
 
+        let deploy =
+            crate::deploy::spec::resolve(&ctx, raw.deploy.as_ref(), &raw.services, &functions)?;
+
         Ok(Manifest {
             path: path.to_path_buf(),
             functions,
             routes,
             events_path,
+            deploy,
         })
     }
 }
 
-struct Ctx<'a> {
+impl Manifest {
+    /// Keeps only the named functions (a Knative Service's share of the manifest, from
+    /// `WASMFN_FUNCTIONS`); an unknown name is an error, so a typo cannot silently serve
+    /// nothing.
+    pub fn select(mut self, names: &[String]) -> Result<Self, String> {
+        for name in names {
+            if !self.functions.iter().any(|f| &f.name == name) {
+                return Err(format!(
+                    "{}: WASMFN_FUNCTIONS names `{name}`, but the manifest has no such function",
+                    self.path.display()
+                ));
+            }
+        }
+        self.functions.retain(|f| names.contains(&f.name));
+        let routes = self
+            .functions
+            .iter()
+            .enumerate()
+            .flat_map(|(i, f)| f.routes.iter().map(move |r| (r.clone(), i)));
+        self.routes = RouteTable::build(routes)
+            .map_err(|d| format!("route {} is claimed twice", d.pattern))?;
+        Ok(self)
+    }
+}
+
+pub(crate) struct Ctx<'a> {
     path: &'a Path,
     text: &'a str,
 }
 
 impl Ctx<'_> {
-    fn location(&self, offset: usize) -> Location {
+    pub(crate) fn location(&self, offset: usize) -> Location {
         let offset = offset.min(self.text.len());
         let before = &self.text[..offset];
         let line = before.matches('\n').count() + 1;
@@ -287,7 +321,7 @@ impl Ctx<'_> {
         }
     }
 
-    fn error(&self, span: Range<usize>, message: String) -> ManifestError {
+    pub(crate) fn error(&self, span: Range<usize>, message: String) -> ManifestError {
         ManifestError::Invalid {
             at: self.location(span.start),
             message,

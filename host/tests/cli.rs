@@ -296,3 +296,71 @@ fn sigterm_exits_zero() {
     assert!(status.success());
     assert_eq!(server.wait(), Some(0));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn wasmfn_functions_selects_a_services_share_of_the_manifest() {
+    // What a rendered Knative Service sets: this pod serves hello only.
+    let (_dir, path) = manifest(&examples_and_failures());
+    let server = Server::start_with(&path, &["--functions", "hello"]);
+    assert_eq!(get(&server.url("/hello")).await.status, 200);
+    assert_eq!(get(&server.url("/echo")).await.status, 404);
+    drop(server);
+    let out = wasmfn(&[
+        "serve",
+        "--manifest",
+        path.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+        "--functions",
+        "hello,helo",
+    ]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("no such function") && stderr.contains("helo"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_request_mid_upload_when_sigterm_arrives_completes_with_200() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (_dir, path) = manifest(&examples_and_failures());
+    let server = Server::start(&path);
+    let body = vec![b'x'; 256 * 1024];
+    let mut stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let head = format!(
+        "POST /echo HTTP/1.1\r\nhost: localhost\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(&body[..1000]).await.unwrap();
+    stream.flush().await.unwrap();
+    // Let the server read the head and start the function, then ask it to stop.
+    server.wait_for_log("listening");
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let status = Command::new("kill")
+        .args(["-TERM", &server.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let log = server.wait_for_log("SIGTERM received");
+    assert!(log.contains("SIGTERM received"), "{log}");
+    // The rest of the upload arrives after the signal; the request still completes.
+    stream.write_all(&body[1000..]).await.unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await.unwrap();
+    let text = String::from_utf8_lossy(&response);
+    assert!(
+        text.starts_with("HTTP/1.1 200"),
+        "{}",
+        &text[..text.len().min(300)]
+    );
+    let split = text.find("\r\n\r\n").unwrap() + 4;
+    assert_eq!(
+        response.len() - split,
+        body.len(),
+        "the whole body came back"
+    );
+    assert_eq!(server.wait(), Some(0));
+}

@@ -1,0 +1,272 @@
+//! `wasmfn deploy render`: the Knative objects for a manifest. One Knative Service per
+//! `[[services]]` entry (every function in one Service by default), each running the host
+//! image with the functions it serves selected by `WASMFN_FUNCTIONS`; a Trigger per event
+//! subscription; a SinkBinding per Service so emitted events reach the Broker; optionally the
+//! Broker itself.
+
+pub mod spec;
+
+use serde_json::{Value, json};
+
+use crate::events::Filter;
+use crate::manifest::{Manifest, RESERVED_PREFIX};
+pub use spec::{DeploySpec, ServiceSpec};
+
+/// Where the image keeps the manifest (see deploy/Containerfile).
+pub const IMAGE_MANIFEST: &str = "/app/wasmfn.toml";
+
+/// The Knative objects for `manifest`, running `image`, in apply order.
+pub fn objects(manifest: &Manifest, image: &str) -> Vec<Value> {
+    let deploy = &manifest.deploy;
+    let mut out = Vec::new();
+    if deploy.create_broker {
+        out.push(json!({
+            "apiVersion": "eventing.knative.dev/v1",
+            "kind": "Broker",
+            "metadata": metadata(deploy, &deploy.broker),
+        }));
+    }
+    for service in &deploy.services {
+        out.push(knative_service(manifest, service, image));
+    }
+    for service in &deploy.services {
+        for &i in &service.functions {
+            let function = &manifest.functions[i];
+            for (n, subscription) in function.events.iter().enumerate() {
+                let mut spec = serde_json::Map::new();
+                spec.insert("broker".into(), json!(deploy.broker));
+                if subscription.shorthand {
+                    let attributes: serde_json::Map<String, Value> = subscription
+                        .filters
+                        .iter()
+                        .filter_map(|f| match f {
+                            Filter::Exact(k, v) => Some((k.clone(), json!(v))),
+                            _ => None,
+                        })
+                        .collect();
+                    if !attributes.is_empty() {
+                        spec.insert("filter".into(), json!({ "attributes": attributes }));
+                    }
+                } else {
+                    spec.insert(
+                        "filters".into(),
+                        Value::Array(subscription.filters.iter().map(filter).collect()),
+                    );
+                }
+                let mut subscriber = json!({
+                    "ref": {
+                        "apiVersion": "serving.knative.dev/v1",
+                        "kind": "Service",
+                        "name": service.name,
+                    }
+                });
+                if manifest.events_path != "/" {
+                    subscriber["uri"] = json!(manifest.events_path);
+                }
+                spec.insert("subscriber".into(), subscriber);
+                let name = format!("{}-{}", function.name, n);
+                out.push(json!({
+                    "apiVersion": "eventing.knative.dev/v1",
+                    "kind": "Trigger",
+                    "metadata": metadata(deploy, &name),
+                    "spec": spec,
+                }));
+            }
+        }
+    }
+    for service in &deploy.services {
+        out.push(json!({
+            "apiVersion": "sources.knative.dev/v1",
+            "kind": "SinkBinding",
+            "metadata": metadata(deploy, &format!("{}-sink", service.name)),
+            "spec": {
+                "subject": {
+                    "apiVersion": "serving.knative.dev/v1",
+                    "kind": "Service",
+                    "name": service.name,
+                },
+                "sink": {
+                    "ref": {
+                        "apiVersion": "eventing.knative.dev/v1",
+                        "kind": "Broker",
+                        "name": deploy.broker,
+                    }
+                }
+            }
+        }));
+    }
+    out
+}
+
+/// [`objects`] as a YAML stream.
+pub fn render(manifest: &Manifest, image: &str) -> String {
+    let mut yaml = format!(
+        "# Rendered by `wasmfn deploy render` from {}; edit the manifest, not this file.\n",
+        manifest
+            .path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    );
+    for object in objects(manifest, image) {
+        yaml.push_str("---\n");
+        yaml.push_str(
+            &serde_norway::to_string(&to_yaml(object)).expect("values serialize to YAML"),
+        );
+    }
+    yaml
+}
+
+/// serde_json's `arbitrary_precision` (on for event data) makes its numbers serialize as a
+/// private struct through any other serializer, so convert to YAML values explicitly.
+fn to_yaml(value: Value) -> serde_norway::Value {
+    use serde_norway::Value as Y;
+    match value {
+        Value::Null => Y::Null,
+        Value::Bool(b) => Y::Bool(b),
+        Value::Number(n) => match (n.as_u64(), n.as_i64(), n.as_f64()) {
+            (Some(u), _, _) => Y::Number(u.into()),
+            (_, Some(i), _) => Y::Number(i.into()),
+            (_, _, Some(f)) => Y::Number(f.into()),
+            _ => Y::String(n.to_string()),
+        },
+        Value::String(s) => Y::String(s),
+        Value::Array(items) => Y::Sequence(items.into_iter().map(to_yaml).collect()),
+        Value::Object(map) => Y::Mapping(
+            map.into_iter()
+                .map(|(k, v)| (Y::String(k), to_yaml(v)))
+                .collect(),
+        ),
+    }
+}
+
+fn metadata(deploy: &DeploySpec, name: &str) -> Value {
+    let mut m = json!({
+        "name": name,
+        "labels": { "app.kubernetes.io/managed-by": "wasmfn" },
+    });
+    if let Some(ns) = &deploy.namespace {
+        m["namespace"] = json!(ns);
+    }
+    m
+}
+
+fn filter(f: &Filter) -> Value {
+    match f {
+        Filter::Exact(k, v) => json!({ "exact": { k: v } }),
+        Filter::Prefix(k, v) => json!({ "prefix": { k: v } }),
+        Filter::Suffix(k, v) => json!({ "suffix": { k: v } }),
+        Filter::All(all) => json!({ "all": all.iter().map(filter).collect::<Vec<_>>() }),
+        Filter::Any(any) => json!({ "any": any.iter().map(filter).collect::<Vec<_>>() }),
+        Filter::Not(not) => json!({ "not": filter(not) }),
+    }
+}
+
+fn knative_service(manifest: &Manifest, service: &ServiceSpec, image: &str) -> Value {
+    let deploy = &manifest.deploy;
+    let port = deploy.port;
+    // Knative's request timeout covers the slowest function, rounded up to whole seconds.
+    let timeout = service
+        .functions
+        .iter()
+        .map(|&i| manifest.functions[i].timeout)
+        .max()
+        .unwrap_or_default();
+    let timeout_seconds = timeout.as_secs() + u64::from(timeout.subsec_nanos() > 0);
+
+    let mut env = vec![json!({ "name": "WASMFN_MANIFEST", "value": IMAGE_MANIFEST })];
+    if service.functions.len() != manifest.functions.len() {
+        let names: Vec<&str> = service
+            .functions
+            .iter()
+            .map(|&i| manifest.functions[i].name.as_str())
+            .collect();
+        env.push(json!({ "name": "WASMFN_FUNCTIONS", "value": names.join(",") }));
+    }
+    for (k, v) in &service.env {
+        env.push(json!({ "name": k, "value": v }));
+    }
+    for s in &service.secrets {
+        env.push(json!({
+            "name": s.env,
+            "valueFrom": { "secretKeyRef": { "name": s.secret, "key": s.key } },
+        }));
+    }
+
+    let probe = |path: &str| {
+        json!({
+            "httpGet": { "path": format!("{RESERVED_PREFIX}{path}"), "port": port },
+            "periodSeconds": 1,
+        })
+    };
+    let mut container = json!({
+        "name": "wasmfn",
+        "image": image,
+        "ports": [{ "name": "h2c", "containerPort": port }],
+        "env": env,
+        "readinessProbe": probe("ready"),
+        "livenessProbe": probe("live"),
+        "securityContext": {
+            "allowPrivilegeEscalation": false,
+            "readOnlyRootFilesystem": true,
+            "runAsNonRoot": true,
+            "capabilities": { "drop": ["ALL"] },
+            "seccompProfile": { "type": "RuntimeDefault" },
+        },
+    });
+    let resources = &service.resources;
+    if !resources.requests.is_empty() || !resources.limits.is_empty() {
+        let mut r = serde_json::Map::new();
+        if !resources.requests.is_empty() {
+            r.insert("requests".into(), json!(resources.requests));
+        }
+        if !resources.limits.is_empty() {
+            r.insert("limits".into(), json!(resources.limits));
+        }
+        container["resources"] = Value::Object(r);
+    }
+
+    let annotations: serde_json::Map<String, Value> = service
+        .autoscaling
+        .iter()
+        .map(|(k, v)| (format!("autoscaling.knative.dev/{k}"), json!(v)))
+        .collect();
+    let mut template_metadata = json!({ "annotations": annotations });
+    if let Some(revision) = &service.revision {
+        template_metadata["name"] = json!(revision);
+    }
+    let mut template_spec = json!({
+        "timeoutSeconds": timeout_seconds,
+        "containers": [container],
+    });
+    if let Some(cc) = service.container_concurrency {
+        template_spec["containerConcurrency"] = json!(cc);
+    }
+    let mut spec = json!({
+        "template": { "metadata": template_metadata, "spec": template_spec },
+    });
+    if !service.traffic.is_empty() {
+        let traffic: Vec<Value> = service
+            .traffic
+            .iter()
+            .map(|t| {
+                let mut entry = match &t.revision {
+                    Some(r) => json!({ "revisionName": r }),
+                    None => json!({ "latestRevision": true }),
+                };
+                entry["percent"] = json!(t.percent);
+                if let Some(tag) = &t.tag {
+                    entry["tag"] = json!(tag);
+                }
+                entry
+            })
+            .collect();
+        spec["traffic"] = json!(traffic);
+    }
+    json!({
+        "apiVersion": "serving.knative.dev/v1",
+        "kind": "Service",
+        "metadata": metadata(deploy, &service.name),
+        "spec": spec,
+    })
+}

@@ -1,0 +1,412 @@
+//! The `[deploy]` table and `[[services]]` of `wasmfn.toml`: how functions are grouped into
+//! Knative Services and how those scale and split traffic. Checked here with the rules the
+//! Knative webhook would apply, so mistakes surface with a manifest line, not in a cluster.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::manifest::{Ctx, FunctionSpec, ManifestError};
+
+/// Ports Knative reserves for its own components; a user container may not listen there.
+pub const RESERVED_PORTS: [u16; 6] = [8012, 8013, 8022, 9090, 9091, 8008];
+/// The port the host listens on in the container (Knative sets `PORT` to it).
+pub const DEFAULT_PORT: u16 = 8080;
+/// The Service name when the manifest has no `[[services]]`.
+pub const DEFAULT_SERVICE: &str = "wasmfn";
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawDeploy {
+    namespace: Option<Spanned<String>>,
+    port: Option<Spanned<u16>>,
+    broker: Option<Spanned<String>>,
+    #[serde(default)]
+    create_broker: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawService {
+    name: Spanned<String>,
+    functions: Option<Vec<Spanned<String>>>,
+    revision: Option<Spanned<String>>,
+    min_scale: Option<u32>,
+    max_scale: Option<u32>,
+    initial_scale: Option<u32>,
+    target: Option<u32>,
+    metric: Option<Spanned<String>>,
+    window: Option<Spanned<String>>,
+    scale_down_delay: Option<Spanned<String>>,
+    container_concurrency: Option<Spanned<u32>>,
+    #[serde(default)]
+    resources: Resources,
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+    #[serde(default)]
+    secrets: Vec<SecretRef>,
+    #[serde(default)]
+    traffic: Vec<Spanned<RawTraffic>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTraffic {
+    revision: Option<String>,
+    #[serde(default)]
+    latest: bool,
+    percent: u32,
+    tag: Option<String>,
+}
+
+/// Container resources, in Kubernetes quantities (`"100m"`, `"256Mi"`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Resources {
+    /// What the scheduler reserves.
+    #[serde(default)]
+    pub requests: BTreeMap<String, String>,
+    /// The most the container may use.
+    #[serde(default)]
+    pub limits: BTreeMap<String, String>,
+}
+
+/// An environment variable taken from a Kubernetes Secret.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretRef {
+    /// The variable's name in the container.
+    pub env: String,
+    /// The Secret's name.
+    pub secret: String,
+    /// The key inside the Secret.
+    pub key: String,
+}
+
+/// Where Knative deploys the manifest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeploySpec {
+    /// The namespace of every object; none means the one `kubectl` uses.
+    pub namespace: Option<String>,
+    /// The container port.
+    pub port: u16,
+    /// The Broker Triggers subscribe to and emitted events go to.
+    pub broker: String,
+    /// Whether to render the Broker too.
+    pub create_broker: bool,
+    /// The Knative Services.
+    pub services: Vec<ServiceSpec>,
+}
+
+/// One Knative Service: a host image serving some of the manifest's functions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceSpec {
+    /// The Service name.
+    pub name: String,
+    /// Indexes into the manifest's functions.
+    pub functions: Vec<usize>,
+    /// The revision name of the template (`<service>-<suffix>`), for traffic to name it.
+    pub revision: Option<String>,
+    /// Autoscaling annotations, by key without the `autoscaling.knative.dev/` prefix.
+    pub autoscaling: BTreeMap<&'static str, String>,
+    /// In-flight requests per pod (0 = unlimited).
+    pub container_concurrency: Option<u32>,
+    /// Container resources.
+    pub resources: Resources,
+    /// Plain environment variables.
+    pub env: BTreeMap<String, String>,
+    /// Environment variables from Secrets.
+    pub secrets: Vec<SecretRef>,
+    /// The traffic split; empty means all traffic to the latest revision.
+    pub traffic: Vec<Traffic>,
+}
+
+/// One entry of a traffic split.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Traffic {
+    /// A named revision, or `None` for the latest ready one.
+    pub revision: Option<String>,
+    /// Share of requests.
+    pub percent: u32,
+    /// A tag, which also gets its own route `<tag>-<service>`.
+    pub tag: Option<String>,
+}
+
+pub(crate) fn resolve(
+    ctx: &Ctx<'_>,
+    deploy: Option<&Spanned<RawDeploy>>,
+    services: &[Spanned<RawService>],
+    functions: &[FunctionSpec],
+) -> Result<DeploySpec, ManifestError> {
+    let mut spec = DeploySpec {
+        namespace: None,
+        port: DEFAULT_PORT,
+        broker: "default".to_string(),
+        create_broker: false,
+        services: Vec::new(),
+    };
+    if let Some(raw) = deploy {
+        let d = raw.get_ref();
+        if let Some(ns) = &d.namespace {
+            dns_label(ns.get_ref(), "namespace").map_err(|e| ctx.error(ns.span(), e))?;
+            spec.namespace = Some(ns.get_ref().clone());
+        }
+        if let Some(port) = &d.port {
+            let p = *port.get_ref();
+            if RESERVED_PORTS.contains(&p) || p == 0 {
+                return Err(ctx.error(
+                    port.span(),
+                    format!("port {p} is reserved by Knative (8012, 8013, 8022, 9090, 9091, 8008) or invalid; 8080 is the usual choice"),
+                ));
+            }
+            spec.port = p;
+        }
+        if let Some(b) = &d.broker {
+            dns_label(b.get_ref(), "broker").map_err(|e| ctx.error(b.span(), e))?;
+            spec.broker = b.get_ref().clone();
+        }
+        spec.create_broker = d.create_broker;
+    }
+
+    if services.is_empty() {
+        spec.services.push(ServiceSpec {
+            name: DEFAULT_SERVICE.to_string(),
+            functions: (0..functions.len()).collect(),
+            revision: None,
+            autoscaling: BTreeMap::from([("min-scale", "0".to_string())]),
+            container_concurrency: None,
+            resources: Resources::default(),
+            env: BTreeMap::new(),
+            secrets: Vec::new(),
+            traffic: Vec::new(),
+        });
+        return Ok(spec);
+    }
+
+    let mut owner: Vec<Option<String>> = vec![None; functions.len()];
+    for raw in services {
+        let s = raw.get_ref();
+        let name = s.name.get_ref().clone();
+        dns_label(&name, "service name").map_err(|e| ctx.error(s.name.span(), e))?;
+        if spec.services.iter().any(|o| o.name == name) {
+            return Err(ctx.error(s.name.span(), format!("service `{name}` is defined twice")));
+        }
+        let mut members = Vec::new();
+        match &s.functions {
+            Some(list) => {
+                for f in list {
+                    let Some(i) = functions.iter().position(|x| x.name == *f.get_ref()) else {
+                        return Err(
+                            ctx.error(f.span(), format!("no function is named `{}`", f.get_ref()))
+                        );
+                    };
+                    if let Some(other) = &owner[i] {
+                        return Err(ctx.error(
+                            f.span(),
+                            format!("function `{}` is already in service `{other}`; a function belongs to one service", f.get_ref()),
+                        ));
+                    }
+                    owner[i] = Some(name.clone());
+                    members.push(i);
+                }
+            }
+            None => {
+                return Err(ctx.error(
+                    raw.span(),
+                    format!("service `{name}` needs `functions = [...]`, the functions it serves"),
+                ));
+            }
+        }
+
+        let revision = match &s.revision {
+            None => None,
+            Some(r) => {
+                let v = r.get_ref();
+                if !v.starts_with(&format!("{name}-")) {
+                    return Err(ctx.error(
+                        r.span(),
+                        format!("revision {v:?} must start with the service name and a dash (`{name}-...`), as Knative requires"),
+                    ));
+                }
+                dns_label(v, "revision").map_err(|e| ctx.error(r.span(), e))?;
+                Some(v.clone())
+            }
+        };
+
+        let mut autoscaling = BTreeMap::new();
+        let min = s.min_scale.unwrap_or(0);
+        autoscaling.insert("min-scale", min.to_string());
+        if let Some(max) = s.max_scale {
+            if max != 0 && max < min {
+                return Err(ctx.error(
+                    raw.span(),
+                    format!("service `{name}`: max_scale {max} is below min_scale {min}"),
+                ));
+            }
+            autoscaling.insert("max-scale", max.to_string());
+        }
+        if let Some(initial) = s.initial_scale {
+            autoscaling.insert("initial-scale", initial.to_string());
+        }
+        if let Some(target) = s.target {
+            if target == 0 {
+                return Err(ctx.error(
+                    raw.span(),
+                    format!("service `{name}`: target must be at least 1"),
+                ));
+            }
+            autoscaling.insert("target", target.to_string());
+        }
+        if let Some(metric) = &s.metric {
+            let m = metric.get_ref();
+            if !["concurrency", "rps"].contains(&m.as_str()) {
+                return Err(ctx.error(metric.span(), format!("metric must be \"concurrency\" or \"rps\" (Knative's autoscaler), got {m:?}")));
+            }
+            autoscaling.insert("metric", m.clone());
+        }
+        if let Some(window) = &s.window {
+            let d = duration(ctx, window, "window")?;
+            if !(6..=3600).contains(&d.as_secs()) || d.subsec_nanos() != 0 {
+                return Err(ctx.error(
+                    window.span(),
+                    format!(
+                        "window must be whole seconds between 6s and 1h, got {:?}",
+                        window.get_ref()
+                    ),
+                ));
+            }
+            autoscaling.insert("window", window.get_ref().clone());
+        }
+        if let Some(delay) = &s.scale_down_delay {
+            let d = duration(ctx, delay, "scale_down_delay")?;
+            if d.as_secs() > 3600 {
+                return Err(ctx.error(
+                    delay.span(),
+                    "scale_down_delay may be at most 1h".to_string(),
+                ));
+            }
+            autoscaling.insert("scale-down-delay", delay.get_ref().clone());
+        }
+        let container_concurrency = match &s.container_concurrency {
+            Some(c) if *c.get_ref() > 1000 => {
+                return Err(ctx.error(
+                    c.span(),
+                    format!(
+                        "container_concurrency must be 0 (unlimited) to 1000, got {}",
+                        c.get_ref()
+                    ),
+                ));
+            }
+            Some(c) => Some(*c.get_ref()),
+            None => None,
+        };
+        for key in s.env.keys() {
+            if key.is_empty() || key.starts_with("K_") || key == "PORT" {
+                return Err(ctx.error(
+                    raw.span(),
+                    format!("env {key:?} is empty or reserved by Knative (PORT, K_*)"),
+                ));
+            }
+        }
+
+        let mut traffic = Vec::new();
+        let mut tags: Vec<&str> = Vec::new();
+        for t in &s.traffic {
+            let tr = t.get_ref();
+            if tr.latest == tr.revision.is_some() {
+                return Err(ctx.error(
+                    t.span(),
+                    "a traffic entry names either `revision` or `latest = true`".to_string(),
+                ));
+            }
+            if tr.percent > 100 {
+                return Err(ctx.error(
+                    t.span(),
+                    format!("percent must be 0 to 100, got {}", tr.percent),
+                ));
+            }
+            if let Some(tag) = &tr.tag {
+                dns_label(tag, "tag").map_err(|e| ctx.error(t.span(), e))?;
+                if tags.contains(&tag.as_str()) {
+                    return Err(ctx.error(t.span(), format!("tag `{tag}` is used twice")));
+                }
+                if tag.len() + 1 + name.len() > 63 {
+                    return Err(ctx.error(
+                        t.span(),
+                        format!("tag route `{tag}-{name}` would be longer than 63 characters"),
+                    ));
+                }
+                tags.push(tag);
+            }
+            traffic.push(Traffic {
+                revision: tr.revision.clone(),
+                percent: tr.percent,
+                tag: tr.tag.clone(),
+            });
+        }
+        let total: u32 = traffic.iter().map(|t| t.percent).sum();
+        if !traffic.is_empty() && total != 100 {
+            return Err(ctx.error(
+                s.traffic[0].span(),
+                format!("service `{name}`: traffic percents add up to {total}, not 100"),
+            ));
+        }
+
+        spec.services.push(ServiceSpec {
+            name,
+            functions: members,
+            revision,
+            autoscaling,
+            container_concurrency,
+            resources: s.resources.clone(),
+            env: s.env.clone(),
+            secrets: s.secrets.clone(),
+            traffic,
+        });
+    }
+    if let Some(i) = owner.iter().position(Option::is_none) {
+        return Err(ctx.error(
+            services[0].span(),
+            format!(
+                "function `{}` is in no service; list it in one service's `functions`",
+                functions[i].name
+            ),
+        ));
+    }
+    Ok(spec)
+}
+
+fn duration(
+    ctx: &Ctx<'_>,
+    v: &Spanned<String>,
+    key: &str,
+) -> Result<std::time::Duration, ManifestError> {
+    humantime::parse_duration(v.get_ref()).map_err(|e| {
+        ctx.error(
+            v.span(),
+            format!(
+                "`{key}` must be a duration such as \"30s\", got {:?}: {e}",
+                v.get_ref()
+            ),
+        )
+    })
+}
+
+/// A DNS-1123 label, which Knative requires of names: 1-63 of a-z 0-9 '-', starting with a
+/// letter and not ending with '-'.
+fn dns_label(v: &str, what: &str) -> Result<(), String> {
+    let ok = !v.is_empty()
+        && v.len() <= 63
+        && v.as_bytes()[0].is_ascii_lowercase()
+        && !v.ends_with('-')
+        && v.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{what} {v:?} must be 1-63 of a-z, 0-9 and '-', starting with a letter and not ending with '-'"
+        ))
+    }
+}

@@ -1,0 +1,389 @@
+//! `wasmfn deploy render` against Knative's own CRD schemas (../shared/knative), plus the
+//! Trigger rules the partial Eventing schemas leave out; the YAML under deploy/ is checked
+//! the same way and must match what the renderer prints today.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::{Value, json};
+use wasmfn::manifest::Manifest;
+use wasmfn_guest_artifacts as guests;
+
+fn repo() -> PathBuf {
+    Path::new(guests::GUESTS_DIR)
+        .join("..")
+        .canonicalize()
+        .unwrap()
+}
+
+/// Every CRD schema beside CONTRACT.md, by `kind`.
+fn schemas() -> BTreeMap<String, jsonschema::Validator> {
+    let dir = repo().join("../shared/knative");
+    assert!(
+        dir.is_dir(),
+        "Knative CRD schemas not found at {}: the repository expects ../shared beside it",
+        dir.display()
+    );
+    let mut out = BTreeMap::new();
+    for sub in ["serving", "eventing"] {
+        for entry in std::fs::read_dir(dir.join(sub)).unwrap() {
+            let path = entry.unwrap().path();
+            let crd: Value =
+                serde_norway::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+            let kind = crd["spec"]["names"]["kind"].as_str().unwrap().to_string();
+            // wasmfn renders only v1 objects; DomainMapping has no v1 and is not rendered.
+            let Some(version) = crd["spec"]["versions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|v| v["name"] == "v1")
+            else {
+                continue;
+            };
+            let schema = &version["schema"]["openAPIV3Schema"];
+            let validator = jsonschema::validator_for(schema)
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            out.insert(kind, validator);
+        }
+    }
+    out
+}
+
+/// The problems Knative would find in `object`: its CRD schema, and for Triggers the rules
+/// the schema does not encode (CONTRACT.md, "Trigger filters").
+fn problems(schemas: &BTreeMap<String, jsonschema::Validator>, object: &Value) -> Vec<String> {
+    let kind = object["kind"].as_str().unwrap_or_default();
+    let Some(validator) = schemas.get(kind) else {
+        return vec![format!("no schema for kind {kind:?}")];
+    };
+    let mut out: Vec<String> = validator
+        .iter_errors(object)
+        .map(|e| format!("{kind} {}: {e}", e.instance_path()))
+        .collect();
+    if kind == "Trigger" {
+        out.extend(trigger_problems(&object["spec"]));
+    }
+    let name = object["metadata"]["name"].as_str().unwrap_or_default();
+    if name.is_empty() || name.len() > 63 {
+        out.push(format!("{kind}: metadata.name {name:?} is not a DNS label"));
+    }
+    out
+}
+
+fn trigger_problems(spec: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    if spec["broker"].as_str().is_none_or(str::is_empty) {
+        out.push("Trigger: spec.broker is required".into());
+    }
+    let sub = &spec["subscriber"];
+    if sub.get("ref").is_none() && sub.get("uri").is_none() {
+        out.push("Trigger: spec.subscriber needs ref or uri".into());
+    }
+    if let Some(attrs) = spec["filter"]["attributes"].as_object() {
+        for (k, v) in attrs {
+            if !valid_attribute(k) || !v.is_string() {
+                out.push(format!(
+                    "Trigger: filter.attributes.{k} must be a string attribute"
+                ));
+            }
+        }
+    }
+    if let Some(filters) = spec.get("filters") {
+        match filters.as_array() {
+            Some(list) => list.iter().for_each(|f| check_filter(f, &mut out)),
+            None => out.push("Trigger: filters must be a list".into()),
+        }
+    }
+    out
+}
+
+fn check_filter(f: &Value, out: &mut Vec<String>) {
+    let Some(obj) = f.as_object() else {
+        return out.push(format!("Trigger: filter {f} is not an object"));
+    };
+    let dialects = ["exact", "prefix", "suffix", "all", "any", "not", "cesql"];
+    let set: Vec<&String> = obj
+        .keys()
+        .filter(|k| dialects.contains(&k.as_str()))
+        .collect();
+    if set.len() != 1 || obj.len() != 1 {
+        return out.push(format!("Trigger: filter {f} must have exactly one dialect"));
+    }
+    let value = &obj[set[0].as_str()];
+    match set[0].as_str() {
+        "exact" | "prefix" | "suffix" => match value.as_object() {
+            Some(m) if m.len() == 1 => {
+                let (k, v) = m.iter().next().unwrap();
+                if !valid_attribute(k) || !v.is_string() {
+                    out.push(format!("Trigger: filter {f} has an invalid attribute"));
+                }
+            }
+            _ => out.push(format!(
+                "Trigger: filter {f} must hold exactly one attribute"
+            )),
+        },
+        "all" | "any" => match value.as_array() {
+            Some(items) if !items.is_empty() => items.iter().for_each(|i| check_filter(i, out)),
+            _ => out.push(format!("Trigger: filter {f} needs a non-empty list")),
+        },
+        "not" => check_filter(value, out),
+        _ => {}
+    }
+}
+
+fn valid_attribute(name: &str) -> bool {
+    let mut b = name.bytes();
+    b.next().is_some_and(|c| c.is_ascii_lowercase())
+        && b.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+}
+
+fn render(manifest: &Path, image: &str) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_wasmfn"))
+        .args(["deploy", "render", "--image", image, "--manifest"])
+        .arg(manifest)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn documents(yaml: &str) -> Vec<Value> {
+    yaml.split("\n---\n")
+        .filter_map(|doc| serde_norway::from_str::<Option<Value>>(doc).unwrap())
+        .collect()
+}
+
+#[test]
+fn root_manifest_renders_scale_to_zero_services_and_triggers_that_validate() {
+    let schemas = schemas();
+    let docs = documents(&render(
+        &repo().join("wasmfn.toml"),
+        "registry.example/wasmfn:v1",
+    ));
+    let services: Vec<&Value> = docs.iter().filter(|d| d["kind"] == "Service").collect();
+    assert_eq!(services.len(), 1);
+    let template = &services[0]["spec"]["template"];
+    assert_eq!(
+        template["metadata"]["annotations"]["autoscaling.knative.dev/min-scale"],
+        "0"
+    );
+    let container = &template["spec"]["containers"][0];
+    assert_eq!(container["ports"][0]["containerPort"], 8080);
+    assert_eq!(
+        container["readinessProbe"]["httpGet"]["path"],
+        "/.well-known/wasmfn/ready"
+    );
+    // One Trigger per subscription: event-echo 1, event-display 2, the saga 3 + 1 + 1 + 1.
+    let triggers: Vec<&Value> = docs.iter().filter(|d| d["kind"] == "Trigger").collect();
+    assert_eq!(triggers.len(), 9);
+    assert!(
+        triggers
+            .iter()
+            .all(|t| t["spec"]["subscriber"]["ref"]["name"] == "wasmfn")
+    );
+    for doc in &docs {
+        let p = problems(&schemas, doc);
+        assert!(p.is_empty(), "{p:#?}\n{doc:#}");
+    }
+}
+
+#[test]
+fn seed_apis_render_as_the_seed_describes_and_validate() {
+    let schemas = schemas();
+    let docs = documents(&render(
+        &repo().join("deploy/seed-apis.toml"),
+        "ghcr.io/resimate/wasmfn:v1",
+    ));
+    for doc in &docs {
+        let p = problems(&schemas, doc);
+        assert!(p.is_empty(), "{p:#?}\n{doc:#}");
+    }
+    let service = |name: &str| {
+        docs.iter()
+            .find(|d| d["kind"] == "Service" && d["metadata"]["name"] == name)
+            .unwrap()
+    };
+    let users = service("users-api");
+    assert_eq!(
+        users["spec"]["traffic"],
+        json!([
+            { "revisionName": "users-api-stable", "percent": 90, "tag": "stable" },
+            { "revisionName": "users-api-canary", "percent": 10, "tag": "canary" },
+        ])
+    );
+    assert_eq!(
+        users["spec"]["template"]["metadata"]["name"],
+        "users-api-canary"
+    );
+    let env = &users["spec"]["template"]["spec"]["containers"][0]["env"];
+    assert!(
+        env.as_array()
+            .unwrap()
+            .contains(&json!({ "name": "WASMFN_FUNCTIONS", "value": "users" }))
+    );
+    let core = service("core-model-api");
+    assert_eq!(
+        core["spec"]["template"]["spec"]["containerConcurrency"],
+        100
+    );
+    assert_eq!(core["spec"]["template"]["spec"]["timeoutSeconds"], 30);
+    let notifications = docs
+        .iter()
+        .find(|d| d["kind"] == "Trigger" && d["metadata"]["name"] == "notifications-0")
+        .unwrap();
+    assert_eq!(
+        notifications["spec"]["filters"],
+        json!([{ "prefix": { "type": "order." } }, { "not": { "exact": { "type": "order.created" } } }])
+    );
+    assert!(
+        docs.iter()
+            .any(|d| d["kind"] == "Broker" && d["metadata"]["namespace"] == "resimate-apis")
+    );
+}
+
+#[test]
+fn yaml_under_deploy_is_valid_and_matches_the_renderer() {
+    let schemas = schemas();
+    let dir = repo().join("deploy/knative");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "yaml") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        for doc in documents(&text) {
+            let p = problems(&schemas, &doc);
+            assert!(p.is_empty(), "{}: {p:#?}", path.display());
+        }
+        // Each file is the rendering of the manifest of the same stem under deploy/.
+        let manifest = repo()
+            .join("deploy")
+            .join(path.file_stem().unwrap())
+            .with_extension("toml");
+        let image = text
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("image: "))
+            .unwrap()
+            .to_string();
+        assert_eq!(
+            text,
+            render(&manifest, &image),
+            "{} is stale: run `wasmfn deploy render --manifest {} --image {image} > {}`",
+            path.display(),
+            manifest.display(),
+            path.display()
+        );
+        checked += 1;
+    }
+    assert!(checked > 0, "no YAML under {}", dir.display());
+}
+
+#[test]
+fn the_validator_rejects_what_knative_would_reject() {
+    // A check that cannot fail is no check: break valid objects and expect problems.
+    let schemas = schemas();
+    let docs = documents(&render(&repo().join("deploy/seed-apis.toml"), "img"));
+    let service = docs
+        .iter()
+        .find(|d| d["kind"] == "Service")
+        .unwrap()
+        .clone();
+    let trigger = docs
+        .iter()
+        .find(|d| d["kind"] == "Trigger")
+        .unwrap()
+        .clone();
+
+    let mut s = service.clone();
+    s["spec"]["template"]["spec"]["containerConcurrency"] = json!("lots");
+    assert!(
+        !problems(&schemas, &s).is_empty(),
+        "string containerConcurrency"
+    );
+    let mut s = service.clone();
+    s["spec"]["traffic"] = json!([{ "percent": "ninety" }]);
+    assert!(!problems(&schemas, &s).is_empty(), "string percent");
+    let mut s = service.clone();
+    s["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"] = json!("http");
+    assert!(!problems(&schemas, &s).is_empty(), "string port");
+
+    let mut t = trigger.clone();
+    t["spec"]["filters"] = json!([{ "exact": { "type": "a" }, "prefix": { "type": "b" } }]);
+    assert!(
+        !problems(&schemas, &t).is_empty(),
+        "two dialects in one filter"
+    );
+    let mut t = trigger.clone();
+    t["spec"]["filters"] = json!([{ "exact": { "type": "a", "source": "b" } }]);
+    assert!(
+        !problems(&schemas, &t).is_empty(),
+        "two attributes in exact"
+    );
+    let mut t = trigger;
+    t["spec"]["filters"] = json!([{ "any": [] }]);
+    t["spec"]["broker"] = json!("");
+    assert!(problems(&schemas, &t).len() >= 2, "empty any, no broker");
+}
+
+#[test]
+fn manifests_knative_would_reject_fail_at_render_with_the_line() {
+    let base = format!(
+        "[[functions]]\nname = \"hello\"\ncomponent = {:?}\nroutes = [\"/hello\"]\n",
+        guests::HELLO
+    );
+    let cases = [
+        ("[deploy]\nport = 9090\n", 7, "reserved by Knative"),
+        (
+            "[[services]]\nname = \"api\"\nfunctions = [\"hello\"]\ntraffic = [{ latest = true, percent = 90 }, { revision = \"api-v1\", percent = 20 }]\n",
+            9,
+            "add up to 110, not 100",
+        ),
+        (
+            "[[services]]\nname = \"api\"\nfunctions = [\"hello\"]\ntraffic = [{ latest = true, percent = 100, tag = \"Blue_1\" }]\n",
+            9,
+            "tag \"Blue_1\" must be",
+        ),
+        (
+            "[[services]]\nname = \"api\"\nfunctions = [\"hello\"]\nrevision = \"v2\"\n",
+            9,
+            "must start with the service name",
+        ),
+        (
+            "[[services]]\nname = \"api\"\nfunctions = [\"nope\"]\n",
+            8,
+            "no function is named `nope`",
+        ),
+        (
+            "[[services]]\nname = \"api\"\nfunctions = [\"hello\"]\ncontainer_concurrency = 5000\n",
+            9,
+            "0 (unlimited) to 1000",
+        ),
+        (
+            "[[services]]\nname = \"api\"\nfunctions = [\"hello\"]\nwindow = \"2s\"\n",
+            9,
+            "between 6s and 1h",
+        ),
+        (
+            "[[services]]\nname = \"api\"\nfunctions = []\n",
+            6,
+            "function `hello` is in no service",
+        ),
+    ];
+    for (extra, line, expected) in cases {
+        let text = format!("{base}\n{extra}");
+        let err = Manifest::parse(Path::new("/m/wasmfn.toml"), &text)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(expected), "{extra}: {err}");
+        assert!(
+            err.starts_with(&format!("/m/wasmfn.toml:{line}:")),
+            "{extra}: {err}"
+        );
+    }
+}
