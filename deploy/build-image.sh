@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Builds the wasmfn host image: a static binary plus a manifest's components, precompiled.
+#
+#   deploy/build-image.sh [--manifest wasmfn.toml] [--tag wasmfn:dev]
+#
+# Uses docker, or podman/buildah where that is what you have (WASMFN_CONTAINER_TOOL to pick).
+# Needs the x86_64-unknown-linux-musl Rust target (added with rustup if missing).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+manifest=wasmfn.toml
+tag=wasmfn:dev
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --manifest) manifest=$2; shift 2 ;;
+    --tag) tag=$2; shift 2 ;;
+    *) echo "usage: $0 [--manifest FILE] [--tag IMAGE]" >&2; exit 2 ;;
+  esac
+done
+
+tool=${WASMFN_CONTAINER_TOOL:-}
+if [ -z "$tool" ]; then
+  for t in docker podman buildah; do
+    if command -v "$t" >/dev/null; then tool=$t; break; fi
+  done
+fi
+[ -n "$tool" ] || { echo "no docker, podman or buildah found" >&2; exit 1; }
+
+target=x86_64-unknown-linux-musl
+if command -v rustup >/dev/null && ! rustup target list --installed | grep -qx "$target"; then
+  rustup target add "$target"
+fi
+
+echo "== building the guests and a static host" >&2
+(cd guests && cargo build --release --quiet)
+cargo build --release --quiet -p wasmfn --target "$target"
+bin="target/$target/release/wasmfn"
+
+# Stage the build context: the manifest at app/, each component at the relative path the
+# manifest names, so the manifest needs no rewriting.
+ctx=$(mktemp -d)
+trap 'rm -rf "$ctx"' EXIT
+mkdir -p "$ctx/app"
+cp "$bin" "$ctx/wasmfn"
+src_dir=$(dirname "$manifest")
+cp "$manifest" "$ctx/app/wasmfn.toml"
+grep -E '^[[:space:]]*component[[:space:]]*=' "$manifest" | sed -E 's/.*=[[:space:]]*"([^"]+)".*/\1/' |
+  while read -r component; do
+    mkdir -p "$ctx/app/$(dirname "$component")"
+    cp "$src_dir/$component" "$ctx/app/$component"
+  done
+# Precompile with the very binary the image runs, so the cache entries match its engine.
+"$ctx/wasmfn" compile --manifest "$ctx/app/wasmfn.toml" --cache-dir "$ctx/app/cache" >&2
+
+echo "== $tool build -t $tag" >&2
+case "$tool" in
+  buildah) buildah bud -f deploy/Containerfile -t "$tag" "$ctx" ;;
+  *) "$tool" build -q -f deploy/Containerfile -t "$tag" "$ctx" ;;
+esac
+echo "$tag"

@@ -1,0 +1,164 @@
+//! The host image, built by deploy/build-image.sh and run as Knative runs it: `PORT` and
+//! `K_*` set, a read-only root filesystem, a non-root user. Needs a Docker Engine and a
+//! static (musl) release build, so it has its own command:
+//!
+//!     cargo test -p wasmfn --test image -- --ignored --nocapture
+//!
+//! Without a Docker Engine it says so and passes without running.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use wasmfn_guest_artifacts as guests;
+
+const TAG: &str = "wasmfn:image-test";
+
+fn docker(args: &[&str]) -> std::process::Output {
+    Command::new("docker").args(args).output().unwrap()
+}
+
+fn stdout(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Removes the container however the test ends.
+struct Container(String);
+
+impl Drop for Container {
+    fn drop(&mut self) {
+        let _ = docker(&["rm", "-f", &self.0]);
+    }
+}
+
+async fn get_status(addr: &str, path: &str) -> Option<u16> {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+    let request = format!("GET {path} HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.ok()?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await.ok()?;
+    String::from_utf8_lossy(&response)
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs a Docker Engine and a musl build: cargo test -p wasmfn --test image -- --ignored"]
+async fn image_runs_as_knative_runs_it_and_drains_on_docker_stop() {
+    if Command::new("docker")
+        .arg("info")
+        .output()
+        .map(|o| !o.status.success())
+        .unwrap_or(true)
+    {
+        eprintln!("SKIPPED: no Docker Engine answers `docker info`; the image test did not run");
+        return;
+    }
+    let repo = std::path::Path::new(guests::GUESTS_DIR).join("..");
+    let build = Command::new(repo.join("deploy/build-image.sh"))
+        .args(["--tag", TAG])
+        .env_remove("RUST_BACKTRACE")
+        .status()
+        .unwrap();
+    assert!(build.success(), "deploy/build-image.sh failed");
+    let size = stdout(&docker(&["image", "inspect", "-f", "{{.Size}}", TAG]));
+    eprintln!("image {TAG}: {:.1} MB", size.parse::<f64>().unwrap() / 1e6);
+
+    // As Knative runs it: PORT and K_* from the environment, read-only root, a non-root
+    // user, no capabilities.
+    let started = Instant::now();
+    let run = docker(&[
+        "run",
+        "-d",
+        "--read-only",
+        "--user",
+        "65532:65532",
+        "--cap-drop",
+        "ALL",
+        "-e",
+        "PORT=8080",
+        "-e",
+        "K_SERVICE=wasmfn",
+        "-e",
+        "K_CONFIGURATION=wasmfn",
+        "-e",
+        "K_REVISION=wasmfn-00001",
+        "-p",
+        "127.0.0.1::8080",
+        TAG,
+    ]);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let container = Container(stdout(&run));
+    let port = stdout(&docker(&["port", &container.0, "8080/tcp"]));
+    let addr = port.lines().next().unwrap().to_string();
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if get_status(&addr, "/hello").await == Some(200) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no 200 within 20 s: {}",
+            stdout(&docker(&["logs", &container.0]))
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    eprintln!(
+        "docker run -> first 200 on /hello: {:.0} ms",
+        started.elapsed().as_secs_f64() * 1e3
+    );
+    assert_eq!(
+        get_status(&addr, "/.well-known/wasmfn/ready").await,
+        Some(200)
+    );
+    let logs = docker(&["logs", &container.0]);
+    let logs = format!("{}{}", stdout(&logs), String::from_utf8_lossy(&logs.stderr));
+    assert!(
+        logs.contains("k_revision=wasmfn-00001")
+            || logs.contains("\"k_revision\":\"wasmfn-00001\""),
+        "{logs}"
+    );
+    assert!(
+        !logs.contains("compiled"),
+        "the image must load precompiled code, not compile: {logs}"
+    );
+
+    // A request mid-upload when `docker stop` sends SIGTERM still completes.
+    let body = vec![b'x'; 64 * 1024];
+    let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let head = format!(
+        "POST /echo HTTP/1.1\r\nhost: localhost\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(&body[..1000]).await.unwrap();
+    let stop = {
+        let id = container.0.clone();
+        std::thread::spawn(move || docker(&["stop", "-t", "30", &id]))
+    };
+    // Docker delivers SIGTERM at once; wait for the host to say it got it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !stdout(&docker(&["logs", &container.0])).contains("SIGTERM received") {
+        assert!(Instant::now() < deadline, "no SIGTERM seen");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stream.write_all(&body[1000..]).await.unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await.unwrap();
+    assert!(String::from_utf8_lossy(&response).starts_with("HTTP/1.1 200"));
+    assert!(stop.join().unwrap().status.success());
+    let code = stdout(&docker(&[
+        "inspect",
+        "-f",
+        "{{.State.ExitCode}}",
+        &container.0,
+    ]));
+    assert_eq!(code, "0", "the host exits 0 after draining");
+}
