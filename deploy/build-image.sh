@@ -4,7 +4,8 @@
 #   deploy/build-image.sh [--manifest wasmfn.toml] [--tag wasmfn:dev]
 #
 # Uses docker, or podman/buildah where that is what you have (WASMFN_CONTAINER_TOOL to pick).
-# Needs the x86_64-unknown-linux-musl Rust target (added with rustup if missing).
+# Needs the x86_64-unknown-linux-musl Rust target (added with rustup if missing) and a musl C
+# compiler for wasmtime's small C helper (Debian/Ubuntu: apt-get install musl-tools).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -31,10 +32,20 @@ if command -v rustup >/dev/null && ! rustup target list --installed | grep -qx "
   rustup target add "$target"
 fi
 
+# cc-rs looks for x86_64-linux-musl-gcc; Debian's musl-tools names it musl-gcc.
+if ! command -v x86_64-linux-musl-gcc >/dev/null; then
+  if command -v musl-gcc >/dev/null; then
+    export CC_x86_64_unknown_linux_musl=musl-gcc
+  else
+    echo "no musl C compiler: install musl-tools (Debian/Ubuntu) or musl-gcc" >&2
+    exit 1
+  fi
+fi
+
 echo "== building the guests and a static host" >&2
 (cd guests && cargo build --release --quiet)
-cargo build --release --quiet -p wasmfn --target "$target"
-bin="target/$target/release/wasmfn"
+cargo build --profile image --quiet -p wasmfn --target "$target"
+bin="target/$target/image/wasmfn"
 
 # Stage the build context: the manifest at app/, each component at the relative path the
 # manifest names, so the manifest needs no rewriting.

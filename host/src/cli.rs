@@ -53,6 +53,11 @@ struct RenderArgs {
     /// Put every object in this namespace (overrides `[deploy] namespace`).
     #[arg(long)]
     namespace: Option<String>,
+    /// Override a Service's traffic: `SERVICE=REVISION=PERCENT[:TAG],...`, `@latest` for the
+    /// latest revision, e.g. `users-api=users-api-stable=90:stable,@latest=10:canary`.
+    /// Repeat for several Services.
+    #[arg(long, value_name = "SPEC")]
+    traffic: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -179,6 +184,21 @@ fn render(args: RenderArgs) -> anyhow::Result<()> {
     if let Some(ns) = args.namespace {
         manifest.deploy.namespace = Some(ns);
     }
+    for spec in &args.traffic {
+        let Some((service, entries)) = spec.split_once('=') else {
+            bail!("--traffic {spec:?} must look like SERVICE=REVISION=PERCENT[:TAG],...");
+        };
+        let Some(target) = manifest
+            .deploy
+            .services
+            .iter_mut()
+            .find(|s| s.name == service)
+        else {
+            bail!("--traffic names service `{service}`, which the manifest does not define");
+        };
+        target.traffic = crate::deploy::spec::parse_traffic(service, entries)
+            .map_err(|e| anyhow::anyhow!("--traffic {spec:?}: {e}"))?;
+    }
     print!("{}", crate::deploy::render(&manifest, &args.image));
     Ok(())
 }
@@ -225,9 +245,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         tracing::info!(
             addr = %local,
             startup_ms = started.elapsed().as_secs_f64() * 1e3,
-            k_service = k("K_SERVICE"),
-            k_configuration = k("K_CONFIGURATION"),
-            k_revision = k("K_REVISION"),
+            k_service = %k("K_SERVICE"),
+            k_configuration = %k("K_CONFIGURATION"),
+            k_revision = %k("K_REVISION"),
             "listening"
         );
         // In-flight requests get as long as the slowest function may take, plus a margin

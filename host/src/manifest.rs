@@ -291,6 +291,21 @@ impl Manifest {
                 ));
             }
         }
+        // Deploy layout refers to functions by index: renumber it alongside.
+        let mut new_index = Vec::with_capacity(self.functions.len());
+        let mut next = 0;
+        for f in &self.functions {
+            let kept = names.contains(&f.name);
+            new_index.push(kept.then_some(next));
+            next += usize::from(kept);
+        }
+        for service in &mut self.deploy.services {
+            service.functions = service
+                .functions
+                .iter()
+                .filter_map(|&i| new_index[i])
+                .collect();
+        }
         self.functions.retain(|f| names.contains(&f.name));
         let routes = self
             .functions

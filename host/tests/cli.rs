@@ -283,6 +283,13 @@ async fn compiled_cwasm_is_served_and_manifest_precompile_fills_the_cache() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(std::fs::read_dir(cache.path()).unwrap().count(), 2);
+    // An image build fills the cache as one user and runs as another: entries must be
+    // readable by all.
+    use std::os::unix::fs::PermissionsExt;
+    for entry in std::fs::read_dir(cache.path()).unwrap() {
+        let mode = entry.unwrap().metadata().unwrap().permissions().mode();
+        assert_eq!(mode & 0o444, 0o444, "cache entry mode {mode:o}");
+    }
 }
 
 #[test]

@@ -387,3 +387,47 @@ fn manifests_knative_would_reject_fail_at_render_with_the_line() {
         );
     }
 }
+
+#[test]
+fn traffic_can_be_shifted_from_the_command_line() {
+    // Promote the canary to half the traffic without editing the manifest.
+    let run = |traffic: &str| {
+        Command::new(env!("CARGO_BIN_EXE_wasmfn"))
+            .args(["deploy", "render", "--image", "img", "--manifest"])
+            .arg(repo().join("deploy/seed-apis.toml"))
+            .args(["--traffic", traffic])
+            .output()
+            .unwrap()
+    };
+    let out = run("users-api=users-api-stable=50:stable,@latest=50:canary");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let docs = documents(&String::from_utf8(out.stdout).unwrap());
+    let users = docs
+        .iter()
+        .find(|d| d["kind"] == "Service" && d["metadata"]["name"] == "users-api")
+        .unwrap();
+    assert_eq!(
+        users["spec"]["traffic"],
+        json!([
+            { "revisionName": "users-api-stable", "percent": 50, "tag": "stable" },
+            { "latestRevision": true, "percent": 50, "tag": "canary" },
+        ])
+    );
+    let schemas = schemas();
+    assert!(problems(&schemas, users).is_empty());
+
+    for (bad, says) in [
+        ("users-api=users-api-stable=50,@latest=60", "add up to 110"),
+        ("nope=@latest=100", "does not define"),
+        ("users-api=@latest=100:Canary", "tag \"Canary\""),
+    ] {
+        let out = run(bad);
+        assert!(!out.status.success(), "{bad}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(says), "{bad}: {stderr}");
+    }
+}

@@ -746,3 +746,27 @@ async fn in_process_dispatch_stops_a_loop_at_the_hop_limit() {
     assert_eq!(r.status, 503, "{}", r.text());
     assert!(r.text().contains("looks like a loop"), "{}", r.text());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn knative_forwarding_and_trace_headers_reach_the_guest() {
+    // Knative's runtime contract: Forwarded, X-Forwarded-* and traceparent reach the app.
+    let app = app(&entry("echo", guests::ECHO, &["/echo"], ""));
+    let headers = [
+        ("forwarded", "for=203.0.113.7;proto=https"),
+        ("x-forwarded-for", "203.0.113.7"),
+        ("x-forwarded-proto", "https"),
+        (
+            "traceparent",
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        ),
+    ];
+    let r = call_with(&app, "GET", "/echo", &headers, "").await;
+    assert_eq!(r.status, 200);
+    for (name, value) in headers {
+        assert_eq!(
+            r.header(&format!("x-echo-header-{name}")),
+            Some(value),
+            "{name}"
+        );
+    }
+}

@@ -311,7 +311,6 @@ pub(crate) fn resolve(
         }
 
         let mut traffic = Vec::new();
-        let mut tags: Vec<&str> = Vec::new();
         for t in &s.traffic {
             let tr = t.get_ref();
             if tr.latest == tr.revision.is_some() {
@@ -320,38 +319,16 @@ pub(crate) fn resolve(
                     "a traffic entry names either `revision` or `latest = true`".to_string(),
                 ));
             }
-            if tr.percent > 100 {
-                return Err(ctx.error(
-                    t.span(),
-                    format!("percent must be 0 to 100, got {}", tr.percent),
-                ));
-            }
-            if let Some(tag) = &tr.tag {
-                dns_label(tag, "tag").map_err(|e| ctx.error(t.span(), e))?;
-                if tags.contains(&tag.as_str()) {
-                    return Err(ctx.error(t.span(), format!("tag `{tag}` is used twice")));
-                }
-                if tag.len() + 1 + name.len() > 63 {
-                    return Err(ctx.error(
-                        t.span(),
-                        format!("tag route `{tag}-{name}` would be longer than 63 characters"),
-                    ));
-                }
-                tags.push(tag);
-            }
             traffic.push(Traffic {
                 revision: tr.revision.clone(),
                 percent: tr.percent,
                 tag: tr.tag.clone(),
             });
+            // Entry by entry, so an error points at the entry's line.
+            check_traffic(&name, &traffic, false).map_err(|e| ctx.error(t.span(), e))?;
         }
-        let total: u32 = traffic.iter().map(|t| t.percent).sum();
-        if !traffic.is_empty() && total != 100 {
-            return Err(ctx.error(
-                s.traffic[0].span(),
-                format!("service `{name}`: traffic percents add up to {total}, not 100"),
-            ));
-        }
+        check_traffic(&name, &traffic, true)
+            .map_err(|e| ctx.error(s.traffic.first().map_or(raw.span(), |t| t.span()), e))?;
 
         spec.services.push(ServiceSpec {
             name,
@@ -375,6 +352,63 @@ pub(crate) fn resolve(
         ));
     }
     Ok(spec)
+}
+
+/// Knative's rules for a traffic block: percents 0..=100 adding up to 100 (when `complete`),
+/// tags that are DNS labels, unique, and short enough for their `<tag>-<service>` route.
+pub fn check_traffic(service: &str, traffic: &[Traffic], complete: bool) -> Result<(), String> {
+    let mut tags: Vec<&str> = Vec::new();
+    for t in traffic {
+        if t.percent > 100 {
+            return Err(format!("percent must be 0 to 100, got {}", t.percent));
+        }
+        if let Some(r) = &t.revision {
+            dns_label(r, "revision")?;
+        }
+        if let Some(tag) = &t.tag {
+            dns_label(tag, "tag")?;
+            if tags.contains(&tag.as_str()) {
+                return Err(format!("tag `{tag}` is used twice"));
+            }
+            if tag.len() + 1 + service.len() > 63 {
+                return Err(format!(
+                    "tag route `{tag}-{service}` would be longer than 63 characters"
+                ));
+            }
+            tags.push(tag);
+        }
+    }
+    let total: u32 = traffic.iter().map(|t| t.percent).sum();
+    if complete && !traffic.is_empty() && total != 100 {
+        return Err(format!(
+            "service `{service}`: traffic percents add up to {total}, not 100"
+        ));
+    }
+    Ok(())
+}
+
+/// Parses `--traffic` entries: `REVISION=PERCENT[:TAG]`, with `@latest` for the latest
+/// ready revision, e.g. `users-api-stable=90:stable,@latest=10:canary`.
+pub fn parse_traffic(service: &str, text: &str) -> Result<Vec<Traffic>, String> {
+    let traffic = text
+        .split(',')
+        .map(|entry| {
+            let (target, rest) = entry.trim().split_once('=').ok_or_else(|| {
+                format!("traffic entry {entry:?} must look like REVISION=PERCENT[:TAG] or @latest=PERCENT[:TAG]")
+            })?;
+            let (percent, tag) = match rest.split_once(':') {
+                Some((p, t)) => (p, Some(t.to_string())),
+                None => (rest, None),
+            };
+            let percent = percent
+                .parse()
+                .map_err(|_| format!("traffic entry {entry:?}: {percent:?} is not a percent"))?;
+            let revision = (target != "@latest").then(|| target.to_string());
+            Ok(Traffic { revision, percent, tag })
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    check_traffic(service, &traffic, true)?;
+    Ok(traffic)
 }
 
 fn duration(

@@ -52,7 +52,12 @@ impl CacheDir {
 
     /// Writes an entry atomically, so a concurrent start never maps a half-written file.
     pub(crate) fn store(&self, entry: &Path, bytes: &[u8]) -> std::io::Result<()> {
+        use std::os::unix::fs::PermissionsExt;
         let mut tmp = tempfile::NamedTempFile::new_in(&self.dir)?;
+        // Readable by everyone (temp files start as 0600): a cache filled while building an
+        // image is read at run time by another, non-root user. Compiled code is no secret.
+        tmp.as_file()
+            .set_permissions(std::fs::Permissions::from_mode(0o644))?;
         tmp.write_all(bytes)?;
         tmp.persist(entry).map_err(|e| e.error)?;
         Ok(())
