@@ -371,3 +371,18 @@ async fn a_request_mid_upload_when_sigterm_arrives_completes_with_200() {
     );
     assert_eq!(server.wait(), Some(0));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn listens_on_all_interfaces_at_port_from_the_environment() {
+    // Knative's contract: the port comes from $PORT. Ask the OS for a free one first.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let (_dir, path) = manifest(&examples_and_failures());
+    let server = Server::spawn(&path, &[], &[("PORT", &port.to_string())]);
+    assert_eq!(server.addr.to_string(), format!("0.0.0.0:{port}"));
+    let r = get(&format!("http://127.0.0.1:{port}/.well-known/wasmfn/ready")).await;
+    assert_eq!(r.status, 200);
+}

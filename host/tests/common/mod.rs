@@ -51,15 +51,23 @@ impl Server {
     }
 
     pub fn start_with(manifest: &Path, args: &[&str]) -> Self {
+        let mut all = vec!["--listen", "127.0.0.1:0"];
+        all.extend_from_slice(args);
+        Self::spawn(manifest, &all, &[])
+    }
+
+    /// Starts `wasmfn serve` with exactly `args` (no `--listen`) and extra environment.
+    pub fn spawn(manifest: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_wasmfn"))
             .arg("serve")
             .arg("--manifest")
             .arg(manifest)
-            .args(["--listen", "127.0.0.1:0"])
+            .envs(env.iter().copied())
             .arg("--cache-dir")
             .arg(cache_dir())
             .args(args)
             .env("RUST_LOG", "info")
+            .env_remove("WASMFN_LISTEN")
             .env_remove("RUST_BACKTRACE")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
