@@ -154,6 +154,7 @@ fn engine_options(args: &EngineArgs, max_memory: u64) -> anyhow::Result<EngineOp
         pool_instances: args.pool_instances,
         max_memory,
         cache,
+        ..EngineOptions::default()
     })
 }
 
@@ -250,6 +251,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             k_revision = %k("K_REVISION"),
             "listening"
         );
+        app.metrics().ready();
         // In-flight requests get as long as the slowest function may take, plus a margin
         // for the response to reach the client.
         let drain = app.longest_timeout() + Duration::from_secs(1);

@@ -8,6 +8,7 @@
 //! - [`events`]: the CloudEvents HTTP binding, subscriptions and emitted events;
 //! - [`server`]: the HTTP/1.1 + h2c listener, request ids and status codes;
 //! - [`deploy`]: the Knative objects `wasmfn deploy render` prints;
+//! - [`metrics`]: the Prometheus metrics at `/.well-known/wasmfn/metrics`;
 //! - [`cli`]: the `wasmfn` command line.
 #![deny(missing_docs)]
 
@@ -16,5 +17,6 @@ pub mod deploy;
 pub mod engine;
 pub mod events;
 pub mod manifest;
+pub mod metrics;
 pub mod router;
 pub mod server;

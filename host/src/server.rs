@@ -43,6 +43,7 @@ pub struct App {
     subscriptions: Vec<(usize, Subscription)>,
     events_path: String,
     outbox: Arc<Outbox>,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// A function that could not be loaded, named with where the manifest declares it.
@@ -100,8 +101,14 @@ impl App {
             routes: manifest.routes.clone(),
             subscriptions,
             events_path: manifest.events_path.clone(),
-            outbox: Arc::new(Outbox::new(events, app.clone())),
+            outbox: Arc::new(Outbox::new(events, app.clone(), engine.metrics().clone())),
+            metrics: engine.metrics().clone(),
         }))
+    }
+
+    /// The metrics served at `/.well-known/wasmfn/metrics`.
+    pub fn metrics(&self) -> &Arc<crate::metrics::Metrics> {
+        &self.metrics
     }
 
     /// The longest deadline of any function: how long a drain may have to wait.
@@ -128,6 +135,20 @@ impl App {
             let response = match rest {
                 "live" => json(StatusCode::OK, &serde_json::json!({ "status": "live" })),
                 "ready" => json(StatusCode::OK, &serde_json::json!({ "status": "ready" })),
+                "metrics" => {
+                    let mut r = Response::new(
+                        Full::new(Bytes::from(self.metrics.encode()))
+                            .map_err(|never: Infallible| match never {})
+                            .boxed_unsync(),
+                    );
+                    r.headers_mut().insert(
+                        header::CONTENT_TYPE,
+                        HeaderValue::from_static(
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        ),
+                    );
+                    r
+                }
                 _ => not_found(&path, &request_id),
             };
             return with_request_id(response, &request_id);
@@ -141,6 +162,7 @@ impl App {
             && let Some(mode) = codec::mode_of(req.headers())
         {
             let response = self.handle_events(req, mode, &request_id).await;
+            self.metrics.responded();
             return with_request_id(response, &request_id);
         }
 
@@ -163,6 +185,11 @@ impl App {
         let emit = self.emit_context(0, traceparent(req.headers()), &request_id);
         let response = match function.handle(req, &request_id, Some(emit)).await {
             Ok(response) => {
+                self.metrics.request(
+                    function.label(),
+                    response.status().as_u16(),
+                    started.elapsed(),
+                );
                 tracing::debug!(
                     function = function.name(), %request_id, %method, path,
                     status = response.status().as_u16(),
@@ -173,6 +200,8 @@ impl App {
             }
             Err(error) => {
                 let status = status_for(&error);
+                self.metrics
+                    .request(function.label(), status.as_u16(), started.elapsed());
                 let backtrace = match &error {
                     InvokeError::Trap { backtrace, .. } => backtrace.as_str(),
                     _ => "",
@@ -196,6 +225,7 @@ impl App {
                 )
             }
         };
+        self.metrics.responded();
         with_request_id(response, &request_id)
     }
 }
@@ -365,6 +395,15 @@ impl App {
         let (mut retryable, mut rejected, mut reply) = (None, None, None);
         for (i, result) in results {
             let function = self.functions[i].name().to_string();
+            let outcome = match &result {
+                Ok(EventOutcome::Reply(Some(_))) => "reply",
+                Ok(EventOutcome::Reply(None)) => "accepted",
+                Ok(EventOutcome::Retry { .. }) => "retry",
+                Ok(EventOutcome::Reject(_)) => "reject",
+                Err(_) => "error",
+            };
+            self.metrics
+                .event(self.functions[i].label(), event.ty(), outcome);
             match result {
                 Ok(EventOutcome::Reply(None)) => {}
                 Ok(EventOutcome::Reply(Some(mut out))) => {

@@ -386,3 +386,102 @@ async fn listens_on_all_interfaces_at_port_from_the_environment() {
     let r = get(&format!("http://127.0.0.1:{port}/.well-known/wasmfn/ready")).await;
     assert_eq!(r.status, 200);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_count_the_traffic_sent() {
+    let (_dir, path) = manifest(
+        &[
+            examples_and_failures(),
+            function("event-echo", guests::EVENT_ECHO, &[], "events = [{}]"),
+        ]
+        .concat(),
+    );
+    let server = Server::start(&path);
+    for _ in 0..3 {
+        assert_eq!(get(&server.url("/hello")).await.status, 200);
+    }
+    for _ in 0..2 {
+        assert_eq!(get(&server.url("/trap")).await.status, 500);
+    }
+    for i in 0..2 {
+        let r = common::send(
+            &common::client(false),
+            http::Request::post(server.url("/"))
+                .header("ce-specversion", "1.0")
+                .header("ce-id", format!("m-{i}"))
+                .header("ce-source", "/tests")
+                .header("ce-type", "metrics.test")
+                .body(Full::new(Bytes::new()))
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(r.status, 200);
+    }
+
+    let r = get(&server.url("/.well-known/wasmfn/metrics")).await;
+    assert_eq!(r.status, 200);
+    assert!(
+        r.header("content-type")
+            .unwrap()
+            .starts_with("application/openmetrics-text")
+    );
+    let text = r.text();
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).unwrap();
+    let value = |metric: &str, labels: &[(&str, &str)]| -> f64 {
+        scrape
+            .samples
+            .iter()
+            .filter(|s| {
+                s.metric == metric && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v))
+            })
+            .map(|s| match &s.value {
+                prometheus_parse::Value::Counter(v)
+                | prometheus_parse::Value::Gauge(v)
+                | prometheus_parse::Value::Untyped(v) => *v,
+                prometheus_parse::Value::Histogram(buckets) => {
+                    buckets.iter().map(|b| b.count).fold(0.0, f64::max)
+                }
+                prometheus_parse::Value::Summary(_) => f64::NAN,
+            })
+            .sum()
+    };
+    let requests = "wasmfn_requests_total";
+    assert_eq!(
+        value(requests, &[("function", "hello"), ("status", "200")]),
+        3.0,
+        "{text}"
+    );
+    assert_eq!(
+        value(requests, &[("function", "trap"), ("status", "500")]),
+        2.0,
+        "{text}"
+    );
+    assert_eq!(
+        value(
+            "wasmfn_events_total",
+            &[
+                ("function", "event-echo"),
+                ("type", "metrics.test"),
+                ("result", "reply")
+            ]
+        ),
+        2.0,
+        "{text}"
+    );
+    // Every request and event instantiated once: 3 hello + 2 trap + 2 events.
+    assert_eq!(
+        value("wasmfn_instantiate_duration_seconds_count", &[]),
+        7.0,
+        "{text}"
+    );
+    assert_eq!(value("wasmfn_instances_in_flight", &[]), 0.0, "{text}");
+    assert!(value("wasmfn_start_to_ready_seconds", &[]) > 0.0, "{text}");
+    assert!(
+        value("wasmfn_start_to_first_response_seconds", &[]) > 0.0,
+        "{text}"
+    );
+    // Five components, each found in the cache or compiled into it.
+    let loads = value("wasmfn_component_cache_total", &[("result", "hit")])
+        + value("wasmfn_component_cache_total", &[("result", "miss")]);
+    assert_eq!(loads, 5.0, "{text}");
+}

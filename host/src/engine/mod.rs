@@ -64,6 +64,8 @@ pub struct EngineOptions {
     pub max_memory: u64,
     /// Where compiled `.wasm` components are cached; `None` keeps them in memory only.
     pub cache: Option<CacheDir>,
+    /// Where instantiations, live instances and cache results are counted.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Default for EngineOptions {
@@ -73,6 +75,7 @@ impl Default for EngineOptions {
             pool_instances: DEFAULT_POOL_INSTANCES,
             max_memory: crate::manifest::DEFAULT_MEMORY,
             cache: None,
+            metrics: Arc::default(),
         }
     }
 }
@@ -172,6 +175,7 @@ pub struct Engine {
     cache: Option<CacheDir>,
     // Shared with every Function: a loaded function must never outlive its deadlines.
     epoch: Arc<EpochTicker>,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Engine {
@@ -207,13 +211,22 @@ impl Engine {
             |state| state,
         )?;
         let epoch = Arc::new(EpochTicker::start(engine.clone()));
+        options
+            .metrics
+            .set_pool_capacity(if pooling { options.pool_instances } else { 0 });
         Ok(Self {
             engine,
             linker,
             pooling,
             cache: options.cache.clone(),
             epoch,
+            metrics: options.metrics.clone(),
         })
+    }
+
+    /// The metrics this engine and its functions record into.
+    pub fn metrics(&self) -> &Arc<crate::metrics::Metrics> {
+        &self.metrics
     }
 
     /// Whether instances come from the pooling allocator.
@@ -281,6 +294,8 @@ impl Engine {
         Ok(Function {
             inner: Arc::new(FunctionInner {
                 name: spec.name.clone(),
+                label: crate::metrics::intern(&spec.name),
+                metrics: self.metrics.clone(),
                 http,
                 events,
                 timeout: spec.timeout,
@@ -302,12 +317,18 @@ impl Engine {
         let entry = cache.entry_for(&wasm, &self.engine);
         if entry.exists() {
             match self.deserialize(&entry) {
-                Ok(c) => return Ok(c),
+                Ok(c) => {
+                    self.metrics.cache("hit");
+                    return Ok(c);
+                }
                 // A damaged entry is rebuilt, not fatal: the cache is only an accelerator.
                 Err(e) => {
+                    self.metrics.cache("rebuilt");
                     tracing::warn!(entry = %entry.display(), error = %e, "discarding unusable cache entry")
                 }
             }
+        } else {
+            self.metrics.cache("miss");
         }
         self.compile_and_cache(path, &wasm)
     }
@@ -448,6 +469,8 @@ pub struct Function {
 
 struct FunctionInner {
     name: String,
+    label: &'static str,
+    metrics: Arc<crate::metrics::Metrics>,
     http: Option<ProxyPre<State>>,
     events: Option<EventsPre<State>>,
     timeout: Duration,
@@ -460,6 +483,11 @@ impl Function {
     /// The function's name from the manifest.
     pub fn name(&self) -> &str {
         &self.inner.name
+    }
+
+    /// The function's name as a metrics label.
+    pub fn label(&self) -> &'static str {
+        self.inner.label
     }
 
     /// The function's deadline.
@@ -513,12 +541,16 @@ impl Function {
 
         let timeout = f.timeout;
         let (name, id) = (f.name.clone(), request_id.to_string());
+        let (metrics, label) = (f.metrics.clone(), f.label);
         // The guest runs in its own task so it can keep streaming the body after the
         // response head has gone out. The tokio timeout covers time the guest spends
         // waiting on I/O; the epoch deadline covers time it spends computing.
         let task = tokio::spawn(async move {
+            let _live = metrics.instance();
             let run = async {
+                let started = std::time::Instant::now();
                 let proxy = pre.instantiate_async(&mut store).await?;
+                metrics.instantiated(label, started.elapsed());
                 proxy
                     .wasi_http_incoming_handler()
                     .call_handle(&mut store, req, out)
@@ -600,8 +632,11 @@ impl Function {
         };
         let mut store = self.new_store(pre.engine(), emit);
         let guest_event = events::to_guest(event);
+        let _live = f.metrics.instance();
         let run = async {
+            let started = std::time::Instant::now();
             let instance = pre.instantiate_async(&mut store).await?;
+            f.metrics.instantiated(f.label, started.elapsed());
             instance
                 .wasmfn_function_event_handler()
                 .call_handle(&mut store, &guest_event)

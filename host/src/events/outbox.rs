@@ -175,11 +175,20 @@ impl Sink {
 pub(crate) struct Outbox {
     options: EventOptions,
     app: Weak<App>,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Outbox {
-    pub(crate) fn new(options: EventOptions, app: Weak<App>) -> Self {
-        Self { options, app }
+    pub(crate) fn new(
+        options: EventOptions,
+        app: Weak<App>,
+        metrics: Arc<crate::metrics::Metrics>,
+    ) -> Self {
+        Self {
+            options,
+            app,
+            metrics,
+        }
     }
 }
 
@@ -193,16 +202,15 @@ impl Emit for Outbox {
             for (name, value) in &self.options.overrides {
                 event.set_extension(name, value.clone());
             }
-            match &self.options.sink {
+            let result = match &self.options.sink {
                 Some(sink) => sink.send(&event).await,
-                None => {
-                    let app = self
-                        .app
-                        .upgrade()
-                        .ok_or_else(|| "the host is shutting down".to_string())?;
-                    app.dispatch_local(event, hops).await
-                }
-            }
+                None => match self.app.upgrade() {
+                    Some(app) => app.dispatch_local(event, hops).await,
+                    None => Err("the host is shutting down".to_string()),
+                },
+            };
+            self.metrics.emitted(result.is_ok());
+            result
         })
     }
 }

@@ -1,0 +1,264 @@
+//! Prometheus metrics, served at `/.well-known/wasmfn/metrics` on the serving port (Knative
+//! allows one user port and reserves 9090/9091). Recording costs an atomic add or a
+//! histogram bucket per event; label sets use `&'static str` function names, interned once
+//! per function at load, so the request path does not allocate for them.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    function: &'static str,
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FunctionLabels {
+    function: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EventLabels {
+    function: &'static str,
+    r#type: String,
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: &'static str,
+}
+
+/// Every metric the host records.
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    request_duration: Family<FunctionLabels, Histogram>,
+    instantiate_duration: Family<FunctionLabels, Histogram>,
+    events: Family<EventLabels, Counter>,
+    emitted: Family<ResultLabels, Counter>,
+    cache: Family<ResultLabels, Counter>,
+    instances: Gauge,
+    pool_capacity: Gauge,
+    start_to_ready: Gauge<f64, AtomicU64>,
+    start_to_first_request: Gauge<f64, AtomicU64>,
+    first_request_seen: AtomicBool,
+    started: Instant,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+/// Request latencies from 10 µs to ~84 s.
+fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(1e-5, 2.0, 24))
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// A fresh registry, which also marks the process start for the start-up metrics;
+    /// `service`/`revision` labels come from Knative's `K_SERVICE` and
+    /// `K_REVISION` where set.
+    pub fn new() -> Self {
+        let mut labels = Vec::new();
+        for (label, var) in [("service", "K_SERVICE"), ("revision", "K_REVISION")] {
+            if let Ok(v) = std::env::var(var)
+                && !v.is_empty()
+            {
+                labels.push((label.into(), v.into()));
+            }
+        }
+        let mut registry = Registry::with_prefix_and_labels("wasmfn", labels.into_iter());
+        let requests = Family::default();
+        registry.register(
+            "requests",
+            "HTTP requests answered by a function, by status",
+            requests.clone(),
+        );
+        let request_duration = Family::<FunctionLabels, Histogram>::new_with_constructor(
+            latency_histogram as fn() -> Histogram,
+        );
+        registry.register(
+            "request_duration_seconds",
+            "Time from routing an HTTP request to its response head",
+            request_duration.clone(),
+        );
+        let instantiate_duration = Family::<FunctionLabels, Histogram>::new_with_constructor(
+            latency_histogram as fn() -> Histogram,
+        );
+        registry.register(
+            "instantiate_duration_seconds",
+            "Time to instantiate a function from its pre-instance (one per request or event)",
+            instantiate_duration.clone(),
+        );
+        let events = Family::default();
+        registry.register(
+            "events",
+            "CloudEvents delivered to a function, by type and result (reply, accepted, retry, reject, error)",
+            events.clone(),
+        );
+        let emitted = Family::default();
+        registry.register(
+            "emitted_events",
+            "Events emitted by functions or forwarded as replies, by result",
+            emitted.clone(),
+        );
+        let cache = Family::default();
+        registry.register(
+            "component_cache",
+            "Component loads by compile-cache result (hit, miss, rebuilt)",
+            cache.clone(),
+        );
+        let instances = Gauge::default();
+        registry.register(
+            "instances_in_flight",
+            "Live function instances",
+            instances.clone(),
+        );
+        let pool_capacity = Gauge::default();
+        registry.register(
+            "pool_capacity_instances",
+            "Instances the pooling allocator can hold (0 when allocating on demand)",
+            pool_capacity.clone(),
+        );
+        let start_to_ready = Gauge::default();
+        registry.register(
+            "start_to_ready_seconds",
+            "Process start to listening with every function loaded",
+            start_to_ready.clone(),
+        );
+        let start_to_first_request = Gauge::default();
+        registry.register(
+            "start_to_first_response_seconds",
+            "Process start to the first response head: the cold start a scale-from-zero request sees",
+            start_to_first_request.clone(),
+        );
+        Self {
+            registry,
+            requests,
+            request_duration,
+            instantiate_duration,
+            events,
+            emitted,
+            cache,
+            instances,
+            pool_capacity,
+            start_to_ready,
+            start_to_first_request,
+            first_request_seen: AtomicBool::new(false),
+            started: Instant::now(),
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+
+    /// One HTTP request answered by `function`.
+    pub fn request(&self, function: &'static str, status: u16, elapsed: Duration) {
+        self.requests
+            .get_or_create(&RequestLabels { function, status })
+            .inc();
+        self.request_duration
+            .get_or_create(&FunctionLabels { function })
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// One instantiation of `function`.
+    pub fn instantiated(&self, function: &'static str, elapsed: Duration) {
+        self.instantiate_duration
+            .get_or_create(&FunctionLabels { function })
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// One event delivered to `function`.
+    pub fn event(&self, function: &'static str, event_type: &str, result: &'static str) {
+        self.events
+            .get_or_create(&EventLabels {
+                function,
+                r#type: event_type.to_string(),
+                result,
+            })
+            .inc();
+    }
+
+    /// One emitted event, accepted or not.
+    pub fn emitted(&self, ok: bool) {
+        let result = if ok { "ok" } else { "failed" };
+        self.emitted.get_or_create(&ResultLabels { result }).inc();
+    }
+
+    /// One component load: `hit`, `miss` or `rebuilt`.
+    pub fn cache(&self, result: &'static str) {
+        self.cache.get_or_create(&ResultLabels { result }).inc();
+    }
+
+    /// An instance came to life; the guard counts it down when dropped.
+    pub fn instance(&self) -> InstanceGuard {
+        self.instances.inc();
+        InstanceGuard(self.instances.clone())
+    }
+
+    /// The pool's capacity.
+    pub fn set_pool_capacity(&self, instances: u32) {
+        self.pool_capacity.set(i64::from(instances));
+    }
+
+    /// Start-up finished: every function loaded, the listener bound.
+    pub fn ready(&self) {
+        self.start_to_ready
+            .set(self.started.elapsed().as_secs_f64());
+    }
+
+    /// A response head went out; the first one fixes the cold-start figure.
+    pub fn responded(&self) {
+        if !self.first_request_seen.load(Ordering::Relaxed)
+            && !self.first_request_seen.swap(true, Ordering::Relaxed)
+        {
+            self.start_to_first_request
+                .set(self.started.elapsed().as_secs_f64());
+        }
+    }
+}
+
+/// Counts a live instance until dropped.
+pub struct InstanceGuard(Gauge);
+
+impl Drop for InstanceGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// Function names as `&'static str` label values, one allocation per distinct name for the
+/// life of the process (the set of functions is fixed by the manifest).
+pub fn intern(name: &str) -> &'static str {
+    static NAMES: OnceLock<Mutex<Vec<&'static str>>> = OnceLock::new();
+    let mut names = NAMES.get_or_init(Default::default).lock().unwrap();
+    if let Some(n) = names.iter().find(|n| **n == name) {
+        return n;
+    }
+    let leaked: &'static str = Box::leak(name.to_string().into_boxed_str());
+    names.push(leaked);
+    leaked
+}
