@@ -21,6 +21,16 @@ pub const DEFAULT_PORT: u16 = 8080;
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Log lines as JSON (for Knative) or text (for a person); auto picks text at a
+    /// terminal and JSON otherwise.
+    #[arg(
+        long,
+        global = true,
+        env = "WASMFN_LOG_FORMAT",
+        value_enum,
+        default_value = "auto"
+    )]
+    log_format: crate::logging::LogFormat,
 }
 
 #[derive(Debug, Subcommand)]
@@ -127,6 +137,11 @@ struct CompileArgs {
 }
 
 impl Cli {
+    /// How log lines are written.
+    pub fn log_format(&self) -> crate::logging::LogFormat {
+        self.log_format
+    }
+
     /// Runs the command.
     pub fn run(self) -> anyhow::Result<()> {
         match self.command {

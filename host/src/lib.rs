@@ -9,6 +9,7 @@
 //! - [`server`]: the HTTP/1.1 + h2c listener, request ids and status codes;
 //! - [`deploy`]: the Knative objects `wasmfn deploy render` prints;
 //! - [`metrics`]: the Prometheus metrics at `/.well-known/wasmfn/metrics`;
+//! - [`logging`]: JSON or text log lines, written off the request path;
 //! - [`cli`]: the `wasmfn` command line.
 #![deny(missing_docs)]
 
@@ -16,6 +17,7 @@ pub mod cli;
 pub mod deploy;
 pub mod engine;
 pub mod events;
+pub mod logging;
 pub mod manifest;
 pub mod metrics;
 pub mod router;

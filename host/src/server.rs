@@ -182,7 +182,13 @@ impl App {
             req.headers_mut().insert(REQUEST_ID, v);
         }
 
-        let emit = self.emit_context(0, traceparent(req.headers()), &request_id);
+        let trace = traceparent(req.headers());
+        let trace_id = trace
+            .as_deref()
+            .and_then(crate::logging::trace_id)
+            .unwrap_or_default()
+            .to_string();
+        let emit = self.emit_context(0, trace, &request_id);
         let response = match function.handle(req, &request_id, Some(emit)).await {
             Ok(response) => {
                 self.metrics.request(
@@ -190,8 +196,8 @@ impl App {
                     response.status().as_u16(),
                     started.elapsed(),
                 );
-                tracing::debug!(
-                    function = function.name(), %request_id, %method, path,
+                tracing::info!(
+                    function = function.name(), %request_id, trace_id, %method, path,
                     status = response.status().as_u16(),
                     elapsed_us = started.elapsed().as_micros() as u64,
                     "request"
@@ -208,7 +214,7 @@ impl App {
                 };
                 // One line per failure, so the request id finds the whole story.
                 tracing::error!(
-                    function = function.name(), %request_id, %method, path,
+                    function = function.name(), %request_id, trace_id, %method, path,
                     status = status.as_u16(),
                     elapsed_us = started.elapsed().as_micros() as u64,
                     error = %error,
@@ -373,15 +379,28 @@ impl App {
             return Err(Failure::NoSubscriber);
         }
         let emit = self.emit_context(hops, traceparent.clone(), request_id);
+        let trace_id = traceparent
+            .as_deref()
+            .and_then(crate::logging::trace_id)
+            .unwrap_or_default();
         let run = |i: usize| {
             let emit = emit.clone();
             async move {
                 let started = Instant::now();
                 let function = &self.functions[i];
                 let result = function.handle_event(event, request_id, Some(emit)).await;
-                tracing::debug!(
-                    function = function.name(), %request_id, event_id = event.id(), event_type = event.ty(),
-                    elapsed_us = started.elapsed().as_micros() as u64, "event handled"
+                tracing::info!(
+                    function = function.name(), %request_id,
+                    trace_id,
+                    event_id = event.id(), event_type = event.ty(),
+                    result = match &result {
+                        Ok(EventOutcome::Reply(Some(_))) => "reply",
+                        Ok(EventOutcome::Reply(None)) => "accepted",
+                        Ok(EventOutcome::Retry { .. }) => "retry",
+                        Ok(EventOutcome::Reject(_)) => "reject",
+                        Err(_) => "error",
+                    },
+                    elapsed_us = started.elapsed().as_micros() as u64, "event"
                 );
                 (i, result)
             }

@@ -485,3 +485,39 @@ async fn metrics_count_the_traffic_sent() {
         + value("wasmfn_component_cache_total", &[("result", "miss")]);
     assert_eq!(loads, 5.0, "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn logs_are_json_lines_with_request_and_trace_ids_when_not_at_a_terminal() {
+    let (_dir, path) = manifest(&examples_and_failures());
+    // What Knative gets: stdout is not a terminal, so the default is JSON.
+    let server = Server::spawn(
+        &path,
+        &["--listen", "127.0.0.1:0"],
+        &[("WASMFN_LOG_FORMAT", "auto")],
+    );
+    let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let r = common::send(
+        &common::client(false),
+        http::Request::get(server.url("/hello"))
+            .header("traceparent", traceparent)
+            .header("x-request-id", "json-log-1")
+            .body(Full::new(Bytes::new()))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    let log = server.wait_for_log("json-log-1");
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let request = lines
+        .iter()
+        .find(|l| l["message"] == "request" && l["request_id"] == "json-log-1")
+        .unwrap_or_else(|| panic!("no request line: {log}"));
+    assert_eq!(request["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
+    assert_eq!(request["function"], "hello");
+    assert_eq!(request["status"], 200);
+    assert!(request["elapsed_us"].as_u64().is_some());
+    assert_eq!(request["level"], "INFO");
+}

@@ -69,7 +69,13 @@ impl State {
             }
             let text = String::from_utf8_lossy(&bytes);
             let truncated = bytes.len() >= OUTPUT_CAPTURE_BYTES;
-            tracing::info!(target: "wasmfn::guest", function, request_id, stream, truncated, output = ?text.trim_end(), "guest output");
+            let output = text.trim_end();
+            // JSON escapes the text itself; in text mode Debug keeps it on one line.
+            if crate::logging::is_json() {
+                tracing::info!(target: "wasmfn::guest", function, request_id, stream, truncated, output = %output, "guest output");
+            } else {
+                tracing::info!(target: "wasmfn::guest", function, request_id, stream, truncated, output = ?output, "guest output");
+            }
         }
     }
 }

@@ -62,6 +62,8 @@ impl Server {
             .arg("serve")
             .arg("--manifest")
             .arg(manifest)
+            // Text lines unless a test asks for JSON: most assertions read key=value.
+            .env("WASMFN_LOG_FORMAT", "text")
             .envs(env.iter().copied())
             .arg("--cache-dir")
             .arg(cache_dir())
@@ -84,11 +86,21 @@ impl Server {
             let tx = tx.clone();
             std::thread::spawn(move || {
                 for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                    if line.contains("listening")
-                        && let Some(addr) = line
-                            .split("addr=")
+                    let addr = if line.starts_with('{') {
+                        // A JSON line: {"message":"listening","addr":"127.0.0.1:1234",...}
+                        serde_json::from_str::<serde_json::Value>(&line)
+                            .ok()
+                            .filter(|v| v["message"] == "listening")
+                            .and_then(|v| v["addr"].as_str().map(str::to_string))
+                    } else if line.contains("listening") {
+                        line.split("addr=")
                             .nth(1)
                             .and_then(|a| a.split_whitespace().next())
+                            .map(str::to_string)
+                    } else {
+                        None
+                    };
+                    if let Some(addr) = addr
                         && let Ok(addr) = addr.parse::<SocketAddr>()
                     {
                         let _ = tx.send(addr);

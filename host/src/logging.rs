@@ -1,0 +1,87 @@
+//! Logs: JSON lines on stdout for Knative's log collection, or human-readable text for a
+//! person at a terminal. Written by a background thread, so a request never waits on
+//! stdout; the returned guard flushes what is queued when the process exits.
+
+use std::io::IsTerminal;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use tracing_appender::non_blocking::WorkerGuard;
+use tracing_subscriber::EnvFilter;
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Text at a terminal, JSON otherwise.
+    Auto,
+    /// One JSON object per line.
+    Json,
+    /// Human-readable `key=value` lines.
+    Text,
+}
+
+static JSON: AtomicBool = AtomicBool::new(false);
+
+/// Whether lines are JSON; fields that hold free text are recorded so that each format
+/// stays one line per event and readable.
+pub fn is_json() -> bool {
+    JSON.load(Ordering::Relaxed)
+}
+
+/// Installs the global subscriber; level from `RUST_LOG` (default `info`).
+pub fn init(format: LogFormat) -> WorkerGuard {
+    let stdout = std::io::stdout();
+    let tty = stdout.is_terminal();
+    let json = match format {
+        LogFormat::Auto => !tty,
+        LogFormat::Json => true,
+        LogFormat::Text => false,
+    };
+    JSON.store(json, Ordering::Relaxed);
+    // Block rather than drop when the queue is full: a lost log line is a lost request id.
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .finish(stdout);
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(writer);
+    if json {
+        builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .init();
+    } else {
+        builder.with_ansi(tty).init();
+    }
+    guard
+}
+
+/// The trace id of a W3C `traceparent` (`00-<trace id>-<span id>-<flags>`), if well formed.
+pub fn trace_id(traceparent: &str) -> Option<&str> {
+    let mut parts = traceparent.trim().split('-');
+    let (version, trace, span) = (parts.next()?, parts.next()?, parts.next()?);
+    let flags = parts.next()?;
+    let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());
+    (hex(version, 2) && hex(trace, 32) && hex(span, 16) && hex(flags, 2) && trace != "0".repeat(32))
+        .then_some(trace)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn trace_ids_come_from_valid_traceparents_only() {
+        let tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+        assert_eq!(
+            super::trace_id(tp),
+            Some("0af7651916cd43dd8448eb211c80319c")
+        );
+        assert_eq!(super::trace_id("00-xyz-b7ad6b7169203331-01"), None);
+        assert_eq!(
+            super::trace_id("00-00000000000000000000000000000000-b7ad6b7169203331-01"),
+            None
+        );
+        assert_eq!(super::trace_id(""), None);
+    }
+}
