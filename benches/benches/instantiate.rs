@@ -137,6 +137,47 @@ fn bench_events(c: &mut Criterion) {
     group.finish();
 }
 
+/// What observability adds to one request: the metrics recorded for it (request counter
+/// and duration, instantiation histogram, live-instance gauge, first-response check), and
+/// one JSON request log line formatted and queued to the background writer.
+fn bench_observability(c: &mut Criterion) {
+    use std::time::Duration;
+    use wasmfn::metrics::{Metrics, intern};
+    let metrics = Metrics::new();
+    let label = intern("hello");
+    let mut group = c.benchmark_group("observability");
+    group.bench_function("metrics-per-request", |b| {
+        b.iter(|| {
+            let _live = metrics.instance();
+            metrics.instantiated(black_box(label), Duration::from_micros(12));
+            metrics.request(black_box(label), 200, Duration::from_micros(80));
+            metrics.responded();
+        })
+    });
+    let (writer, _guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .finish(std::io::sink());
+    let subscriber = tracing_subscriber::fmt()
+        .json()
+        .flatten_event(true)
+        .with_current_span(false)
+        .with_span_list(false)
+        .with_writer(writer)
+        .finish();
+    tracing::subscriber::with_default(subscriber, || {
+        group.bench_function("json-request-log-line", |b| {
+            b.iter(|| {
+                tracing::info!(
+                    function = "hello", request_id = "0af7651916cd43dd8448eb211c80319c",
+                    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736", method = "GET", path = "/hello",
+                    status = 200u16, elapsed_us = 80u64, "request"
+                );
+            })
+        });
+    });
+    group.finish();
+}
+
 fn bench_router(c: &mut Criterion) {
     let routes = (0..200)
         .map(|i| {
@@ -155,5 +196,11 @@ fn bench_router(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, bench_hello, bench_events, bench_router);
+criterion_group!(
+    benches,
+    bench_hello,
+    bench_events,
+    bench_observability,
+    bench_router
+);
 criterion_main!(benches);

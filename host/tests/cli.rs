@@ -392,11 +392,16 @@ async fn metrics_count_the_traffic_sent() {
     let (_dir, path) = manifest(
         &[
             examples_and_failures(),
-            function("event-echo", guests::EVENT_ECHO, &[], "events = [{}]"),
+            function("event-echo", guests::EVENT_ECHO, &[], r#"events = [{ type = "metrics.test" }]"#),
+            function("orders", guests::ORDER_SERVICE, &["/orders"], ""),
         ]
         .concat(),
     );
-    let server = Server::start(&path);
+    let server = Server::spawn(
+        &path,
+        &["--listen", "127.0.0.1:0"],
+        &[("K_SERVICE", "wasmfn"), ("K_REVISION", "wasmfn-00001")],
+    );
     for _ in 0..3 {
         assert_eq!(get(&server.url("/hello")).await.status, 200);
     }
@@ -417,6 +422,14 @@ async fn metrics_count_the_traffic_sent() {
         .await;
         assert_eq!(r.status, 200);
     }
+
+    // One order: its order.created is emitted (in-process; nobody here subscribes).
+    let r = post(
+        &server.url("/orders"),
+        r#"{"order_id":"m-1","item":"widget","quantity":1,"amount_cents":1}"#,
+    )
+    .await;
+    assert_eq!(r.status, 202);
 
     let r = get(&server.url("/.well-known/wasmfn/metrics")).await;
     assert_eq!(r.status, 200);
@@ -468,10 +481,15 @@ async fn metrics_count_the_traffic_sent() {
         2.0,
         "{text}"
     );
-    // Every request and event instantiated once: 3 hello + 2 trap + 2 events.
+    assert_eq!(
+        value("wasmfn_emitted_events_total", &[("result", "ok")]),
+        1.0,
+        "{text}"
+    );
+    // Every request and event instantiated once: 3 hello + 2 trap + 2 events + 1 order.
     assert_eq!(
         value("wasmfn_instantiate_duration_seconds_count", &[]),
-        7.0,
+        8.0,
         "{text}"
     );
     assert_eq!(value("wasmfn_instances_in_flight", &[]), 0.0, "{text}");
@@ -480,10 +498,41 @@ async fn metrics_count_the_traffic_sent() {
         value("wasmfn_start_to_first_response_seconds", &[]) > 0.0,
         "{text}"
     );
-    // Five components, each found in the cache or compiled into it.
+    // Six components, each found in the cache or compiled into it.
     let loads = value("wasmfn_component_cache_total", &[("result", "hit")])
         + value("wasmfn_component_cache_total", &[("result", "miss")]);
-    assert_eq!(loads, 5.0, "{text}");
+    assert_eq!(loads, 6.0, "{text}");
+    // Knative's identity labels every series.
+    assert!(
+        scrape.samples.iter().all(|s| s.labels.get("service") == Some("wasmfn")
+            && s.labels.get("revision") == Some("wasmfn-00001")),
+        "{text}"
+    );
+
+    // The Grafana dashboard in deploy/ queries only series this host exports.
+    let dashboard: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(std::path::Path::new(guests::GUESTS_DIR).join("../deploy/grafana/wasmfn-dashboard.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    let mut checked = 0;
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"].as_str().unwrap();
+            for name in expr
+                .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .filter(|w| w.starts_with("wasmfn_"))
+            {
+                assert!(
+                    text.lines().any(|l| l.starts_with(name)),
+                    "panel {:?} queries {name}, which the host does not export:\n{text}",
+                    panel["title"]
+                );
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= 8, "the dashboard has queries");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -226,11 +226,19 @@ fn knative_service(manifest: &Manifest, service: &ServiceSpec, image: &str) -> V
         container["resources"] = Value::Object(r);
     }
 
-    let annotations: serde_json::Map<String, Value> = service
+    let mut annotations: serde_json::Map<String, Value> = service
         .autoscaling
         .iter()
         .map(|(k, v)| (format!("autoscaling.knative.dev/{k}"), json!(v)))
         .collect();
+    // Prometheus' pod discovery reads these; the metrics share the serving port because
+    // Knative allows one user port and reserves 9090/9091.
+    annotations.insert("prometheus.io/scrape".into(), json!("true"));
+    annotations.insert("prometheus.io/port".into(), json!(port.to_string()));
+    annotations.insert(
+        "prometheus.io/path".into(),
+        json!(format!("{RESERVED_PREFIX}metrics")),
+    );
     let mut template_metadata = json!({ "annotations": annotations });
     if let Some(revision) = &service.revision {
         template_metadata["name"] = json!(revision);
