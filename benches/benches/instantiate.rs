@@ -168,9 +168,14 @@ fn bench_observability(c: &mut Criterion) {
         group.bench_function("json-request-log-line", |b| {
             b.iter(|| {
                 tracing::info!(
-                    function = "hello", request_id = "0af7651916cd43dd8448eb211c80319c",
-                    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736", method = "GET", path = "/hello",
-                    status = 200u16, elapsed_us = 80u64, "request"
+                    function = "hello",
+                    request_id = "0af7651916cd43dd8448eb211c80319c",
+                    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736",
+                    method = "GET",
+                    path = "/hello",
+                    status = 200u16,
+                    elapsed_us = 80u64,
+                    "request"
                 );
             })
         });

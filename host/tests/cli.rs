@@ -392,7 +392,12 @@ async fn metrics_count_the_traffic_sent() {
     let (_dir, path) = manifest(
         &[
             examples_and_failures(),
-            function("event-echo", guests::EVENT_ECHO, &[], r#"events = [{ type = "metrics.test" }]"#),
+            function(
+                "event-echo",
+                guests::EVENT_ECHO,
+                &[],
+                r#"events = [{ type = "metrics.test" }]"#,
+            ),
             function("orders", guests::ORDER_SERVICE, &["/orders"], ""),
         ]
         .concat(),
@@ -504,15 +509,21 @@ async fn metrics_count_the_traffic_sent() {
     assert_eq!(loads, 6.0, "{text}");
     // Knative's identity labels every series.
     assert!(
-        scrape.samples.iter().all(|s| s.labels.get("service") == Some("wasmfn")
-            && s.labels.get("revision") == Some("wasmfn-00001")),
+        scrape
+            .samples
+            .iter()
+            .all(|s| s.labels.get("service") == Some("wasmfn")
+                && s.labels.get("revision") == Some("wasmfn-00001")),
         "{text}"
     );
 
     // The Grafana dashboard in deploy/ queries only series this host exports.
     let dashboard: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(std::path::Path::new(guests::GUESTS_DIR).join("../deploy/grafana/wasmfn-dashboard.json"))
-            .unwrap(),
+        &std::fs::read_to_string(
+            std::path::Path::new(guests::GUESTS_DIR)
+                .join("../deploy/grafana/wasmfn-dashboard.json"),
+        )
+        .unwrap(),
     )
     .unwrap();
     let mut checked = 0;
