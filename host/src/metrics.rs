@@ -52,7 +52,12 @@ pub struct Metrics {
     start_to_first_request: Gauge<f64, AtomicU64>,
     first_request_seen: AtomicBool,
     started: Instant,
+    event_types: Mutex<std::collections::HashSet<String>>,
 }
+
+/// Event types are chosen by senders, so their label values are capped: past this many
+/// distinct types, further ones are counted as `(other)` instead of growing the registry.
+pub const MAX_EVENT_TYPES: usize = 256;
 
 impl std::fmt::Debug for Metrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -163,6 +168,7 @@ impl Metrics {
             start_to_first_request,
             first_request_seen: AtomicBool::new(false),
             started: Instant::now(),
+            event_types: Mutex::default(),
         }
     }
 
@@ -193,10 +199,21 @@ impl Metrics {
 
     /// One event delivered to `function`.
     pub fn event(&self, function: &'static str, event_type: &str, result: &'static str) {
+        let r#type = {
+            let mut seen = self.event_types.lock().unwrap();
+            if seen.contains(event_type) {
+                event_type.to_string()
+            } else if seen.len() < MAX_EVENT_TYPES {
+                seen.insert(event_type.to_string());
+                event_type.to_string()
+            } else {
+                "(other)".to_string()
+            }
+        };
         self.events
             .get_or_create(&EventLabels {
                 function,
-                r#type: event_type.to_string(),
+                r#type,
                 result,
             })
             .inc();
@@ -261,4 +278,28 @@ pub fn intern(name: &str) -> &'static str {
     let leaked: &'static str = Box::leak(name.to_string().into_boxed_str());
     names.push(leaked);
     leaked
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_type_labels_are_capped() {
+        let m = Metrics::new();
+        for i in 0..MAX_EVENT_TYPES + 50 {
+            m.event("f", &format!("type.{i}"), "accepted");
+        }
+        let text = m.encode();
+        let series = text
+            .lines()
+            .filter(|l| l.starts_with("wasmfn_events_total"))
+            .count();
+        assert_eq!(
+            series,
+            MAX_EVENT_TYPES + 1,
+            "one series per type up to the cap, then (other)"
+        );
+        assert!(text.contains(r#"type="(other)""#));
+    }
 }
