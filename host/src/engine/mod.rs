@@ -497,7 +497,8 @@ impl Function {
 
     /// Runs one request in a fresh instance and returns the guest's response once its head
     /// is ready; the body streams on while the guest writes it. The instance and its store
-    /// are dropped when the guest returns, traps or passes its deadline.
+    /// are dropped when the guest returns, traps or passes its deadline. With `emit`, the
+    /// guest's `emitter.emit` calls go there; without, they fail with a reason.
     pub async fn handle<B>(
         &self,
         request: hyper::Request<B>,
