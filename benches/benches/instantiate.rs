@@ -154,6 +154,24 @@ fn bench_observability(c: &mut Criterion) {
             metrics.responded();
         })
     });
+    group.bench_function("spans-when-not-exporting", |b| {
+        use tracing::Instrument;
+        b.iter(|| {
+            let root = wasmfn::telemetry::root_span(
+                "request",
+                "hello",
+                "0af7651916cd43dd8448eb211c80319c",
+                Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+            );
+            let (a, b) = (
+                wasmfn::telemetry::child_span("instantiate"),
+                wasmfn::telemetry::child_span("handle"),
+            );
+            futures_executor_free(async {}.instrument(a));
+            futures_executor_free(async {}.instrument(b));
+            black_box(root)
+        })
+    });
     let (writer, _guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .lossy(false)
         .finish(std::io::sink());
@@ -181,6 +199,11 @@ fn bench_observability(c: &mut Criterion) {
         });
     });
     group.finish();
+}
+
+/// Drops an instrumented future unpolled: what remains is the cost of wrapping it.
+fn futures_executor_free<F: std::future::Future>(f: F) {
+    black_box(f);
 }
 
 fn bench_router(c: &mut Criterion) {

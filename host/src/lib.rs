@@ -10,6 +10,7 @@
 //! - [`deploy`]: the Knative objects `wasmfn deploy render` prints;
 //! - [`metrics`]: the Prometheus metrics at `/.well-known/wasmfn/metrics`;
 //! - [`logging`]: JSON or text log lines, written off the request path;
+//! - [`telemetry`]: spans exported over OTLP when configured;
 //! - [`cli`]: the `wasmfn` command line.
 #![deny(missing_docs)]
 
@@ -22,3 +23,4 @@ pub mod manifest;
 pub mod metrics;
 pub mod router;
 pub mod server;
+pub mod telemetry;

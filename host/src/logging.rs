@@ -1,6 +1,6 @@
 //! Logs: JSON lines on stdout for Knative's log collection, or human-readable text for a
 //! person at a terminal. Written by a background thread, so a request never waits on
-//! stdout; the returned guard flushes what is queued when the process exits.
+//! stdout; the returned guard flushes what is queued (and the last spans) at exit.
 
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -27,8 +27,27 @@ pub fn is_json() -> bool {
     JSON.load(Ordering::Relaxed)
 }
 
-/// Installs the global subscriber; level from `RUST_LOG` (default `info`).
-pub fn init(format: LogFormat) -> WorkerGuard {
+/// Keeps log lines and spans flowing until dropped at exit, then flushes both.
+pub struct LogGuard {
+    _writer: WorkerGuard,
+    traces: Option<opentelemetry_sdk::trace::SdkTracerProvider>,
+}
+
+impl Drop for LogGuard {
+    fn drop(&mut self) {
+        if let Some(provider) = self.traces.take() {
+            let _ = provider.shutdown();
+        }
+    }
+}
+
+/// Installs the global subscriber: log lines at the level of `RUST_LOG` (default `info`),
+/// and spans to OTLP when [`crate::telemetry`] is configured.
+pub fn init(format: LogFormat) -> LogGuard {
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+
     let stdout = std::io::stdout();
     let tty = stdout.is_terminal();
     let json = match format {
@@ -42,20 +61,35 @@ pub fn init(format: LogFormat) -> WorkerGuard {
         .lossy(false)
         .finish(stdout);
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(writer);
-    if json {
-        builder
+    let lines = if json {
+        tracing_subscriber::fmt::layer()
             .json()
             .flatten_event(true)
             .with_current_span(false)
             .with_span_list(false)
-            .init();
+            .with_writer(writer)
+            .boxed()
     } else {
-        builder.with_ansi(tty).init();
+        tracing_subscriber::fmt::layer()
+            .with_ansi(tty)
+            .with_writer(writer)
+            .boxed()
+    };
+    let traces = crate::telemetry::provider();
+    // Spans are exported whatever RUST_LOG says; only the host's own spans exist.
+    let spans = traces.as_ref().map(|p| {
+        crate::telemetry::layer(p).with_filter(tracing_subscriber::filter::filter_fn(|m| {
+            m.is_span() && m.target().starts_with("wasmfn")
+        }))
+    });
+    tracing_subscriber::registry()
+        .with(lines.with_filter(filter))
+        .with(spans)
+        .init();
+    LogGuard {
+        _writer: guard,
+        traces,
     }
-    guard
 }
 
 /// The trace id of a W3C `traceparent` (`00-<trace id>-<span id>-<flags>`), if well formed.

@@ -16,6 +16,7 @@ use tokio::net::TcpListener;
 use cloudevents::{AttributesReader, Event};
 use http::Method;
 use http_body_util::Limited;
+use tracing::Instrument;
 
 use crate::engine::{
     BoxError, Emit, EmitContext, Engine, EventOutcome, Function, InvokeError, LoadError,
@@ -188,8 +189,14 @@ impl App {
             .and_then(crate::logging::trace_id)
             .unwrap_or_default()
             .to_string();
+        let span =
+            crate::telemetry::root_span("request", function.name(), &request_id, trace.as_deref());
         let emit = self.emit_context(0, trace, &request_id);
-        let response = match function.handle(req, &request_id, Some(emit)).await {
+        let response = match function
+            .handle(req, &request_id, Some(emit))
+            .instrument(span)
+            .await
+        {
             Ok(response) => {
                 self.metrics.request(
                     function.label(),
@@ -388,7 +395,16 @@ impl App {
             async move {
                 let started = Instant::now();
                 let function = &self.functions[i];
-                let result = function.handle_event(event, request_id, Some(emit)).await;
+                let span = crate::telemetry::root_span(
+                    "event",
+                    function.name(),
+                    request_id,
+                    emit.traceparent.as_deref(),
+                );
+                let result = function
+                    .handle_event(event, request_id, Some(emit))
+                    .instrument(span)
+                    .await;
                 tracing::info!(
                     function = function.name(), %request_id,
                     trace_id,

@@ -16,6 +16,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use http_body_util::combinators::UnsyncBoxBody;
+use tracing::Instrument;
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap};
 use wasmtime_wasi_http::WasiHttpView;
@@ -546,15 +547,24 @@ impl Function {
         // The guest runs in its own task so it can keep streaming the body after the
         // response head has gone out. The tokio timeout covers time the guest spends
         // waiting on I/O; the epoch deadline covers time it spends computing.
+        // Created here, where the request's span is current, so both are its children.
+        let (instantiate_span, handle_span) = (
+            crate::telemetry::child_span("instantiate"),
+            crate::telemetry::child_span("handle"),
+        );
         let task = tokio::spawn(async move {
             let _live = metrics.instance();
             let run = async {
                 let started = std::time::Instant::now();
-                let proxy = pre.instantiate_async(&mut store).await?;
+                let proxy = pre
+                    .instantiate_async(&mut store)
+                    .instrument(instantiate_span)
+                    .await?;
                 metrics.instantiated(label, started.elapsed());
                 proxy
                     .wasi_http_incoming_handler()
                     .call_handle(&mut store, req, out)
+                    .instrument(handle_span)
                     .await
             };
             let result = match tokio::time::timeout(timeout, run).await {
@@ -634,13 +644,21 @@ impl Function {
         let mut store = self.new_store(pre.engine(), emit);
         let guest_event = events::to_guest(event);
         let _live = f.metrics.instance();
+        let (instantiate_span, handle_span) = (
+            crate::telemetry::child_span("instantiate"),
+            crate::telemetry::child_span("handle"),
+        );
         let run = async {
             let started = std::time::Instant::now();
-            let instance = pre.instantiate_async(&mut store).await?;
+            let instance = pre
+                .instantiate_async(&mut store)
+                .instrument(instantiate_span)
+                .await?;
             f.metrics.instantiated(f.label, started.elapsed());
             instance
                 .wasmfn_function_event_handler()
                 .call_handle(&mut store, &guest_event)
+                .instrument(handle_span)
                 .await
         };
         let result = match tokio::time::timeout(f.timeout, run).await {

@@ -1,0 +1,144 @@
+//! Traces: one span per request and per delivered event, with `instantiate` and `handle`
+//! children, continuing the caller's W3C trace context, exported over OTLP/HTTP when
+//! `OTEL_EXPORTER_OTLP_ENDPOINT` (or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) is set. Without
+//! it no span is created at all, so tracing costs nothing.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use opentelemetry::propagation::TextMapPropagator;
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing::Span;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+static ENABLED: AtomicBool = AtomicBool::new(false);
+
+/// Whether spans are being exported.
+pub fn enabled() -> bool {
+    ENABLED.load(Ordering::Relaxed)
+}
+
+/// The exporting tracer provider, if the environment asks for one. Shut it down at exit
+/// to flush the last spans.
+pub fn provider() -> Option<SdkTracerProvider> {
+    let configured = [
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+    ]
+    .iter()
+    .any(|v| std::env::var(v).is_ok_and(|s| !s.is_empty()));
+    if !configured {
+        return None;
+    }
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+        .with_http_client(OtlpClient::new())
+        .build();
+    let exporter = match exporter {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("warning: OTLP trace export disabled: {e}");
+            return None;
+        }
+    };
+    let service = std::env::var("K_SERVICE").unwrap_or_else(|_| "wasmfn".to_string());
+    let provider = SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_resource(
+            opentelemetry_sdk::Resource::builder()
+                .with_service_name(service)
+                .build(),
+        )
+        .build();
+    ENABLED.store(true, Ordering::Relaxed);
+    Some(provider)
+}
+
+/// The tracing layer that turns spans into OpenTelemetry spans.
+pub fn layer<S>(provider: &SdkTracerProvider) -> impl tracing_subscriber::Layer<S>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    tracing_opentelemetry::layer().with_tracer(provider.tracer("wasmfn"))
+}
+
+/// A span named `name` whose parent is the W3C `traceparent` given (a new trace without
+/// one), or a disabled span when nothing is exported.
+pub fn root_span(
+    name: &'static str,
+    function: &str,
+    request_id: &str,
+    traceparent: Option<&str>,
+) -> Span {
+    if !enabled() {
+        return Span::none();
+    }
+    let span = match name {
+        "event" => tracing::info_span!("event", function, request_id),
+        _ => tracing::info_span!("request", function, request_id),
+    };
+    if let Some(tp) = traceparent {
+        let carrier = HashMap::from([("traceparent".to_string(), tp.to_string())]);
+        let parent = TraceContextPropagator::new().extract(&carrier);
+        let _ = span.set_parent(parent);
+    }
+    span
+}
+
+/// A child of the current span, or a disabled span when nothing is exported.
+pub fn child_span(name: &'static str) -> Span {
+    if !enabled() {
+        return Span::none();
+    }
+    match name {
+        "instantiate" => tracing::info_span!("instantiate"),
+        _ => tracing::info_span!("handle"),
+    }
+}
+
+/// OTLP's HTTP transport over hyper. The SDK exports from its own thread with a blocking
+/// executor, so requests run on a small runtime of their own.
+#[derive(Debug)]
+struct OtlpClient {
+    runtime: tokio::runtime::Runtime,
+    client: Client<HttpConnector, Full<Bytes>>,
+}
+
+impl OtlpClient {
+    fn new() -> Self {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a current-thread runtime starts");
+        let client = Client::builder(TokioExecutor::new()).build(HttpConnector::new());
+        Self { runtime, client }
+    }
+}
+
+#[async_trait::async_trait]
+impl opentelemetry_http::HttpClient for OtlpClient {
+    async fn send_bytes(
+        &self,
+        request: http::Request<Bytes>,
+    ) -> Result<http::Response<Bytes>, opentelemetry_http::HttpError> {
+        let request = request.map(Full::new);
+        let client = self.client.clone();
+        self.runtime.block_on(async move {
+            let response =
+                tokio::time::timeout(std::time::Duration::from_secs(10), client.request(request))
+                    .await??;
+            let (parts, body) = response.into_parts();
+            let body = body.collect().await?.to_bytes();
+            Ok(http::Response::from_parts(parts, body))
+        })
+    }
+}
