@@ -405,17 +405,13 @@ impl App {
                     .handle_event(event, request_id, Some(emit))
                     .instrument(span)
                     .await;
+                let outcome = outcome_label(&result);
+                self.metrics.event(function.label(), event.ty(), outcome);
                 tracing::info!(
                     function = function.name(), %request_id,
                     trace_id,
                     event_id = event.id(), event_type = event.ty(),
-                    result = match &result {
-                        Ok(EventOutcome::Reply(Some(_))) => "reply",
-                        Ok(EventOutcome::Reply(None)) => "accepted",
-                        Ok(EventOutcome::Retry { .. }) => "retry",
-                        Ok(EventOutcome::Reject(_)) => "reject",
-                        Err(_) => "error",
-                    },
+                    result = outcome,
                     elapsed_us = started.elapsed().as_micros() as u64, "event"
                 );
                 (i, result)
@@ -430,15 +426,6 @@ impl App {
         let (mut retryable, mut rejected, mut reply) = (None, None, None);
         for (i, result) in results {
             let function = self.functions[i].name().to_string();
-            let outcome = match &result {
-                Ok(EventOutcome::Reply(Some(_))) => "reply",
-                Ok(EventOutcome::Reply(None)) => "accepted",
-                Ok(EventOutcome::Retry { .. }) => "retry",
-                Ok(EventOutcome::Reject(_)) => "reject",
-                Err(_) => "error",
-            };
-            self.metrics
-                .event(self.functions[i].label(), event.ty(), outcome);
             match result {
                 Ok(EventOutcome::Reply(None)) => {}
                 Ok(EventOutcome::Reply(Some(mut out))) => {
@@ -502,6 +489,17 @@ impl App {
             }
             Err(failure) => Err(failure.to_string()),
         }
+    }
+}
+
+/// How a delivery ended, as the `result` of its log line and metric.
+fn outcome_label(result: &Result<EventOutcome, InvokeError>) -> &'static str {
+    match result {
+        Ok(EventOutcome::Reply(Some(_))) => "reply",
+        Ok(EventOutcome::Reply(None)) => "accepted",
+        Ok(EventOutcome::Retry { .. }) => "retry",
+        Ok(EventOutcome::Reject(_)) => "reject",
+        Err(_) => "error",
     }
 }
 

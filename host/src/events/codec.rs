@@ -413,7 +413,7 @@ fn decode_binary(headers: &HeaderMap, body: &[u8]) -> Result<Event, DecodeError>
 
 /// Extension names: lowercase ASCII letters and digits (the spec recommends ≤ 20
 /// characters; longer names are accepted, as Knative does).
-fn check_extension_name(name: &str) -> Result<(), String> {
+pub(crate) fn check_extension_name(name: &str) -> Result<(), String> {
     if name.is_empty()
         || !name
             .bytes()

@@ -61,11 +61,7 @@ fn parse_overrides(json: &str) -> Result<Vec<(String, String)>, String> {
         .extensions
         .into_iter()
         .map(|(name, value)| {
-            if name.is_empty() || !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()) {
-                return Err(format!(
-                    "K_CE_OVERRIDES: extension name {name:?} must be lowercase ASCII letters and digits"
-                ));
-            }
+            codec::check_extension_name(&name).map_err(|e| format!("K_CE_OVERRIDES: {e}"))?;
             let value = match value {
                 serde_json::Value::String(s) => s,
                 other => other.to_string(),
