@@ -152,7 +152,11 @@ impl Cli {
     }
 }
 
-fn engine_options(args: &EngineArgs, max_memory: u64) -> anyhow::Result<EngineOptions> {
+fn engine_options(
+    args: &EngineArgs,
+    max_memory: u64,
+    queue_timeout: Duration,
+) -> anyhow::Result<EngineOptions> {
     let cache = match &args.cache_dir {
         Some(dir) => Some(
             CacheDir::new(dir)
@@ -169,6 +173,7 @@ fn engine_options(args: &EngineArgs, max_memory: u64) -> anyhow::Result<EngineOp
         pool_instances: args.pool_instances,
         max_memory,
         cache,
+        queue_timeout,
         ..EngineOptions::default()
     })
 }
@@ -232,7 +237,11 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         manifest = manifest.select(&selected).map_err(|e| anyhow::anyhow!(e))?;
     }
     let addr = listen_addr(args.listen)?;
-    let engine = Engine::new(&engine_options(&args.engine, max_memory(&manifest))?)?;
+    let engine = Engine::new(&engine_options(
+        &args.engine,
+        max_memory(&manifest),
+        manifest.server.queue_timeout,
+    )?)?;
     let events = EventOptions::new(args.sink.as_deref(), args.ce_overrides.as_deref())
         .map_err(|e| anyhow::anyhow!(e))?;
     let sink = args.sink.clone().filter(|s| !s.is_empty());
@@ -270,7 +279,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         // In-flight requests get as long as the slowest function may take, plus a margin
         // for the response to reach the client.
         let drain = app.longest_timeout() + Duration::from_secs(1);
-        crate::server::serve(listener, app, shutdown, drain).await?;
+        crate::listener::serve(listener, app, shutdown, drain).await?;
         Ok::<_, anyhow::Error>(())
     })?;
     drop(engine);
@@ -294,7 +303,11 @@ fn shutdown_signal() -> std::io::Result<impl Future<Output = ()>> {
 fn compile(args: CompileArgs) -> anyhow::Result<()> {
     if let Some(manifest_path) = &args.manifest {
         let manifest = Manifest::load(manifest_path)?;
-        let options = engine_options(&args.engine, max_memory(&manifest))?;
+        let options = engine_options(
+            &args.engine,
+            max_memory(&manifest),
+            manifest.server.queue_timeout,
+        )?;
         let Some(cache) = options.cache.clone() else {
             bail!("no writable cache directory; pass --cache-dir");
         };
@@ -330,7 +343,11 @@ fn compile(args: CompileArgs) -> anyhow::Result<()> {
     };
     let engine = Engine::new(&EngineOptions {
         cache: None,
-        ..engine_options(&args.engine, crate::manifest::DEFAULT_MEMORY)?
+        ..engine_options(
+            &args.engine,
+            crate::manifest::DEFAULT_MEMORY,
+            Duration::ZERO,
+        )?
     })?;
     let bytes = engine.precompile(input)?;
     write_file(output, &bytes)?;

@@ -6,7 +6,9 @@
 //! - [`router`]: path → function;
 //! - [`engine`]: everything wasmtime (the only module that names it);
 //! - [`events`]: the CloudEvents HTTP binding, subscriptions and emitted events;
-//! - [`server`]: the HTTP/1.1 + h2c listener, request ids and status codes;
+//! - [`server`]: routing, request ids, admission and status codes;
+//! - [`listener`]: the HTTP/1.1 + h2c listener: connection limits, timeouts, draining;
+//! - [`admission`]: the bounded slots behind every 503;
 //! - [`deploy`]: the Knative objects `wasmfn deploy render` prints;
 //! - [`metrics`]: the Prometheus metrics at `/.well-known/wasmfn/metrics`;
 //! - [`logging`]: JSON or text log lines, written off the request path;
@@ -14,10 +16,14 @@
 //! - [`cli`]: the `wasmfn` command line.
 #![deny(missing_docs)]
 
+pub mod admission;
 pub mod cli;
 pub mod deploy;
 pub mod engine;
 pub mod events;
+#[doc(hidden)]
+pub mod fuzzing;
+pub mod listener;
 pub mod logging;
 pub mod manifest;
 pub mod metrics;

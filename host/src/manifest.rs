@@ -31,6 +31,8 @@ pub const MIN_MEMORY: u64 = 1024 * 1024;
 pub const RESERVED_PREFIX: &str = "/.well-known/wasmfn/";
 /// Where CloudEvents arrive when the manifest does not say: Knative delivers to `/`.
 pub const DEFAULT_EVENTS_PATH: &str = "/";
+/// The largest request body a function accepts when the manifest does not say.
+pub const DEFAULT_MAX_BODY: u64 = 16 * 1024 * 1024;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -41,6 +43,17 @@ struct RawManifest {
     deploy: Option<Spanned<crate::deploy::spec::RawDeploy>>,
     #[serde(default)]
     services: Vec<Spanned<crate::deploy::spec::RawService>>,
+    server: Option<RawServer>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    max_connections: Option<Spanned<i64>>,
+    max_in_flight: Option<Spanned<i64>>,
+    queue_timeout: Option<Spanned<String>>,
+    header_timeout: Option<Spanned<String>>,
+    idle_timeout: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -60,6 +73,8 @@ struct RawFunction {
     events: Vec<Spanned<toml::Value>>,
     timeout: Option<Spanned<String>>,
     memory: Option<Spanned<String>>,
+    concurrency: Option<Spanned<i64>>,
+    max_body: Option<Spanned<String>>,
     #[serde(default)]
     variables: BTreeMap<String, String>,
 }
@@ -77,6 +92,40 @@ pub struct Manifest {
     pub events_path: String,
     /// How `wasmfn deploy render` lays the functions out on Knative.
     pub deploy: crate::deploy::DeploySpec,
+    /// Host-wide limits on connections and requests (`[server]`).
+    pub server: ServerLimits,
+}
+
+/// Host-wide limits: what one host accepts before it answers 503 instead of queueing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerLimits {
+    /// Open client connections; more are answered 503 and closed.
+    pub max_connections: u32,
+    /// Requests being handled at once (HTTP and CloudEvents, waiting ones included).
+    pub max_in_flight: u32,
+    /// How long a request may wait for a free slot (host, function or instance pool)
+    /// before it is answered 503 with `Retry-After`.
+    pub queue_timeout: Duration,
+    /// How long a client may take to send a request's headers: from accepting the
+    /// connection for its first request, from the first byte for later ones (slowloris).
+    pub header_timeout: Duration,
+    /// How long a connection with no request in flight stays open.
+    pub idle_timeout: Duration,
+}
+
+impl Default for ServerLimits {
+    fn default() -> Self {
+        Self {
+            max_connections: 10_000,
+            max_in_flight: 1_000,
+            queue_timeout: Duration::from_secs(1),
+            header_timeout: Duration::from_secs(10),
+            // Longer than the idle timeout of Go's HTTP transport (90 s), which Knative's
+            // queue-proxy uses, so the proxy closes an idle connection before we do and
+            // never sends a request into one we are closing.
+            idle_timeout: Duration::from_secs(120),
+        }
+    }
 }
 
 /// One `[[functions]]` entry, resolved.
@@ -96,6 +145,11 @@ pub struct FunctionSpec {
     pub timeout: Duration,
     /// The most linear memory one instance may grow to, in bytes.
     pub memory: u64,
+    /// Instances of this function that may run at once; `None` leaves only the host-wide
+    /// limits.
+    pub concurrency: Option<u32>,
+    /// The largest request body it accepts, in bytes; larger ones are answered 413.
+    pub max_body: u64,
     /// Values the guest reads through `wasi:config/store`.
     pub variables: BTreeMap<String, String>,
 }
@@ -213,6 +267,15 @@ impl Manifest {
                 None => DEFAULT_MEMORY,
                 Some(m) => parse_memory(&ctx, m)?,
             };
+            let concurrency = f
+                .concurrency
+                .as_ref()
+                .map(|c| parse_count(&ctx, "concurrency", c))
+                .transpose()?;
+            let max_body = match &f.max_body {
+                None => DEFAULT_MAX_BODY,
+                Some(b) => parse_size(&ctx, "max_body", b, 0, MAX_MEMORY)?,
+            };
             for key in f.variables.keys() {
                 if key.is_empty() {
                     return Err(ctx.error(
@@ -230,6 +293,8 @@ impl Manifest {
                 events,
                 timeout,
                 memory,
+                concurrency,
+                max_body,
                 variables: f.variables.clone(),
             });
         }
@@ -267,6 +332,10 @@ impl Manifest {
 
         let deploy =
             crate::deploy::spec::resolve(&ctx, raw.deploy.as_ref(), &raw.services, &functions)?;
+        let server = match &raw.server {
+            None => ServerLimits::default(),
+            Some(raw) => server_limits(&ctx, raw)?,
+        };
 
         Ok(Manifest {
             path: path.to_path_buf(),
@@ -274,6 +343,7 @@ impl Manifest {
             routes,
             events_path,
             deploy,
+            server,
         })
     }
 }
@@ -385,26 +455,107 @@ fn parse_timeout(ctx: &Ctx<'_>, t: &Spanned<String>) -> Result<Duration, Manifes
 }
 
 fn parse_memory(ctx: &Ctx<'_>, m: &Spanned<String>) -> Result<u64, ManifestError> {
+    parse_size(ctx, "memory", m, MIN_MEMORY, MAX_MEMORY)
+}
+
+fn parse_size(
+    ctx: &Ctx<'_>,
+    key: &str,
+    m: &Spanned<String>,
+    min: u64,
+    max: u64,
+) -> Result<u64, ManifestError> {
     let size: bytesize::ByteSize = m.get_ref().parse().map_err(|e| {
         ctx.error(
             m.span(),
             format!(
-                "`memory` must be a size such as \"64MiB\", got {:?}: {e}",
+                "`{key}` must be a size such as \"64MiB\", got {:?}: {e}",
                 m.get_ref()
             ),
         )
     })?;
     let bytes = size.as_u64();
-    if !(MIN_MEMORY..=MAX_MEMORY).contains(&bytes) {
+    if !(min..=max).contains(&bytes) {
         return Err(ctx.error(
             m.span(),
             format!(
-                "`memory` must be between 1MiB and 4GiB, got {:?}",
+                "`{key}` must be between {:.0} and {:.0}, got {:?}",
+                bytesize::ByteSize(min).display().iec(),
+                bytesize::ByteSize(max).display().iec(),
                 m.get_ref()
             ),
         ));
     }
     Ok(bytes)
+}
+
+/// A positive count that fits the semaphores it sizes.
+fn parse_count(ctx: &Ctx<'_>, key: &str, n: &Spanned<i64>) -> Result<u32, ManifestError> {
+    match u32::try_from(*n.get_ref()) {
+        Ok(v) if (1..=1_000_000).contains(&v) => Ok(v),
+        _ => Err(ctx.error(
+            n.span(),
+            format!(
+                "`{key}` must be a whole number from 1 to 1000000, got {}",
+                n.get_ref()
+            ),
+        )),
+    }
+}
+
+/// A duration for a `[server]` key: more than zero, at most an hour.
+fn parse_limit_duration(
+    ctx: &Ctx<'_>,
+    key: &str,
+    t: &Spanned<String>,
+) -> Result<Duration, ManifestError> {
+    let d = humantime::parse_duration(t.get_ref()).map_err(|e| {
+        ctx.error(
+            t.span(),
+            format!(
+                "`server.{key}` must be a duration such as \"10s\" or \"250ms\", got {:?}: {e}",
+                t.get_ref()
+            ),
+        )
+    })?;
+    if d.is_zero() || d > Duration::from_secs(3600) {
+        return Err(ctx.error(
+            t.span(),
+            format!(
+                "`server.{key}` must be more than 0 and at most 1h, got {:?}",
+                t.get_ref()
+            ),
+        ));
+    }
+    Ok(d)
+}
+
+fn server_limits(ctx: &Ctx<'_>, raw: &RawServer) -> Result<ServerLimits, ManifestError> {
+    let mut limits = ServerLimits::default();
+    if let Some(n) = &raw.max_connections {
+        limits.max_connections = parse_count(ctx, "server.max_connections", n)?;
+    }
+    if let Some(n) = &raw.max_in_flight {
+        limits.max_in_flight = parse_count(ctx, "server.max_in_flight", n)?;
+    }
+    for (key, value, slot) in [
+        (
+            "queue_timeout",
+            &raw.queue_timeout,
+            &mut limits.queue_timeout,
+        ),
+        (
+            "header_timeout",
+            &raw.header_timeout,
+            &mut limits.header_timeout,
+        ),
+        ("idle_timeout", &raw.idle_timeout, &mut limits.idle_timeout),
+    ] {
+        if let Some(t) = value {
+            *slot = parse_limit_duration(ctx, key, t)?;
+        }
+    }
+    Ok(limits)
 }
 
 #[cfg(test)]
@@ -473,7 +624,13 @@ component = "/abs/echo.cwasm"
             ("timeout = \"0s\"", "more than 0"),
             ("timeout = \"11m\"", "at most 600s"),
             ("memory = \"lots\"", "`memory` must be a size"),
-            ("memory = \"8GiB\"", "between 1MiB and 4GiB"),
+            ("memory = \"8GiB\"", "between 1 MiB and 4 GiB"),
+            (
+                "concurrency = 0",
+                "`concurrency` must be a whole number from 1",
+            ),
+            ("concurrency = \"4\"", "invalid type"),
+            ("max_body = \"huge\"", "`max_body` must be a size"),
             ("routes = [\"hello\"]", "must start with '/'"),
             ("routes = [\"/a/*/b\"]", "'*' may only end a route"),
             ("routes = [\"/.well-known/wasmfn/ready\"]", "reserves"),
@@ -528,6 +685,43 @@ component = "/abs/echo.cwasm"
     fn syntax_errors_point_at_the_line() {
         let err = parse("[[functions]]\nname = \"a\"\ncomponent = \n").unwrap_err();
         assert!(err.starts_with("/app/wasmfn.toml:3:"), "{err}");
+    }
+
+    #[test]
+    fn limits_resolve_with_defaults_and_bad_server_keys_name_the_line() {
+        let m = parse(
+            "[server]\nmax_in_flight = 64\nqueue_timeout = \"250ms\"\n\n\
+             [[functions]]\nname = \"a\"\ncomponent = \"a.wasm\"\nconcurrency = 4\nmax_body = \"1KiB\"\n\n\
+             [[functions]]\nname = \"b\"\ncomponent = \"b.wasm\"\n",
+        )
+        .unwrap();
+        assert_eq!(m.server.max_in_flight, 64);
+        assert_eq!(m.server.queue_timeout, Duration::from_millis(250));
+        assert_eq!(
+            m.server.max_connections,
+            ServerLimits::default().max_connections
+        );
+        assert_eq!(m.functions[0].concurrency, Some(4));
+        assert_eq!(m.functions[0].max_body, 1024);
+        assert_eq!(m.functions[1].concurrency, None);
+        assert_eq!(m.functions[1].max_body, DEFAULT_MAX_BODY);
+
+        for (line, expected) in [
+            (
+                "header_timeout = \"never\"",
+                "`server.header_timeout` must be a duration",
+            ),
+            ("idle_timeout = \"0s\"", "more than 0"),
+            (
+                "max_connections = -1",
+                "`server.max_connections` must be a whole number",
+            ),
+            ("max_inflight = 3", "unknown field `max_inflight`"),
+        ] {
+            let err = parse(&format!("[server]\n{line}\n")).unwrap_err();
+            assert!(err.starts_with("/app/wasmfn.toml:2:"), "{line}: {err}");
+            assert!(err.contains(expected), "{line}: {err}");
+        }
     }
 
     #[test]

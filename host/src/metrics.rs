@@ -37,6 +37,11 @@ struct ResultLabels {
     result: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
+}
+
 /// Every metric the host records.
 pub struct Metrics {
     registry: Registry,
@@ -48,6 +53,8 @@ pub struct Metrics {
     cache: Family<ResultLabels, Counter>,
     instances: Gauge,
     pool_capacity: Gauge,
+    connections: Gauge,
+    refused: Family<ReasonLabels, Counter>,
     start_to_ready: Gauge<f64, AtomicU64>,
     start_to_first_request: Gauge<f64, AtomicU64>,
     first_request_seen: AtomicBool,
@@ -142,6 +149,18 @@ impl Metrics {
             "Instances the pooling allocator can hold (0 when allocating on demand)",
             pool_capacity.clone(),
         );
+        let connections = Gauge::default();
+        registry.register(
+            "connections_open",
+            "Client connections open",
+            connections.clone(),
+        );
+        let refused = Family::default();
+        registry.register(
+            "refused",
+            "Requests and connections refused before reaching a function, by reason (connections, in_flight, concurrency, instances: 503; body_too_large: 413; header_timeout, idle_timeout: closed)",
+            refused.clone(),
+        );
         let start_to_ready = Gauge::default();
         registry.register(
             "start_to_ready_seconds",
@@ -164,6 +183,8 @@ impl Metrics {
             cache,
             instances,
             pool_capacity,
+            connections,
+            refused,
             start_to_ready,
             start_to_first_request,
             first_request_seen: AtomicBool::new(false),
@@ -231,9 +252,20 @@ impl Metrics {
     }
 
     /// An instance came to life; the guard counts it down when dropped.
-    pub fn instance(&self) -> InstanceGuard {
+    pub fn instance(&self) -> GaugeGuard {
         self.instances.inc();
-        InstanceGuard(self.instances.clone())
+        GaugeGuard(self.instances.clone())
+    }
+
+    /// A connection opened; it counts as open until the guard is dropped.
+    pub fn connection(&self) -> GaugeGuard {
+        self.connections.inc();
+        GaugeGuard(self.connections.clone())
+    }
+
+    /// Something refused for `reason` (see the metric's help).
+    pub fn refused(&self, reason: &'static str) {
+        self.refused.get_or_create(&ReasonLabels { reason }).inc();
     }
 
     /// The pool's capacity.
@@ -258,10 +290,10 @@ impl Metrics {
     }
 }
 
-/// Counts a live instance until dropped.
-pub struct InstanceGuard(Gauge);
+/// Holds a gauge one higher (a live instance, an open connection) until dropped.
+pub struct GaugeGuard(Gauge);
 
-impl Drop for InstanceGuard {
+impl Drop for GaugeGuard {
     fn drop(&mut self) {
         self.0.dec();
     }

@@ -2,29 +2,26 @@
 //! to a function, and turns every failure into the status a client or Knative expects.
 
 use std::convert::Infallible;
-use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full};
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
-use tokio::net::TcpListener;
 
 use cloudevents::{AttributesReader, Event};
 use http::Method;
 use http_body_util::Limited;
 use tracing::Instrument;
 
+use crate::admission::{Gate, RETRY_AFTER};
 use crate::engine::{
     BoxError, Emit, EmitContext, Engine, EventOutcome, Function, InvokeError, LoadError,
     ResponseBody,
 };
 use crate::events::outbox::Outbox;
 use crate::events::{DecodeError, EventOptions, Mode, Subscription, codec};
-use crate::manifest::{Manifest, RESERVED_PREFIX};
+use crate::manifest::{Manifest, RESERVED_PREFIX, ServerLimits};
 use crate::router::RouteTable;
 
 /// The header that carries a request's id, in both directions.
@@ -45,6 +42,9 @@ pub struct App {
     events_path: String,
     outbox: Arc<Outbox>,
     metrics: Arc<crate::metrics::Metrics>,
+    limits: ServerLimits,
+    /// Requests being handled (waiting for a slot or running), health checks aside.
+    in_flight: Gate,
 }
 
 /// A function that could not be loaded, named with where the manifest declares it.
@@ -104,7 +104,17 @@ impl App {
             events_path: manifest.events_path.clone(),
             outbox: Arc::new(Outbox::new(events, app.clone(), engine.metrics().clone())),
             metrics: engine.metrics().clone(),
+            limits: manifest.server,
+            in_flight: Gate::new(
+                manifest.server.max_in_flight,
+                "the host's in-flight requests",
+            ),
         }))
+    }
+
+    /// The host-wide limits from the manifest's `[server]` table.
+    pub fn limits(&self) -> &ServerLimits {
+        &self.limits
     }
 
     /// The metrics served at `/.well-known/wasmfn/metrics`.
@@ -155,6 +165,17 @@ impl App {
             return with_request_id(response, &request_id);
         }
 
+        // Waiting here is bounded: a host at its limit answers 503 and the client (or
+        // Knative's queue-proxy) retries, rather than queueing without end.
+        let _in_flight = match self.in_flight.enter(self.limits.queue_timeout).await {
+            Ok(slot) => slot,
+            Err(full) => {
+                self.metrics.refused("in_flight");
+                tracing::warn!(%request_id, path, error = %full, "request refused: host overloaded");
+                return with_request_id(overloaded(&full.to_string(), &request_id), &request_id);
+            }
+        };
+
         // CloudEvents on the events path go to event handlers, once any function takes
         // events; until then a function routed there may read them as plain HTTP.
         if path == self.events_path
@@ -183,6 +204,36 @@ impl App {
             req.headers_mut().insert(REQUEST_ID, v);
         }
 
+        // A body announced as too large is refused before a byte of it is read; one that
+        // turns out too large while streaming is cut off at the limit, and the guest's
+        // answer is replaced by the same 413.
+        let max_body = function.max_body();
+        let declared = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > max_body) {
+            return with_request_id(
+                self.body_too_large(function, &request_id, &path, max_body, started),
+                &request_id,
+            );
+        }
+        let exceeded = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let req = {
+            let exceeded = exceeded.clone();
+            req.map(move |body| {
+                Limited::new(body, usize::try_from(max_body).unwrap_or(usize::MAX)).map_err(
+                    move |e| {
+                        if e.is::<http_body_util::LengthLimitError>() {
+                            exceeded.store(true, std::sync::atomic::Ordering::Relaxed);
+                        }
+                        e
+                    },
+                )
+            })
+        };
+
         let trace = traceparent(req.headers());
         let trace_id = trace
             .as_deref()
@@ -192,11 +243,17 @@ impl App {
         let span =
             crate::telemetry::root_span("request", function.name(), &request_id, trace.as_deref());
         let emit = self.emit_context(0, trace, &request_id);
-        let response = match function
+        let result = function
             .handle(req, &request_id, Some(emit))
             .instrument(span)
-            .await
-        {
+            .await;
+        if exceeded.load(std::sync::atomic::Ordering::Relaxed) {
+            return with_request_id(
+                self.body_too_large(function, &request_id, &path, max_body, started),
+                &request_id,
+            );
+        }
+        let response = match result {
             Ok(response) => {
                 self.metrics.request(
                     function.label(),
@@ -228,19 +285,76 @@ impl App {
                     backtrace = ?backtrace,
                     "request failed"
                 );
-                json(
+                let mut response = json(
                     status,
                     &serde_json::json!({
                         "error": public_message(&error, function.name()),
                         "function": function.name(),
                         "request_id": request_id,
                     }),
-                )
+                );
+                if let InvokeError::Overloaded(_) = error {
+                    response
+                        .headers_mut()
+                        .insert(header::RETRY_AFTER, retry_after());
+                }
+                response
             }
         };
         self.metrics.responded();
         with_request_id(response, &request_id)
     }
+
+    fn body_too_large(
+        &self,
+        function: &Function,
+        request_id: &str,
+        path: &str,
+        max_body: u64,
+        started: Instant,
+    ) -> Response<ResponseBody> {
+        let status = StatusCode::PAYLOAD_TOO_LARGE;
+        self.metrics.refused("body_too_large");
+        self.metrics
+            .request(function.label(), status.as_u16(), started.elapsed());
+        tracing::info!(
+            function = function.name(), %request_id, path, status = status.as_u16(), max_body,
+            "request refused: body too large"
+        );
+        self.metrics.responded();
+        let mut response = json(
+            status,
+            &serde_json::json!({
+                "error": format!("the request body is larger than function `{}` accepts ({max_body} bytes, its max_body)", function.name()),
+                "function": function.name(),
+                "request_id": request_id,
+            }),
+        );
+        // The rest of the body is not read, so the connection cannot be reused.
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        response
+    }
+}
+
+fn retry_after() -> HeaderValue {
+    HeaderValue::from(RETRY_AFTER.as_secs())
+}
+
+/// 503 for a request refused because a limit stayed full for the whole queue timeout.
+fn overloaded(reason: &str, request_id: &str) -> Response<ResponseBody> {
+    let mut response = json(
+        StatusCode::SERVICE_UNAVAILABLE,
+        &serde_json::json!({
+            "error": format!("overloaded, retry later: {reason}"),
+            "request_id": request_id,
+        }),
+    );
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, retry_after());
+    response
 }
 
 impl App {
@@ -594,6 +708,15 @@ impl Failure {
         {
             response.headers_mut().insert(header::RETRY_AFTER, v);
         }
+        if let Failure::Invoke {
+            error: InvokeError::Overloaded(_),
+            ..
+        } = &self
+        {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, retry_after());
+        }
         response
     }
 }
@@ -615,6 +738,7 @@ fn status_for(error: &InvokeError) -> StatusCode {
     match error {
         InvokeError::Deadline(_) => StatusCode::GATEWAY_TIMEOUT,
         InvokeError::BadRequest(_) => StatusCode::BAD_REQUEST,
+        InvokeError::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
         InvokeError::Trap { .. }
         | InvokeError::NoResponse(_)
         | InvokeError::InvalidReply(_)
@@ -636,6 +760,7 @@ fn public_message(error: &InvokeError, function: &str) -> String {
             format!("function `{function}` sent no response; see the log for this request id")
         }
         InvokeError::BadRequest(reason) => reason.clone(),
+        InvokeError::Overloaded(reason) => format!("overloaded, retry later: {reason}"),
         InvokeError::InvalidReply(reason) => {
             format!("function `{function}` replied with an invalid event: {reason}")
         }
@@ -686,58 +811,4 @@ fn json(status: StatusCode, value: &serde_json::Value) -> Response<ResponseBody>
         HeaderValue::from_static("application/json"),
     );
     response
-}
-
-/// Serves `app` on `listener` until `shutdown` resolves, then stops accepting and waits up
-/// to `drain` for in-flight requests to finish.
-pub async fn serve(
-    listener: TcpListener,
-    app: Arc<App>,
-    shutdown: impl Future<Output = ()>,
-    drain: Duration,
-) -> std::io::Result<()> {
-    let builder = auto::Builder::new(TokioExecutor::new());
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    tokio::pin!(shutdown);
-    loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(conn) => conn,
-                Err(e) => {
-                    // Usually EMFILE/ENFILE: back off instead of spinning, keep serving.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = &mut shutdown => break,
-        };
-        // Responses are often one small write; without NODELAY, Nagle plus delayed ACKs
-        // can hold them back for tens of milliseconds.
-        let _ = stream.set_nodelay(true);
-        let app = app.clone();
-        let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
-            let app = app.clone();
-            async move { Ok::<_, Infallible>(app.handle(req).await) }
-        });
-        let connection = builder
-            .serve_connection(TokioIo::new(stream), service)
-            .into_owned();
-        let connection = graceful.watch(connection);
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(%peer, error = %e, "connection closed with an error");
-            }
-        });
-    }
-    drop(listener);
-    tracing::info!(
-        drain_timeout_ms = drain.as_millis() as u64,
-        "shutting down: draining in-flight requests"
-    );
-    tokio::select! {
-        () = graceful.shutdown() => tracing::info!("drained"),
-        () = tokio::time::sleep(drain) => tracing::warn!("drain timed out; closing remaining connections"),
-    }
-    Ok(())
 }

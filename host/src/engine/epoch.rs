@@ -1,5 +1,5 @@
-//! One thread advances the engine's epoch on a fixed tick; a store's deadline is a number
-//! of ticks. One ticker for the whole process, because a ticker per request costs far more
+//! One thread advances the engine's epoch on a fixed tick; at each tick a running store
+//! checks its deadline and yields (see `Function::new_store`). One ticker for the whole process, because a ticker per request costs far more
 //! than the guest (wasmtime issue #11814 measured 100x lower throughput).
 
 use std::sync::Arc;
@@ -7,15 +7,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-/// Deadline resolution: a guest is stopped within one tick after its timeout.
+/// Deadline resolution, and the longest a computing guest runs before it yields its
+/// thread: a guest is stopped within one tick after its timeout.
 pub(crate) const TICK: Duration = Duration::from_millis(10);
-
-/// The ticks a store may run for `timeout`: rounded up, plus one because the first tick
-/// may come at any moment after the store starts.
-pub(crate) fn ticks_for(timeout: Duration) -> u64 {
-    let tick = TICK.as_nanos();
-    (timeout.as_nanos().div_ceil(tick) as u64).saturating_add(1)
-}
 
 pub(crate) struct EpochTicker {
     stop: Arc<AtomicBool>,
@@ -48,17 +42,5 @@ impl Drop for EpochTicker {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn deadline_rounds_up_and_allows_for_the_first_partial_tick() {
-        assert_eq!(ticks_for(Duration::from_millis(10)), 2);
-        assert_eq!(ticks_for(Duration::from_millis(11)), 3);
-        assert_eq!(ticks_for(Duration::from_secs(1)), 101);
     }
 }

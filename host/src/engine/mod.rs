@@ -6,23 +6,28 @@
 mod cache;
 mod epoch;
 mod events;
+mod output;
 mod state;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use http_body_util::combinators::UnsyncBoxBody;
 use tracing::Instrument;
 use wasmtime::component::{Component, HasSelf, Linker};
-use wasmtime::{Config, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap};
+use wasmtime::{
+    Config, InstanceAllocationStrategy, PoolConcurrencyLimitError, PoolingAllocationConfig, Store,
+    Trap, UpdateDeadline,
+};
 use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
 
+use crate::admission::{Gate, Slot};
 use crate::manifest::FunctionSpec;
 pub use cache::CacheDir;
 use epoch::EpochTicker;
@@ -67,6 +72,9 @@ pub struct EngineOptions {
     pub cache: Option<CacheDir>,
     /// Where instantiations, live instances and cache results are counted.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// How long an invocation may wait for a slot (its function's concurrency, the
+    /// instance pool) before it fails with [`InvokeError::Overloaded`].
+    pub queue_timeout: Duration,
 }
 
 impl Default for EngineOptions {
@@ -77,6 +85,7 @@ impl Default for EngineOptions {
             max_memory: crate::manifest::DEFAULT_MEMORY,
             cache: None,
             metrics: Arc::default(),
+            queue_timeout: crate::manifest::ServerLimits::default().queue_timeout,
         }
     }
 }
@@ -163,6 +172,10 @@ pub enum InvokeError {
     /// The guest replied with an event that breaks the CloudEvents spec.
     #[error("function replied with an invalid event: {0}")]
     InvalidReply(String),
+    /// No slot freed up in time: the function's concurrency or the instance pool is full.
+    /// Retryable (503 with `Retry-After`).
+    #[error("overloaded: {0}")]
+    Overloaded(String),
     /// Something in the host failed; a bug, not the guest's fault.
     #[error("host error: {0}")]
     Host(String),
@@ -177,6 +190,10 @@ pub struct Engine {
     // Shared with every Function: a loaded function must never outlive its deadlines.
     epoch: Arc<EpochTicker>,
     metrics: Arc<crate::metrics::Metrics>,
+    // One slot per instance the pool holds, taken before instantiating: a full pool
+    // queues briefly and then answers 503, instead of failing inside wasmtime.
+    instances: Gate,
+    queue_timeout: Duration,
 }
 
 impl Engine {
@@ -222,7 +239,15 @@ impl Engine {
             cache: options.cache.clone(),
             epoch,
             metrics: options.metrics.clone(),
+            instances: Gate::new(options.pool_instances.max(1), "the instance pool"),
+            queue_timeout: options.queue_timeout,
         })
+    }
+
+    /// Instance slots free right now; equal to the pool's size when nothing runs. A slot
+    /// that never came back would show here (the containment tests check it).
+    pub fn free_instance_slots(&self) -> u32 {
+        self.instances.available()
     }
 
     /// The metrics this engine and its functions record into.
@@ -301,7 +326,13 @@ impl Engine {
                 events,
                 timeout: spec.timeout,
                 memory: spec.memory,
+                max_body: spec.max_body,
                 variables: Arc::new(spec.variables.iter().collect()),
+                concurrency: spec
+                    .concurrency
+                    .map(|n| Gate::new(n, format!("function `{}`'s concurrency", spec.name))),
+                instances: self.instances.clone(),
+                queue_timeout: self.queue_timeout,
                 _epoch: self.epoch.clone(),
             }),
         })
@@ -476,8 +507,18 @@ struct FunctionInner {
     events: Option<EventsPre<State>>,
     timeout: Duration,
     memory: u64,
+    max_body: u64,
     variables: Arc<wasmtime_wasi_config::WasiConfigVariables>,
+    concurrency: Option<Gate>,
+    instances: Gate,
+    queue_timeout: Duration,
     _epoch: Arc<EpochTicker>,
+}
+
+/// The slots one invocation holds; returned when it is dropped, with the store.
+struct Admitted {
+    _function: Option<Slot>,
+    _instance: Slot,
 }
 
 impl Function {
@@ -494,6 +535,35 @@ impl Function {
     /// The function's deadline.
     pub fn timeout(&self) -> Duration {
         self.inner.timeout
+    }
+
+    /// The largest request body the function accepts, in bytes.
+    pub fn max_body(&self) -> u64 {
+        self.inner.max_body
+    }
+
+    /// Takes a slot of the function's concurrency, then one of the instance pool, within
+    /// one queue timeout; the function's first, so a busy function waits without holding
+    /// a pool slot another function could use.
+    async fn admit(&self) -> Result<Admitted, InvokeError> {
+        let f = &self.inner;
+        let started = Instant::now();
+        let function = match &f.concurrency {
+            Some(gate) => Some(gate.enter(f.queue_timeout).await.map_err(|full| {
+                f.metrics.refused("concurrency");
+                InvokeError::Overloaded(full.to_string())
+            })?),
+            None => None,
+        };
+        let left = f.queue_timeout.saturating_sub(started.elapsed());
+        let instance = f.instances.enter(left).await.map_err(|full| {
+            f.metrics.refused("instances");
+            InvokeError::Overloaded(full.to_string())
+        })?;
+        Ok(Admitted {
+            _function: function,
+            _instance: instance,
+        })
     }
 
     /// Runs one request in a fresh instance and returns the guest's response once its head
@@ -517,6 +587,7 @@ impl Function {
                 f.name
             )));
         };
+        let admitted = self.admit().await?;
         let mut store = self.new_store(pre.engine(), emit);
 
         let request = request
@@ -553,6 +624,7 @@ impl Function {
             crate::telemetry::child_span("handle"),
         );
         let task = tokio::spawn(async move {
+            let _admitted = admitted;
             let _live = metrics.instance();
             let run = async {
                 let started = std::time::Instant::now();
@@ -622,7 +694,18 @@ impl Function {
         state.emitting = emit.map(|ctx| Emitting::new(ctx, &f.name));
         let mut store = Store::new(engine, state);
         store.limiter(|s| &mut s.limits);
-        store.set_epoch_deadline(epoch::ticks_for(f.timeout));
+        // At every tick a computing guest either passes its deadline (a trap, 504) or
+        // yields to the scheduler: a guest spinning on the CPU holds a worker thread for
+        // at most one tick at a time, so it cannot starve the other requests.
+        let deadline = Instant::now() + f.timeout;
+        store.epoch_deadline_callback(move |_| {
+            Ok(if Instant::now() >= deadline {
+                UpdateDeadline::Interrupt
+            } else {
+                UpdateDeadline::YieldCustom(1, Box::pin(tokio::task::yield_now()))
+            })
+        });
+        store.set_epoch_deadline(1);
         store
     }
 
@@ -641,6 +724,7 @@ impl Function {
                 f.name
             )));
         };
+        let _admitted = self.admit().await?;
         let mut store = self.new_store(pre.engine(), emit);
         let guest_event = events::to_guest(event);
         let _live = f.metrics.instance();
@@ -672,6 +756,12 @@ impl Function {
 }
 
 fn classify(e: wasmtime::Error, timeout: Duration) -> InvokeError {
+    // The instance gate keeps within the pool's component instances, but a component
+    // made of many core modules can still run out of the pool's core instances or
+    // memories; that is load, not a fault.
+    if let Some(limit) = e.downcast_ref::<PoolConcurrencyLimitError>() {
+        return InvokeError::Overloaded(format!("the instance pool is full: {limit}"));
+    }
     match e.downcast_ref::<Trap>() {
         Some(Trap::Interrupt) => InvokeError::Deadline(timeout),
         _ => InvokeError::Trap {

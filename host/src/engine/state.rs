@@ -4,14 +4,13 @@ use std::sync::Arc;
 
 use wasmtime::component::ResourceTable;
 use wasmtime::{StoreLimits, StoreLimitsBuilder};
-use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_config::{WasiConfig, WasiConfigVariables};
 use wasmtime_wasi_http::p2::bindings::http::types::ErrorCode;
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
-/// How much of a guest's stdout and stderr is kept per request; the rest is dropped, so a
-/// chatty guest cannot grow the host's memory.
+/// How much of a guest's stdout and stderr is kept per request; the rest is dropped (and
+/// counted), so a chatty guest cannot grow the host's memory.
 const OUTPUT_CAPTURE_BYTES: usize = 16 * 1024;
 
 pub(crate) struct State {
@@ -21,16 +20,16 @@ pub(crate) struct State {
     hooks: DenyOutbound,
     pub(crate) limits: StoreLimits,
     variables: Arc<WasiConfigVariables>,
-    stdout: MemoryOutputPipe,
-    stderr: MemoryOutputPipe,
+    stdout: super::output::Captured,
+    stderr: super::output::Captured,
     /// Set when the invocation may emit events.
     pub(crate) emitting: Option<super::events::Emitting>,
 }
 
 impl State {
     pub(crate) fn new(memory: u64, variables: Arc<WasiConfigVariables>) -> Self {
-        let stdout = MemoryOutputPipe::new(OUTPUT_CAPTURE_BYTES);
-        let stderr = MemoryOutputPipe::new(OUTPUT_CAPTURE_BYTES);
+        let stdout = super::output::Captured::new(OUTPUT_CAPTURE_BYTES);
+        let stderr = super::output::Captured::new(OUTPUT_CAPTURE_BYTES);
         // Nothing ambient: no environment, arguments, preopened directories or network.
         // The guest's only inputs are its request and its manifest variables.
         let wasi = WasiCtx::builder()
@@ -63,18 +62,18 @@ impl State {
     /// Runs after the guest finished, off the path of the response head.
     pub(crate) fn log_output(&self, function: &str, request_id: &str) {
         for (stream, pipe) in [("stdout", &self.stdout), ("stderr", &self.stderr)] {
-            let bytes = pipe.contents();
+            let (bytes, dropped) = pipe.contents();
             if bytes.is_empty() {
                 continue;
             }
             let text = String::from_utf8_lossy(&bytes);
-            let truncated = bytes.len() >= OUTPUT_CAPTURE_BYTES;
+            let truncated = dropped > 0;
             let output = text.trim_end();
             // JSON escapes the text itself; in text mode Debug keeps it on one line.
             if crate::logging::is_json() {
-                tracing::info!(target: "wasmfn::guest", function, request_id, stream, truncated, output = %output, "guest output");
+                tracing::info!(target: "wasmfn::guest", function, request_id, stream, truncated, dropped_bytes = dropped, output = %output, "guest output");
             } else {
-                tracing::info!(target: "wasmfn::guest", function, request_id, stream, truncated, output = ?output, "guest output");
+                tracing::info!(target: "wasmfn::guest", function, request_id, stream, truncated, dropped_bytes = dropped, output = ?output, "guest output");
             }
         }
     }

@@ -1,0 +1,584 @@
+//! The accept loop and each connection's life: the connection limit, the header and idle
+//! timeouts, and draining on shutdown without dropping a request that reached us.
+//!
+//! hyper serves the protocol; what it does not decide is when a connection should end.
+//! Each connection has a small [`ConnState`] fed by its socket (bytes read and written) and
+//! its service (requests started and finished), and one task that looks at it on a timer
+//! and closes the connection when a timeout or the drain says so.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{HeaderValue, Request, Response, StatusCode, Version, header};
+use hyper::body::{Body, Frame, SizeHint};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+use crate::admission::{Gate, RETRY_AFTER};
+use crate::engine::{BoxError, ResponseBody};
+use crate::manifest::ServerLimits;
+use crate::server::App;
+
+/// When draining, an HTTP/1 connection with no request in flight is closed once it has
+/// been quiet this long. Closing it at once would race a request the client may already
+/// have sent on it (the keep-alive race); responses during the drain carry
+/// `Connection: close`, so a client that is still talking learns to stop.
+const DRAIN_QUIET: Duration = Duration::from_millis(250);
+
+/// After answering a request whose body it did not read (413), the host half-closes and
+/// reads and discards what the client is still sending, for at most this long and this
+/// much, before closing: closing a socket with unread data resets it, and the reset can
+/// destroy the response before the client reads it (nginx's lingering close).
+const LINGER: Duration = Duration::from_secs(2);
+
+/// How long a connection asked to close gracefully, with nothing in flight, may take.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+const LINGER_BYTES: usize = 4 << 20;
+
+/// Serves `app` on `listener` until `shutdown` resolves, then stops accepting, lets every
+/// request that reached the host finish, and returns once every connection has closed or
+/// `drain` has passed.
+pub async fn serve(
+    listener: TcpListener,
+    app: Arc<App>,
+    shutdown: impl Future<Output = ()>,
+    drain: Duration,
+) -> std::io::Result<()> {
+    let limits = *app.limits();
+    let connections = Gate::new(limits.max_connections, "the connection limit");
+    let (draining_tx, draining) = watch::channel(false);
+    let builder = auto::Builder::new(TokioExecutor::new());
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(conn) => conn,
+                Err(e) => {
+                    // Usually EMFILE/ENFILE: back off instead of spinning, keep serving.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        // Responses are often one small write; without NODELAY, Nagle plus delayed ACKs
+        // can hold them back for tens of milliseconds.
+        let _ = stream.set_nodelay(true);
+        let Some(slot) = connections.try_enter() else {
+            app.metrics().refused("connections");
+            tokio::spawn(refuse(stream, limits.header_timeout));
+            continue;
+        };
+        let state = Arc::new(ConnState::new());
+        let service = {
+            let (app, state, draining) = (app.clone(), state.clone(), draining.clone());
+            hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                let (app, state, draining) = (app.clone(), state.clone(), draining.clone());
+                async move {
+                    let version = req.version();
+                    let request = state.start_request(version);
+                    let mut response = app.handle(req).await;
+                    if response.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                        state.linger.store(true, Ordering::Relaxed);
+                    }
+                    // hyper ends an HTTP/1 connection after a response that says so; HTTP/2
+                    // has GOAWAY instead (sent by the connection task).
+                    if *draining.borrow() && version < Version::HTTP_2 {
+                        response
+                            .headers_mut()
+                            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                    }
+                    Ok::<_, Infallible>(response.map(|body| TrackedBody {
+                        inner: body,
+                        _request: request,
+                    }))
+                }
+            })
+        };
+        let io = TokioIo::new(TrackedIo {
+            inner: Some(stream),
+            state: state.clone(),
+        });
+        let connection = builder.serve_connection(io, service).into_owned();
+        let open = app.metrics().connection();
+        let metrics = app.metrics().clone();
+        let draining = draining.clone();
+        tokio::spawn(async move {
+            let ended = watch_connection(connection, &state, &limits, draining).await;
+            if let Some(reason) = ended {
+                metrics.refused(reason);
+                tracing::debug!(%peer, reason, "connection closed");
+            }
+            drop((slot, open));
+        });
+    }
+    drop(listener);
+    tracing::info!(
+        drain_timeout_ms = drain.as_millis() as u64,
+        "shutting down: stopped accepting, draining in-flight requests"
+    );
+    let _ = draining_tx.send(true);
+    match tokio::time::timeout(drain, connections.wait_idle()).await {
+        Ok(()) => tracing::info!("drained"),
+        Err(_) => tracing::warn!(
+            open = connections.capacity() - connections.available(),
+            "drain timed out; closing the remaining connections"
+        ),
+    }
+    Ok(())
+}
+
+/// Runs one connection until it ends; returns why the host ended it, if it did so for a
+/// timeout.
+async fn watch_connection<C>(
+    connection: C,
+    state: &ConnState,
+    limits: &ServerLimits,
+    mut draining: watch::Receiver<bool>,
+) -> Option<&'static str>
+where
+    C: Future<Output = Result<(), BoxError>> + GracefulShutdown,
+{
+    tokio::pin!(connection);
+    // Often enough to keep the timeouts within a quarter of themselves, rarely enough
+    // that ten thousand idle connections cost nothing.
+    let every = (limits.header_timeout.min(limits.idle_timeout) / 4)
+        .clamp(Duration::from_millis(10), Duration::from_secs(1));
+    let mut drain_started: Option<Instant> = None;
+    let mut closing: Option<(&'static str, Instant)> = None;
+    loop {
+        let tick = if drain_started.is_some() {
+            DRAIN_QUIET / 10
+        } else {
+            every
+        };
+        tokio::select! {
+            result = connection.as_mut() => {
+                if let Err(e) = result {
+                    tracing::debug!(error = %e, "connection closed with an error");
+                }
+                return closing.map(|(reason, _)| reason).filter(|r| *r != "drain");
+            }
+            changed = draining.changed(), if drain_started.is_none() => {
+                // A closed channel means the server is gone: drain as well.
+                if changed.is_err() || *draining.borrow() {
+                    drain_started = Some(Instant::now());
+                }
+            }
+            () = tokio::time::sleep(tick) => {}
+        }
+        if let Some((reason, since)) = closing {
+            // hyper normally ends an idle connection at once; one stuck half-way through
+            // a head it will never finish is dropped, as long as nothing is in flight.
+            if since.elapsed() > CLOSE_GRACE && state.active.load(Ordering::Acquire) == 0 {
+                return Some(reason).filter(|r| *r != "drain");
+            }
+            continue;
+        }
+        match state.verdict(limits, drain_started) {
+            Verdict::Keep => {}
+            // Nothing of a request is in flight: drop the socket.
+            Verdict::Drop(reason) => return Some(reason),
+            // Let hyper end it cleanly: HTTP/1 closes, HTTP/2 sends GOAWAY and finishes
+            // what it has.
+            Verdict::Close(reason) => {
+                closing = Some((reason, Instant::now()));
+                connection.as_mut().graceful_shutdown();
+            }
+        }
+    }
+}
+
+/// hyper-util's connection types, as one bound.
+trait GracefulShutdown {
+    fn graceful_shutdown(self: Pin<&mut Self>);
+}
+
+impl<I, S, E, B> GracefulShutdown for auto::Connection<'static, I, S, E>
+where
+    S: hyper::service::HttpService<hyper::body::Incoming, ResBody = B>,
+    S::Error: Into<BoxError>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin,
+    B: Body + 'static,
+    B::Error: Into<BoxError>,
+    E: auto::HttpServerConnExec<S::Future, B>,
+{
+    fn graceful_shutdown(self: Pin<&mut Self>) {
+        auto::Connection::graceful_shutdown(self)
+    }
+}
+
+/// Answers one request on a connection over the limit with 503 and closes it.
+async fn refuse(stream: TcpStream, within: Duration) {
+    let service = hyper::service::service_fn(|_req: Request<hyper::body::Incoming>| async {
+        let mut response = Response::new(http_body_util::Full::new(Bytes::from_static(
+            b"{\"error\":\"the host is at its connection limit, retry later\"}",
+        )));
+        *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        headers.insert(
+            header::RETRY_AFTER,
+            HeaderValue::from(RETRY_AFTER.as_secs()),
+        );
+        headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        Ok::<_, Infallible>(response)
+    });
+    let builder = auto::Builder::new(TokioExecutor::new());
+    let connection = builder.serve_connection(TokioIo::new(stream), service);
+    let _ = tokio::time::timeout(within, connection).await;
+}
+
+/// What the connection task should do now.
+#[derive(Debug, PartialEq, Eq)]
+enum Verdict {
+    Keep,
+    Close(&'static str),
+    Drop(&'static str),
+}
+
+/// One connection's activity, in milliseconds since it was accepted.
+#[derive(Debug)]
+struct ConnState {
+    opened: Instant,
+    /// Requests whose response has not been fully sent.
+    active: AtomicUsize,
+    seen_request: AtomicBool,
+    h2: AtomicBool,
+    /// When the first byte of a request head arrived while no request was in flight;
+    /// `NONE` when no head is on its way.
+    head_started: AtomicU64,
+    /// When the last request finished (or the connection opened).
+    last_request_end: AtomicU64,
+    /// The last byte read or written.
+    last_io: AtomicU64,
+    /// A response went out without its request body being read.
+    linger: AtomicBool,
+}
+
+const NONE: u64 = u64::MAX;
+
+impl ConnState {
+    fn new() -> Self {
+        Self {
+            opened: Instant::now(),
+            active: AtomicUsize::new(0),
+            seen_request: AtomicBool::new(false),
+            h2: AtomicBool::new(false),
+            head_started: AtomicU64::new(NONE),
+            last_request_end: AtomicU64::new(0),
+            last_io: AtomicU64::new(0),
+            linger: AtomicBool::new(false),
+        }
+    }
+
+    fn now(&self) -> u64 {
+        self.opened.elapsed().as_millis() as u64
+    }
+
+    fn start_request(self: &Arc<Self>, version: Version) -> RequestGuard {
+        self.active.fetch_add(1, Ordering::AcqRel);
+        self.seen_request.store(true, Ordering::Relaxed);
+        if version >= Version::HTTP_2 {
+            self.h2.store(true, Ordering::Relaxed);
+        }
+        self.head_started.store(NONE, Ordering::Relaxed);
+        RequestGuard(self.clone())
+    }
+
+    fn read(&self) {
+        let now = self.now();
+        self.last_io.store(now, Ordering::Relaxed);
+        // HTTP/2 reads frames (pings, window updates) between requests; only HTTP/1
+        // bytes between requests are the start of the next head.
+        if self.active.load(Ordering::Acquire) == 0 && !self.h2.load(Ordering::Relaxed) {
+            let _ =
+                self.head_started
+                    .compare_exchange(NONE, now, Ordering::Relaxed, Ordering::Relaxed);
+        }
+    }
+
+    fn wrote(&self) {
+        self.last_io.store(self.now(), Ordering::Relaxed);
+    }
+
+    fn verdict(&self, limits: &ServerLimits, drain_started: Option<Instant>) -> Verdict {
+        if self.active.load(Ordering::Acquire) > 0 {
+            // A running request is bounded by its function's deadline, not by us.
+            return Verdict::Keep;
+        }
+        let now = self.now();
+        let header_ms = limits.header_timeout.as_millis() as u64;
+        let head = self.head_started.load(Ordering::Relaxed);
+        if !self.seen_request.load(Ordering::Relaxed) {
+            // The first request's head must arrive within the header timeout of the accept.
+            if now >= header_ms {
+                return Verdict::Drop("header_timeout");
+            }
+        } else if head != NONE {
+            // Part of a head has arrived: let it finish, even while draining, but not
+            // slowly (slowloris).
+            return if now.saturating_sub(head) >= header_ms {
+                Verdict::Drop("header_timeout")
+            } else {
+                Verdict::Keep
+            };
+        }
+        if let Some(drain_started) = drain_started {
+            if self.h2.load(Ordering::Relaxed) {
+                return Verdict::Close("drain");
+            }
+            let since_drain = drain_started.duration_since(self.opened).as_millis() as u64;
+            let quiet_since = since_drain.max(self.last_io.load(Ordering::Relaxed));
+            return if now.saturating_sub(quiet_since) >= DRAIN_QUIET.as_millis() as u64 {
+                Verdict::Close("drain")
+            } else {
+                Verdict::Keep
+            };
+        }
+        let idle = now.saturating_sub(self.last_request_end.load(Ordering::Relaxed));
+        if self.seen_request.load(Ordering::Relaxed)
+            && idle >= limits.idle_timeout.as_millis() as u64
+        {
+            return Verdict::Close("idle_timeout");
+        }
+        Verdict::Keep
+    }
+}
+
+/// Counts a request as in flight until its response body is done or dropped.
+#[derive(Debug)]
+struct RequestGuard(Arc<ConnState>);
+
+impl Drop for RequestGuard {
+    fn drop(&mut self) {
+        let state = &self.0;
+        state.last_request_end.store(state.now(), Ordering::Relaxed);
+        state.active.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A response body that keeps its request counted until it has been sent.
+struct TrackedBody {
+    inner: ResponseBody,
+    _request: RequestGuard,
+}
+
+impl Body for TrackedBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// The socket, reporting reads and writes to its connection's state. Always `Some` until
+/// dropped.
+struct TrackedIo {
+    inner: Option<TcpStream>,
+    state: Arc<ConnState>,
+}
+
+impl TrackedIo {
+    fn stream(self: Pin<&mut Self>) -> Pin<&mut TcpStream> {
+        Pin::new(self.get_mut().inner.as_mut().expect("used after drop"))
+    }
+}
+
+impl Drop for TrackedIo {
+    fn drop(&mut self) {
+        if self.state.linger.load(Ordering::Relaxed)
+            && let Some(stream) = self.inner.take()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            runtime.spawn(linger(stream));
+        }
+    }
+}
+
+async fn linger(mut stream: TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let _ = stream.shutdown().await;
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut discarded = 0;
+    let _ = tokio::time::timeout(LINGER, async {
+        while discarded < LINGER_BYTES {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => discarded += n,
+            }
+        }
+    })
+    .await;
+}
+
+impl AsyncRead for TrackedIo {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let result = self.as_mut().stream().poll_read(cx, buf);
+        if matches!(result, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.state.read();
+        }
+        result
+    }
+}
+
+impl AsyncWrite for TrackedIo {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let result = self.as_mut().stream().poll_write(cx, buf);
+        if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
+            self.state.wrote();
+        }
+        result
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let result = self.as_mut().stream().poll_write_vectored(cx, bufs);
+        if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
+            self.state.wrote();
+        }
+        result
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.as_ref().is_some_and(|s| s.is_write_vectored())
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.stream().poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.stream().poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits() -> ServerLimits {
+        ServerLimits {
+            header_timeout: Duration::from_millis(100),
+            idle_timeout: Duration::from_millis(300),
+            ..ServerLimits::default()
+        }
+    }
+
+    fn aged(ms: u64) -> ConnState {
+        let mut state = ConnState::new();
+        state.opened = Instant::now() - Duration::from_millis(ms);
+        state
+    }
+
+    #[test]
+    fn a_connection_that_sends_no_request_in_time_is_dropped() {
+        assert_eq!(aged(50).verdict(&limits(), None), Verdict::Keep);
+        assert_eq!(
+            aged(150).verdict(&limits(), None),
+            Verdict::Drop("header_timeout")
+        );
+    }
+
+    #[test]
+    fn a_slow_head_is_dropped_and_an_idle_connection_closed() {
+        let state = Arc::new(aged(1_000));
+        drop(state.start_request(Version::HTTP_11));
+        // Finished just now: neither idle nor sending.
+        assert_eq!(state.verdict(&limits(), None), Verdict::Keep);
+        // The first byte of the next head arrived 200 ms ago and the head is not done.
+        state
+            .head_started
+            .store(state.now() - 200, Ordering::Relaxed);
+        assert_eq!(
+            state.verdict(&limits(), None),
+            Verdict::Drop("header_timeout")
+        );
+        // No head on its way, nothing for longer than the idle timeout.
+        state.head_started.store(NONE, Ordering::Relaxed);
+        state
+            .last_request_end
+            .store(state.now() - 400, Ordering::Relaxed);
+        assert_eq!(
+            state.verdict(&limits(), None),
+            Verdict::Close("idle_timeout")
+        );
+    }
+
+    #[test]
+    fn a_request_in_flight_keeps_its_connection_whatever_the_clock_says() {
+        let state = Arc::new(aged(10_000));
+        let _request = state.start_request(Version::HTTP_11);
+        assert_eq!(state.verdict(&limits(), None), Verdict::Keep);
+        assert_eq!(
+            state.verdict(&limits(), Some(Instant::now())),
+            Verdict::Keep
+        );
+    }
+
+    #[test]
+    fn draining_closes_http1_once_quiet_and_http2_at_once() {
+        let state = Arc::new(aged(1_000));
+        drop(state.start_request(Version::HTTP_11));
+        state.wrote();
+        assert_eq!(
+            state.verdict(&limits(), Some(Instant::now())),
+            Verdict::Keep,
+            "a request may already be on its way"
+        );
+        let long_ago = Instant::now() - DRAIN_QUIET * 2;
+        state.last_io.store(
+            state.now() - 2 * DRAIN_QUIET.as_millis() as u64,
+            Ordering::Relaxed,
+        );
+        assert_eq!(
+            state.verdict(&limits(), Some(long_ago)),
+            Verdict::Close("drain")
+        );
+
+        let h2 = Arc::new(aged(1_000));
+        drop(h2.start_request(Version::HTTP_2));
+        h2.wrote();
+        assert_eq!(
+            h2.verdict(&limits(), Some(Instant::now())),
+            Verdict::Close("drain")
+        );
+    }
+}
