@@ -291,6 +291,73 @@ async fn test_late_trap() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn test_probe() {
+    // Everything the guest tries is real and reachable from the host: a file the host
+    // can read, a listening TCP socket, an HTTP port. The host process also has an
+    // environment (PATH at least). The guest must reach none of it.
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("secret.txt");
+    std::fs::write(&secret, b"host-only").unwrap();
+    let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let web = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    tcp.set_nonblocking(true).unwrap();
+    web.set_nonblocking(true).unwrap();
+    assert!(
+        std::env::vars().next().is_some(),
+        "the host has an environment"
+    );
+
+    let app = app(&entry("probe", guests::TEST_PROBE, &["/probe/*"], ""));
+    let uri = format!(
+        "/probe/sandbox?file={}&connect={}&url=http://{}/x",
+        secret.display(),
+        tcp.local_addr().unwrap(),
+        web.local_addr().unwrap()
+    );
+    let r = call(&app, "GET", &uri, "").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let report = r.json();
+    for attempt in [
+        "env",
+        "args",
+        "read_file",
+        "list_root",
+        "list_cwd",
+        "write_tmp",
+        "tcp_connect",
+        "udp_bind",
+        "dns",
+        "http",
+    ] {
+        assert_eq!(
+            report[attempt]["allowed"], false,
+            "{attempt} must be denied: {report:#}"
+        );
+    }
+    assert!(
+        report["http"]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("HttpRequestDenied"),
+        "outbound HTTP is refused by policy, not by chance: {report:#}"
+    );
+    for (what, listener) in [("TCP", &tcp), ("HTTP", &web)] {
+        assert_eq!(
+            listener.accept().map(|_| ()).unwrap_err().kind(),
+            std::io::ErrorKind::WouldBlock,
+            "the guest reached the host's {what} listener"
+        );
+    }
+    assert!(!r.text().contains("host-only"));
+
+    // An idle guest waits on the host's clock without holding anything up.
+    let r = call(&app, "GET", "/probe/sleep?ms=20", "").await;
+    assert_eq!(r.text(), "slept 20 ms\n");
+    let r = call(&app, "GET", "/probe/print?bytes=10", "").await;
+    assert_eq!(r.text(), "printed 10 bytes\n");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn test_not_http() {
     let manifest = Manifest::parse(
         Path::new("/virtual/wasmfn.toml"),
