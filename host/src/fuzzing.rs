@@ -1,0 +1,147 @@
+//! The properties the fuzz targets in `fuzz/` check, here so that the corpus replay test
+//! (`host/tests/fuzz_corpus.rs`) runs the very same checks on every `cargo test`. Each
+//! function takes arbitrary bytes and panics only when a property is broken.
+
+use std::path::Path;
+
+use http::{HeaderMap, HeaderName, HeaderValue};
+
+use crate::events::codec;
+use crate::manifest::Manifest;
+use crate::router::{RoutePattern, RouteTable};
+
+/// An HTTP request as the fuzzer writes it: `name: value` header lines, a blank line, the
+/// body. Lines that are not valid headers are skipped, as hyper would have refused them.
+fn request(data: &[u8]) -> (HeaderMap, &[u8]) {
+    let split = data
+        .windows(2)
+        .position(|w| w == b"\n\n")
+        .unwrap_or(data.len());
+    let (head, body) = (&data[..split], data.get(split + 2..).unwrap_or_default());
+    let mut headers = HeaderMap::new();
+    for line in head.split(|&b| b == b'\n') {
+        let Some(colon) = line.iter().position(|&b| b == b':') else {
+            continue;
+        };
+        let (name, value) = (&line[..colon], line[colon + 1..].trim_ascii());
+        if let (Ok(name), Ok(value)) =
+            (HeaderName::from_bytes(name), HeaderValue::from_bytes(value))
+        {
+            headers.append(name, value);
+        }
+    }
+    (headers, body)
+}
+
+/// CloudEvents decoding in all three modes: never panics, and whatever decodes encodes to
+/// something that decodes again to the same events (we never send what we would refuse).
+pub fn cloudevents(data: &[u8]) {
+    let (headers, body) = request(data);
+    let Some(mode) = codec::mode_of(&headers) else {
+        return;
+    };
+    let Ok(events) = codec::decode(mode, &headers, body) else {
+        return;
+    };
+    if events.is_empty() && mode != codec::Mode::Batch {
+        panic!("{mode:?} decoded to no event");
+    }
+    if events.is_empty() {
+        return;
+    }
+    let (out_headers, out_body) = codec::encode(mode, &events);
+    let again = codec::decode(mode, &out_headers, &out_body)
+        .unwrap_or_else(|e| panic!("our own {mode:?} encoding of {events:?} does not decode: {e}"));
+    assert_eq!(again, events, "{mode:?} round trip changed the events");
+}
+
+/// Manifest parsing: never panics; an error names the file and a line of it; a manifest
+/// that parses also renders to Knative objects.
+pub fn manifest(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let path = Path::new("/fuzz/wasmfn.toml");
+    match Manifest::parse(path, text) {
+        Ok(manifest) => {
+            let _ = crate::deploy::render(&manifest, "registry.example/wasmfn:fuzz");
+        }
+        Err(e) => {
+            let message = e.to_string();
+            let rest = message
+                .strip_prefix("/fuzz/wasmfn.toml:")
+                .unwrap_or_else(|| panic!("error does not name the file: {message}"));
+            let line: usize = rest
+                .split(':')
+                .next()
+                .and_then(|l| l.parse().ok())
+                .unwrap_or_else(|| panic!("error does not name a line: {message}"));
+            let lines = text.lines().count().max(1) + 1;
+            assert!(
+                (1..=lines).contains(&line),
+                "line {line} is outside the {lines}-line file: {message}"
+            );
+        }
+    }
+}
+
+/// Route matching: the table agrees with the rule it documents (an exact route first,
+/// then the longest prefix), checked against a plain scan. Input: one route per line, the
+/// last line is the path looked up.
+pub fn routes(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let mut lines: Vec<&str> = text.split('\n').collect();
+    let path = lines.pop().unwrap_or_default();
+    // Route i belongs to function i % 3, so duplicates within a function are also tried.
+    let patterns: Vec<(RoutePattern, usize)> = lines
+        .iter()
+        .enumerate()
+        .filter_map(|(i, l)| RoutePattern::parse(l).ok().map(|p| (p, i % 3)))
+        .collect();
+    let Ok(table) = RouteTable::build(patterns.clone()) else {
+        return;
+    };
+    let exact = patterns.iter().find_map(|(p, f)| match p {
+        RoutePattern::Exact(e) if e == path => Some(*f),
+        _ => None,
+    });
+    let expected = exact.or_else(|| {
+        patterns
+            .iter()
+            .filter_map(|(p, f)| match p {
+                RoutePattern::Prefix(prefix)
+                    if path == prefix
+                        || path
+                            .strip_prefix(prefix.as_str())
+                            .is_some_and(|rest| rest.starts_with('/')) =>
+                {
+                    Some((prefix.len(), *f))
+                }
+                _ => None,
+            })
+            .max_by_key(|(len, _)| *len)
+            .map(|(_, f)| f)
+    });
+    assert_eq!(
+        table.lookup(path),
+        expected,
+        "routes {patterns:?}, path {path:?}"
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_properties_hold_for_plain_inputs() {
+        super::cloudevents(
+            b"ce-specversion: 1.0\nce-id: 1\nce-source: /s\nce-type: t\ncontent-type: application/json\n\n{\"a\":1}",
+        );
+        super::manifest(
+            b"[[functions]]\nname = \"a\"\ncomponent = \"a.wasm\"\nroutes = [\"/a/*\"]\n",
+        );
+        super::manifest(b"[[functions]]\nname = \"A\"\n");
+        super::routes(b"/a/*\n/a/b\n/*\n/a/b/c");
+    }
+}
