@@ -224,11 +224,38 @@ fn bench_router(c: &mut Criterion) {
     });
 }
 
+/// What admission adds to every request: a slot of the host's in-flight limit, of the
+/// function's concurrency and of the instance pool, taken and returned (none of them full).
+fn bench_admission(c: &mut Criterion) {
+    use wasmfn::admission::Gate;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let gates = [
+        Gate::new(1000, "in flight"),
+        Gate::new(100, "concurrency"),
+        Gate::new(1000, "pool"),
+    ];
+    let wait = std::time::Duration::from_secs(1);
+    c.bench_function("admission/three-gates-enter-and-leave", |b| {
+        b.iter(|| {
+            runtime.block_on(async {
+                let a = gates[0].enter(wait).await.unwrap();
+                let b = gates[1].enter(wait).await.unwrap();
+                let c = gates[2].enter(wait).await.unwrap();
+                black_box((a, b, c))
+            })
+        })
+    });
+}
+
 criterion_group!(
     benches,
     bench_hello,
     bench_events,
     bench_observability,
-    bench_router
+    bench_router,
+    bench_admission
 );
 criterion_main!(benches);
