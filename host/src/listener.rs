@@ -15,7 +15,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{HeaderValue, Request, Response, StatusCode, Version, header};
+use http::{HeaderValue, Request, StatusCode, Version, header};
 use hyper::body::{Body, Frame, SizeHint};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
@@ -23,7 +23,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
-use crate::admission::{Gate, RETRY_AFTER};
+use crate::admission::Gate;
 use crate::engine::{BoxError, ResponseBody};
 use crate::manifest::ServerLimits;
 use crate::server::App;
@@ -221,20 +221,11 @@ where
 /// Answers one request on a connection over the limit with 503 and closes it.
 async fn refuse(stream: TcpStream, within: Duration) {
     let service = hyper::service::service_fn(|_req: Request<hyper::body::Incoming>| async {
-        let mut response = Response::new(http_body_util::Full::new(Bytes::from_static(
-            b"{\"error\":\"the host is at its connection limit, retry later\"}",
-        )));
-        *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
-        let headers = response.headers_mut();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        headers.insert(
-            header::RETRY_AFTER,
-            HeaderValue::from(RETRY_AFTER.as_secs()),
-        );
-        headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let mut response = crate::server::overloaded("the host is at its connection limit", &id);
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
         Ok::<_, Infallible>(response)
     });
     let builder = auto::Builder::new(TokioExecutor::new());

@@ -433,20 +433,31 @@ fn validate_name(ctx: &Ctx<'_>, name: &Spanned<String>) -> Result<String, Manife
 }
 
 fn parse_timeout(ctx: &Ctx<'_>, t: &Spanned<String>) -> Result<Duration, ManifestError> {
+    parse_duration(ctx, "timeout", t, MAX_TIMEOUT, "600s (Knative's limit)")
+}
+
+/// A duration for `key`: more than zero and at most `max` (`max_text` says it for people).
+fn parse_duration(
+    ctx: &Ctx<'_>,
+    key: &str,
+    t: &Spanned<String>,
+    max: Duration,
+    max_text: &str,
+) -> Result<Duration, ManifestError> {
     let d = humantime::parse_duration(t.get_ref()).map_err(|e| {
         ctx.error(
             t.span(),
             format!(
-                "`timeout` must be a duration such as \"5s\" or \"250ms\", got {:?}: {e}",
+                "`{key}` must be a duration such as \"5s\" or \"250ms\", got {:?}: {e}",
                 t.get_ref()
             ),
         )
     })?;
-    if d.is_zero() || d > MAX_TIMEOUT {
+    if d.is_zero() || d > max {
         return Err(ctx.error(
             t.span(),
             format!(
-                "`timeout` must be more than 0 and at most 600s (Knative's limit), got {:?}",
+                "`{key}` must be more than 0 and at most {max_text}, got {:?}",
                 t.get_ref()
             ),
         ));
@@ -503,33 +514,6 @@ fn parse_count(ctx: &Ctx<'_>, key: &str, n: &Spanned<i64>) -> Result<u32, Manife
     }
 }
 
-/// A duration for a `[server]` key: more than zero, at most an hour.
-fn parse_limit_duration(
-    ctx: &Ctx<'_>,
-    key: &str,
-    t: &Spanned<String>,
-) -> Result<Duration, ManifestError> {
-    let d = humantime::parse_duration(t.get_ref()).map_err(|e| {
-        ctx.error(
-            t.span(),
-            format!(
-                "`server.{key}` must be a duration such as \"10s\" or \"250ms\", got {:?}: {e}",
-                t.get_ref()
-            ),
-        )
-    })?;
-    if d.is_zero() || d > Duration::from_secs(3600) {
-        return Err(ctx.error(
-            t.span(),
-            format!(
-                "`server.{key}` must be more than 0 and at most 1h, got {:?}",
-                t.get_ref()
-            ),
-        ));
-    }
-    Ok(d)
-}
-
 fn server_limits(ctx: &Ctx<'_>, raw: &RawServer) -> Result<ServerLimits, ManifestError> {
     let mut limits = ServerLimits::default();
     if let Some(n) = &raw.max_connections {
@@ -552,7 +536,13 @@ fn server_limits(ctx: &Ctx<'_>, raw: &RawServer) -> Result<ServerLimits, Manifes
         ("idle_timeout", &raw.idle_timeout, &mut limits.idle_timeout),
     ] {
         if let Some(t) = value {
-            *slot = parse_limit_duration(ctx, key, t)?;
+            *slot = parse_duration(
+                ctx,
+                &format!("server.{key}"),
+                t,
+                Duration::from_secs(3600),
+                "1h",
+            )?;
         }
     }
     Ok(limits)

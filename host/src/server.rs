@@ -342,8 +342,9 @@ fn retry_after() -> HeaderValue {
     HeaderValue::from(RETRY_AFTER.as_secs())
 }
 
-/// 503 for a request refused because a limit stayed full for the whole queue timeout.
-fn overloaded(reason: &str, request_id: &str) -> Response<ResponseBody> {
+/// 503 for a request refused because a limit stayed full (for the whole queue timeout, or
+/// at once for a connection over the limit).
+pub(crate) fn overloaded(reason: &str, request_id: &str) -> Response<ResponseBody> {
     let mut response = json(
         StatusCode::SERVICE_UNAVAILABLE,
         &serde_json::json!({
