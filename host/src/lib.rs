@@ -6,6 +6,7 @@
 //! - [`router`]: path → function;
 //! - [`engine`]: everything wasmtime (the only module that names it);
 //! - [`events`]: the CloudEvents HTTP binding, subscriptions and emitted events;
+//! - [`functions`]: which of a manifest's functions are loaded (an LRU), loading on demand;
 //! - [`server`]: routing, request ids, admission and status codes;
 //! - [`listener`]: the HTTP/1.1 + h2c listener: connection limits, timeouts, draining;
 //! - [`admission`]: the bounded slots behind every 503;
@@ -21,6 +22,7 @@ pub mod cli;
 pub mod deploy;
 pub mod engine;
 pub mod events;
+pub mod functions;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod listener;

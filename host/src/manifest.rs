@@ -51,6 +51,7 @@ struct RawManifest {
 struct RawServer {
     max_connections: Option<Spanned<i64>>,
     max_in_flight: Option<Spanned<i64>>,
+    loaded_functions: Option<Spanned<i64>>,
     queue_timeout: Option<Spanned<String>>,
     header_timeout: Option<Spanned<String>>,
     idle_timeout: Option<Spanned<String>>,
@@ -103,6 +104,10 @@ pub struct ServerLimits {
     pub max_connections: u32,
     /// Requests being handled at once (HTTP and CloudEvents, waiting ones included).
     pub max_in_flight: u32,
+    /// Functions kept loaded (compiled code mapped, pre-instantiated) at once. Up to this
+    /// many are loaded, and checked, at start; the rest load on their first request, and
+    /// the least recently used are unloaded to make room.
+    pub loaded_functions: u32,
     /// How long a request may wait for a free slot (host, function or instance pool)
     /// before it is answered 503 with `Retry-After`.
     pub queue_timeout: Duration,
@@ -113,11 +118,17 @@ pub struct ServerLimits {
     pub idle_timeout: Duration,
 }
 
+/// Functions kept loaded by default: a manifest of up to this many is loaded and checked
+/// whole at start, and start-up stays in milliseconds (each load maps a precompiled
+/// component, ~0.5-1 ms) however many functions are configured.
+pub const DEFAULT_LOADED_FUNCTIONS: u32 = 100;
+
 impl Default for ServerLimits {
     fn default() -> Self {
         Self {
             max_connections: 10_000,
             max_in_flight: 1_000,
+            loaded_functions: DEFAULT_LOADED_FUNCTIONS,
             queue_timeout: Duration::from_secs(1),
             header_timeout: Duration::from_secs(10),
             // Longer than the idle timeout of Go's HTTP transport (90 s), which Knative's
@@ -522,6 +533,9 @@ fn server_limits(ctx: &Ctx<'_>, raw: &RawServer) -> Result<ServerLimits, Manifes
     if let Some(n) = &raw.max_in_flight {
         limits.max_in_flight = parse_count(ctx, "server.max_in_flight", n)?;
     }
+    if let Some(n) = &raw.loaded_functions {
+        limits.loaded_functions = parse_count(ctx, "server.loaded_functions", n)?;
+    }
     for (key, value, slot) in [
         (
             "queue_timeout",
@@ -680,12 +694,13 @@ component = "/abs/echo.cwasm"
     #[test]
     fn limits_resolve_with_defaults_and_bad_server_keys_name_the_line() {
         let m = parse(
-            "[server]\nmax_in_flight = 64\nqueue_timeout = \"250ms\"\n\n\
+            "[server]\nmax_in_flight = 64\nloaded_functions = 3\nqueue_timeout = \"250ms\"\n\n\
              [[functions]]\nname = \"a\"\ncomponent = \"a.wasm\"\nconcurrency = 4\nmax_body = \"1KiB\"\n\n\
              [[functions]]\nname = \"b\"\ncomponent = \"b.wasm\"\n",
         )
         .unwrap();
         assert_eq!(m.server.max_in_flight, 64);
+        assert_eq!(m.server.loaded_functions, 3);
         assert_eq!(m.server.queue_timeout, Duration::from_millis(250));
         assert_eq!(
             m.server.max_connections,

@@ -16,11 +16,12 @@ use tracing::Instrument;
 
 use crate::admission::{Gate, RETRY_AFTER};
 use crate::engine::{
-    BoxError, Emit, EmitContext, Engine, EventOutcome, Function, InvokeError, LoadError,
-    ResponseBody,
+    BoxError, Emit, EmitContext, Engine, EventOutcome, Function, InvokeError, ResponseBody,
 };
 use crate::events::outbox::Outbox;
 use crate::events::{DecodeError, EventOptions, Mode, Subscription, codec};
+pub use crate::functions::FunctionLoadError;
+use crate::functions::Functions;
 use crate::manifest::{Manifest, RESERVED_PREFIX, ServerLimits};
 use crate::router::RouteTable;
 
@@ -35,7 +36,7 @@ pub const HOP_LIMIT: u32 = 32;
 
 /// Every function of a manifest, loaded and routed.
 pub struct App {
-    functions: Vec<Function>,
+    functions: Arc<Functions>,
     routes: RouteTable,
     /// (function index, subscription), in manifest order.
     subscriptions: Vec<(usize, Subscription)>,
@@ -45,18 +46,6 @@ pub struct App {
     limits: ServerLimits,
     /// Requests being handled (waiting for a slot or running), health checks aside.
     in_flight: Gate,
-}
-
-/// A function that could not be loaded, named with where the manifest declares it.
-#[derive(Debug, thiserror::Error)]
-#[error("{at}: function `{function}`: {source}")]
-pub struct FunctionLoadError {
-    /// The manifest location of the function's `component` key.
-    pub at: crate::manifest::Location,
-    /// The function's name.
-    pub function: String,
-    /// What went wrong.
-    pub source: Box<LoadError>,
 }
 
 impl App {
@@ -72,25 +61,7 @@ impl App {
         engine: &Engine,
         events: EventOptions,
     ) -> Result<Arc<Self>, FunctionLoadError> {
-        let functions = manifest
-            .functions
-            .iter()
-            .map(|spec| {
-                let started = Instant::now();
-                let f = engine.load(spec).map_err(|source| FunctionLoadError {
-                    at: spec.component_at.clone(),
-                    function: spec.name.clone(),
-                    source: Box::new(source),
-                })?;
-                tracing::info!(
-                    function = %spec.name,
-                    component = %spec.component.display(),
-                    elapsed_us = started.elapsed().as_micros() as u64,
-                    "function loaded"
-                );
-                Ok(f)
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let functions = Functions::load(manifest, engine)?;
         let subscriptions = manifest
             .functions
             .iter()
@@ -124,11 +95,12 @@ impl App {
 
     /// The longest deadline of any function: how long a drain may have to wait.
     pub fn longest_timeout(&self) -> Duration {
-        self.functions
-            .iter()
-            .map(Function::timeout)
-            .max()
-            .unwrap_or(Duration::ZERO)
+        self.functions.longest_timeout()
+    }
+
+    /// The manifest's functions, loaded or not.
+    pub fn functions(&self) -> &Arc<Functions> {
+        &self.functions
     }
 
     /// Answers one request. Never fails: every error becomes a response.
@@ -192,7 +164,16 @@ impl App {
             tracing::debug!(%request_id, path, "no route");
             return with_request_id(not_found(&path, &request_id), &request_id);
         };
-        let function = &self.functions[index];
+        let function = match self.functions.get(index).await {
+            Ok(function) => function,
+            Err(e) => {
+                return with_request_id(
+                    self.unloadable(index, &e, &request_id, &path, started),
+                    &request_id,
+                );
+            }
+        };
+        let function = &function;
         let method = req.method().clone();
 
         // HTTP/1.0 clients may omit Host, but wasi:http requires an authority.
@@ -303,6 +284,37 @@ impl App {
         };
         self.metrics.responded();
         with_request_id(response, &request_id)
+    }
+
+    /// A function that failed to load on its first request: 500, with the reason in the
+    /// log under the request id.
+    fn unloadable(
+        &self,
+        index: usize,
+        error: &FunctionLoadError,
+        request_id: &str,
+        path: &str,
+        started: Instant,
+    ) -> Response<ResponseBody> {
+        let (name, status) = (
+            self.functions.name(index),
+            StatusCode::INTERNAL_SERVER_ERROR,
+        );
+        self.metrics.request(
+            self.functions.label(index),
+            status.as_u16(),
+            started.elapsed(),
+        );
+        tracing::error!(function = name, %request_id, path, status = status.as_u16(), error = %error, "request failed: function could not be loaded");
+        self.metrics.responded();
+        json(
+            status,
+            &serde_json::json!({
+                "error": format!("function `{name}` could not be loaded; see the log for this request id"),
+                "function": name,
+                "request_id": request_id,
+            }),
+        )
     }
 
     fn body_too_large(
@@ -509,7 +521,18 @@ impl App {
             let emit = emit.clone();
             async move {
                 let started = Instant::now();
-                let function = &self.functions[i];
+                let function = match self.functions.get(i).await {
+                    Ok(function) => function,
+                    Err(e) => {
+                        tracing::error!(function = self.functions.name(i), %request_id, error = %e, "function could not be loaded");
+                        let error =
+                            InvokeError::Host(format!("the function could not be loaded: {e}"));
+                        self.metrics
+                            .event(self.functions.label(i), event.ty(), "error");
+                        return (i, Err(error));
+                    }
+                };
+                let function = &function;
                 let span = crate::telemetry::root_span(
                     "event",
                     function.name(),
@@ -540,7 +563,7 @@ impl App {
         let inline = inline_reply && results.len() == 1;
         let (mut retryable, mut rejected, mut reply) = (None, None, None);
         for (i, result) in results {
-            let function = self.functions[i].name().to_string();
+            let function = self.functions.name(i).to_string();
             match result {
                 Ok(EventOutcome::Reply(None)) => {}
                 Ok(EventOutcome::Reply(Some(mut out))) => {

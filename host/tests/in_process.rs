@@ -110,6 +110,132 @@ async fn echo() {
     );
 }
 
+/// A body that does not announce its length (like a chunked upload), in two chunks: the
+/// host cannot take the one-call path for it.
+struct Chunked(Vec<Bytes>);
+
+impl hyper::body::Body for Chunked {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        let next = (!self.0.is_empty()).then(|| Ok(hyper::body::Frame::data(self.0.remove(0))));
+        std::task::Poll::Ready(next)
+    }
+}
+
+/// An SDK function exports both `wasi:http/incoming-handler` and the one-call
+/// `http-handler`; the host picks by whether the body's length is known. Both must answer
+/// the same, including when the guest fails.
+#[tokio::test(flavor = "multi_thread")]
+async fn sdk_functions_answer_alike_through_the_one_call_path_and_wasi_http() {
+    let app = app(&(entry("echo", guests::ECHO, &["/echo/*"], "")
+        + &entry("trap", guests::TEST_TRAP, &["/trap"], "")));
+    let body = Bytes::from_static(b"first half, second half");
+    let (a, b) = body.split_at(11);
+    let streamed = |uri: &str| {
+        http::Request::post(uri)
+            .header("host", "example.test")
+            .header("content-type", "text/plain")
+            .body(Chunked(vec![
+                Bytes::copy_from_slice(a),
+                Bytes::copy_from_slice(b),
+            ]))
+            .unwrap()
+    };
+    let whole = call_with(
+        &app,
+        "POST",
+        "/echo/x?y=1",
+        &[("content-type", "text/plain")],
+        body.clone(),
+    )
+    .await;
+    let response = app.handle(streamed("/echo/x?y=1")).await;
+    let (parts, streamed_body) = response.into_parts();
+    let streamed_body = streamed_body.collect().await.unwrap().to_bytes();
+    assert_eq!((whole.status, parts.status.as_u16()), (200, 200));
+    assert_eq!((&whole.body, &streamed_body), (&body, &body));
+    for h in [
+        "x-echo-method",
+        "x-echo-path",
+        "x-echo-query",
+        "content-type",
+    ] {
+        assert_eq!(whole.headers[h], parts.headers[h], "{h}");
+    }
+
+    let trapped = app.handle(streamed("/trap")).await;
+    assert_eq!(trapped.status(), 500);
+    assert_eq!(call(&app, "GET", "/trap", "").await.status, 500);
+}
+
+/// With more functions than `[server] loaded_functions`, the rest load on their first
+/// request and the least recently used are unloaded; every one keeps answering.
+#[tokio::test(flavor = "multi_thread")]
+async fn functions_past_the_loaded_limit_load_on_first_request_and_are_unloaded_lru() {
+    let mut text = "[server]\nloaded_functions = 2\n\n".to_string();
+    for i in 0..5 {
+        text += &entry(
+            &format!("f{i}"),
+            guests::HELLO,
+            &[&format!("/f{i}")],
+            "variables = { greeting = \"Hi\" }",
+        );
+    }
+    let many = app(&text);
+    assert_eq!(many.functions().len(), 5);
+    assert_eq!(
+        many.functions().loaded(),
+        2,
+        "the first two are loaded at start"
+    );
+    for round in 0..2 {
+        for i in (0..5).rev() {
+            let r = call(&many, "GET", &format!("/f{i}?name={round}"), "").await;
+            assert_eq!((r.status, r.text()), (200, format!("Hi, {round}!\n")));
+            assert!(
+                many.functions().loaded() <= 2,
+                "never more than the limit loaded"
+            );
+        }
+    }
+    // Ten first requests at once to a function that is not loaded: all answered.
+    let calls = (0..10).map(|_| call(&many, "GET", "/f4", ""));
+    for r in futures_util::future::join_all(calls).await {
+        assert_eq!(r.status, 200);
+    }
+
+    // A component that turns out broken when first needed is a 500 naming the request.
+    let dir = tempfile::tempdir().unwrap();
+    let broken = dir.path().join("broken.wasm");
+    std::fs::write(&broken, b"not wasm").unwrap();
+    let text = "[server]\nloaded_functions = 1\n\n".to_string()
+        + &entry("ok", guests::HELLO, &["/ok"], "")
+        + &entry("broken", broken.to_str().unwrap(), &["/broken"], "");
+    let partly_broken = app(&text);
+    let r = call(&partly_broken, "GET", "/broken", "").await;
+    assert_eq!(r.status, 500);
+    assert_eq!(r.json()["function"], "broken");
+    assert_eq!(call(&partly_broken, "GET", "/ok", "").await.status, 200);
+    // A component path that does not exist fails the start even past the limit.
+    let text = "[server]\nloaded_functions = 1\n\n".to_string()
+        + &entry("ok", guests::HELLO, &["/ok"], "")
+        + &entry("missing", "/nonexistent/missing.wasm", &["/m"], "");
+    let manifest = Manifest::parse(Path::new("/virtual/wasmfn.toml"), &text).unwrap();
+    let err = App::load(&manifest, &engine(None))
+        .err()
+        .expect("start fails")
+        .to_string();
+    assert!(
+        err.contains("missing") && err.contains("/nonexistent/missing.wasm"),
+        "{err}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn core_model_api() {
     let app = app(&entry(

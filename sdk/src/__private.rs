@@ -21,6 +21,27 @@ where
     crate::event::into_handler_result(handler(event.into()).into_event_result())
 }
 
+/// Runs the handler on a request wasmfn handed over whole (`wasmfn:function/http-handler`),
+/// and returns the whole response. wasmfn sets `content-length` itself.
+pub fn serve_whole<F, R>(
+    whole: crate::wit::exports::wasmfn::function::http_handler::Request,
+    handler: F,
+) -> crate::wit::exports::wasmfn::function::http_handler::Response
+where
+    F: FnOnce(Request) -> R,
+    R: IntoResponse,
+{
+    let mut request = Request::new(&whole.method, &whole.path_with_query);
+    request.headers = whole.headers;
+    request.body = whole.body;
+    let response = handler(request).into_response();
+    crate::wit::exports::wasmfn::function::http_handler::Response {
+        status: response.status,
+        headers: response.headers,
+        body: response.body,
+    }
+}
+
 /// Reads the request, runs the handler, writes the response.
 pub fn serve<F, R>(incoming: IncomingRequest, out: ResponseOutparam, handler: F)
 where

@@ -2,8 +2,9 @@
 //!
 //! An HTTP handler is a plain function from [`Request`] to anything that implements
 //! [`IntoResponse`]; the [`http`] attribute exports it as the standard
-//! `wasi:http/incoming-handler`, so the component runs on wasmfn, `wasmtime serve` and any
-//! other `wasi:http` host unchanged.
+//! `wasi:http/incoming-handler`, so the component runs on any `wasi:http` host that provides
+//! its imports, and also as `wasmfn:function/http-handler`, the one-call fast path wasmfn
+//! takes when a request's body is small and of known length.
 //!
 //! An event handler is a plain function from [`CloudEvent`] to an optional reply; the
 //! [`event`] attribute exports it as `wasmfn:function/event-handler`. [`emit`] sends further

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
+use wasmfn_benches::rss_kib;
 
 /// What a request of the mix is and which statuses are right for it.
 struct Kind {
@@ -139,17 +140,6 @@ timeout = "50ms"
     path
 }
 
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        })
-        .unwrap_or(0)
-}
-
 #[derive(Default)]
 struct Tally {
     /// (kind index, status or error) -> count.
@@ -254,11 +244,7 @@ async fn client(addr: SocketAddr, seed: u64, stop: Arc<AtomicBool>) -> Tally {
 }
 
 fn main() {
-    let root = Path::new(wasmfn_guest_artifacts::GUESTS_DIR)
-        .parent()
-        .unwrap()
-        .to_path_buf();
-    let mut wasmfn = root.join("target/release/wasmfn");
+    let mut wasmfn = wasmfn_benches::repo_root().join("target/release/wasmfn");
     let (mut seconds, mut connections) = (60u64, 256usize);
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {

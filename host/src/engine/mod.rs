@@ -8,6 +8,7 @@ mod epoch;
 mod events;
 mod output;
 mod state;
+mod whole;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -75,6 +76,11 @@ pub struct EngineOptions {
     /// How long an invocation may wait for a slot (its function's concurrency, the
     /// instance pool) before it fails with [`InvokeError::Overloaded`].
     pub queue_timeout: Duration,
+    /// Per-request deadlines (epoch checks compiled into guest code, the epoch callback
+    /// and a timer per request). Always on in the host; off only so the benchmarks can
+    /// measure what deadlines cost.
+    #[doc(hidden)]
+    pub deadlines: bool,
 }
 
 impl Default for EngineOptions {
@@ -86,6 +92,7 @@ impl Default for EngineOptions {
             cache: None,
             metrics: Arc::default(),
             queue_timeout: crate::manifest::ServerLimits::default().queue_timeout,
+            deadlines: true,
         }
     }
 }
@@ -181,10 +188,12 @@ pub enum InvokeError {
     Host(String),
 }
 
-/// The wasmtime engine and linker shared by every function.
+/// The wasmtime engine and linker shared by every function. Cheap to clone: the host
+/// keeps one to load functions on their first request.
+#[derive(Clone)]
 pub struct Engine {
     engine: wasmtime::Engine,
-    linker: Linker<State>,
+    linker: Arc<Linker<State>>,
     pooling: bool,
     cache: Option<CacheDir>,
     // Shared with every Function: a loaded function must never outlive its deadlines.
@@ -194,6 +203,7 @@ pub struct Engine {
     // queues briefly and then answers 503, instead of failing inside wasmtime.
     instances: Gate,
     queue_timeout: Duration,
+    deadlines: bool,
 }
 
 impl Engine {
@@ -205,7 +215,7 @@ impl Engine {
 
     fn build(options: &EngineOptions) -> wasmtime::Result<Self> {
         let (engine, pooling) = match options.pooling {
-            PoolingMode::Off => (wasmtime::Engine::new(&base_config())?, false),
+            PoolingMode::Off => (wasmtime::Engine::new(&base_config(options))?, false),
             PoolingMode::On => (wasmtime::Engine::new(&pooling_config(options))?, true),
             // Creating a pooling engine reserves the pool's address space up front, so it
             // is its own probe: where `ulimit -v` or the kernel refuses, fall back.
@@ -213,7 +223,7 @@ impl Engine {
                 Ok(engine) => (engine, true),
                 Err(e) => {
                     tracing::warn!(error = %e, "pooling allocator unavailable, allocating instances on demand");
-                    (wasmtime::Engine::new(&base_config())?, false)
+                    (wasmtime::Engine::new(&base_config(options))?, false)
                 }
             },
         };
@@ -234,13 +244,14 @@ impl Engine {
             .set_pool_capacity(if pooling { options.pool_instances } else { 0 });
         Ok(Self {
             engine,
-            linker,
+            linker: Arc::new(linker),
             pooling,
             cache: options.cache.clone(),
             epoch,
             metrics: options.metrics.clone(),
             instances: Gate::new(options.pool_instances.max(1), "the instance pool"),
             queue_timeout: options.queue_timeout,
+            deadlines: options.deadlines,
         })
     }
 
@@ -298,6 +309,7 @@ impl Engine {
             ))
         })?;
         let http = ProxyPre::new(instance_pre.clone());
+        let whole = whole::WholePre::new(instance_pre.clone()).ok();
         let events = EventsPre::new(instance_pre);
         let http = match http {
             Ok(pre) => Some(pre),
@@ -322,6 +334,7 @@ impl Engine {
                 name: spec.name.clone(),
                 label: crate::metrics::intern(&spec.name),
                 metrics: self.metrics.clone(),
+                whole: whole.filter(|_| http.is_some()),
                 http,
                 events,
                 timeout: spec.timeout,
@@ -333,6 +346,7 @@ impl Engine {
                     .map(|n| Gate::new(n, format!("function `{}`'s concurrency", spec.name))),
                 instances: self.instances.clone(),
                 queue_timeout: self.queue_timeout,
+                deadlines: self.deadlines,
                 _epoch: self.epoch.clone(),
             }),
         })
@@ -450,11 +464,11 @@ fn invalid(path: &Path, e: &wasmtime::Error) -> LoadError {
     }
 }
 
-fn base_config() -> Config {
+fn base_config(options: &EngineOptions) -> Config {
     let mut config = Config::new();
     // Epochs, not fuel: checking an epoch costs a load and compare at loop headers and
     // function entries, and one ticker thread serves every store (see epoch.rs).
-    config.epoch_interruption(true);
+    config.epoch_interruption(options.deadlines);
     config.wasm_component_model(true);
     // Copy-on-write memory images make instantiating a data-heavy component cost page
     // mappings, not copies (on by default; stated because the design depends on it).
@@ -483,12 +497,15 @@ fn pooling_config(options: &EngineOptions) -> Config {
     pool.max_memory_size(usize::try_from(options.max_memory).unwrap_or(usize::MAX));
     // Returning a slot to the pool normally madvise()s its pages away, which costs a
     // syscall, a TLB shootdown on every core and a page fault per page on the next
-    // request. Zeroing the first pages in place instead is cheaper for the small heaps
-    // and stacks that handlers touch (measured in benches/README.md).
+    // request. Resetting them in place is cheaper for the small heaps that handlers
+    // touch. Where the kernel has PAGEMAP_SCAN (Linux 6.7+), only the pages the guest
+    // wrote are reset; without it, the first KEEP_RESIDENT_BYTES are zeroed whole, which
+    // for a 1 MiB window was a fifth of a request (benches/README.md).
+    pool.pagemap_scan(wasmtime::Enabled::Auto);
     pool.linear_memory_keep_resident(KEEP_RESIDENT_BYTES);
     pool.table_keep_resident(KEEP_RESIDENT_BYTES / 8);
     pool.async_stack_keep_resident(KEEP_RESIDENT_BYTES / 8);
-    let mut config = base_config();
+    let mut config = base_config(options);
     config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     config
 }
@@ -504,6 +521,8 @@ struct FunctionInner {
     label: &'static str,
     metrics: Arc<crate::metrics::Metrics>,
     http: Option<ProxyPre<State>>,
+    /// The one-call HTTP export, beside `http` (see whole.rs).
+    whole: Option<whole::WholePre<State>>,
     events: Option<EventsPre<State>>,
     timeout: Duration,
     memory: u64,
@@ -512,6 +531,7 @@ struct FunctionInner {
     concurrency: Option<Gate>,
     instances: Gate,
     queue_timeout: Duration,
+    deadlines: bool,
     _epoch: Arc<EpochTicker>,
 }
 
@@ -587,6 +607,16 @@ impl Function {
                 f.name
             )));
         };
+        if let Some(whole) = &f.whole
+            && hyper::body::Body::size_hint(request.body())
+                .exact()
+                .is_some_and(|n| n <= whole::MAX_WHOLE_BODY)
+        {
+            // Boxed here, before any await: a body type carrying the caller's closures in
+            // this future trips rustc's check that the future is Send.
+            let request = request.map(|body| body.map_err(Into::into).boxed_unsync());
+            return self.handle_whole(whole, request, request_id, emit).await;
+        }
         let admitted = self.admit().await?;
         let mut store = self.new_store(pre.engine(), emit);
 
@@ -612,7 +642,7 @@ impl Function {
             (req, out)
         };
 
-        let timeout = f.timeout;
+        let (timeout, deadline) = (f.timeout, f.deadline());
         let (name, id) = (f.name.clone(), request_id.to_string());
         let (metrics, label) = (f.metrics.clone(), f.label);
         // The guest runs in its own task so it can keep streaming the body after the
@@ -639,11 +669,7 @@ impl Function {
                     .instrument(handle_span)
                     .await
             };
-            let result = match tokio::time::timeout(timeout, run).await {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(e)) => Err(classify(e, timeout)),
-                Err(_elapsed) => Err(InvokeError::Deadline(timeout)),
-            };
+            let result = settle(within(deadline, run).await, timeout);
             store.data_mut().log_output(&name, &id);
             // Before the head, `handle` turns the error into a status and the server logs
             // it; after the head, this is the only place that still knows.
@@ -697,6 +723,9 @@ impl Function {
         // At every tick a computing guest either passes its deadline (a trap, 504) or
         // yields to the scheduler: a guest spinning on the CPU holds a worker thread for
         // at most one tick at a time, so it cannot starve the other requests.
+        if !f.deadlines {
+            return store;
+        }
         let deadline = Instant::now() + f.timeout;
         store.epoch_deadline_callback(move |_| {
             Ok(if Instant::now() >= deadline {
@@ -745,13 +774,80 @@ impl Function {
                 .instrument(handle_span)
                 .await
         };
-        let result = match tokio::time::timeout(f.timeout, run).await {
-            Ok(Ok(result)) => Ok(result),
-            Ok(Err(e)) => Err(classify(e, f.timeout)),
-            Err(_elapsed) => Err(InvokeError::Deadline(f.timeout)),
-        };
+        let result = settle(within(f.deadline(), run).await, f.timeout);
         store.data_mut().log_output(&f.name, request_id);
         events::outcome(result?, &f.name).map_err(InvokeError::InvalidReply)
+    }
+
+    /// [`Function::handle`] for a request with a small body of known length, through the
+    /// one-call export: read the body, call once, send the whole response.
+    async fn handle_whole(
+        &self,
+        pre: &whole::WholePre<State>,
+        request: hyper::Request<UnsyncBoxBody<Bytes, BoxError>>,
+        request_id: &str,
+        emit: Option<EmitContext>,
+    ) -> Result<hyper::Response<ResponseBody>, InvokeError> {
+        let f = &self.inner;
+        let _admitted = self.admit().await?;
+        let mut store = self.new_store(pre.engine(), emit);
+        let _live = f.metrics.instance();
+        let (instantiate_span, handle_span) = (
+            crate::telemetry::child_span("instantiate"),
+            crate::telemetry::child_span("handle"),
+        );
+        // Reading the body counts against the deadline, as it does when the guest reads it.
+        let run = async {
+            let request = match whole::read_request(request).await {
+                Ok(r) => r,
+                Err(e) => return Ok(Err(e)),
+            };
+            let started = std::time::Instant::now();
+            let instance = pre
+                .instantiate_async(&mut store)
+                .instrument(instantiate_span)
+                .await?;
+            f.metrics.instantiated(f.label, started.elapsed());
+            instance
+                .wasmfn_function_http_handler()
+                .call_handle(&mut store, &request)
+                .instrument(handle_span)
+                .await
+                .map(Ok)
+        };
+        let result = settle(within(f.deadline(), run).await, f.timeout);
+        store.data_mut().log_output(&f.name, request_id);
+        whole::into_response(result??)
+    }
+}
+
+impl FunctionInner {
+    /// The per-request deadline, unless deadlines are off (benchmarks only).
+    fn deadline(&self) -> Option<Duration> {
+        self.deadlines.then_some(self.timeout)
+    }
+}
+
+/// How a guest call under a deadline ended, as the host reports it.
+fn settle<T>(
+    result: Result<wasmtime::Result<T>, tokio::time::error::Elapsed>,
+    timeout: Duration,
+) -> Result<T, InvokeError> {
+    match result {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(e)) => Err(classify(e, timeout)),
+        Err(_elapsed) => Err(InvokeError::Deadline(timeout)),
+    }
+}
+
+/// `fut`, stopped after `timeout` if there is one.
+async fn within<F: Future>(
+    timeout: Option<Duration>,
+    fut: F,
+) -> Result<F::Output, tokio::time::error::Elapsed> {
+    match timeout {
+        Some(t) => tokio::time::timeout(t, fut).await,
+        None => Ok(fut.await),
     }
 }
 

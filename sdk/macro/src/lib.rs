@@ -5,7 +5,8 @@ use proc_macro::TokenStream;
 use quote::quote;
 
 /// Exports a `fn(Request) -> impl IntoResponse` as the component's
-/// `wasi:http/incoming-handler`. See `wasmfn_sdk::http`.
+/// `wasi:http/incoming-handler` (for every host), and as `wasmfn:function/http-handler`
+/// (wasmfn's one-call fast path). See `wasmfn_sdk::http`.
 #[proc_macro_attribute]
 pub fn http(attr: TokenStream, item: TokenStream) -> TokenStream {
     let func = match handler("http", attr, item) {
@@ -25,6 +26,13 @@ pub fn http(attr: TokenStream, item: TokenStream) -> TokenStream {
                     response_out: ::wasmfn_sdk::wit::wasi::http::types::ResponseOutparam,
                 ) {
                     ::wasmfn_sdk::__private::serve(request, response_out, super::#name);
+                }
+            }
+            impl ::wasmfn_sdk::wit::exports::wasmfn::function::http_handler::Guest for Handler {
+                fn handle(
+                    request: ::wasmfn_sdk::wit::exports::wasmfn::function::http_handler::Request,
+                ) -> ::wasmfn_sdk::wit::exports::wasmfn::function::http_handler::Response {
+                    ::wasmfn_sdk::__private::serve_whole(request, super::#name)
                 }
             }
             ::wasmfn_sdk::wit::export!(Handler with_types_in ::wasmfn_sdk::wit);

@@ -1,0 +1,993 @@
+//! wasmfn side by side with `wasmtime serve` and a native hyper server, in one run on one
+//! machine, reported as ratios (the machines are shared and noisy, so only figures taken in
+//! the same run are compared).
+//!
+//! `cargo run --release -p wasmfn-benches --bin compare` builds what it needs (the release
+//! host, `native-hello`; wasmtime-cli 48 into `~/.cache/wasmfn-benches` if it is missing,
+//! once, ~15 min), then runs four sections and writes their table into benches/README.md
+//! between the `compare:begin` and `compare:end` markers:
+//!
+//! - **throughput**: wrk (1 thread) pinned to CPU 0, the server to CPU 1, keep-alive, the
+//!   servers alternated round by round; requests/s, p50, p99.
+//! - **cold start**: exec to the first 200, every scenario interleaved run by run.
+//! - **memory**: idle RSS; 1,000 functions configured, first-hit latency and RSS.
+//! - **in process**: one request through `App::handle` (route, fresh instance, handler,
+//!   body), p50/p99, and the throughput lost to per-request deadlines (on vs off).
+//!
+//! Options: `--rounds N` (3), `--seconds S` per wrk run (5), `--runs N` cold starts per
+//! scenario (30), `--only throughput|cold|memory|inprocess` (repeatable), `--no-write`.
+//! `RUST_BACKTRACE` is removed from every child (and in-process figures are taken without
+//! backtraces): with it set, every error value captures a backtrace.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use wasmfn::engine::{Engine, EngineOptions, PoolingMode};
+use wasmfn::manifest::Manifest;
+use wasmfn::server::App;
+use wasmfn_benches::{free_port, get_status, quantile, repo_root, rss_kib};
+
+const WASMTIME_VERSION: &str = "48.0.8";
+const COMPONENTIZE_PY_VERSION: &str = "0.25.1";
+/// The CPU the servers run on; the load generator gets the other one.
+const SERVER_CPU: &str = "1";
+const CLIENT_CPU: &str = "0";
+
+struct Options {
+    rounds: usize,
+    seconds: u64,
+    runs: usize,
+    only: Vec<String>,
+    write: bool,
+}
+
+impl Options {
+    fn parse() -> Self {
+        let mut o = Options {
+            rounds: 3,
+            seconds: 5,
+            runs: 30,
+            only: Vec::new(),
+            write: true,
+        };
+        let mut args = std::env::args().skip(1);
+        while let Some(arg) = args.next() {
+            let mut value = || args.next().unwrap_or_else(|| panic!("{arg} needs a value"));
+            match arg.as_str() {
+                "--rounds" => o.rounds = value().parse().expect("--rounds N"),
+                "--seconds" => o.seconds = value().parse().expect("--seconds S"),
+                "--runs" => o.runs = value().parse().expect("--runs N"),
+                "--only" => o.only.push(value()),
+                "--no-write" => o.write = false,
+                "compare" | "--bench" => {}
+                other => {
+                    panic!("unknown argument {other}; see the top of benches/src/bin/compare.rs")
+                }
+            }
+        }
+        o
+    }
+
+    fn wants(&self, section: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|s| s == section)
+    }
+}
+
+/// The programs under test.
+struct Tools {
+    wasmfn: PathBuf,
+    native: PathBuf,
+    wasmtime: PathBuf,
+}
+
+fn cache_dir() -> PathBuf {
+    std::env::var_os("WASMFN_BENCH_CACHE")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache/wasmfn-benches")))
+        .expect("set HOME or WASMFN_BENCH_CACHE")
+}
+
+fn run(cmd: &mut Command, what: &str) {
+    let status = cmd
+        .env_remove("RUST_BACKTRACE")
+        .status()
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert!(status.success(), "{what} failed: {status}");
+}
+
+fn tools() -> Tools {
+    let root = repo_root();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    run(
+        Command::new(&cargo)
+            .current_dir(&root)
+            .args(["build", "--release", "-p", "wasmfn", "-p", "wasmfn-benches"])
+            .args(["--bin", "wasmfn", "--bin", "native-hello"]),
+        "building the release host",
+    );
+    let cache = cache_dir();
+    let wasmtime = match std::env::var_os("WASMTIME") {
+        Some(path) => PathBuf::from(path),
+        None => {
+            let install = cache.join(format!("wasmtime-{WASMTIME_VERSION}"));
+            let bin = install.join("bin/wasmtime");
+            if !bin.is_file() {
+                eprintln!(
+                    "installing wasmtime-cli {WASMTIME_VERSION} into {} (once; ~15 min on 2 cores)",
+                    install.display()
+                );
+                run(
+                    Command::new(&cargo)
+                        .args(["install", "wasmtime-cli", "--locked", "--version"])
+                        .arg(format!("={WASMTIME_VERSION}"))
+                        .arg("--root")
+                        .arg(&install),
+                    "cargo install wasmtime-cli",
+                );
+            }
+            bin
+        }
+    };
+    Tools {
+        wasmfn: root.join("target/release/wasmfn"),
+        native: root.join("target/release/native-hello"),
+        wasmtime,
+    }
+}
+
+/// Builds `guests/python-hello` with componentize-py (installed into a venv in the cache
+/// dir): an 18 MB interpreter-based component. None, saying why, where PyPI is unreachable.
+fn python_component(work: &Path) -> Option<PathBuf> {
+    let venv = cache_dir().join("py");
+    let tool = venv.join("bin/componentize-py");
+    if !tool.is_file() {
+        let ok = Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(&venv)
+            .status()
+            .is_ok_and(|s| s.success())
+            && Command::new(venv.join("bin/pip"))
+                .args(["install", "--quiet"])
+                .arg(format!("componentize-py=={COMPONENTIZE_PY_VERSION}"))
+                .status()
+                .is_ok_and(|s| s.success());
+        if !ok {
+            eprintln!("SKIPPED the interpreter component: could not install componentize-py");
+            return None;
+        }
+    }
+    let root = repo_root();
+    let out = work.join("python_hello.wasm");
+    let built = Command::new(&tool)
+        .arg("-d")
+        .arg(root.join("wit"))
+        .args(["-w", "wasi:http/proxy@0.2.12", "componentize", "app", "-p"])
+        .arg(root.join("guests/python-hello"))
+        .arg("-o")
+        .arg(&out)
+        .current_dir(work)
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !built {
+        eprintln!("SKIPPED the interpreter component: componentize-py failed");
+        return None;
+    }
+    Some(out)
+}
+
+/// A server the harness starts: what to exec, and the path that answers 200.
+#[derive(Clone)]
+struct Server {
+    name: String,
+    program: PathBuf,
+    args: Vec<String>,
+    path: String,
+}
+
+impl Server {
+    fn native(tools: &Tools) -> Self {
+        Server {
+            name: "native hyper hello".into(),
+            program: tools.native.clone(),
+            args: vec!["--listen".into(), "127.0.0.1:{port}".into()],
+            path: "/hello?name=bench".into(),
+        }
+    }
+
+    fn wasmfn(tools: &Tools, name: &str, manifest: &Path, cache: &Path, path: &str) -> Self {
+        Server {
+            name: name.into(),
+            program: tools.wasmfn.clone(),
+            args: vec![
+                "serve".into(),
+                "--listen".into(),
+                "127.0.0.1:{port}".into(),
+                "--manifest".into(),
+                manifest.display().to_string(),
+                "--cache-dir".into(),
+                cache.display().to_string(),
+            ],
+            path: path.into(),
+        }
+    }
+
+    fn wasmtime(tools: &Tools, name: &str, component: &Path, path: &str) -> Self {
+        Server {
+            name: name.into(),
+            program: tools.wasmtime.clone(),
+            args: vec![
+                "serve".into(),
+                "-S".into(),
+                "cli".into(),
+                "-O".into(),
+                "pooling-allocator=y".into(),
+                "--allow-precompiled".into(),
+                "--addr".into(),
+                "127.0.0.1:{port}".into(),
+                component.display().to_string(),
+            ],
+            path: path.into(),
+        }
+    }
+
+    /// Starts the server on a fresh port, pinned to `cpu` if given.
+    fn spawn(&self, cpu: Option<&str>) -> (Child, u16) {
+        let port = free_port();
+        let args = self
+            .args
+            .iter()
+            .map(|a| a.replace("{port}", &port.to_string()));
+        let mut cmd = match cpu {
+            Some(cpu) => {
+                let mut c = Command::new("taskset");
+                c.args(["-c", cpu]).arg(&self.program);
+                c
+            }
+            None => Command::new(&self.program),
+        };
+        let child = cmd
+            .args(args)
+            .env_remove("RUST_BACKTRACE")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {}: {e}", self.name));
+        (child, port)
+    }
+
+    /// Exec to the first 200, in milliseconds; the server is left running.
+    fn start(&self, cpu: Option<&str>) -> (Running, f64) {
+        let started = Instant::now();
+        let (mut child, port) = self.spawn(cpu);
+        loop {
+            match get_status(port, &self.path) {
+                Some(200) => break,
+                Some(other) => panic!("{}: GET {} answered {other}", self.name, self.path),
+                None => {
+                    if let Some(status) = child.try_wait().unwrap() {
+                        panic!("{} exited before answering: {status}", self.name);
+                    }
+                    assert!(
+                        started.elapsed() < Duration::from_secs(60),
+                        "{} did not answer within 60 s",
+                        self.name
+                    );
+                    std::thread::sleep(Duration::from_micros(200));
+                }
+            }
+        }
+        let ms = started.elapsed().as_secs_f64() * 1e3;
+        (Running { child, port }, ms)
+    }
+}
+
+struct Running {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One wrk run's figures.
+#[derive(Clone, Copy)]
+struct Load {
+    rps: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+fn wrk(port: u16, path: &str, connections: u32, seconds: u64) -> Load {
+    let out = Command::new("taskset")
+        .args(["-c", CLIENT_CPU, "wrk", "-t1", "--latency"])
+        .arg(format!("-c{connections}"))
+        .arg(format!("-d{seconds}s"))
+        .arg(format!("http://127.0.0.1:{port}{path}"))
+        .output()
+        .expect("running wrk (apt-get install wrk)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "wrk failed: {text}");
+    assert!(
+        !text.contains("Non-2xx"),
+        "wrk saw non-2xx responses on {path}:\n{text}"
+    );
+    let field = |prefix: &str| {
+        text.lines()
+            .find_map(|l| l.trim().strip_prefix(prefix).map(str::trim))
+            .unwrap_or_else(|| panic!("no {prefix:?} in wrk's output:\n{text}"))
+            .to_string()
+    };
+    Load {
+        rps: field("Requests/sec:").parse().unwrap(),
+        p50_ms: wrk_ms(&field("50%")),
+        p99_ms: wrk_ms(&field("99%")),
+    }
+}
+
+/// wrk prints latencies as `276.00us`, `1.23ms` or `1.05s`.
+fn wrk_ms(v: &str) -> f64 {
+    let (number, scale) = if let Some(n) = v.strip_suffix("us") {
+        (n, 1e-3)
+    } else if let Some(n) = v.strip_suffix("ms") {
+        (n, 1.0)
+    } else if let Some(n) = v.strip_suffix('m') {
+        (n, 60e3)
+    } else if let Some(n) = v.strip_suffix('s') {
+        (n, 1e3)
+    } else {
+        panic!("wrk latency {v:?}")
+    };
+    number.parse::<f64>().unwrap() * scale
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    quantile(&mut v, 0.5)
+}
+
+fn range(v: &[f64], fmt: impl Fn(f64) -> String) -> String {
+    let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    if v.len() == 1 {
+        fmt(lo)
+    } else {
+        format!("{} ({}-{})", fmt(median(v.to_vec())), fmt(lo), fmt(hi))
+    }
+}
+
+/// Writes a manifest and fills a compile cache for it (`wasmfn compile --manifest`), as an
+/// image build would.
+fn manifest(tools: &Tools, dir: &Path, name: &str, text: &str, precompile: bool) -> PathBuf {
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(&path, text).unwrap();
+    if precompile {
+        run(
+            Command::new(&tools.wasmfn)
+                .args(["compile", "--manifest"])
+                .arg(&path)
+                .arg("--cache-dir")
+                .arg(dir.join(format!("{name}.cache")))
+                .stdout(Stdio::null()),
+            "wasmfn compile --manifest",
+        );
+    }
+    path
+}
+
+fn function(name: &str, component: &str, route: &str) -> String {
+    format!("[[functions]]\nname = {name:?}\ncomponent = {component:?}\nroutes = [{route:?}]\n")
+}
+
+fn hello(name: &str, route: &str) -> String {
+    function(name, wasmfn_guest_artifacts::HELLO, route) + "variables = { greeting = \"Hello\" }\n"
+}
+
+fn wasmtime_compile(tools: &Tools, wasm: &Path, out: &Path) {
+    run(
+        Command::new(&tools.wasmtime)
+            .arg("compile")
+            .arg(wasm)
+            .arg("-o")
+            .arg(out),
+        "wasmtime compile",
+    );
+}
+
+/// The report: rows of the table, in order.
+#[derive(Default)]
+struct Report {
+    rows: Vec<[String; 3]>,
+}
+
+impl Report {
+    fn section(&mut self, title: &str) {
+        self.rows
+            .push([format!("**{title}**"), String::new(), String::new()]);
+    }
+
+    fn row(
+        &mut self,
+        what: impl Into<String>,
+        figure: impl Into<String>,
+        ratio: impl Into<String>,
+    ) {
+        let row = [what.into(), figure.into(), ratio.into()];
+        println!("  {:<62} {:<36} {}", row[0], row[1], row[2]);
+        self.rows.push(row);
+    }
+}
+
+fn throughput(o: &Options, tools: &Tools, work: &Path, report: &mut Report) {
+    let raw = Path::new(wasmfn_guest_artifacts::RAW_WASI_HTTP);
+    let raw_cwasm = work.join("raw_wasi_http.cwasm");
+    wasmtime_compile(tools, raw, &raw_cwasm);
+    let m_hello = manifest(tools, work, "hello", &hello("hello", "/hello"), true);
+    let m_raw = manifest(
+        tools,
+        work,
+        "raw",
+        &function("raw", wasmfn_guest_artifacts::RAW_WASI_HTTP, "/raw/*"),
+        true,
+    );
+    let servers = [
+        Server::native(tools),
+        Server::wasmfn(
+            tools,
+            "wasmfn, SDK hello",
+            &m_hello,
+            &work.join("hello.cache"),
+            "/hello?name=bench",
+        ),
+        Server::wasmfn(
+            tools,
+            "wasmfn, standard wasi:http echo",
+            &m_raw,
+            &work.join("raw.cache"),
+            "/raw/bench",
+        ),
+        Server::wasmtime(
+            tools,
+            "wasmtime serve, standard wasi:http echo",
+            &raw_cwasm,
+            "/raw/bench",
+        ),
+    ];
+    let connections = [32u32, 64, 1];
+    // results[server][connections] = one Load per round
+    let mut results = vec![vec![Vec::<Load>::new(); connections.len()]; servers.len()];
+    for round in 0..o.rounds {
+        for k in 0..servers.len() {
+            // Rotate the order each round, so no server always runs first or last.
+            let i = (k + round) % servers.len();
+            let (running, _) = servers[i].start(Some(SERVER_CPU));
+            wrk(running.port, &servers[i].path, 32, 1); // warm-up
+            for (c, &n) in connections.iter().enumerate() {
+                let load = wrk(running.port, &servers[i].path, n, o.seconds);
+                eprintln!(
+                    "round {round} {:<42} c={n:<3} {:>9.0} rps  p50 {:>7.3} ms  p99 {:>7.3} ms",
+                    servers[i].name, load.rps, load.p50_ms, load.p99_ms
+                );
+                results[i][c].push(load);
+            }
+        }
+    }
+    report.section(&format!(
+        "Throughput: wrk -t1 on CPU {CLIENT_CPU}, server on CPU {SERVER_CPU}, keep-alive, {} rounds x {} s, servers alternated",
+        o.rounds, o.seconds
+    ));
+    let med =
+        |i: usize, c: usize, f: fn(&Load) -> f64| median(results[i][c].iter().map(f).collect());
+    for (c, &n) in connections.iter().enumerate() {
+        let native_rps = med(0, c, |l| l.rps);
+        let native_p99 = med(0, c, |l| l.p99_ms);
+        let wasmtime_rps = med(3, c, |l| l.rps);
+        for (i, server) in servers.iter().enumerate() {
+            let rps: Vec<f64> = results[i][c].iter().map(|l| l.rps).collect();
+            let p50: Vec<f64> = results[i][c].iter().map(|l| l.p50_ms).collect();
+            let p99: Vec<f64> = results[i][c].iter().map(|l| l.p99_ms).collect();
+            let ratio = match i {
+                0 => "1 (native)".to_string(),
+                1 => format!(
+                    "{:.2}x native rps, p99 {:.2}x native",
+                    median(rps.clone()) / native_rps,
+                    median(p99.clone()) / native_p99
+                ),
+                2 => format!(
+                    "{:.2}x wasmtime serve rps, p99 {:.2}x native",
+                    median(rps.clone()) / wasmtime_rps,
+                    median(p99.clone()) / native_p99
+                ),
+                _ => format!("{:.2}x native rps", median(rps.clone()) / native_rps),
+            };
+            report.row(
+                format!("{}, {n} conn", server.name),
+                format!(
+                    "{} rps; p50 {} ms; p99 {} ms",
+                    range(&rps, |v| format!("{v:.0}")),
+                    range(&p50, |v| format!("{v:.3}")),
+                    range(&p99, |v| format!("{v:.3}"))
+                ),
+                ratio,
+            );
+        }
+    }
+}
+
+fn cold_start(o: &Options, tools: &Tools, work: &Path, report: &mut Report) {
+    let raw = Path::new(wasmfn_guest_artifacts::RAW_WASI_HTTP);
+    let raw_cwasm = work.join("cold_raw.cwasm");
+    wasmtime_compile(tools, raw, &raw_cwasm);
+    let one = function("raw", wasmfn_guest_artifacts::RAW_WASI_HTTP, "/raw/*");
+    let m_one = manifest(tools, work, "cold-one", &one, true);
+    // The ten example functions of the root manifest.
+    let root_manifest = repo_root().join("wasmfn.toml");
+    let ten = std::fs::read_to_string(&root_manifest).unwrap();
+    let ten = ten.replace(
+        "component = \"guests/",
+        &format!("component = \"{}/guests/", repo_root().display()),
+    );
+    let m_ten = manifest(tools, work, "cold-ten", &ten, true);
+    let empty = work.join("empty-cache");
+
+    let mut scenarios: Vec<(Server, Option<PathBuf>)> = vec![
+        (Server::native(tools), None),
+        (
+            Server::wasmfn(
+                tools,
+                "wasmfn, 1 function, .cwasm",
+                &m_one,
+                &work.join("cold-one.cache"),
+                "/raw/x",
+            ),
+            None,
+        ),
+        (
+            Server::wasmfn(
+                tools,
+                "wasmfn, 10 functions, .cwasm",
+                &m_ten,
+                &work.join("cold-ten.cache"),
+                "/hello",
+            ),
+            None,
+        ),
+        (
+            Server::wasmfn(
+                tools,
+                "wasmfn, 1 function, .wasm (compiled at start)",
+                &m_one,
+                &empty,
+                "/raw/x",
+            ),
+            Some(empty.clone()),
+        ),
+        (
+            Server::wasmfn(
+                tools,
+                "wasmfn, 10 functions, .wasm (compiled at start)",
+                &m_ten,
+                &empty,
+                "/hello",
+            ),
+            Some(empty.clone()),
+        ),
+        (
+            Server::wasmtime(
+                tools,
+                "wasmtime serve, 1 function, .cwasm",
+                &raw_cwasm,
+                "/raw/x",
+            ),
+            None,
+        ),
+        (
+            Server::wasmtime(tools, "wasmtime serve, 1 function, .wasm", raw, "/raw/x"),
+            None,
+        ),
+    ];
+    if let Some(python) = &python_component(work) {
+        let py_cwasm = work.join("python_hello.cwasm");
+        wasmtime_compile(tools, python, &py_cwasm);
+        let size = std::fs::metadata(python).map(|m| m.len()).unwrap_or(0);
+        let py = function("py", &python.display().to_string(), "/py/*");
+        let m_py = manifest(tools, work, "cold-py", &py, true);
+        scenarios.push((
+            Server::wasmfn(
+                tools,
+                &format!(
+                    "wasmfn, Python component ({:.0} MB), .cwasm",
+                    size as f64 / 1e6
+                ),
+                &m_py,
+                &work.join("cold-py.cache"),
+                "/py/x",
+            ),
+            None,
+        ));
+        scenarios.push((
+            Server::wasmtime(
+                tools,
+                &format!(
+                    "wasmtime serve, Python component ({:.0} MB), .cwasm",
+                    size as f64 / 1e6
+                ),
+                &py_cwasm,
+                "/py/x",
+            ),
+            None,
+        ));
+    }
+    let mut samples = vec![Vec::new(); scenarios.len()];
+    for _ in 0..o.runs {
+        for (i, (server, wipe)) in scenarios.iter().enumerate() {
+            if let Some(dir) = wipe {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+            let (running, ms) = server.start(None);
+            drop(running);
+            samples[i].push(ms);
+        }
+    }
+    report.section(&format!(
+        "Cold start: exec to the first 200, {} runs per scenario, interleaved",
+        o.runs
+    ));
+    let native = median(samples[0].clone());
+    let wasmtime_cwasm = median(samples[5].clone());
+    for (i, (server, _)) in scenarios.iter().enumerate() {
+        let mut s = samples[i].clone();
+        let p50 = quantile(&mut s, 0.5);
+        let p90 = quantile(&mut s, 0.9);
+        report.row(
+            server.name.clone(),
+            format!("p50 {p50:.2} ms; p90 {p90:.2} ms; min {:.2} ms", s[0]),
+            format!(
+                "{:.1}x native; {:.2}x wasmtime serve .cwasm",
+                p50 / native,
+                p50 / wasmtime_cwasm
+            ),
+        );
+    }
+}
+
+fn memory(tools: &Tools, work: &Path, report: &mut Report) {
+    report.section("Memory: RSS once the first 200 is answered (after 1 s idle)");
+    let root_manifest = repo_root().join("wasmfn.toml");
+    let ten = std::fs::read_to_string(&root_manifest).unwrap().replace(
+        "component = \"guests/",
+        &format!("component = \"{}/guests/", repo_root().display()),
+    );
+    let m_ten = manifest(tools, work, "mem-ten", &ten, true);
+    let raw_cwasm = work.join("mem_raw.cwasm");
+    wasmtime_compile(
+        tools,
+        Path::new(wasmfn_guest_artifacts::RAW_WASI_HTTP),
+        &raw_cwasm,
+    );
+    let idle = [
+        Server::native(tools),
+        Server::wasmfn(
+            tools,
+            "wasmfn, 10 functions",
+            &m_ten,
+            &work.join("mem-ten.cache"),
+            "/hello",
+        ),
+        Server::wasmtime(tools, "wasmtime serve, 1 function", &raw_cwasm, "/raw/x"),
+    ];
+    for server in &idle {
+        let (running, _) = server.start(None);
+        std::thread::sleep(Duration::from_secs(1));
+        let rss = rss_kib(running.child.id()) as f64 / 1024.0;
+        report.row(
+            format!("idle RSS, {}", server.name),
+            format!("{rss:.1} MiB"),
+            "",
+        );
+    }
+
+    // A thousand functions configured: each its own manifest entry and route, all built
+    // from the hello component (so one compile fills the cache for all of them).
+    let n = 1000;
+    let text: String = (0..n)
+        .map(|i| hello(&format!("f{i}"), &format!("/f/{i}")))
+        .collect();
+    let m_many = manifest(tools, work, "many", &text, true);
+    let server = Server::wasmfn(
+        tools,
+        "wasmfn, 1,000 functions",
+        &m_many,
+        &work.join("many.cache"),
+        "/f/0",
+    );
+    let (running, start_ms) = server.start(None);
+    std::thread::sleep(Duration::from_secs(1));
+    let pid = running.child.id();
+    let rss_start = rss_kib(pid) as f64 / 1024.0;
+    // First hits on functions nothing has called yet, spread over the manifest.
+    let mut first = Vec::new();
+    for i in (1..n).step_by(37) {
+        let t = Instant::now();
+        assert_eq!(get_status(running.port, &format!("/f/{i}")), Some(200));
+        first.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    let mut again = Vec::new();
+    for i in (1..n).step_by(37) {
+        let t = Instant::now();
+        assert_eq!(get_status(running.port, &format!("/f/{i}")), Some(200));
+        again.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    for i in 0..n {
+        assert_eq!(get_status(running.port, &format!("/f/{i}")), Some(200));
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let rss_all = rss_kib(pid) as f64 / 1024.0;
+    report.row(
+        "1,000 functions: exec to the first 200",
+        format!("{start_ms:.1} ms"),
+        "",
+    );
+    report.row(
+        "1,000 functions: RSS after start",
+        format!("{rss_start:.1} MiB"),
+        "goal <= 512 MiB",
+    );
+    report.row(
+        format!("1,000 functions: first hit of a function not yet called ({} functions, new connection)", first.len()),
+        format!(
+            "p50 {:.2} ms; max {:.2} ms",
+            median(first.clone()),
+            first.iter().copied().fold(0.0, f64::max)
+        ),
+        format!("second hit p50 {:.2} ms", median(again)),
+    );
+    report.row(
+        "1,000 functions: RSS after every function was called once",
+        format!("{rss_all:.1} MiB"),
+        "goal <= 512 MiB",
+    );
+}
+
+fn app(component: &str, route: &str, deadlines: bool) -> Arc<App> {
+    let mut text = function("f", component, route);
+    if component == wasmfn_guest_artifacts::HELLO {
+        text += "variables = { greeting = \"Hello\" }\n";
+    }
+    let manifest = Manifest::parse(Path::new("/bench/wasmfn.toml"), &text).unwrap();
+    let engine = Engine::new(&EngineOptions {
+        pooling: PoolingMode::On,
+        deadlines,
+        ..EngineOptions::default()
+    })
+    .unwrap();
+    App::load(&manifest, &engine).unwrap()
+}
+
+async fn one(app: &App, path: &'static str) {
+    let request = http::Request::get(path)
+        .header("host", "localhost")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let response = app.handle(request).await;
+    assert_eq!(response.status(), 200);
+    response.into_body().collect().await.unwrap();
+}
+
+/// An empty body that does not say it is empty, like a chunked upload: the host cannot
+/// take the one-call path for it and streams it through `wasi:http`.
+struct UnknownLength;
+
+impl hyper::body::Body for UnknownLength {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        std::task::Poll::Ready(None)
+    }
+}
+
+async fn one_streamed(app: &App, path: &'static str) {
+    let request = http::Request::get(path)
+        .header("host", "localhost")
+        .body(UnknownLength)
+        .unwrap();
+    let response = app.handle(request).await;
+    assert_eq!(response.status(), 200);
+    response.into_body().collect().await.unwrap();
+}
+
+fn in_process(o: &Options, report: &mut Report) {
+    // Like a host pinned to one core: one thread runs everything.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    report.section("In process: one request through App::handle (route, fresh instance, handler, body), current-thread runtime");
+    let cases = [
+        (
+            "SDK hello (one-call path)",
+            wasmfn_guest_artifacts::HELLO,
+            "/hello",
+            "/hello?name=bench",
+            true,
+            "goal <= 10 us",
+        ),
+        (
+            "SDK hello through wasi:http (a body of unknown length)",
+            wasmfn_guest_artifacts::HELLO,
+            "/hello",
+            "/hello?name=bench",
+            false,
+            "",
+        ),
+        (
+            "standard wasi:http echo",
+            wasmfn_guest_artifacts::RAW_WASI_HTTP,
+            "/raw/*",
+            "/raw/bench",
+            true,
+            "goal <= 25 us",
+        ),
+    ];
+    for (name, component, route, path, sized, goal) in cases {
+        let app = app(component, route, true);
+        let mut lat = Vec::with_capacity(20_000);
+        rt.block_on(async {
+            for i in 0..22_000 {
+                let t = Instant::now();
+                if sized {
+                    one(&app, path).await;
+                } else {
+                    one_streamed(&app, path).await;
+                }
+                // The first 2,000 warm up the pool's slots and the allocator.
+                if i >= 2_000 {
+                    lat.push(t.elapsed().as_secs_f64() * 1e6);
+                }
+            }
+        });
+        let p50 = quantile(&mut lat, 0.5);
+        let p99 = quantile(&mut lat, 0.99);
+        report.row(
+            format!("{name}, 20,000 requests one after another"),
+            format!("p50 {p50:.1} us; p99 {p99:.1} us"),
+            goal,
+        );
+    }
+
+    // Deadlines on vs off: 32 concurrent request loops for a few seconds each, alternated.
+    let on = app(wasmfn_guest_artifacts::HELLO, "/hello", true);
+    let off = app(wasmfn_guest_artifacts::HELLO, "/hello", false);
+    let mut rps = [Vec::new(), Vec::new()];
+    let seconds = o.seconds.clamp(1, 5);
+    for _ in 0..o.rounds.max(2) {
+        for (k, app) in [&on, &off].into_iter().enumerate() {
+            let done = rt.block_on(async {
+                let until = Instant::now() + Duration::from_secs(seconds);
+                let tasks: Vec<_> = (0..32)
+                    .map(|_| {
+                        let app = app.clone();
+                        tokio::spawn(async move {
+                            let mut n = 0u64;
+                            while Instant::now() < until {
+                                one(&app, "/hello?name=bench").await;
+                                n += 1;
+                            }
+                            n
+                        })
+                    })
+                    .collect();
+                let mut total = 0;
+                for t in tasks {
+                    total += t.await.unwrap();
+                }
+                total
+            });
+            rps[k].push(done as f64 / seconds as f64);
+        }
+    }
+    let (on_rps, off_rps) = (median(rps[0].clone()), median(rps[1].clone()));
+    report.row(
+        "SDK hello, 32 concurrent loops: deadlines on (epoch checks + timer) / off",
+        format!(
+            "{} / {} requests/s",
+            range(&rps[0], |v| format!("{v:.0}")),
+            range(&rps[1], |v| format!("{v:.0}"))
+        ),
+        format!(
+            "{:.1}% lost to deadlines (goal <= 5%)",
+            (1.0 - on_rps / off_rps) * 100.0
+        ),
+    );
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("model name"))
+                .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    format!("{cores} x {cpu}, Linux {}", kernel.trim())
+}
+
+fn today() -> String {
+    Command::new("date")
+        .arg("+%Y-%m-%d")
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}
+
+fn write_readme(o: &Options, report: &Report) {
+    let mut text = String::new();
+    let _ = writeln!(
+        text,
+        "{}, {}; wasmtime {WASMTIME_VERSION}; `RUST_BACKTRACE` unset.\n\nCommand: `cargo run --release -p wasmfn-benches --bin compare{}`\n",
+        today(),
+        machine(),
+        if o.only.is_empty() {
+            String::new()
+        } else {
+            o.only.iter().map(|s| format!(" --only {s}")).collect()
+        }
+    );
+    text.push_str("| what | figure (median, range over rounds) | ratio |\n|---|---|---|\n");
+    for [a, b, c] in &report.rows {
+        let _ = writeln!(text, "| {a} | {b} | {c} |");
+    }
+    let path = repo_root().join("benches/README.md");
+    let readme = std::fs::read_to_string(&path).unwrap();
+    let (begin, end) = ("<!-- compare:begin -->\n", "<!-- compare:end -->");
+    let (Some(b), Some(e)) = (readme.find(begin), readme.find(end)) else {
+        panic!("benches/README.md lacks the {begin:?} and {end:?} markers");
+    };
+    let updated = format!("{}{begin}{text}{}", &readme[..b], &readme[e..]);
+    std::fs::write(&path, updated).unwrap();
+    println!("table written to {}", path.display());
+}
+
+fn main() {
+    // SAFETY: nothing else runs yet. The in-process figures are taken in this process, and
+    // with RUST_BACKTRACE set every error value wasmtime creates would capture a backtrace.
+    unsafe { std::env::remove_var("RUST_BACKTRACE") };
+    let o = Options::parse();
+    let work = std::env::temp_dir().join(format!("wasmfn-compare-{}", std::process::id()));
+    std::fs::create_dir_all(&work).unwrap();
+    let tools = tools();
+    let mut report = Report::default();
+    if o.wants("inprocess") {
+        in_process(&o, &mut report);
+    }
+    if o.wants("throughput") {
+        throughput(&o, &tools, &work, &mut report);
+    }
+    if o.wants("cold") {
+        cold_start(&o, &tools, &work, &mut report);
+    }
+    if o.wants("memory") {
+        memory(&tools, &work, &mut report);
+    }
+    if o.write {
+        write_readme(&o, &report);
+    }
+    let _ = std::fs::remove_dir_all(&work);
+}

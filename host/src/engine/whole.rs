@@ -1,0 +1,145 @@
+//! The one-call HTTP path (`wasmfn:function/http-handler` in wit/world.wit): for a function
+//! that exports it (every SDK function does) and a request whose body has a known, small
+//! length, the host reads the body, hands the whole request over in one call and gets the
+//! whole response back. No `wasi:http` resources, streams, response outparam or separate
+//! guest task, which is most of what a small request costs after instantiation
+//! (benches/README.md).
+
+use bytes::Bytes;
+use http::header;
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full};
+
+use super::{BoxError, InvokeError, ResponseBody};
+
+pub(crate) mod bindings {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        inline: "
+            package wasmfn:host;
+            world whole {
+                export wasmfn:function/http-handler@0.1.0;
+            }
+        ",
+        world: "wasmfn:host/whole",
+        exports: { default: async },
+    });
+}
+
+pub(crate) use bindings::WholePre;
+use bindings::exports::wasmfn::function::http_handler::{Request, Response};
+
+/// Bodies up to this size, with a known length, take the one-call path; larger or
+/// streamed ones go through `wasi:http`, which streams them.
+pub(crate) const MAX_WHOLE_BODY: u64 = 1 << 20;
+
+/// Reads a request whose body is at most [`MAX_WHOLE_BODY`] into the guest's record.
+pub(crate) async fn read_request(
+    request: hyper::Request<UnsyncBoxBody<Bytes, BoxError>>,
+) -> Result<Request, InvokeError> {
+    let (parts, body) = request.into_parts();
+    let body = body
+        .collect()
+        .await
+        .map_err(|e| InvokeError::BadRequest(format!("reading the request body failed: {e}")))?
+        .to_bytes();
+    Ok(Request {
+        method: parts.method.as_str().to_string(),
+        path_with_query: parts
+            .uri
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_string(),
+        headers: parts
+            .headers
+            .iter()
+            .map(|(name, value)| (name.as_str().to_string(), value.as_bytes().to_vec()))
+            .collect(),
+        body: body.into(),
+    })
+}
+
+/// Connection-level headers a function may not set; hyper frames the response itself.
+fn connection_level(name: &str) -> bool {
+    matches!(
+        name,
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "transfer-encoding"
+            | "te"
+            | "upgrade"
+            | "http2-settings"
+            | "content-length"
+    )
+}
+
+/// The guest's record as a response, or why it is not a valid one.
+pub(crate) fn into_response(r: Response) -> Result<hyper::Response<ResponseBody>, InvokeError> {
+    let invalid = |what: String| {
+        InvokeError::NoResponse(format!("the function's response is invalid: {what}"))
+    };
+    if !(100..=599).contains(&r.status) {
+        return Err(invalid(format!("status {} is not in 100..=599", r.status)));
+    }
+    let mut response = hyper::Response::builder().status(r.status);
+    let headers = response.headers_mut().expect("the status was valid");
+    for (name, value) in r.headers {
+        let name = header::HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| invalid(format!("header name {name:?}")))?;
+        if connection_level(name.as_str()) {
+            continue;
+        }
+        let value = header::HeaderValue::from_bytes(&value)
+            .map_err(|_| invalid(format!("the value of header {name}")))?;
+        headers.append(name, value);
+    }
+    Ok(response
+        .body(
+            Full::new(Bytes::from(r.body))
+                .map_err(|never| match never {})
+                .boxed_unsync(),
+        )
+        .expect("status and headers were checked"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_valid_record_becomes_the_response_without_connection_headers() {
+        let r = into_response(Response {
+            status: 201,
+            headers: vec![
+                ("content-type".into(), b"text/plain".to_vec()),
+                ("x-a".into(), b"1".to_vec()),
+                ("x-a".into(), b"2".to_vec()),
+                ("connection".into(), b"close".to_vec()),
+                ("content-length".into(), b"999".to_vec()),
+            ],
+            body: b"hi".to_vec(),
+        })
+        .unwrap();
+        assert_eq!(r.status(), 201);
+        assert_eq!(r.headers().get_all("x-a").iter().count(), 2);
+        assert!(r.headers().get("connection").is_none());
+        assert!(r.headers().get("content-length").is_none());
+    }
+
+    #[test]
+    fn an_invalid_record_is_refused_with_the_reason() {
+        for (status, name, expected) in [
+            (42, "x-ok", "status 42"),
+            (200, "bad header", "header name"),
+        ] {
+            let e = into_response(Response {
+                status,
+                headers: vec![(name.into(), b"v".to_vec())],
+                body: Vec::new(),
+            })
+            .unwrap_err();
+            assert!(e.to_string().contains(expected), "{e}");
+        }
+    }
+}

@@ -1,0 +1,172 @@
+//! A manifest's functions and which of them are loaded.
+//!
+//! Loading a function maps its compiled component and pre-instantiates it (~0.5-1 ms from
+//! the compile cache). Up to `[server] loaded_functions` of them are loaded at start, so a
+//! usual manifest is checked whole before the host listens; a larger one starts just as
+//! fast, loads the rest on their first request, and unloads the least recently used to
+//! stay within the bound. Routing and metrics labels need only the manifest, so they never
+//! wait for a load.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use moka::policy::EvictionPolicy;
+
+use crate::engine::{Engine, Function, LoadError};
+use crate::manifest::{FunctionSpec, Manifest};
+
+/// A function that could not be loaded, named with where the manifest declares it.
+#[derive(Debug, thiserror::Error)]
+#[error("{at}: function `{function}`: {source}")]
+pub struct FunctionLoadError {
+    /// The manifest location of the function's `component` key.
+    pub at: crate::manifest::Location,
+    /// The function's name.
+    pub function: String,
+    /// What went wrong.
+    pub source: Box<LoadError>,
+}
+
+/// Every function of a manifest, by its index there.
+pub struct Functions {
+    specs: Vec<FunctionSpec>,
+    labels: Vec<&'static str>,
+    engine: Engine,
+    loaded: moka::sync::Cache<usize, Function>,
+}
+
+impl Functions {
+    /// Loads the first `[server] loaded_functions` functions and checks that the
+    /// components of the others can be read; fails on the first that cannot serve.
+    pub fn load(manifest: &Manifest, engine: &Engine) -> Result<Arc<Self>, FunctionLoadError> {
+        let capacity = manifest.server.loaded_functions as usize;
+        let functions = Arc::new(Self {
+            specs: manifest.functions.clone(),
+            labels: manifest
+                .functions
+                .iter()
+                .map(|f| crate::metrics::intern(&f.name))
+                .collect(),
+            engine: engine.clone(),
+            // LRU rather than moka's default TinyLFU: TinyLFU may refuse to keep a function
+            // that has just been loaded, and then every request to it would load it again.
+            loaded: moka::sync::Cache::builder()
+                .max_capacity(capacity as u64)
+                .eviction_policy(EvictionPolicy::lru())
+                .build(),
+        });
+        // Mapping components is independent work: spread it over the cores, which on a
+        // cold start are otherwise idle. The first failure in manifest order is reported.
+        let preload = capacity.min(functions.specs.len());
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(preload.max(1));
+        let mut loaded: Vec<(usize, Result<Function, FunctionLoadError>)> =
+            std::thread::scope(|scope| {
+                let workers: Vec<_> = (0..threads)
+                    .map(|t| {
+                        let functions = &functions;
+                        scope.spawn(move || {
+                            (t..preload)
+                                .step_by(threads)
+                                .map(|i| (i, functions.load_one(i)))
+                                .collect::<Vec<_>>()
+                        })
+                    })
+                    .collect();
+                workers
+                    .into_iter()
+                    .flat_map(|w| w.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                    .collect()
+            });
+        loaded.sort_by_key(|(i, _)| *i);
+        for (i, function) in loaded {
+            functions.loaded.insert(i, function?);
+        }
+        for (i, spec) in functions.specs.iter().enumerate().skip(preload) {
+            // A wrong path fails the start, not the function's first request.
+            std::fs::metadata(&spec.component).map_err(|source| {
+                functions.error(
+                    i,
+                    LoadError::Read {
+                        path: spec.component.clone(),
+                        source,
+                    },
+                )
+            })?;
+        }
+        Ok(functions)
+    }
+
+    fn error(&self, i: usize, source: LoadError) -> FunctionLoadError {
+        FunctionLoadError {
+            at: self.specs[i].component_at.clone(),
+            function: self.specs[i].name.clone(),
+            source: Box::new(source),
+        }
+    }
+
+    fn load_one(&self, i: usize) -> Result<Function, FunctionLoadError> {
+        let spec = &self.specs[i];
+        let started = Instant::now();
+        let function = self.engine.load(spec).map_err(|e| self.error(i, e))?;
+        tracing::info!(
+            function = %spec.name,
+            component = %spec.component.display(),
+            elapsed_us = started.elapsed().as_micros() as u64,
+            "function loaded"
+        );
+        Ok(function)
+    }
+
+    /// Function `i`, loaded if it was not. Concurrent first requests wait for one load.
+    pub async fn get(self: &Arc<Self>, i: usize) -> Result<Function, Arc<FunctionLoadError>> {
+        if let Some(function) = self.loaded.get(&i) {
+            return Ok(function);
+        }
+        let this = self.clone();
+        // Mapping and pre-instantiating blocks for a millisecond or so: not on a worker
+        // that is serving other requests.
+        match tokio::task::spawn_blocking(move || this.loaded.try_get_with(i, || this.load_one(i)))
+            .await
+        {
+            Ok(result) => result,
+            Err(join) => std::panic::resume_unwind(join.into_panic()),
+        }
+    }
+
+    /// How many functions the manifest has.
+    pub fn len(&self) -> usize {
+        self.specs.len()
+    }
+
+    /// Whether the manifest has none.
+    pub fn is_empty(&self) -> bool {
+        self.specs.is_empty()
+    }
+
+    /// How many are loaded right now.
+    pub fn loaded(&self) -> u64 {
+        self.loaded.run_pending_tasks();
+        self.loaded.entry_count()
+    }
+
+    /// Function `i`'s name.
+    pub fn name(&self, i: usize) -> &str {
+        &self.specs[i].name
+    }
+
+    /// Function `i`'s name as a metrics label.
+    pub fn label(&self, i: usize) -> &'static str {
+        self.labels[i]
+    }
+
+    /// The longest deadline of any function.
+    pub fn longest_timeout(&self) -> Duration {
+        self.specs
+            .iter()
+            .map(|f| f.timeout)
+            .max()
+            .unwrap_or(Duration::ZERO)
+    }
+}
