@@ -574,11 +574,22 @@ async fn compile_cache_is_written_reused_and_repaired() {
     .unwrap();
     let engine = engine(Some(cache.path()));
     engine.load(&manifest.functions[0]).unwrap();
-    let entries: Vec<_> = std::fs::read_dir(cache.path())
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
+    let files = |ext: &str| -> Vec<_> {
+        std::fs::read_dir(cache.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == ext))
+            .collect()
+    };
+    let entries = files("cwasm");
     assert_eq!(entries.len(), 1, "one entry per component: {entries:?}");
+    // And one index naming it, so the next start finds it without hashing the .wasm.
+    let index = files("index");
+    assert_eq!(index.len(), 1, "{index:?}");
+    assert_eq!(
+        std::fs::read_to_string(&index[0]).unwrap(),
+        entries[0].file_name().unwrap().to_str().unwrap()
+    );
     let modified = std::fs::metadata(&entries[0]).unwrap().modified().unwrap();
 
     engine.load(&manifest.functions[0]).unwrap();
@@ -597,6 +608,34 @@ async fn compile_cache_is_written_reused_and_repaired() {
         std::fs::metadata(&entries[0]).unwrap().len() > 1000,
         "entry rewritten"
     );
+
+    // A component replaced at the same path is compiled afresh, never served from the
+    // index of its old contents.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("f.wasm");
+    std::fs::copy(guests::HELLO, &path).unwrap();
+    let text = entry("f", path.to_str().unwrap(), &["/f/*"], "");
+    let app = App::load(
+        &Manifest::parse(Path::new("/virtual/wasmfn.toml"), &text).unwrap(),
+        &engine,
+    )
+    .unwrap();
+    assert_eq!(
+        call(&app, "GET", "/f/x?name=A", "").await.text(),
+        "Hello, A!\n"
+    );
+    std::fs::copy(guests::ECHO, &path).unwrap();
+    let app = App::load(
+        &Manifest::parse(Path::new("/virtual/wasmfn.toml"), &text).unwrap(),
+        &engine,
+    )
+    .unwrap();
+    let r = call(&app, "GET", "/f/x", "").await;
+    assert_eq!(
+        r.headers["x-echo-path"], "/f/x",
+        "the new component answers"
+    );
+    assert_eq!(files("cwasm").len(), 2);
 }
 
 #[tokio::test(flavor = "multi_thread")]

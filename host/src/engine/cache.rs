@@ -50,6 +50,54 @@ impl CacheDir {
         self.dir.join(name)
     }
 
+    /// The entry last stored for the file at `path` as it is now (same path, length and
+    /// modification time; the path relative to the cache's parent directory where it lies
+    /// under it), found without reading the file: hashing an 18 MB component
+    /// costs a start-up more than mapping its compiled form. `None` if the file changed
+    /// or was never indexed; then the caller reads and hashes it.
+    pub(crate) fn indexed_entry(&self, path: &Path, engine: &wasmtime::Engine) -> Option<PathBuf> {
+        let name = std::fs::read_to_string(self.index_for(path, engine)?).ok()?;
+        let entry = self.dir.join(name.trim());
+        // Only names this cache writes; never a path out of it.
+        (entry.parent() == Some(self.dir.as_path()) && entry.is_file()).then_some(entry)
+    }
+
+    /// Remembers that the file at `path`, as it is now, compiles to `entry`.
+    pub(crate) fn index(&self, path: &Path, engine: &wasmtime::Engine, entry: &Path) {
+        let (Some(index), Some(name)) = (self.index_for(path, engine), entry.file_name()) else {
+            return;
+        };
+        // An index that cannot be written costs the next start a hash, nothing more.
+        let _ = self.store(&index, name.as_encoded_bytes());
+    }
+
+    fn index_for(&self, path: &Path, engine: &wasmtime::Engine) -> Option<PathBuf> {
+        let path = std::fs::canonicalize(path).ok()?;
+        let meta = std::fs::metadata(&path).ok()?;
+        // Relative to the directory holding the cache where the component lives under it:
+        // an image build fills `<ctx>/app/cache` for `<ctx>/app/...` and the image serves
+        // `/app/...`, and copying keeps lengths and modification times.
+        let home = std::fs::canonicalize(&self.dir)
+            .ok()
+            .and_then(|d| d.parent().map(Path::to_path_buf));
+        let key_path = home
+            .and_then(|home| path.strip_prefix(home).ok().map(Path::to_path_buf))
+            .unwrap_or_else(|| path.clone());
+        let modified = meta
+            .modified()
+            .ok()?
+            .duration_since(std::time::UNIX_EPOCH)
+            .ok()?;
+        let mut key = Sha256::new();
+        key.update(key_path.as_os_str().as_encoded_bytes());
+        key.update(meta.len().to_le_bytes());
+        key.update(modified.as_nanos().to_le_bytes());
+        let mut hasher = DefaultHasher::new();
+        engine.precompile_compatibility_hash().hash(&mut hasher);
+        key.update(hasher.finish().to_le_bytes());
+        Some(self.dir.join(format!("{}.index", hex(&key.finalize()))))
+    }
+
     /// Writes an entry atomically, so a concurrent start never maps a half-written file.
     pub(crate) fn store(&self, entry: &Path, bytes: &[u8]) -> std::io::Result<()> {
         use std::os::unix::fs::PermissionsExt;

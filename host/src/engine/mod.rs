@@ -42,8 +42,11 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub type ResponseBody = UnsyncBoxBody<Bytes, BoxError>;
 
 /// How many instances may be live at once across all functions when pooling; each needs a
-/// memory slot, so this also bounds the address space the pool reserves.
-pub const DEFAULT_POOL_INSTANCES: u32 = 1000;
+/// memory slot, so this also bounds the address space the pool reserves. Every slot costs
+/// start-up time (its stack's guard page alone is an mprotect: 1,000 slots were ~4 ms of a
+/// cold start, benches/README.md), and a pod of a few cores cannot run more instances than
+/// this at once to any benefit: past it, requests queue briefly and then get 503.
+pub const DEFAULT_POOL_INSTANCES: u32 = 256;
 
 /// Bytes of each pooled linear memory kept mapped and zeroed in place between requests.
 const KEEP_RESIDENT_BYTES: usize = 1 << 20;
@@ -287,6 +290,7 @@ impl Engine {
         };
         let entry = cache.entry_for(&wasm, &self.engine);
         if entry.exists() && self.deserialize(&entry).is_ok() {
+            cache.index(path, &self.engine, &entry);
             return Ok(Some(entry));
         }
         self.compile_and_cache(path, &wasm)?;
@@ -356,6 +360,13 @@ impl Engine {
         if path.extension().is_some_and(|e| e == "cwasm") {
             return self.load_precompiled(path);
         }
+        if let Some(cache) = &self.cache
+            && let Some(entry) = cache.indexed_entry(path, &self.engine)
+            && let Ok(c) = self.deserialize(&entry)
+        {
+            self.metrics.cache("hit");
+            return Ok(c);
+        }
         let wasm = read(path)?;
         let Some(cache) = &self.cache else {
             return Component::new(&self.engine, &wasm).map_err(|e| invalid(path, &e));
@@ -365,6 +376,7 @@ impl Engine {
             match self.deserialize(&entry) {
                 Ok(c) => {
                     self.metrics.cache("hit");
+                    cache.index(path, &self.engine, &entry);
                     return Ok(c);
                 }
                 // A damaged entry is rebuilt, not fatal: the cache is only an accelerator.
@@ -390,8 +402,11 @@ impl Engine {
                 .map_err(|e| e.to_string())
                 .and_then(|bytes| cache.store(&entry, &bytes).map_err(|e| e.to_string()));
             // Failing to cache costs the next start a compile, nothing more.
-            if let Err(e) = stored {
-                tracing::warn!(entry = %entry.display(), error = %e, "could not write the compile cache");
+            match stored {
+                Ok(()) => cache.index(path, &self.engine, &entry),
+                Err(e) => {
+                    tracing::warn!(entry = %entry.display(), error = %e, "could not write the compile cache")
+                }
             }
         }
         Ok(component)
