@@ -392,6 +392,18 @@ fn hello(name: &str, route: &str) -> String {
     function(name, wasmfn_guest_artifacts::HELLO, route) + "variables = { greeting = \"Hello\" }\n"
 }
 
+/// The ten example functions of the root manifest, with their component paths made
+/// absolute so the manifest can be written elsewhere.
+fn ten_functions() -> String {
+    let root = repo_root();
+    std::fs::read_to_string(root.join("wasmfn.toml"))
+        .unwrap()
+        .replace(
+            "component = \"guests/",
+            &format!("component = \"{}/guests/", root.display()),
+        )
+}
+
 fn wasmtime_compile(tools: &Tools, wasm: &Path, out: &Path) {
     run(
         Command::new(&tools.wasmtime)
@@ -529,14 +541,7 @@ fn cold_start(o: &Options, tools: &Tools, work: &Path, report: &mut Report) {
     wasmtime_compile(tools, raw, &raw_cwasm);
     let one = function("raw", wasmfn_guest_artifacts::RAW_WASI_HTTP, "/raw/*");
     let m_one = manifest(tools, work, "cold-one", &one, true);
-    // The ten example functions of the root manifest.
-    let root_manifest = repo_root().join("wasmfn.toml");
-    let ten = std::fs::read_to_string(&root_manifest).unwrap();
-    let ten = ten.replace(
-        "component = \"guests/",
-        &format!("component = \"{}/guests/", repo_root().display()),
-    );
-    let m_ten = manifest(tools, work, "cold-ten", &ten, true);
+    let m_ten = manifest(tools, work, "cold-ten", &ten_functions(), true);
     let empty = work.join("empty-cache");
 
     let mut scenarios: Vec<(Server, Option<PathBuf>)> = vec![
@@ -662,12 +667,7 @@ fn cold_start(o: &Options, tools: &Tools, work: &Path, report: &mut Report) {
 
 fn memory(tools: &Tools, work: &Path, report: &mut Report) {
     report.section("Memory: RSS once the first 200 is answered (after 1 s idle)");
-    let root_manifest = repo_root().join("wasmfn.toml");
-    let ten = std::fs::read_to_string(&root_manifest).unwrap().replace(
-        "component = \"guests/",
-        &format!("component = \"{}/guests/", repo_root().display()),
-    );
-    let m_ten = manifest(tools, work, "mem-ten", &ten, true);
+    let m_ten = manifest(tools, work, "mem-ten", &ten_functions(), true);
     let raw_cwasm = work.join("mem_raw.cwasm");
     wasmtime_compile(
         tools,

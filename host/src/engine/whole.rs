@@ -59,22 +59,25 @@ pub(crate) async fn read_request(
     })
 }
 
-/// Connection-level headers a function may not set; hyper frames the response itself.
-fn connection_level(name: &str) -> bool {
+/// Headers a function may not send: connection-level ones, which `wasi:http` refuses too
+/// (its `DEFAULT_FORBIDDEN_HEADERS`), so a function fails alike on both paths.
+fn forbidden(name: &str) -> bool {
     matches!(
         name,
         "connection"
             | "keep-alive"
+            | "proxy-authenticate"
+            | "proxy-authorization"
             | "proxy-connection"
             | "transfer-encoding"
-            | "te"
             | "upgrade"
+            | "host"
             | "http2-settings"
-            | "content-length"
     )
 }
 
-/// The guest's record as a response, or why it is not a valid one.
+/// The guest's record as a response, or why it is not a valid one. `content-length` is
+/// the body's (hyper sets it); one the function gave is dropped.
 pub(crate) fn into_response(r: Response) -> Result<hyper::Response<ResponseBody>, InvokeError> {
     let invalid = |what: String| {
         InvokeError::NoResponse(format!("the function's response is invalid: {what}"))
@@ -87,7 +90,10 @@ pub(crate) fn into_response(r: Response) -> Result<hyper::Response<ResponseBody>
     for (name, value) in r.headers {
         let name = header::HeaderName::from_bytes(name.as_bytes())
             .map_err(|_| invalid(format!("header name {name:?}")))?;
-        if connection_level(name.as_str()) {
+        if forbidden(name.as_str()) {
+            return Err(invalid(format!("header `{name}` is not allowed")));
+        }
+        if name == header::CONTENT_LENGTH {
             continue;
         }
         let value = header::HeaderValue::from_bytes(&value)
@@ -108,14 +114,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_valid_record_becomes_the_response_without_connection_headers() {
+    fn a_valid_record_becomes_the_response_with_the_bodys_length() {
         let r = into_response(Response {
             status: 201,
             headers: vec![
                 ("content-type".into(), b"text/plain".to_vec()),
                 ("x-a".into(), b"1".to_vec()),
                 ("x-a".into(), b"2".to_vec()),
-                ("connection".into(), b"close".to_vec()),
                 ("content-length".into(), b"999".to_vec()),
             ],
             body: b"hi".to_vec(),
@@ -123,7 +128,6 @@ mod tests {
         .unwrap();
         assert_eq!(r.status(), 201);
         assert_eq!(r.headers().get_all("x-a").iter().count(), 2);
-        assert!(r.headers().get("connection").is_none());
         assert!(r.headers().get("content-length").is_none());
     }
 
@@ -132,6 +136,8 @@ mod tests {
         for (status, name, expected) in [
             (42, "x-ok", "status 42"),
             (200, "bad header", "header name"),
+            (200, "connection", "`connection` is not allowed"),
+            (200, "transfer-encoding", "not allowed"),
         ] {
             let e = into_response(Response {
                 status,
