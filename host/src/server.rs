@@ -49,8 +49,9 @@ pub struct App {
 }
 
 impl App {
-    /// Loads and pre-instantiates every function; fails on the first that cannot serve.
-    /// Emitted events are dispatched in-process.
+    /// Loads and pre-instantiates the functions (up to `[server] loaded_functions` of them;
+    /// the rest on their first request, see [`Functions`]); fails on the first that cannot
+    /// serve. Emitted events are dispatched in-process.
     pub fn load(manifest: &Manifest, engine: &Engine) -> Result<Arc<Self>, FunctionLoadError> {
         Self::load_with(manifest, engine, EventOptions::default())
     }
