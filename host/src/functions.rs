@@ -61,24 +61,26 @@ impl Functions {
         let threads = std::thread::available_parallelism()
             .map_or(1, |n| n.get())
             .min(preload.max(1));
-        let mut loaded: Vec<(usize, Result<Function, FunctionLoadError>)> =
+        let load_every = |t: usize| {
+            (t..preload)
+                .step_by(threads)
+                .map(|i| (i, functions.load_one(i)))
+                .collect::<Vec<_>>()
+        };
+        // One function (or one core) is loaded here: a thread would only add its start-up.
+        let mut loaded: Vec<(usize, Result<Function, FunctionLoadError>)> = if threads == 1 {
+            load_every(0)
+        } else {
             std::thread::scope(|scope| {
                 let workers: Vec<_> = (0..threads)
-                    .map(|t| {
-                        let functions = &functions;
-                        scope.spawn(move || {
-                            (t..preload)
-                                .step_by(threads)
-                                .map(|i| (i, functions.load_one(i)))
-                                .collect::<Vec<_>>()
-                        })
-                    })
+                    .map(|t| scope.spawn(move || load_every(t)))
                     .collect();
                 workers
                     .into_iter()
                     .flat_map(|w| w.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
                     .collect()
-            });
+            })
+        };
         loaded.sort_by_key(|(i, _)| *i);
         for (i, function) in loaded {
             functions.loaded.insert(i, function?);

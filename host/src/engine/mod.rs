@@ -672,12 +672,13 @@ impl Function {
             let _admitted = admitted;
             let _live = metrics.instance();
             let run = async {
-                let started = std::time::Instant::now();
-                let proxy = pre
-                    .instantiate_async(&mut store)
-                    .instrument(instantiate_span)
-                    .await?;
-                metrics.instantiated(label, started.elapsed());
+                let proxy = instantiated(
+                    pre.instantiate_async(&mut store),
+                    instantiate_span,
+                    &metrics,
+                    label,
+                )
+                .await?;
                 proxy
                     .wasi_http_incoming_handler()
                     .call_handle(&mut store, req, out)
@@ -777,12 +778,13 @@ impl Function {
             crate::telemetry::child_span("handle"),
         );
         let run = async {
-            let started = std::time::Instant::now();
-            let instance = pre
-                .instantiate_async(&mut store)
-                .instrument(instantiate_span)
-                .await?;
-            f.metrics.instantiated(f.label, started.elapsed());
+            let instance = instantiated(
+                pre.instantiate_async(&mut store),
+                instantiate_span,
+                &f.metrics,
+                f.label,
+            )
+            .await?;
             instance
                 .wasmfn_function_event_handler()
                 .call_handle(&mut store, &guest_event)
@@ -817,12 +819,13 @@ impl Function {
                 Ok(r) => r,
                 Err(e) => return Ok(Err(e)),
             };
-            let started = std::time::Instant::now();
-            let instance = pre
-                .instantiate_async(&mut store)
-                .instrument(instantiate_span)
-                .await?;
-            f.metrics.instantiated(f.label, started.elapsed());
+            let instance = instantiated(
+                pre.instantiate_async(&mut store),
+                instantiate_span,
+                &f.metrics,
+                f.label,
+            )
+            .await?;
             instance
                 .wasmfn_function_http_handler()
                 .call_handle(&mut store, &request)
@@ -841,6 +844,19 @@ impl FunctionInner {
     fn deadline(&self) -> Option<Duration> {
         self.deadlines.then_some(self.timeout)
     }
+}
+
+/// Awaits an instantiation inside its span and records how long it took.
+async fn instantiated<I>(
+    instantiate: impl Future<Output = wasmtime::Result<I>>,
+    span: tracing::Span,
+    metrics: &crate::metrics::Metrics,
+    label: &'static str,
+) -> wasmtime::Result<I> {
+    let started = Instant::now();
+    let instance = instantiate.instrument(span).await?;
+    metrics.instantiated(label, started.elapsed());
+    Ok(instance)
 }
 
 /// How a guest call under a deadline ended, as the host reports it.

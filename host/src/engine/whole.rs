@@ -59,23 +59,6 @@ pub(crate) async fn read_request(
     })
 }
 
-/// Headers a function may not send: connection-level ones, which `wasi:http` refuses too
-/// (its `DEFAULT_FORBIDDEN_HEADERS`), so a function fails alike on both paths.
-fn forbidden(name: &str) -> bool {
-    matches!(
-        name,
-        "connection"
-            | "keep-alive"
-            | "proxy-authenticate"
-            | "proxy-authorization"
-            | "proxy-connection"
-            | "transfer-encoding"
-            | "upgrade"
-            | "host"
-            | "http2-settings"
-    )
-}
-
 /// The guest's record as a response, or why it is not a valid one. `content-length` is
 /// the body's (hyper sets it); one the function gave is dropped.
 pub(crate) fn into_response(r: Response) -> Result<hyper::Response<ResponseBody>, InvokeError> {
@@ -90,7 +73,9 @@ pub(crate) fn into_response(r: Response) -> Result<hyper::Response<ResponseBody>
     for (name, value) in r.headers {
         let name = header::HeaderName::from_bytes(name.as_bytes())
             .map_err(|_| invalid(format!("header name {name:?}")))?;
-        if forbidden(name.as_str()) {
+        // The connection-level headers wasi:http refuses too, so a function fails alike
+        // on both paths.
+        if wasmtime_wasi_http::DEFAULT_FORBIDDEN_HEADERS.contains(&name) {
             return Err(invalid(format!("header `{name}` is not allowed")));
         }
         if name == header::CONTENT_LENGTH {
