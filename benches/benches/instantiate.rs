@@ -5,28 +5,25 @@
 //! The `events` group does the same for one CloudEvent delivered to `event-echo`.
 
 use std::hint::black_box;
-use std::path::Path;
 
 use bytes::Bytes;
 use criterion::{Criterion, criterion_group, criterion_main};
 use http_body_util::{BodyExt, Full};
-use wasmfn::engine::{Engine, EngineOptions, PoolingMode};
-use wasmfn::manifest::Manifest;
+use wasmfn::engine::{EngineOptions, PoolingMode};
 use wasmfn::router::{RoutePattern, RouteTable};
 use wasmfn::server::App;
+use wasmfn::testing;
 
 fn hello_app(pooling: PoolingMode) -> std::sync::Arc<App> {
     let text = format!(
         "[[functions]]\nname = \"hello\"\ncomponent = {:?}\nroutes = [\"/hello\"]\nvariables = {{ greeting = \"Hello\" }}\n",
         wasmfn_guest_artifacts::HELLO
     );
-    let manifest = Manifest::parse(Path::new("/bench/wasmfn.toml"), &text).unwrap();
-    let engine = Engine::new(&EngineOptions {
+    let engine = testing::engine(EngineOptions {
         pooling,
         ..EngineOptions::default()
-    })
-    .unwrap();
-    App::load(&manifest, &engine).unwrap()
+    });
+    testing::app(&text, &engine)
 }
 
 fn request() -> http::Request<Full<Bytes>> {
@@ -85,9 +82,7 @@ fn event_app() -> std::sync::Arc<App> {
         "[[functions]]\nname = \"event-echo\"\ncomponent = {:?}\nevents = [{{ type = \"order.created\" }}]\n",
         wasmfn_guest_artifacts::EVENT_ECHO
     );
-    let manifest = Manifest::parse(Path::new("/bench/wasmfn.toml"), &text).unwrap();
-    let engine = Engine::new(&EngineOptions::default()).unwrap();
-    App::load(&manifest, &engine).unwrap()
+    testing::app(&text, &testing::engine(EngineOptions::default()))
 }
 
 const EVENT_BODY: &[u8] = br#"{"order_id":"o-1","item":"widget","quantity":1,"amount_cents":500}"#;
@@ -154,6 +149,9 @@ fn bench_observability(c: &mut Criterion) {
             metrics.responded();
         })
     });
+    let trace = wasmfn::telemetry::TraceContext::new(
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+    );
     group.bench_function("spans-when-not-exporting", |b| {
         use tracing::Instrument;
         b.iter(|| {
@@ -161,7 +159,7 @@ fn bench_observability(c: &mut Criterion) {
                 "request",
                 "hello",
                 "0af7651916cd43dd8448eb211c80319c",
-                Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+                Some(&trace),
             );
             let (a, b) = (
                 wasmfn::telemetry::child_span("instantiate"),

@@ -217,7 +217,7 @@ fn render(args: RenderArgs) -> anyhow::Result<()> {
         else {
             bail!("--traffic names service `{service}`, which the manifest does not define");
         };
-        target.traffic = crate::deploy::spec::parse_traffic(service, entries)
+        target.traffic = crate::manifest::deploy::parse_traffic(service, entries)
             .map_err(|e| anyhow::anyhow!("--traffic {spec:?}: {e}"))?;
     }
     print!("{}", crate::deploy::render(&manifest, &args.image));
@@ -234,7 +234,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .filter(|s| !s.is_empty())
         .collect();
     if !selected.is_empty() {
-        manifest = manifest.select(&selected).map_err(|e| anyhow::anyhow!(e))?;
+        manifest = manifest.select(&selected)?;
     }
     let addr = listen_addr(args.listen)?;
     let engine = Engine::new(&engine_options(
@@ -242,8 +242,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         max_memory(&manifest),
         manifest.server.queue_timeout,
     )?)?;
-    let events = EventOptions::new(args.sink.as_deref(), args.ce_overrides.as_deref())
-        .map_err(|e| anyhow::anyhow!(e))?;
+    let events = EventOptions::new(args.sink.as_deref(), args.ce_overrides.as_deref())?;
     let sink = args.sink.clone().filter(|s| !s.is_empty());
     let app = App::load_with(&manifest, &engine, events)?;
     tracing::info!(

@@ -1,19 +1,46 @@
 //! wasmfn: a WebAssembly function platform for Knative.
 //!
 //! One host process loads many components from a manifest and serves each HTTP request
-//! and CloudEvent from a fresh instance. Modules:
-//! - [`manifest`]: `wasmfn.toml`, parsed and validated;
+//! and CloudEvent from a fresh instance.
+//!
+//! # A map for newcomers
+//!
+//! **An HTTP request** arrives at [`listener`] (accept, connection limits and timeouts,
+//! drain), which calls [`server::App::handle`]. The server gives it an id, answers the
+//! host's own paths, takes a slot of the host's in-flight limit ([`admission`]), routes the
+//! path ([`router`]) and gets the function from [`functions`] (loading it on first use).
+//! The function's [`engine::Function::handle`] runs it: `engine/invocation.rs` takes the
+//! function's concurrency and an instance slot, makes a fresh store with the deadline, and
+//! the ABI file (`engine/wasi_http.rs` or, for SDK guests with small bodies,
+//! `engine/http_handler.rs`) instantiates and calls the guest. Any failure on the way is a
+//! [`failure::Failure`], which knows its status; one exit in the server records
+//! [`metrics`], writes the log line ([`logging`]) and sets `x-request-id`.
+//!
+//! **A CloudEvent** takes the same way to the server, which hands a request on the events
+//! path to [`events::Dispatcher`]: [`events::codec`] decodes it, [`events::filter`] picks
+//! the subscribed functions, `engine/event_handler.rs` runs each, and the reply goes back
+//! in the response. What a guest emits (`engine/emitter.rs`) goes back to the dispatcher,
+//! which sends it to the sink ([`events::sink`]) or delivers it to this host's own
+//! subscribers.
+//!
+//! **Start-up**: [`cli`] reads the [`manifest`] (its `deploy` part is rendered to Knative
+//! objects by [`deploy`]), makes the [`engine::Engine`], loads the functions and starts the
+//! listener. Spans are exported by [`telemetry`] when configured.
+//!
+//! # Modules, one line each
+//! - [`manifest`]: `wasmfn.toml`, parsed and validated (functions, limits, deploy layout);
 //! - [`router`]: path → function;
-//! - [`engine`]: everything wasmtime (the only module that names it);
-//! - [`events`]: the CloudEvents HTTP binding, subscriptions and emitted events;
+//! - [`engine`]: everything wasmtime (the only module that names it), one file per guest ABI;
+//! - [`events`]: the CloudEvents binding, subscriptions, delivery and the sink;
 //! - [`functions`]: which of a manifest's functions are loaded (an LRU), loading on demand;
-//! - [`server`]: routing, request ids, admission and status codes;
+//! - [`server`]: the HTTP front: request ids, routing, admission, the one exit;
+//! - [`failure`]: every refusal and failure a client sees, with its status and headers;
 //! - [`listener`]: the HTTP/1.1 + h2c listener: connection limits, timeouts, draining;
 //! - [`admission`]: the bounded slots behind every 503;
 //! - [`deploy`]: the Knative objects `wasmfn deploy render` prints;
 //! - [`metrics`]: the Prometheus metrics at `/.well-known/wasmfn/metrics`;
 //! - [`logging`]: JSON or text log lines, written off the request path;
-//! - [`telemetry`]: spans exported over OTLP when configured;
+//! - [`telemetry`]: trace contexts, and spans exported over OTLP when configured;
 //! - [`cli`]: the `wasmfn` command line.
 #![deny(missing_docs)]
 
@@ -22,6 +49,7 @@ pub mod cli;
 pub mod deploy;
 pub mod engine;
 pub mod events;
+pub mod failure;
 pub mod functions;
 #[doc(hidden)]
 pub mod fuzzing;
@@ -32,3 +60,5 @@ pub mod metrics;
 pub mod router;
 pub mod server;
 pub mod telemetry;
+#[doc(hidden)]
+pub mod testing;

@@ -15,17 +15,20 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{HeaderValue, Request, StatusCode, Version, header};
+use http::{HeaderValue, Request, Version, header};
 use hyper::body::{Body, Frame, SizeHint};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulConnection;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 use crate::admission::Gate;
 use crate::engine::{BoxError, ResponseBody};
+use crate::failure::{Failure, UnreadBody};
 use crate::manifest::ServerLimits;
+use crate::metrics::Refusal;
 use crate::server::App;
 
 /// When draining, an HTTP/1 connection with no request in flight is closed once it has
@@ -75,7 +78,7 @@ pub async fn serve(
         // can hold them back for tens of milliseconds.
         let _ = stream.set_nodelay(true);
         let Some(slot) = connections.try_enter() else {
-            app.metrics().refused("connections");
+            app.metrics().refused(Refusal::Connections);
             tokio::spawn(refuse(stream, limits.header_timeout));
             continue;
         };
@@ -88,7 +91,7 @@ pub async fn serve(
                     let version = req.version();
                     let request = state.start_request(version);
                     let mut response = app.handle(req).await;
-                    if response.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    if response.extensions().get::<UnreadBody>().is_some() {
                         state.linger.store(true, Ordering::Relaxed);
                     }
                     // hyper ends an HTTP/1 connection after a response that says so; HTTP/2
@@ -115,9 +118,9 @@ pub async fn serve(
         let draining = draining.clone();
         tokio::spawn(async move {
             let ended = watch_connection(connection, &state, &limits, draining).await;
-            if let Some(reason) = ended {
+            if let Some(reason) = ended.and_then(Close::refusal) {
                 metrics.refused(reason);
-                tracing::debug!(%peer, reason, "connection closed");
+                tracing::debug!(%peer, reason = reason.as_str(), "connection closed");
             }
             drop((slot, open));
         });
@@ -138,16 +141,37 @@ pub async fn serve(
     Ok(())
 }
 
-/// Runs one connection until it ends; returns why the host ended it, if it did so for a
-/// timeout.
+/// Why the host ended a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Close {
+    /// The server is shutting down.
+    Drain,
+    /// A request head did not arrive in time.
+    HeaderTimeout,
+    /// No request for the idle timeout.
+    IdleTimeout,
+}
+
+impl Close {
+    /// How the metrics count it; a drain is not a refusal.
+    fn refusal(self) -> Option<Refusal> {
+        match self {
+            Close::Drain => None,
+            Close::HeaderTimeout => Some(Refusal::HeaderTimeout),
+            Close::IdleTimeout => Some(Refusal::IdleTimeout),
+        }
+    }
+}
+
+/// Runs one connection until it ends; returns why the host ended it, if it did.
 async fn watch_connection<C>(
     connection: C,
     state: &ConnState,
     limits: &ServerLimits,
     mut draining: watch::Receiver<bool>,
-) -> Option<&'static str>
+) -> Option<Close>
 where
-    C: Future<Output = Result<(), BoxError>> + GracefulShutdown,
+    C: GracefulConnection<Error = BoxError>,
 {
     tokio::pin!(connection);
     // Often enough to keep the timeouts within a quarter of themselves, rarely enough
@@ -155,7 +179,7 @@ where
     let every = (limits.header_timeout.min(limits.idle_timeout) / 4)
         .clamp(Duration::from_millis(10), Duration::from_secs(1));
     let mut drain_started: Option<Instant> = None;
-    let mut closing: Option<(&'static str, Instant)> = None;
+    let mut closing: Option<(Close, Instant)> = None;
     loop {
         let tick = if drain_started.is_some() {
             DRAIN_QUIET / 10
@@ -167,7 +191,7 @@ where
                 if let Err(e) = result {
                     tracing::debug!(error = %e, "connection closed with an error");
                 }
-                return closing.map(|(reason, _)| reason).filter(|r| *r != "drain");
+                return closing.map(|(reason, _)| reason);
             }
             changed = draining.changed(), if drain_started.is_none() => {
                 // A closed channel means the server is gone: drain as well.
@@ -181,7 +205,7 @@ where
             // hyper normally ends an idle connection at once; one stuck half-way through
             // a head it will never finish is dropped, as long as nothing is in flight.
             if since.elapsed() > CLOSE_GRACE && state.active.load(Ordering::Acquire) == 0 {
-                return Some(reason).filter(|r| *r != "drain");
+                return Some(reason);
             }
             continue;
         }
@@ -199,34 +223,12 @@ where
     }
 }
 
-/// hyper-util's connection types, as one bound.
-trait GracefulShutdown {
-    fn graceful_shutdown(self: Pin<&mut Self>);
-}
-
-impl<I, S, E, B> GracefulShutdown for auto::Connection<'static, I, S, E>
-where
-    S: hyper::service::HttpService<hyper::body::Incoming, ResBody = B>,
-    S::Error: Into<BoxError>,
-    I: hyper::rt::Read + hyper::rt::Write + Unpin,
-    B: Body + 'static,
-    B::Error: Into<BoxError>,
-    E: auto::HttpServerConnExec<S::Future, B>,
-{
-    fn graceful_shutdown(self: Pin<&mut Self>) {
-        auto::Connection::graceful_shutdown(self)
-    }
-}
-
 /// Answers one request on a connection over the limit with 503 and closes it.
 async fn refuse(stream: TcpStream, within: Duration) {
     let service = hyper::service::service_fn(|_req: Request<hyper::body::Incoming>| async {
-        let id = uuid::Uuid::new_v4().simple().to_string();
-        let mut response = crate::server::overloaded("the host is at its connection limit", &id);
-        response
-            .headers_mut()
-            .insert(header::CONNECTION, HeaderValue::from_static("close"));
-        Ok::<_, Infallible>(response)
+        let id = crate::server::new_request_id();
+        let response = Failure::ConnectionLimit.into_response(&id, None, None);
+        Ok::<_, Infallible>(crate::server::with_request_id(response, &id))
     });
     let builder = auto::Builder::new(TokioExecutor::new());
     let connection = builder.serve_connection(TokioIo::new(stream), service);
@@ -237,8 +239,8 @@ async fn refuse(stream: TcpStream, within: Duration) {
 #[derive(Debug, PartialEq, Eq)]
 enum Verdict {
     Keep,
-    Close(&'static str),
-    Drop(&'static str),
+    Close(Close),
+    Drop(Close),
 }
 
 /// One connection's activity, in milliseconds since it was accepted.
@@ -317,25 +319,25 @@ impl ConnState {
         if !self.seen_request.load(Ordering::Relaxed) {
             // The first request's head must arrive within the header timeout of the accept.
             if now >= header_ms {
-                return Verdict::Drop("header_timeout");
+                return Verdict::Drop(Close::HeaderTimeout);
             }
         } else if head != NONE {
             // Part of a head has arrived: let it finish, even while draining, but not
             // slowly (slowloris).
             return if now.saturating_sub(head) >= header_ms {
-                Verdict::Drop("header_timeout")
+                Verdict::Drop(Close::HeaderTimeout)
             } else {
                 Verdict::Keep
             };
         }
         if let Some(drain_started) = drain_started {
             if self.h2.load(Ordering::Relaxed) {
-                return Verdict::Close("drain");
+                return Verdict::Close(Close::Drain);
             }
             let since_drain = drain_started.duration_since(self.opened).as_millis() as u64;
             let quiet_since = since_drain.max(self.last_io.load(Ordering::Relaxed));
             return if now.saturating_sub(quiet_since) >= DRAIN_QUIET.as_millis() as u64 {
-                Verdict::Close("drain")
+                Verdict::Close(Close::Drain)
             } else {
                 Verdict::Keep
             };
@@ -344,7 +346,7 @@ impl ConnState {
         if self.seen_request.load(Ordering::Relaxed)
             && idle >= limits.idle_timeout.as_millis() as u64
         {
-            return Verdict::Close("idle_timeout");
+            return Verdict::Close(Close::IdleTimeout);
         }
         Verdict::Keep
     }
@@ -504,7 +506,7 @@ mod tests {
         assert_eq!(aged(50).verdict(&limits(), None), Verdict::Keep);
         assert_eq!(
             aged(150).verdict(&limits(), None),
-            Verdict::Drop("header_timeout")
+            Verdict::Drop(Close::HeaderTimeout)
         );
     }
 
@@ -520,7 +522,7 @@ mod tests {
             .store(state.now() - 200, Ordering::Relaxed);
         assert_eq!(
             state.verdict(&limits(), None),
-            Verdict::Drop("header_timeout")
+            Verdict::Drop(Close::HeaderTimeout)
         );
         // No head on its way, nothing for longer than the idle timeout.
         state.head_started.store(NONE, Ordering::Relaxed);
@@ -529,7 +531,7 @@ mod tests {
             .store(state.now() - 400, Ordering::Relaxed);
         assert_eq!(
             state.verdict(&limits(), None),
-            Verdict::Close("idle_timeout")
+            Verdict::Close(Close::IdleTimeout)
         );
     }
 
@@ -561,7 +563,7 @@ mod tests {
         );
         assert_eq!(
             state.verdict(&limits(), Some(long_ago)),
-            Verdict::Close("drain")
+            Verdict::Close(Close::Drain)
         );
 
         let h2 = Arc::new(aged(1_000));
@@ -569,7 +571,7 @@ mod tests {
         h2.wrote();
         assert_eq!(
             h2.verdict(&limits(), Some(Instant::now())),
-            Verdict::Close("drain")
+            Verdict::Close(Close::Drain)
         );
     }
 }

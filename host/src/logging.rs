@@ -91,31 +91,3 @@ pub fn init(format: LogFormat) -> LogGuard {
         traces,
     }
 }
-
-/// The trace id of a W3C `traceparent` (`00-<trace id>-<span id>-<flags>`), if well formed.
-pub fn trace_id(traceparent: &str) -> Option<&str> {
-    let mut parts = traceparent.trim().split('-');
-    let (version, trace, span) = (parts.next()?, parts.next()?, parts.next()?);
-    let flags = parts.next()?;
-    let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());
-    (hex(version, 2) && hex(trace, 32) && hex(span, 16) && hex(flags, 2) && trace != "0".repeat(32))
-        .then_some(trace)
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn trace_ids_come_from_valid_traceparents_only() {
-        let tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
-        assert_eq!(
-            super::trace_id(tp),
-            Some("0af7651916cd43dd8448eb211c80319c")
-        );
-        assert_eq!(super::trace_id("00-xyz-b7ad6b7169203331-01"), None);
-        assert_eq!(
-            super::trace_id("00-00000000000000000000000000000000-b7ad6b7169203331-01"),
-            None
-        );
-        assert_eq!(super::trace_id(""), None);
-    }
-}

@@ -42,6 +42,41 @@ struct ReasonLabels {
     reason: &'static str,
 }
 
+/// Why the host refused a request or closed a connection before a function answered; the
+/// `reason` label of `wasmfn_refused_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// A new connection past `[server] max_connections` (503).
+    Connections,
+    /// A request past `[server] max_in_flight` (503).
+    InFlight,
+    /// A request past its function's `concurrency` (503).
+    Concurrency,
+    /// A request that found the instance pool full (503).
+    Instances,
+    /// A body larger than the function's `max_body` (413).
+    BodyTooLarge,
+    /// A connection that did not send a request head in time (closed).
+    HeaderTimeout,
+    /// A connection with no request for `idle_timeout` (closed).
+    IdleTimeout,
+}
+
+impl Refusal {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Refusal::Connections => "connections",
+            Refusal::InFlight => "in_flight",
+            Refusal::Concurrency => "concurrency",
+            Refusal::Instances => "instances",
+            Refusal::BodyTooLarge => "body_too_large",
+            Refusal::HeaderTimeout => "header_timeout",
+            Refusal::IdleTimeout => "idle_timeout",
+        }
+    }
+}
+
 /// Every metric the host records.
 pub struct Metrics {
     registry: Registry,
@@ -100,7 +135,7 @@ impl Metrics {
         let requests = Family::default();
         registry.register(
             "requests",
-            "HTTP requests answered by a function, by status",
+            "HTTP requests by status and the function that answered (empty: none did, e.g. a 404, a refusal, the events path)",
             requests.clone(),
         );
         let request_duration = Family::<FunctionLabels, Histogram>::new_with_constructor(
@@ -263,9 +298,13 @@ impl Metrics {
         GaugeGuard(self.connections.clone())
     }
 
-    /// Something refused for `reason` (see the metric's help).
-    pub fn refused(&self, reason: &'static str) {
-        self.refused.get_or_create(&ReasonLabels { reason }).inc();
+    /// Something refused for `reason`.
+    pub fn refused(&self, reason: Refusal) {
+        self.refused
+            .get_or_create(&ReasonLabels {
+                reason: reason.as_str(),
+            })
+            .inc();
     }
 
     /// The pool's capacity.

@@ -71,13 +71,81 @@ where
     tracing_opentelemetry::layer().with_tracer(provider.tracer("wasmfn"))
 }
 
-/// A span named `name` whose parent is the W3C `traceparent` given (a new trace without
-/// one), or a disabled span when nothing is exported.
+/// A W3C trace context: the `traceparent` a request or event arrived with, carried onto
+/// every event it causes (as the extension and as the header), so a broker and the next
+/// function continue the trace. Kept as received: a malformed one is passed on untouched
+/// (it is the caller's), but yields no trace id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TraceContext(String);
+
+impl TraceContext {
+    /// The name of the header and of the CloudEvents extension.
+    pub const NAME: &str = "traceparent";
+
+    /// A context as it was received; [`TraceContext::trace_id`] says whether it is valid.
+    pub fn new(traceparent: impl Into<String>) -> Self {
+        Self(traceparent.into())
+    }
+
+    /// The `traceparent` header of a request, if it has a readable one.
+    pub fn from_headers(headers: &http::HeaderMap) -> Option<Self> {
+        headers
+            .get(Self::NAME)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| Self(v.to_string()))
+    }
+
+    /// The `traceparent` extension of an event.
+    pub fn from_event(event: &cloudevents::Event) -> Option<Self> {
+        event
+            .extension(Self::NAME)
+            .map(|v| Self(crate::events::codec::extension_string(v)))
+    }
+
+    /// The context as sent.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The trace id (`00-<trace id>-<span id>-<flags>`), if the context is well formed.
+    pub fn trace_id(&self) -> Option<&str> {
+        let mut parts = self.0.trim().split('-');
+        let (version, trace, span) = (parts.next()?, parts.next()?, parts.next()?);
+        let flags = parts.next()?;
+        let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());
+        (hex(version, 2)
+            && hex(trace, 32)
+            && hex(span, 16)
+            && hex(flags, 2)
+            && trace != "0".repeat(32))
+        .then_some(trace)
+    }
+
+    /// Sets the context on `event`, unless the event carries its own.
+    pub fn apply_to(&self, event: &mut cloudevents::Event) {
+        if event.extension(Self::NAME).is_none() {
+            event.set_extension(Self::NAME, self.0.clone());
+        }
+    }
+
+    /// The context as a header value, if it is a valid one.
+    pub fn header_value(&self) -> Option<http::HeaderValue> {
+        http::HeaderValue::from_str(&self.0).ok()
+    }
+}
+
+/// The trace id of an optional context, for log lines (empty without one).
+pub fn trace_id(trace: Option<&TraceContext>) -> &str {
+    trace.and_then(TraceContext::trace_id).unwrap_or_default()
+}
+
+/// A span named `name` whose parent is `trace` (a new trace without one), or a disabled
+/// span when nothing is exported.
 pub fn root_span(
     name: &'static str,
     function: &str,
     request_id: &str,
-    traceparent: Option<&str>,
+    trace: Option<&TraceContext>,
 ) -> Span {
     if !enabled() {
         return Span::none();
@@ -86,8 +154,8 @@ pub fn root_span(
         "event" => tracing::info_span!("event", function, request_id),
         _ => tracing::info_span!("request", function, request_id),
     };
-    if let Some(tp) = traceparent {
-        let carrier = HashMap::from([("traceparent".to_string(), tp.to_string())]);
+    if let Some(trace) = trace {
+        let carrier = HashMap::from([(TraceContext::NAME.to_string(), trace.0.clone())]);
         let parent = TraceContextPropagator::new().extract(&carrier);
         let _ = span.set_parent(parent);
     }
@@ -140,5 +208,25 @@ impl opentelemetry_http::HttpClient for OtlpClient {
             let body = body.collect().await?.to_bytes();
             Ok(http::Response::from_parts(parts, body))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TraceContext;
+
+    #[test]
+    fn trace_ids_come_from_valid_traceparents_only() {
+        let id = |tp: &str| TraceContext(tp.to_string()).trace_id().map(str::to_string);
+        assert_eq!(
+            id("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01").as_deref(),
+            Some("0af7651916cd43dd8448eb211c80319c")
+        );
+        assert_eq!(id("00-xyz-b7ad6b7169203331-01"), None);
+        assert_eq!(
+            id("00-00000000000000000000000000000000-b7ad6b7169203331-01"),
+            None
+        );
+        assert_eq!(id(""), None);
     }
 }

@@ -426,6 +426,8 @@ async fn metrics_count_the_traffic_sent() {
     for _ in 0..2 {
         assert_eq!(get(&server.url("/trap")).await.status, 500);
     }
+    // No function answers this one, and it is counted all the same.
+    assert_eq!(get(&server.url("/nowhere")).await.status, 404);
     for i in 0..2 {
         let r = common::send(
             &common::client(false),
@@ -487,6 +489,7 @@ async fn metrics_count_the_traffic_sent() {
         2.0,
         "{text}"
     );
+    assert_eq!(value(requests, &[("status", "404")]), 1.0, "{text}");
     assert_eq!(
         value(
             "wasmfn_events_total",

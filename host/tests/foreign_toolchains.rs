@@ -1,6 +1,6 @@
 //! Components built by someone else's toolchain run unchanged, from `.wasm` and from a
 //! `.cwasm` made by `wasmfn compile`. (The plain-Rust `wasip2` crate component is covered
-//! in in_process.rs as `raw_wasi_http`.)
+//! in in_process/requests.rs as `raw_wasi_http`.)
 //!
 //! componentize-py comes from PyPI; `.ci/run` installs it and sets `COMPONENTIZE_PY`.
 //! Where it is missing the test says so and passes without running.

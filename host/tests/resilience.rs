@@ -3,7 +3,6 @@
 //! whole afterwards. In process first, then the spawned binary for what needs sockets
 //! (connection limits, slow clients, draining under load).
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -12,26 +11,24 @@ use futures_util::StreamExt;
 use http_body_util::{BodyExt, Full, StreamBody};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use wasmfn::engine::{CacheDir, Engine, EngineOptions};
-use wasmfn::manifest::Manifest;
 use wasmfn::server::App;
+use wasmfn::testing;
 use wasmfn_guest_artifacts as guests;
 
 mod common;
 use common::{Reply, Server, function, get, manifest};
 
 fn engine(pool_instances: u32, queue_timeout: Duration) -> Engine {
-    Engine::new(&EngineOptions {
+    testing::engine(EngineOptions {
         pool_instances,
         queue_timeout,
         cache: Some(CacheDir::new(common::cache_dir()).unwrap()),
         ..EngineOptions::default()
     })
-    .unwrap()
 }
 
 fn load(text: &str, engine: &Engine) -> Arc<App> {
-    let manifest = Manifest::parse(Path::new("/virtual/wasmfn.toml"), text).unwrap();
-    App::load(&manifest, engine).unwrap()
+    testing::app(text, engine)
 }
 
 async fn call(app: &App, uri: &str) -> Reply {
@@ -49,17 +46,7 @@ where
     B: hyper::body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<wasmfn::engine::BoxError>,
 {
-    let response = app.handle(request).await;
-    let (parts, body) = response.into_parts();
-    Reply {
-        status: parts.status.as_u16(),
-        headers: parts.headers,
-        body: body
-            .collect()
-            .await
-            .map(|b| b.to_bytes())
-            .unwrap_or_default(),
-    }
+    testing::respond(app, request).await.into()
 }
 
 /// `wasmfn_refused_total{reason}` from the app's own metrics.
@@ -182,16 +169,8 @@ async fn every_full_limit_answers_503_with_retry_after_never_500() {
     }
     let started = Instant::now();
     let r = call(&app, "/probe/sleep?ms=0").await;
-    assert_eq!(r.status, 503, "{}", r.text());
+    r.assert_error(503, "function `probe`'s concurrency is at its limit of 1");
     assert_eq!(r.header("retry-after"), Some("1"));
-    assert!(
-        r.json()["error"]
-            .as_str()
-            .unwrap()
-            .contains("function `probe`'s concurrency is at its limit of 1"),
-        "{}",
-        r.text()
-    );
     assert!(
         started.elapsed() >= Duration::from_millis(100),
         "it waited before refusing"

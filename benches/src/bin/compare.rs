@@ -27,9 +27,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use wasmfn::engine::{Engine, EngineOptions, PoolingMode};
-use wasmfn::manifest::Manifest;
+use wasmfn::engine::{EngineOptions, PoolingMode};
 use wasmfn::server::App;
+use wasmfn::testing;
 use wasmfn_benches::{free_port, get_status, quantile, repo_root, rss_kib};
 
 const WASMTIME_VERSION: &str = "48.0.8";
@@ -763,14 +763,12 @@ fn app(component: &str, route: &str, deadlines: bool) -> Arc<App> {
     if component == wasmfn_guest_artifacts::HELLO {
         text += "variables = { greeting = \"Hello\" }\n";
     }
-    let manifest = Manifest::parse(Path::new("/bench/wasmfn.toml"), &text).unwrap();
-    let engine = Engine::new(&EngineOptions {
+    let engine = testing::engine(EngineOptions {
         pooling: PoolingMode::On,
         deadlines,
         ..EngineOptions::default()
-    })
-    .unwrap();
-    App::load(&manifest, &engine).unwrap()
+    });
+    testing::app(&text, &engine)
 }
 
 async fn one(app: &App, path: &'static str) {

@@ -4,13 +4,11 @@
 //! subscription; a SinkBinding per Service so emitted events reach the Broker; optionally the
 //! Broker itself.
 
-pub mod spec;
-
 use serde_json::{Value, json};
 
 use crate::events::Filter;
+use crate::manifest::deploy::{DeploySpec, ServiceSpec};
 use crate::manifest::{Manifest, RESERVED_PREFIX};
-pub use spec::{DeploySpec, ServiceSpec};
 
 /// Where the image keeps the manifest (see deploy/Containerfile).
 pub const IMAGE_MANIFEST: &str = "/app/wasmfn.toml";

@@ -2,38 +2,43 @@
 //! epoch ticker, precompilation and the on-disk compile cache, pre-instantiation, and the
 //! per-request store. The rest of the host speaks [`Engine`], [`Function`] and
 //! [`InvokeError`], never wasmtime types, because wasmtime's API moves between releases.
+//!
+//! - this file: the engine, loading a component and checking its exports, [`Function`];
+//! - `invocation.rs`: the frame every call runs in (admission, store, deadline, outcome);
+//! - one file per guest ABI: `wasi_http.rs` (`wasi:http/incoming-handler@0.2`),
+//!   `http_handler.rs` (`wasmfn:function/http-handler`, the one-call path),
+//!   `event_handler.rs` (`wasmfn:function/event-handler`);
+//! - `emitter.rs`: the `emitter` import any function may use;
+//! - `state.rs`, `output.rs`: what a store holds; `cache.rs`, `epoch.rs`: compile cache, ticker.
 
 mod cache;
+mod emitter;
 mod epoch;
-mod events;
+mod event_handler;
+mod http_handler;
+mod invocation;
 mod output;
 mod state;
-mod whole;
+mod wasi_http;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::BodyExt;
 use http_body_util::combinators::UnsyncBoxBody;
-use tracing::Instrument;
 use wasmtime::component::{Component, HasSelf, Linker};
-use wasmtime::{
-    Config, InstanceAllocationStrategy, PoolConcurrencyLimitError, PoolingAllocationConfig, Store,
-    Trap, UpdateDeadline,
-};
-use wasmtime_wasi_http::WasiHttpView;
+use wasmtime::{Config, InstanceAllocationStrategy, PoolingAllocationConfig};
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
-use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
 
-use crate::admission::{Gate, Slot};
+use crate::admission::Gate;
 use crate::manifest::FunctionSpec;
 pub use cache::CacheDir;
+pub use emitter::{Emit, EmitContext, EmitError};
 use epoch::EpochTicker;
-pub use events::{Emit, EmitContext, EventOutcome};
-use events::{Emitting, bindings::EventsPre};
+use event_handler::EventHandlerPre;
+pub use event_handler::EventOutcome;
+use http_handler::HttpHandlerPre;
 use state::State;
 
 /// A boxed error from a response body stream.
@@ -237,7 +242,7 @@ impl Engine {
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
         wasmtime_wasi_config::add_to_linker(&mut linker, State::config)?;
-        events::bindings::wasmfn::function::emitter::add_to_linker::<State, HasSelf<State>>(
+        emitter::bindings::wasmfn::function::emitter::add_to_linker::<State, HasSelf<State>>(
             &mut linker,
             |state| state,
         )?;
@@ -312,19 +317,19 @@ impl Engine {
                 "it imports something wasmfn does not provide: {e:#}"
             ))
         })?;
-        let http = ProxyPre::new(instance_pre.clone());
-        let whole = whole::WholePre::new(instance_pre.clone()).ok();
-        let events = EventsPre::new(instance_pre);
-        let http = match http {
-            Ok(pre) => Some(pre),
-            Err(e) if !spec.routes.is_empty() => {
-                return Err(contract(format!(
-                    "the function has routes but the component does not export wasi:http/incoming-handler@0.2.x, the HTTP handler interface: {e:#}"
-                )));
-            }
-            Err(_) => None,
+        // An export is required when the manifest entry needs it, optional otherwise.
+        let export = |pre: wasmtime::Result<_>, needed: bool, why: &str| match pre {
+            Ok(pre) => Ok(Some(pre)),
+            Err(e) if needed => Err(contract(format!("{why}: {e:#}"))),
+            Err(_) => Ok(None),
         };
-        let events = match events {
+        let wasi_http = export(
+            ProxyPre::new(instance_pre.clone()),
+            !spec.routes.is_empty(),
+            "the function has routes but the component does not export wasi:http/incoming-handler@0.2.x, the HTTP handler interface",
+        )?;
+        let http_handler = HttpHandlerPre::new(instance_pre.clone()).ok();
+        let event_handler = match EventHandlerPre::new(instance_pre) {
             Ok(pre) => Some(pre),
             Err(e) if !spec.events.is_empty() => {
                 return Err(contract(format!(
@@ -338,9 +343,11 @@ impl Engine {
                 name: spec.name.clone(),
                 label: crate::metrics::intern(&spec.name),
                 metrics: self.metrics.clone(),
-                whole: whole.filter(|_| http.is_some()),
-                http,
-                events,
+                // Only beside the standard export: a component exporting the one-call
+                // interface alone would not run on any other host.
+                http_handler: http_handler.filter(|_| wasi_http.is_some()),
+                wasi_http,
+                event_handler,
                 timeout: spec.timeout,
                 memory: spec.memory,
                 max_body: spec.max_body,
@@ -535,10 +542,12 @@ struct FunctionInner {
     name: String,
     label: &'static str,
     metrics: Arc<crate::metrics::Metrics>,
-    http: Option<ProxyPre<State>>,
-    /// The one-call HTTP export, beside `http` (see whole.rs).
-    whole: Option<whole::WholePre<State>>,
-    events: Option<EventsPre<State>>,
+    /// `wasi:http/incoming-handler` (wasi_http.rs).
+    wasi_http: Option<ProxyPre<State>>,
+    /// The one-call `wasmfn:function/http-handler`, beside `wasi_http` (http_handler.rs).
+    http_handler: Option<HttpHandlerPre<State>>,
+    /// `wasmfn:function/event-handler` (event_handler.rs).
+    event_handler: Option<EventHandlerPre<State>>,
     timeout: Duration,
     memory: u64,
     max_body: u64,
@@ -546,14 +555,9 @@ struct FunctionInner {
     concurrency: Option<Gate>,
     instances: Gate,
     queue_timeout: Duration,
+    /// Per-request deadlines; off only in benchmarks (see [`EngineOptions::deadlines`]).
     deadlines: bool,
     _epoch: Arc<EpochTicker>,
-}
-
-/// The slots one invocation holds; returned when it is dropped, with the store.
-struct Admitted {
-    _function: Option<Slot>,
-    _instance: Slot,
 }
 
 impl Function {
@@ -577,326 +581,13 @@ impl Function {
         self.inner.max_body
     }
 
-    /// Takes a slot of the function's concurrency, then one of the instance pool, within
-    /// one queue timeout; the function's first, so a busy function waits without holding
-    /// a pool slot another function could use.
-    async fn admit(&self) -> Result<Admitted, InvokeError> {
-        let f = &self.inner;
-        let started = Instant::now();
-        let function = match &f.concurrency {
-            Some(gate) => Some(gate.enter(f.queue_timeout).await.map_err(|full| {
-                f.metrics.refused("concurrency");
-                InvokeError::Overloaded(full.to_string())
-            })?),
-            None => None,
-        };
-        let left = f.queue_timeout.saturating_sub(started.elapsed());
-        let instance = f.instances.enter(left).await.map_err(|full| {
-            f.metrics.refused("instances");
-            InvokeError::Overloaded(full.to_string())
-        })?;
-        Ok(Admitted {
-            _function: function,
-            _instance: instance,
-        })
-    }
-
-    /// Runs one request in a fresh instance and returns the guest's response once its head
-    /// is ready; the body streams on while the guest writes it. The instance and its store
-    /// are dropped when the guest returns, traps or passes its deadline. With `emit`, the
-    /// guest's `emitter.emit` calls go there; without, they fail with a reason.
-    pub async fn handle<B>(
-        &self,
-        request: hyper::Request<B>,
-        request_id: &str,
-        emit: Option<EmitContext>,
-    ) -> Result<hyper::Response<ResponseBody>, InvokeError>
-    where
-        B: hyper::body::Body<Data = Bytes> + Send + 'static,
-        B::Error: Into<BoxError>,
-    {
-        let f = &self.inner;
-        let Some(pre) = f.http.clone() else {
-            return Err(InvokeError::Host(format!(
-                "function `{}` has no HTTP handler",
-                f.name
-            )));
-        };
-        if let Some(whole) = &f.whole
-            && hyper::body::Body::size_hint(request.body())
-                .exact()
-                .is_some_and(|n| n <= whole::MAX_WHOLE_BODY)
-        {
-            // Boxed here, before any await: a body type carrying the caller's closures in
-            // this future trips rustc's check that the future is Send.
-            let request = request.map(|body| body.map_err(Into::into).boxed_unsync());
-            return self.handle_whole(whole, request, request_id, emit).await;
-        }
-        let admitted = self.admit().await?;
-        let mut store = self.new_store(pre.engine(), emit);
-
-        let request = request
-            .map(|body| body.map_err(|e| ErrorCode::InternalError(Some(e.into().to_string()))));
-        let (sender, receiver) = tokio::sync::oneshot::channel();
-        // Set when the guest hands over its response head. After that the client can only
-        // see a failure as a cut-off body, so the guest's task must log it itself.
-        let head_sent = Arc::new(AtomicBool::new(false));
-        let (req, out) = {
-            let mut http = store.data_mut().http();
-            let req = http
-                .new_incoming_request(Scheme::Http, request)
-                .map_err(|e| InvokeError::BadRequest(format!("{e:#}")))?;
-            let flag = head_sent.clone();
-            let out = http
-                .new_response_outparam_from_callback(move |response| {
-                    flag.store(response.is_ok(), Ordering::Release);
-                    // The receiver is gone only if the request was abandoned; nothing to do.
-                    let _ = sender.send(response);
-                })
-                .map_err(|e| InvokeError::Host(format!("{e:#}")))?;
-            (req, out)
-        };
-
-        let (timeout, deadline) = (f.timeout, f.deadline());
-        let (name, id) = (f.name.clone(), request_id.to_string());
-        let (metrics, label) = (f.metrics.clone(), f.label);
-        // The guest runs in its own task so it can keep streaming the body after the
-        // response head has gone out. The tokio timeout covers time the guest spends
-        // waiting on I/O; the epoch deadline covers time it spends computing.
-        // Created here, where the request's span is current, so both are its children.
-        let (instantiate_span, handle_span) = (
-            crate::telemetry::child_span("instantiate"),
-            crate::telemetry::child_span("handle"),
-        );
-        let task = tokio::spawn(async move {
-            let _admitted = admitted;
-            let _live = metrics.instance();
-            let run = async {
-                let proxy = instantiated(
-                    pre.instantiate_async(&mut store),
-                    instantiate_span,
-                    &metrics,
-                    label,
-                )
-                .await?;
-                proxy
-                    .wasi_http_incoming_handler()
-                    .call_handle(&mut store, req, out)
-                    .instrument(handle_span)
-                    .await
-            };
-            let result = settle(within(deadline, run).await, timeout);
-            store.data_mut().log_output(&name, &id);
-            // Before the head, `handle` turns the error into a status and the server logs
-            // it; after the head, this is the only place that still knows.
-            if let Err(error) = &result
-                && head_sent.load(Ordering::Acquire)
-            {
-                tracing::error!(
-                    function = %name, request_id = %id, %error,
-                    "function failed after sending its response head; the body was cut off"
-                );
-            }
-            result
-        });
-
-        match receiver.await {
-            Ok(Ok(response)) => {
-                Ok(response.map(|body| body.map_err(BoxError::from).boxed_unsync()))
-            }
-            Ok(Err(code)) => Err(InvokeError::NoResponse(format!(
-                "the function answered with an error instead of a response: {code:?}"
-            ))),
-            // The outparam was dropped unset: the task's result says why.
-            Err(_) => match task.await {
-                Ok(Ok(())) => Err(InvokeError::NoResponse(
-                    "the handler returned without calling response-outparam.set".to_string(),
-                )),
-                Ok(Err(e)) => Err(e),
-                Err(join) => Err(InvokeError::Host(format!("invocation task failed: {join}"))),
-            },
-        }
-    }
-}
-
-impl Function {
     /// Whether the component exports an HTTP handler.
     pub fn handles_http(&self) -> bool {
-        self.inner.http.is_some()
+        self.inner.wasi_http.is_some()
     }
 
     /// Whether the component exports an event handler.
     pub fn handles_events(&self) -> bool {
-        self.inner.events.is_some()
-    }
-
-    fn new_store(&self, engine: &wasmtime::Engine, emit: Option<EmitContext>) -> Store<State> {
-        let f = &self.inner;
-        let mut state = State::new(f.memory, f.variables.clone());
-        state.emitting = emit.map(|ctx| Emitting::new(ctx, &f.name));
-        let mut store = Store::new(engine, state);
-        store.limiter(|s| &mut s.limits);
-        // At every tick a computing guest either passes its deadline (a trap, 504) or
-        // yields to the scheduler: a guest spinning on the CPU holds a worker thread for
-        // at most one tick at a time, so it cannot starve the other requests.
-        if !f.deadlines {
-            return store;
-        }
-        let deadline = Instant::now() + f.timeout;
-        store.epoch_deadline_callback(move |_| {
-            Ok(if Instant::now() >= deadline {
-                UpdateDeadline::Interrupt
-            } else {
-                UpdateDeadline::YieldCustom(1, Box::pin(tokio::task::yield_now()))
-            })
-        });
-        store.set_epoch_deadline(1);
-        store
-    }
-
-    /// Delivers one event to the function's event handler in a fresh instance, which is
-    /// dropped when the handler returns, traps or passes its deadline.
-    pub async fn handle_event(
-        &self,
-        event: &cloudevents::Event,
-        request_id: &str,
-        emit: Option<EmitContext>,
-    ) -> Result<EventOutcome, InvokeError> {
-        let f = &self.inner;
-        let Some(pre) = f.events.clone() else {
-            return Err(InvokeError::Host(format!(
-                "function `{}` has no event handler",
-                f.name
-            )));
-        };
-        let _admitted = self.admit().await?;
-        let mut store = self.new_store(pre.engine(), emit);
-        let guest_event = events::to_guest(event);
-        let _live = f.metrics.instance();
-        let (instantiate_span, handle_span) = (
-            crate::telemetry::child_span("instantiate"),
-            crate::telemetry::child_span("handle"),
-        );
-        let run = async {
-            let instance = instantiated(
-                pre.instantiate_async(&mut store),
-                instantiate_span,
-                &f.metrics,
-                f.label,
-            )
-            .await?;
-            instance
-                .wasmfn_function_event_handler()
-                .call_handle(&mut store, &guest_event)
-                .instrument(handle_span)
-                .await
-        };
-        let result = settle(within(f.deadline(), run).await, f.timeout);
-        store.data_mut().log_output(&f.name, request_id);
-        events::outcome(result?, &f.name).map_err(InvokeError::InvalidReply)
-    }
-
-    /// [`Function::handle`] for a request with a small body of known length, through the
-    /// one-call export: read the body, call once, send the whole response.
-    async fn handle_whole(
-        &self,
-        pre: &whole::WholePre<State>,
-        request: hyper::Request<UnsyncBoxBody<Bytes, BoxError>>,
-        request_id: &str,
-        emit: Option<EmitContext>,
-    ) -> Result<hyper::Response<ResponseBody>, InvokeError> {
-        let f = &self.inner;
-        let _admitted = self.admit().await?;
-        let mut store = self.new_store(pre.engine(), emit);
-        let _live = f.metrics.instance();
-        let (instantiate_span, handle_span) = (
-            crate::telemetry::child_span("instantiate"),
-            crate::telemetry::child_span("handle"),
-        );
-        // Reading the body counts against the deadline, as it does when the guest reads it.
-        let run = async {
-            let request = match whole::read_request(request).await {
-                Ok(r) => r,
-                Err(e) => return Ok(Err(e)),
-            };
-            let instance = instantiated(
-                pre.instantiate_async(&mut store),
-                instantiate_span,
-                &f.metrics,
-                f.label,
-            )
-            .await?;
-            instance
-                .wasmfn_function_http_handler()
-                .call_handle(&mut store, &request)
-                .instrument(handle_span)
-                .await
-                .map(Ok)
-        };
-        let result = settle(within(f.deadline(), run).await, f.timeout);
-        store.data_mut().log_output(&f.name, request_id);
-        whole::into_response(result??)
-    }
-}
-
-impl FunctionInner {
-    /// The per-request deadline, unless deadlines are off (benchmarks only).
-    fn deadline(&self) -> Option<Duration> {
-        self.deadlines.then_some(self.timeout)
-    }
-}
-
-/// Awaits an instantiation inside its span and records how long it took.
-async fn instantiated<I>(
-    instantiate: impl Future<Output = wasmtime::Result<I>>,
-    span: tracing::Span,
-    metrics: &crate::metrics::Metrics,
-    label: &'static str,
-) -> wasmtime::Result<I> {
-    let started = Instant::now();
-    let instance = instantiate.instrument(span).await?;
-    metrics.instantiated(label, started.elapsed());
-    Ok(instance)
-}
-
-/// How a guest call under a deadline ended, as the host reports it.
-fn settle<T>(
-    result: Result<wasmtime::Result<T>, tokio::time::error::Elapsed>,
-    timeout: Duration,
-) -> Result<T, InvokeError> {
-    match result {
-        Ok(Ok(value)) => Ok(value),
-        Ok(Err(e)) => Err(classify(e, timeout)),
-        Err(_elapsed) => Err(InvokeError::Deadline(timeout)),
-    }
-}
-
-/// `fut`, stopped after `timeout` if there is one.
-async fn within<F: Future>(
-    timeout: Option<Duration>,
-    fut: F,
-) -> Result<F::Output, tokio::time::error::Elapsed> {
-    match timeout {
-        Some(t) => tokio::time::timeout(t, fut).await,
-        None => Ok(fut.await),
-    }
-}
-
-fn classify(e: wasmtime::Error, timeout: Duration) -> InvokeError {
-    // The instance gate keeps within the pool's component instances, but a component
-    // made of many core modules can still run out of the pool's core instances or
-    // memories; that is load, not a fault.
-    if let Some(limit) = e.downcast_ref::<PoolConcurrencyLimitError>() {
-        return InvokeError::Overloaded(format!("the instance pool is full: {limit}"));
-    }
-    match e.downcast_ref::<Trap>() {
-        Some(Trap::Interrupt) => InvokeError::Deadline(timeout),
-        _ => InvokeError::Trap {
-            reason: e.root_cause().to_string(),
-            backtrace: e
-                .downcast_ref::<wasmtime::WasmBacktrace>()
-                .map(|bt| bt.to_string())
-                .unwrap_or_default(),
-        },
+        self.inner.event_handler.is_some()
     }
 }

@@ -23,7 +23,7 @@ pub(crate) struct State {
     stdout: super::output::Captured,
     stderr: super::output::Captured,
     /// Set when the invocation may emit events.
-    pub(crate) emitting: Option<super::events::Emitting>,
+    pub(crate) emitting: Option<super::emitter::Emitting>,
 }
 
 impl State {

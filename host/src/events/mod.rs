@@ -1,10 +1,13 @@
-//! CloudEvents: the HTTP binding ([`codec`]), subscriptions ([`filter`]), and where emitted
-//! events go ([`outbox`]).
+//! CloudEvents: the HTTP binding ([`codec`]), subscriptions ([`filter`]), delivering events
+//! to functions and sending on what they emit ([`dispatch`]), and the sink emitted events go
+//! to ([`sink`]). Nothing here knows the HTTP front (`server`) above it.
 
 pub mod codec;
+pub mod dispatch;
 pub mod filter;
-pub mod outbox;
+pub mod sink;
 
 pub use codec::{DecodeError, Mode};
+pub use dispatch::{Dispatcher, HOP_LIMIT, MAX_EVENT_BODY, Refused};
 pub use filter::{Filter, Subscription};
-pub use outbox::{EventOptions, Sink};
+pub use sink::{EventOptions, EventOptionsError, SendError, Sink};

@@ -179,6 +179,17 @@ pub struct Reply {
     pub body: Bytes,
 }
 
+impl From<http::Response<Bytes>> for Reply {
+    fn from(response: http::Response<Bytes>) -> Self {
+        let (parts, body) = response.into_parts();
+        Reply {
+            status: parts.status.as_u16(),
+            headers: parts.headers,
+            body,
+        }
+    }
+}
+
 impl Reply {
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
@@ -187,6 +198,20 @@ impl Reply {
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_slice(&self.body)
             .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+    }
+
+    /// The `error` of a JSON error body.
+    pub fn error(&self) -> String {
+        self.json()["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no error in {}", self.text()))
+            .to_string()
+    }
+
+    /// Asserts the status, and that the error says `needle`.
+    pub fn assert_error(&self, status: u16, needle: &str) {
+        assert_eq!(self.status, status, "{}", self.text());
+        assert!(self.error().contains(needle), "{}", self.text());
     }
 
     pub fn header(&self, name: &str) -> Option<&str> {
@@ -208,11 +233,7 @@ pub async fn send(
     let response = client.request(request).await.expect("request failed");
     let (parts, body) = response.into_parts();
     let body = body.collect().await.expect("reading the body").to_bytes();
-    Reply {
-        status: parts.status.as_u16(),
-        headers: parts.headers,
-        body,
-    }
+    http::Response::from_parts(parts, body).into()
 }
 
 pub async fn get(url: &str) -> Reply {

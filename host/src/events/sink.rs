@@ -1,10 +1,6 @@
-//! Where emitted events go: to the sink (`K_SINK`, in a cluster a Knative Broker) over HTTP
-//! in binary mode with bounded retries, or, without a sink, to the functions of this host
-//! that subscribe to them (a local Sequence, for development).
+//! The sink emitted events are POSTed to (`K_SINK`; in a cluster, a Knative Broker), in
+//! binary mode with bounded retries, and the settings that choose it.
 
-use std::future::Future;
-use std::pin::Pin;
-use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -15,8 +11,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
 use super::codec::{self, Mode};
-use crate::engine::Emit;
-use crate::server::App;
+use crate::telemetry::TraceContext;
 
 /// How many times one event is offered to the sink before emitting fails.
 const SINK_ATTEMPTS: u32 = 5;
@@ -36,9 +31,49 @@ pub struct EventOptions {
     pub overrides: Vec<(String, String)>,
 }
 
+/// Settings for emitted events that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum EventOptionsError {
+    /// The sink URL is not one the host can POST to.
+    #[error("sink {url:?} {problem}")]
+    Sink {
+        /// The URL as given.
+        url: String,
+        /// What is wrong with it.
+        problem: String,
+    },
+    /// `K_CE_OVERRIDES` is not the JSON Knative's SinkBinding writes.
+    #[error("K_CE_OVERRIDES must be JSON like {{\"extensions\": {{\"name\": \"value\"}}}}: {0}")]
+    Overrides(String),
+    /// An extension name in `K_CE_OVERRIDES` breaks the CloudEvents naming rule.
+    #[error("K_CE_OVERRIDES: {0}")]
+    OverrideName(String),
+}
+
+/// Why the sink did not take an event.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    /// It answered with a status Knative does not retry.
+    #[error("sink {uri} refused the event with {status}")]
+    Refused {
+        /// The sink.
+        uri: String,
+        /// Its answer.
+        status: http::StatusCode,
+    },
+    /// Every attempt failed with a status or error Knative retries.
+    #[error("sink {uri} did not accept the event after {SINK_ATTEMPTS} attempts: {last}")]
+    GaveUp {
+        /// The sink.
+        uri: String,
+        /// What the last attempt got.
+        last: String,
+    },
+}
+
 impl EventOptions {
     /// Reads the sink URL and the `K_CE_OVERRIDES` JSON (`{"extensions": {"name": "value"}}`).
-    pub fn new(sink: Option<&str>, overrides: Option<&str>) -> Result<Self, String> {
+    pub fn new(sink: Option<&str>, overrides: Option<&str>) -> Result<Self, EventOptionsError> {
         let sink = sink.filter(|s| !s.is_empty()).map(Sink::new).transpose()?;
         let overrides = match overrides.filter(|s| !s.trim().is_empty()) {
             None => Vec::new(),
@@ -48,20 +83,19 @@ impl EventOptions {
     }
 }
 
-fn parse_overrides(json: &str) -> Result<Vec<(String, String)>, String> {
+fn parse_overrides(json: &str) -> Result<Vec<(String, String)>, EventOptionsError> {
     #[derive(serde::Deserialize)]
     struct Overrides {
         #[serde(default)]
         extensions: std::collections::BTreeMap<String, serde_json::Value>,
     }
-    let parsed: Overrides = serde_json::from_str(json).map_err(|e| {
-        format!("K_CE_OVERRIDES must be JSON like {{\"extensions\": {{\"name\": \"value\"}}}}: {e}")
-    })?;
+    let parsed: Overrides =
+        serde_json::from_str(json).map_err(|e| EventOptionsError::Overrides(e.to_string()))?;
     parsed
         .extensions
         .into_iter()
         .map(|(name, value)| {
-            codec::check_extension_name(&name).map_err(|e| format!("K_CE_OVERRIDES: {e}"))?;
+            codec::check_extension_name(&name).map_err(EventOptionsError::OverrideName)?;
             let value = match value {
                 serde_json::Value::String(s) => s,
                 other => other.to_string(),
@@ -86,21 +120,25 @@ impl std::fmt::Debug for Sink {
 
 impl Sink {
     /// A sink at `url` (`http://`; in a cluster the broker ingress is plain HTTP).
-    pub fn new(url: &str) -> Result<Self, String> {
+    pub fn new(url: &str) -> Result<Self, EventOptionsError> {
+        let problem = |problem: String| EventOptionsError::Sink {
+            url: url.to_string(),
+            problem,
+        };
         let uri: http::Uri = url
             .parse()
-            .map_err(|e| format!("sink {url:?} is not a URL: {e}"))?;
+            .map_err(|e| problem(format!("is not a URL: {e}")))?;
         match uri.scheme_str() {
             Some("http") => {}
             Some("https") => {
-                return Err(format!(
-                    "sink {url:?}: https sinks are not supported yet; use the broker's cluster-local http address"
+                return Err(problem(
+                    "is https, which sinks do not support yet; use the broker's cluster-local http address".to_string(),
                 ));
             }
-            _ => return Err(format!("sink {url:?} must be an http:// URL")),
+            _ => return Err(problem("must be an http:// URL".to_string())),
         }
         if uri.host().is_none() {
-            return Err(format!("sink {url:?} has no host"));
+            return Err(problem("has no host".to_string()));
         }
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
@@ -111,7 +149,7 @@ impl Sink {
 
     /// POSTs `event` in binary mode, retrying what Knative retries (network errors, 404,
     /// 408, 409, 429, 5xx) with exponential backoff, honouring `Retry-After`.
-    pub async fn send(&self, event: &Event) -> Result<(), String> {
+    pub async fn send(&self, event: &Event) -> Result<(), SendError> {
         let (headers, body) = codec::encode(Mode::Binary, std::slice::from_ref(event));
         let mut backoff = FIRST_BACKOFF;
         let mut last_error = String::new();
@@ -121,10 +159,8 @@ impl Sink {
                 .expect("a POST to a parsed URI is a valid request");
             request.headers_mut().extend(headers.clone());
             // Knative traces by the traceparent header, not only the extension.
-            if let Some(tp) = event.extension("traceparent")
-                && let Ok(v) = http::HeaderValue::from_str(&codec::extension_string(tp))
-            {
-                request.headers_mut().insert("traceparent", v);
+            if let Some(v) = TraceContext::from_event(event).and_then(|t| t.header_value()) {
+                request.headers_mut().insert(TraceContext::NAME, v);
             }
             let mut wait = backoff;
             match tokio::time::timeout(ATTEMPT_TIMEOUT, self.client.request(request)).await {
@@ -144,7 +180,10 @@ impl Sink {
                     let retryable = matches!(status.as_u16(), 404 | 408 | 409 | 429)
                         || status.is_server_error();
                     if !retryable {
-                        return Err(format!("sink {} refused the event with {status}", self.uri));
+                        return Err(SendError::Refused {
+                            uri: self.uri.to_string(),
+                            status,
+                        });
                     }
                     last_error = format!("answered {status}");
                     if let Some(after) = retry_after {
@@ -160,53 +199,9 @@ impl Sink {
                 backoff = (backoff * 2).min(MAX_BACKOFF);
             }
         }
-        Err(format!(
-            "sink {} did not accept the event after {SINK_ATTEMPTS} attempts: {last_error}",
-            self.uri
-        ))
-    }
-}
-
-/// The [`Emit`] the engine hands to every invocation.
-pub(crate) struct Outbox {
-    options: EventOptions,
-    app: Weak<App>,
-    metrics: Arc<crate::metrics::Metrics>,
-}
-
-impl Outbox {
-    pub(crate) fn new(
-        options: EventOptions,
-        app: Weak<App>,
-        metrics: Arc<crate::metrics::Metrics>,
-    ) -> Self {
-        Self {
-            options,
-            app,
-            metrics,
-        }
-    }
-}
-
-impl Emit for Outbox {
-    fn emit(
-        self: Arc<Self>,
-        mut event: Event,
-        hops: u32,
-    ) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>> {
-        Box::pin(async move {
-            for (name, value) in &self.options.overrides {
-                event.set_extension(name, value.clone());
-            }
-            let result = match &self.options.sink {
-                Some(sink) => sink.send(&event).await,
-                None => match self.app.upgrade() {
-                    Some(app) => app.dispatch_local(event, hops).await,
-                    None => Err("the host is shutting down".to_string()),
-                },
-            };
-            self.metrics.emitted(result.is_ok());
-            result
+        Err(SendError::GaveUp {
+            uri: self.uri.to_string(),
+            last: last_error,
         })
     }
 }
@@ -231,6 +226,7 @@ mod tests {
         assert!(
             EventOptions::new(Some("https://broker"), None)
                 .unwrap_err()
+                .to_string()
                 .contains("https")
         );
         assert!(EventOptions::new(Some("broker-ingress"), None).is_err());

@@ -7,7 +7,8 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::manifest::{Ctx, FunctionSpec, ManifestError};
+use super::limits::duration;
+use super::{Ctx, FunctionSpec, ManifestError};
 
 /// Ports Knative reserves for its own components; a user container may not listen there.
 pub const RESERVED_PORTS: [u16; 6] = [8012, 8013, 8022, 9090, 9091, 8008];
@@ -149,7 +150,8 @@ pub(crate) fn resolve(
     if let Some(raw) = deploy {
         let d = raw.get_ref();
         if let Some(ns) = &d.namespace {
-            dns_label(ns.get_ref(), "namespace").map_err(|e| ctx.error(ns.span(), e))?;
+            dns_label(ns.get_ref(), "namespace")
+                .map_err(|e| ctx.error(ns.span(), e.to_string()))?;
             spec.namespace = Some(ns.get_ref().clone());
         }
         if let Some(port) = &d.port {
@@ -163,7 +165,7 @@ pub(crate) fn resolve(
             spec.port = p;
         }
         if let Some(b) = &d.broker {
-            dns_label(b.get_ref(), "broker").map_err(|e| ctx.error(b.span(), e))?;
+            dns_label(b.get_ref(), "broker").map_err(|e| ctx.error(b.span(), e.to_string()))?;
             spec.broker = b.get_ref().clone();
         }
         spec.create_broker = d.create_broker;
@@ -188,7 +190,7 @@ pub(crate) fn resolve(
     for raw in services {
         let s = raw.get_ref();
         let name = s.name.get_ref().clone();
-        dns_label(&name, "service name").map_err(|e| ctx.error(s.name.span(), e))?;
+        dns_label(&name, "service name").map_err(|e| ctx.error(s.name.span(), e.to_string()))?;
         if spec.services.iter().any(|o| o.name == name) {
             return Err(ctx.error(s.name.span(), format!("service `{name}` is defined twice")));
         }
@@ -229,7 +231,7 @@ pub(crate) fn resolve(
                         format!("revision {v:?} must start with the service name and a dash (`{name}-...`), as Knative requires"),
                     ));
                 }
-                dns_label(v, "revision").map_err(|e| ctx.error(r.span(), e))?;
+                dns_label(v, "revision").map_err(|e| ctx.error(r.span(), e.to_string()))?;
                 Some(v.clone())
             }
         };
@@ -266,7 +268,7 @@ pub(crate) fn resolve(
             autoscaling.insert("metric", m.clone());
         }
         if let Some(window) = &s.window {
-            let d = duration(ctx, window, "window")?;
+            let d = duration(ctx, "window", window)?;
             if !(6..=3600).contains(&d.as_secs()) || d.subsec_nanos() != 0 {
                 return Err(ctx.error(
                     window.span(),
@@ -279,7 +281,7 @@ pub(crate) fn resolve(
             autoscaling.insert("window", window.get_ref().clone());
         }
         if let Some(delay) = &s.scale_down_delay {
-            let d = duration(ctx, delay, "scale_down_delay")?;
+            let d = duration(ctx, "scale_down_delay", delay)?;
             if d.as_secs() > 3600 {
                 return Err(ctx.error(
                     delay.span(),
@@ -325,10 +327,15 @@ pub(crate) fn resolve(
                 tag: tr.tag.clone(),
             });
             // Entry by entry, so an error points at the entry's line.
-            check_traffic(&name, &traffic, false).map_err(|e| ctx.error(t.span(), e))?;
+            check_traffic(&name, &traffic, false)
+                .map_err(|e| ctx.error(t.span(), e.to_string()))?;
         }
-        check_traffic(&name, &traffic, true)
-            .map_err(|e| ctx.error(s.traffic.first().map_or(raw.span(), |t| t.span()), e))?;
+        check_traffic(&name, &traffic, true).map_err(|e| {
+            ctx.error(
+                s.traffic.first().map_or(raw.span(), |t| t.span()),
+                e.to_string(),
+            )
+        })?;
 
         spec.services.push(ServiceSpec {
             name,
@@ -354,13 +361,68 @@ pub(crate) fn resolve(
     Ok(spec)
 }
 
+/// A traffic split Knative would refuse.
+#[derive(Debug, thiserror::Error)]
+pub enum TrafficError {
+    /// A percent over 100.
+    #[error("percent must be 0 to 100, got {0}")]
+    Percent(u32),
+    /// A revision or tag that is not a DNS label.
+    #[error(transparent)]
+    Name(#[from] NotADnsLabel),
+    /// Two entries with one tag.
+    #[error("tag `{0}` is used twice")]
+    DuplicateTag(String),
+    /// A tag whose route name would be too long.
+    #[error("tag route `{tag}-{service}` would be longer than 63 characters")]
+    TagTooLong {
+        /// The tag.
+        tag: String,
+        /// The service.
+        service: String,
+    },
+    /// Percents that do not add up to 100.
+    #[error("service `{service}`: traffic percents add up to {total}, not 100")]
+    Total {
+        /// The service.
+        service: String,
+        /// What they add up to.
+        total: u32,
+    },
+    /// A `--traffic` entry that is not `REVISION=PERCENT[:TAG]`.
+    #[error("traffic entry {0:?} must look like REVISION=PERCENT[:TAG] or @latest=PERCENT[:TAG]")]
+    Syntax(String),
+    /// A `--traffic` entry whose percent is not a number.
+    #[error("traffic entry {entry:?}: {percent:?} is not a percent")]
+    NotAPercent {
+        /// The entry.
+        entry: String,
+        /// What stood where the percent goes.
+        percent: String,
+    },
+}
+
+/// A name Knative requires to be a DNS-1123 label.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{what} {value:?} must be 1-63 of a-z, 0-9 and '-', starting with a letter and not ending with '-'"
+)]
+pub struct NotADnsLabel {
+    what: &'static str,
+    value: String,
+}
+
 /// Knative's rules for a traffic block: percents 0..=100 adding up to 100 (when `complete`),
 /// tags that are DNS labels, unique, and short enough for their `<tag>-<service>` route.
-pub fn check_traffic(service: &str, traffic: &[Traffic], complete: bool) -> Result<(), String> {
+pub fn check_traffic(
+    service: &str,
+    traffic: &[Traffic],
+    complete: bool,
+) -> Result<(), TrafficError> {
     let mut tags: Vec<&str> = Vec::new();
     for t in traffic {
         if t.percent > 100 {
-            return Err(format!("percent must be 0 to 100, got {}", t.percent));
+            return Err(TrafficError::Percent(t.percent));
         }
         if let Some(r) = &t.revision {
             dns_label(r, "revision")?;
@@ -368,68 +430,60 @@ pub fn check_traffic(service: &str, traffic: &[Traffic], complete: bool) -> Resu
         if let Some(tag) = &t.tag {
             dns_label(tag, "tag")?;
             if tags.contains(&tag.as_str()) {
-                return Err(format!("tag `{tag}` is used twice"));
+                return Err(TrafficError::DuplicateTag(tag.clone()));
             }
             if tag.len() + 1 + service.len() > 63 {
-                return Err(format!(
-                    "tag route `{tag}-{service}` would be longer than 63 characters"
-                ));
+                return Err(TrafficError::TagTooLong {
+                    tag: tag.clone(),
+                    service: service.to_string(),
+                });
             }
             tags.push(tag);
         }
     }
     let total: u32 = traffic.iter().map(|t| t.percent).sum();
     if complete && !traffic.is_empty() && total != 100 {
-        return Err(format!(
-            "service `{service}`: traffic percents add up to {total}, not 100"
-        ));
+        return Err(TrafficError::Total {
+            service: service.to_string(),
+            total,
+        });
     }
     Ok(())
 }
 
 /// Parses `--traffic` entries: `REVISION=PERCENT[:TAG]`, with `@latest` for the latest
 /// ready revision, e.g. `users-api-stable=90:stable,@latest=10:canary`.
-pub fn parse_traffic(service: &str, text: &str) -> Result<Vec<Traffic>, String> {
+pub fn parse_traffic(service: &str, text: &str) -> Result<Vec<Traffic>, TrafficError> {
     let traffic = text
         .split(',')
         .map(|entry| {
-            let (target, rest) = entry.trim().split_once('=').ok_or_else(|| {
-                format!("traffic entry {entry:?} must look like REVISION=PERCENT[:TAG] or @latest=PERCENT[:TAG]")
-            })?;
+            let (target, rest) = entry
+                .trim()
+                .split_once('=')
+                .ok_or_else(|| TrafficError::Syntax(entry.to_string()))?;
             let (percent, tag) = match rest.split_once(':') {
                 Some((p, t)) => (p, Some(t.to_string())),
                 None => (rest, None),
             };
-            let percent = percent
-                .parse()
-                .map_err(|_| format!("traffic entry {entry:?}: {percent:?} is not a percent"))?;
+            let percent = percent.parse().map_err(|_| TrafficError::NotAPercent {
+                entry: entry.to_string(),
+                percent: percent.to_string(),
+            })?;
             let revision = (target != "@latest").then(|| target.to_string());
-            Ok(Traffic { revision, percent, tag })
+            Ok(Traffic {
+                revision,
+                percent,
+                tag,
+            })
         })
-        .collect::<Result<Vec<_>, String>>()?;
+        .collect::<Result<Vec<_>, TrafficError>>()?;
     check_traffic(service, &traffic, true)?;
     Ok(traffic)
 }
 
-fn duration(
-    ctx: &Ctx<'_>,
-    v: &Spanned<String>,
-    key: &str,
-) -> Result<std::time::Duration, ManifestError> {
-    humantime::parse_duration(v.get_ref()).map_err(|e| {
-        ctx.error(
-            v.span(),
-            format!(
-                "`{key}` must be a duration such as \"30s\", got {:?}: {e}",
-                v.get_ref()
-            ),
-        )
-    })
-}
-
 /// A DNS-1123 label, which Knative requires of names: 1-63 of a-z 0-9 '-', starting with a
 /// letter and not ending with '-'.
-fn dns_label(v: &str, what: &str) -> Result<(), String> {
+fn dns_label(v: &str, what: &'static str) -> Result<(), NotADnsLabel> {
     let ok = !v.is_empty()
         && v.len() <= 63
         && v.as_bytes()[0].is_ascii_lowercase()
@@ -439,8 +493,9 @@ fn dns_label(v: &str, what: &str) -> Result<(), String> {
     if ok {
         Ok(())
     } else {
-        Err(format!(
-            "{what} {v:?} must be 1-63 of a-z, 0-9 and '-', starting with a letter and not ending with '-'"
-        ))
+        Err(NotADnsLabel {
+            what,
+            value: v.to_string(),
+        })
     }
 }

@@ -1,33 +1,43 @@
-//! The event side of the guest contract (wit/events.wit): calling `event-handler` and
-//! serving `emitter`, and converting between the guest's record and `cloudevents::Event`.
+//! The `emitter` import (wit/events.wit), which any function may use to send events, and
+//! the conversions between the guest's `cloud-event` record and `cloudevents::Event`. Where
+//! an emitted event goes is decided outside the engine, behind [`Emit`].
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
 
 use cloudevents::{AttributesReader, AttributesWriter, Event, EventBuilder, EventBuilderV10};
 
 use super::state::State;
 use crate::events::codec;
+use crate::telemetry::TraceContext;
 
 pub(crate) mod bindings {
     wasmtime::component::bindgen!({
-        path: "../wit",
-        inline: "
-            package wasmfn:host;
-            world events {
-                import wasmfn:function/emitter@0.1.0;
-                export wasmfn:function/event-handler@0.1.0;
-            }
-        ",
-        world: "wasmfn:host/events",
+        path: ["../wit", "wit/host.wit"],
+        world: "wasmfn:host/emitting",
         imports: { default: async },
-        exports: { default: async },
     });
 }
 
-use bindings::wasmfn::function::types::{CloudEvent as GuestEvent, HandlerError};
+use bindings::wasmfn::function::types::CloudEvent as GuestEvent;
+
+/// Why an emitted event was not accepted; the guest reads it as the error of `emit`.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum EmitError {
+    /// The event breaks the CloudEvents spec.
+    #[error("invalid event: {0}")]
+    Invalid(String),
+    /// The invocation was not given anywhere to emit to.
+    #[error("this invocation cannot emit events")]
+    Unavailable,
+    /// The invocation already emitted its share.
+    #[error("one invocation may emit at most {MAX_EMITS_PER_INVOCATION} events")]
+    TooMany,
+    /// The sink, or this host's subscribers, did not accept it.
+    #[error("{0}")]
+    NotDelivered(String),
+}
 
 /// Where emitted events go; implemented outside the engine (the sink client, or in-process
 /// dispatch), so the engine stays ignorant of HTTP clients and routing.
@@ -38,7 +48,7 @@ pub trait Emit: Send + Sync + 'static {
         self: Arc<Self>,
         event: Event,
         hops: u32,
-    ) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
+    ) -> Pin<Box<dyn Future<Output = Result<(), EmitError>> + Send>>;
 }
 
 /// What an invocation may emit through, and where it sits in a chain of events.
@@ -48,26 +58,10 @@ pub struct EmitContext {
     pub emitter: Arc<dyn Emit>,
     /// Deliveries between the original request and this invocation (0 for a request).
     pub hops: u32,
-    /// The W3C trace context of the request, carried onto emitted events.
-    pub traceparent: Option<String>,
+    /// The trace context of the request, carried onto emitted events.
+    pub trace: Option<TraceContext>,
     /// The id of the request that started the chain, for the log.
     pub request_id: String,
-}
-
-/// How an event handler answered.
-#[derive(Debug)]
-pub enum EventOutcome {
-    /// Accepted, with an optional reply event.
-    Reply(Option<Box<Event>>),
-    /// Failed for now; the sender should retry, after `after` if given.
-    Retry {
-        /// The handler's reason.
-        message: String,
-        /// How long to wait before retrying.
-        after: Option<Duration>,
-    },
-    /// Rejected for good.
-    Reject(String),
 }
 
 /// One invocation emits at most this many events, so a looping guest cannot flood a sink.
@@ -95,23 +89,19 @@ impl bindings::wasmfn::function::types::Host for State {}
 impl bindings::wasmfn::function::emitter::Host for State {
     async fn emit(&mut self, event: GuestEvent) -> Result<(), String> {
         let Some(emitting) = self.emitting.as_mut() else {
-            return Err("this invocation cannot emit events".to_string());
+            return Err(EmitError::Unavailable.to_string());
         };
         if emitting.emitted >= MAX_EMITS_PER_INVOCATION {
-            return Err(format!(
-                "one invocation may emit at most {MAX_EMITS_PER_INVOCATION} events"
-            ));
+            return Err(EmitError::TooMany.to_string());
         }
         let mut event = from_guest(event, &emitting.function)
-            .map_err(|reason| format!("invalid event: {reason}"))?;
-        if let Some(tp) = &emitting.ctx.traceparent
-            && event.extension("traceparent").is_none()
-        {
-            event.set_extension("traceparent", tp.clone());
+            .map_err(|reason| EmitError::Invalid(reason).to_string())?;
+        if let Some(trace) = &emitting.ctx.trace {
+            trace.apply_to(&mut event);
         }
         emitting.emitted += 1;
         let (emitter, hops) = (emitting.ctx.emitter.clone(), emitting.ctx.hops + 1);
-        emitter.emit(event, hops).await
+        emitter.emit(event, hops).await.map_err(|e| e.to_string())
     }
 }
 
@@ -181,19 +171,4 @@ pub(crate) fn from_guest(e: GuestEvent, function: &str) -> Result<Event, String>
     }
     codec::validate(&event)?;
     Ok(event)
-}
-
-pub(crate) fn outcome(
-    result: Result<Option<GuestEvent>, HandlerError>,
-    function: &str,
-) -> Result<EventOutcome, String> {
-    Ok(match result {
-        Ok(None) => EventOutcome::Reply(None),
-        Ok(Some(reply)) => EventOutcome::Reply(Some(Box::new(from_guest(reply, function)?))),
-        Err(HandlerError::Retry(r)) => EventOutcome::Retry {
-            message: r.message,
-            after: r.after_seconds.map(|s| Duration::from_secs(s.into())),
-        },
-        Err(HandlerError::Reject(message)) => EventOutcome::Reject(message),
-    })
 }

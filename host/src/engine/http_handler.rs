@@ -1,7 +1,7 @@
-//! The one-call HTTP path (`wasmfn:function/http-handler` in wit/world.wit): for a function
-//! that exports it (every SDK function does) and a request whose body has a known, small
-//! length, the host reads the body, hands the whole request over in one call and gets the
-//! whole response back. No `wasi:http` resources, streams, response outparam or separate
+//! The `wasmfn:function/http-handler` ABI (wit/world.wit), the one-call HTTP path: for a
+//! function that exports it (every SDK function does) and a request whose body has a known,
+//! small length, the host reads the body, hands the whole request over in one call and gets
+//! the whole response back. No `wasi:http` resources, streams, response outparam or separate
 //! guest task, which is most of what a small request costs after instantiation
 //! (benches/README.md).
 
@@ -10,31 +10,60 @@ use http::header;
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full};
 
-use super::{BoxError, InvokeError, ResponseBody};
+use super::emitter::EmitContext;
+use super::invocation::Invocation;
+use super::state::State;
+use super::{BoxError, Function, InvokeError, ResponseBody};
+use wasmtime::Store;
 
 pub(crate) mod bindings {
     wasmtime::component::bindgen!({
-        path: "../wit",
-        inline: "
-            package wasmfn:host;
-            world whole {
-                export wasmfn:function/http-handler@0.1.0;
-            }
-        ",
-        world: "wasmfn:host/whole",
+        path: ["../wit", "wit/host.wit"],
+        world: "wasmfn:host/http-handling",
         exports: { default: async },
     });
 }
 
-pub(crate) use bindings::WholePre;
+pub(crate) use bindings::HttpHandlingPre as HttpHandlerPre;
 use bindings::exports::wasmfn::function::http_handler::{Request, Response};
 
 /// Bodies up to this size, with a known length, take the one-call path; larger or
 /// streamed ones go through `wasi:http`, which streams them.
-pub(crate) const MAX_WHOLE_BODY: u64 = 1 << 20;
+pub(crate) const MAX_BODY: u64 = 1 << 20;
 
-/// Reads a request whose body is at most [`MAX_WHOLE_BODY`] into the guest's record.
-pub(crate) async fn read_request(
+/// Whether `request` may take the one-call path: its body's length is known and small.
+pub(crate) fn fits<B: hyper::body::Body>(request: &hyper::Request<B>) -> bool {
+    hyper::body::Body::size_hint(request.body())
+        .exact()
+        .is_some_and(|n| n <= MAX_BODY)
+}
+
+impl Function {
+    /// [`Function::handle`] for a request that [`fits`], through the one-call export: read
+    /// the body, call once, send the whole response.
+    pub(super) async fn call_http_handler(
+        &self,
+        pre: &HttpHandlerPre<State>,
+        request: hyper::Request<UnsyncBoxBody<Bytes, BoxError>>,
+        request_id: &str,
+        emit: Option<EmitContext>,
+    ) -> Result<hyper::Response<ResponseBody>, InvokeError> {
+        let invocation = Invocation::begin(&self.inner, pre.engine(), request_id, emit).await?;
+        // Reading the body counts against the deadline, as it does when the guest reads it.
+        let handle = async |instance: bindings::HttpHandling, store: &mut Store<State>| {
+            let request = match read_request(request).await {
+                Ok(r) => r,
+                Err(e) => return Ok(Err(e)),
+            };
+            let handler = instance.wasmfn_function_http_handler();
+            handler.call_handle(store, &request).await.map(Ok)
+        };
+        into_response(invocation.run(pre, handle).await??)
+    }
+}
+
+/// Reads a request whose body is at most [`MAX_BODY`] into the guest's record.
+async fn read_request(
     request: hyper::Request<UnsyncBoxBody<Bytes, BoxError>>,
 ) -> Result<Request, InvokeError> {
     let (parts, body) = request.into_parts();
@@ -61,7 +90,7 @@ pub(crate) async fn read_request(
 
 /// The guest's record as a response, or why it is not a valid one. `content-length` is
 /// the body's (hyper sets it); one the function gave is dropped.
-pub(crate) fn into_response(r: Response) -> Result<hyper::Response<ResponseBody>, InvokeError> {
+fn into_response(r: Response) -> Result<hyper::Response<ResponseBody>, InvokeError> {
     let invalid = |what: String| {
         InvokeError::NoResponse(format!("the function's response is invalid: {what}"))
     };

@@ -4,6 +4,14 @@
 //! Parsing is two steps (as ripgrep's low/high args): serde reads the TOML into `Raw*`
 //! types that keep source spans, then [`Manifest::parse`] validates them into resolved types
 //! with defaults applied. Every error names the file, the line and what was expected.
+//!
+//! - this file: the functions, their routes and subscriptions, and the whole manifest;
+//! - [`limits`]: durations, sizes and counts, and the host-wide `[server]` limits;
+//! - [`deploy`]: the `[deploy]` table and `[[services]]`, checked as Knative would check
+//!   them (the `deploy` module at the crate root only renders them).
+
+pub mod deploy;
+pub mod limits;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -16,23 +24,17 @@ use toml::Spanned;
 
 use crate::events::Subscription;
 use crate::router::{RoutePattern, RouteTable};
+pub use deploy::DeploySpec;
+pub use limits::{
+    DEFAULT_LOADED_FUNCTIONS, DEFAULT_MAX_BODY, DEFAULT_MEMORY, DEFAULT_TIMEOUT, MAX_MEMORY,
+    MAX_TIMEOUT, MIN_MEMORY, ServerLimits,
+};
+use limits::{parse_count, parse_memory, parse_size, parse_timeout, server_limits};
 
-/// How long a function may run when the manifest does not say.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
-/// The memory a function may use when the manifest does not say.
-pub const DEFAULT_MEMORY: u64 = 128 * 1024 * 1024;
-/// Knative's own ceiling on a revision's request timeout (`timeoutSeconds` ≤ 600).
-pub const MAX_TIMEOUT: Duration = Duration::from_secs(600);
-/// A 32-bit linear memory cannot exceed 4 GiB.
-pub const MAX_MEMORY: u64 = 4 * 1024 * 1024 * 1024;
-/// Below this no Rust or Python guest starts.
-pub const MIN_MEMORY: u64 = 1024 * 1024;
 /// Paths under this prefix belong to the host (health, metrics) and no function may claim them.
 pub const RESERVED_PREFIX: &str = "/.well-known/wasmfn/";
 /// Where CloudEvents arrive when the manifest does not say: Knative delivers to `/`.
 pub const DEFAULT_EVENTS_PATH: &str = "/";
-/// The largest request body a function accepts when the manifest does not say.
-pub const DEFAULT_MAX_BODY: u64 = 16 * 1024 * 1024;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -40,9 +42,9 @@ struct RawManifest {
     #[serde(default)]
     functions: Vec<Spanned<RawFunction>>,
     events: Option<RawEvents>,
-    deploy: Option<Spanned<crate::deploy::spec::RawDeploy>>,
+    deploy: Option<Spanned<deploy::RawDeploy>>,
     #[serde(default)]
-    services: Vec<Spanned<crate::deploy::spec::RawService>>,
+    services: Vec<Spanned<deploy::RawService>>,
     server: Option<RawServer>,
 }
 
@@ -92,51 +94,9 @@ pub struct Manifest {
     /// The path CloudEvents are delivered to.
     pub events_path: String,
     /// How `wasmfn deploy render` lays the functions out on Knative.
-    pub deploy: crate::deploy::DeploySpec,
+    pub deploy: DeploySpec,
     /// Host-wide limits on connections and requests (`[server]`).
     pub server: ServerLimits,
-}
-
-/// Host-wide limits: what one host accepts before it answers 503 instead of queueing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ServerLimits {
-    /// Open client connections; more are answered 503 and closed.
-    pub max_connections: u32,
-    /// Requests being handled at once (HTTP and CloudEvents, waiting ones included).
-    pub max_in_flight: u32,
-    /// Functions kept loaded (compiled code mapped, pre-instantiated) at once. Up to this
-    /// many are loaded, and checked, at start; the rest load on their first request, and
-    /// the least recently used are unloaded to make room.
-    pub loaded_functions: u32,
-    /// How long a request may wait for a free slot (host, function or instance pool)
-    /// before it is answered 503 with `Retry-After`.
-    pub queue_timeout: Duration,
-    /// How long a client may take to send a request's headers: from accepting the
-    /// connection for its first request, from the first byte for later ones (slowloris).
-    pub header_timeout: Duration,
-    /// How long a connection with no request in flight stays open.
-    pub idle_timeout: Duration,
-}
-
-/// Functions kept loaded by default: a manifest of up to this many is loaded and checked
-/// whole at start, and start-up stays in milliseconds (each load maps a precompiled
-/// component, ~0.5-1 ms) however many functions are configured.
-pub const DEFAULT_LOADED_FUNCTIONS: u32 = 100;
-
-impl Default for ServerLimits {
-    fn default() -> Self {
-        Self {
-            max_connections: 10_000,
-            max_in_flight: 1_000,
-            loaded_functions: DEFAULT_LOADED_FUNCTIONS,
-            queue_timeout: Duration::from_secs(1),
-            header_timeout: Duration::from_secs(10),
-            // Longer than the idle timeout of Go's HTTP transport (90 s), which Knative's
-            // queue-proxy uses, so the proxy closes an idle connection before we do and
-            // never sends a request into one we are closing.
-            idle_timeout: Duration::from_secs(120),
-        }
-    }
 }
 
 /// One `[[functions]]` entry, resolved.
@@ -200,6 +160,17 @@ pub enum ManifestError {
         at: Location,
         /// What was expected.
         message: String,
+    },
+    /// `WASMFN_FUNCTIONS` (or `--functions`) names a function the manifest lacks.
+    #[error(
+        "{}: WASMFN_FUNCTIONS names `{name}`, but the manifest has no such function",
+        path.display()
+    )]
+    UnknownFunction {
+        /// The manifest path.
+        path: PathBuf,
+        /// The name that was asked for.
+        name: String,
     },
 }
 
@@ -341,8 +312,7 @@ impl Manifest {
             }
         };
 
-        let deploy =
-            crate::deploy::spec::resolve(&ctx, raw.deploy.as_ref(), &raw.services, &functions)?;
+        let deploy = deploy::resolve(&ctx, raw.deploy.as_ref(), &raw.services, &functions)?;
         let server = match &raw.server {
             None => ServerLimits::default(),
             Some(raw) => server_limits(&ctx, raw)?,
@@ -363,13 +333,13 @@ impl Manifest {
     /// Keeps only the named functions (a Knative Service's share of the manifest, from
     /// `WASMFN_FUNCTIONS`); an unknown name is an error, so a typo cannot silently serve
     /// nothing.
-    pub fn select(mut self, names: &[String]) -> Result<Self, String> {
+    pub fn select(mut self, names: &[String]) -> Result<Self, ManifestError> {
         for name in names {
             if !self.functions.iter().any(|f| &f.name == name) {
-                return Err(format!(
-                    "{}: WASMFN_FUNCTIONS names `{name}`, but the manifest has no such function",
-                    self.path.display()
-                ));
+                return Err(ManifestError::UnknownFunction {
+                    path: self.path.clone(),
+                    name: name.clone(),
+                });
             }
         }
         // Deploy layout refers to functions by index: renumber it alongside.
@@ -394,7 +364,7 @@ impl Manifest {
             .enumerate()
             .flat_map(|(i, f)| f.routes.iter().map(move |r| (r.clone(), i)));
         self.routes = RouteTable::build(routes)
-            .map_err(|d| format!("route {} is claimed twice", d.pattern))?;
+            .expect("the routes of some of a valid manifest's functions are unique");
         Ok(self)
     }
 }
@@ -441,125 +411,6 @@ fn validate_name(ctx: &Ctx<'_>, name: &Spanned<String>) -> Result<String, Manife
             format!("function name {n:?} must be 1-63 lower-case letters, digits or '-', not starting or ending with '-'"),
         ))
     }
-}
-
-fn parse_timeout(ctx: &Ctx<'_>, t: &Spanned<String>) -> Result<Duration, ManifestError> {
-    parse_duration(ctx, "timeout", t, MAX_TIMEOUT, "600s (Knative's limit)")
-}
-
-/// A duration for `key`: more than zero and at most `max` (`max_text` says it for people).
-fn parse_duration(
-    ctx: &Ctx<'_>,
-    key: &str,
-    t: &Spanned<String>,
-    max: Duration,
-    max_text: &str,
-) -> Result<Duration, ManifestError> {
-    let d = humantime::parse_duration(t.get_ref()).map_err(|e| {
-        ctx.error(
-            t.span(),
-            format!(
-                "`{key}` must be a duration such as \"5s\" or \"250ms\", got {:?}: {e}",
-                t.get_ref()
-            ),
-        )
-    })?;
-    if d.is_zero() || d > max {
-        return Err(ctx.error(
-            t.span(),
-            format!(
-                "`{key}` must be more than 0 and at most {max_text}, got {:?}",
-                t.get_ref()
-            ),
-        ));
-    }
-    Ok(d)
-}
-
-fn parse_memory(ctx: &Ctx<'_>, m: &Spanned<String>) -> Result<u64, ManifestError> {
-    parse_size(ctx, "memory", m, MIN_MEMORY, MAX_MEMORY)
-}
-
-fn parse_size(
-    ctx: &Ctx<'_>,
-    key: &str,
-    m: &Spanned<String>,
-    min: u64,
-    max: u64,
-) -> Result<u64, ManifestError> {
-    let size: bytesize::ByteSize = m.get_ref().parse().map_err(|e| {
-        ctx.error(
-            m.span(),
-            format!(
-                "`{key}` must be a size such as \"64MiB\", got {:?}: {e}",
-                m.get_ref()
-            ),
-        )
-    })?;
-    let bytes = size.as_u64();
-    if !(min..=max).contains(&bytes) {
-        return Err(ctx.error(
-            m.span(),
-            format!(
-                "`{key}` must be between {:.0} and {:.0}, got {:?}",
-                bytesize::ByteSize(min).display().iec(),
-                bytesize::ByteSize(max).display().iec(),
-                m.get_ref()
-            ),
-        ));
-    }
-    Ok(bytes)
-}
-
-/// A positive count that fits the semaphores it sizes.
-fn parse_count(ctx: &Ctx<'_>, key: &str, n: &Spanned<i64>) -> Result<u32, ManifestError> {
-    match u32::try_from(*n.get_ref()) {
-        Ok(v) if (1..=1_000_000).contains(&v) => Ok(v),
-        _ => Err(ctx.error(
-            n.span(),
-            format!(
-                "`{key}` must be a whole number from 1 to 1000000, got {}",
-                n.get_ref()
-            ),
-        )),
-    }
-}
-
-fn server_limits(ctx: &Ctx<'_>, raw: &RawServer) -> Result<ServerLimits, ManifestError> {
-    let mut limits = ServerLimits::default();
-    if let Some(n) = &raw.max_connections {
-        limits.max_connections = parse_count(ctx, "server.max_connections", n)?;
-    }
-    if let Some(n) = &raw.max_in_flight {
-        limits.max_in_flight = parse_count(ctx, "server.max_in_flight", n)?;
-    }
-    if let Some(n) = &raw.loaded_functions {
-        limits.loaded_functions = parse_count(ctx, "server.loaded_functions", n)?;
-    }
-    for (key, value, slot) in [
-        (
-            "queue_timeout",
-            &raw.queue_timeout,
-            &mut limits.queue_timeout,
-        ),
-        (
-            "header_timeout",
-            &raw.header_timeout,
-            &mut limits.header_timeout,
-        ),
-        ("idle_timeout", &raw.idle_timeout, &mut limits.idle_timeout),
-    ] {
-        if let Some(t) = value {
-            *slot = parse_duration(
-                ctx,
-                &format!("server.{key}"),
-                t,
-                Duration::from_secs(3600),
-                "1h",
-            )?;
-        }
-    }
-    Ok(limits)
 }
 
 #[cfg(test)]

@@ -1,0 +1,83 @@
+//! The `wasmfn:function/event-handler` ABI (wit/events.wit): one CloudEvent in, an optional
+//! reply event or a retry/reject verdict out, in a fresh instance per event.
+
+use std::time::Duration;
+
+use super::emitter::{self, EmitContext};
+use super::invocation::Invocation;
+use super::state::State;
+use super::{Function, InvokeError};
+use wasmtime::Store;
+
+pub(crate) mod bindings {
+    wasmtime::component::bindgen!({
+        path: ["../wit", "wit/host.wit"],
+        world: "wasmfn:host/event-handling",
+        exports: { default: async },
+        with: {
+            "wasmfn:function/types": super::super::emitter::bindings::wasmfn::function::types,
+        },
+    });
+}
+
+pub(crate) use bindings::EventHandlingPre as EventHandlerPre;
+use emitter::bindings::wasmfn::function::types::{CloudEvent as GuestEvent, HandlerError};
+
+/// How an event handler answered.
+#[derive(Debug)]
+pub enum EventOutcome {
+    /// Accepted, with an optional reply event.
+    Reply(Option<Box<cloudevents::Event>>),
+    /// Failed for now; the sender should retry, after `after` if given.
+    Retry {
+        /// The handler's reason.
+        message: String,
+        /// How long to wait before retrying.
+        after: Option<Duration>,
+    },
+    /// Rejected for good.
+    Reject(String),
+}
+
+impl Function {
+    /// Delivers one event to the function's event handler in a fresh instance, which is
+    /// dropped when the handler returns, traps or passes its deadline.
+    pub async fn handle_event(
+        &self,
+        event: &cloudevents::Event,
+        request_id: &str,
+        emit: Option<EmitContext>,
+    ) -> Result<EventOutcome, InvokeError> {
+        let Some(pre) = self.inner.event_handler.clone() else {
+            return Err(InvokeError::Host(format!(
+                "function `{}` has no event handler",
+                self.inner.name
+            )));
+        };
+        let guest_event = emitter::to_guest(event);
+        let invocation = Invocation::begin(&self.inner, pre.engine(), request_id, emit).await?;
+        let handle = async |instance: bindings::EventHandling, store: &mut Store<State>| {
+            let handler = instance.wasmfn_function_event_handler();
+            handler.call_handle(store, &guest_event).await
+        };
+        let result = invocation.run(&pre, handle).await?;
+        outcome(result, &self.inner.name).map_err(InvokeError::InvalidReply)
+    }
+}
+
+fn outcome(
+    result: Result<Option<GuestEvent>, HandlerError>,
+    function: &str,
+) -> Result<EventOutcome, String> {
+    Ok(match result {
+        Ok(None) => EventOutcome::Reply(None),
+        Ok(Some(reply)) => {
+            EventOutcome::Reply(Some(Box::new(emitter::from_guest(reply, function)?)))
+        }
+        Err(HandlerError::Retry(r)) => EventOutcome::Retry {
+            message: r.message,
+            after: r.after_seconds.map(|s| Duration::from_secs(s.into())),
+        },
+        Err(HandlerError::Reject(message)) => EventOutcome::Reject(message),
+    })
+}

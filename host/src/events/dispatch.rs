@@ -1,0 +1,383 @@
+//! Delivering CloudEvents to the functions that subscribe to them, and sending on what they
+//! emit. The [`Dispatcher`] owns the functions' subscriptions and where emitted events go:
+//! it answers a request that carries events (decode, deliver each, reply in the mode the
+//! events came in), and it is the [`Emit`] every invocation emits through: to the sink when
+//! there is one, else to this host's own subscribers (a local Sequence, for development).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use cloudevents::{AttributesReader, Event};
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use tracing::Instrument;
+
+use super::codec::{self, DecodeError, Mode};
+use super::filter::Subscription;
+use super::sink::EventOptions;
+use crate::engine::{BoxError, Emit, EmitContext, EmitError, EventOutcome, InvokeError};
+use crate::failure::{Failure, full};
+use crate::functions::Functions;
+use crate::manifest::Manifest;
+use crate::metrics::Metrics;
+use crate::telemetry::{self, TraceContext};
+
+/// The largest CloudEvents request body read; larger ones get 413.
+pub const MAX_EVENT_BODY: usize = 16 * 1024 * 1024;
+/// How many in-process deliveries one chain of events may take before it is stopped as a
+/// loop (a function replying to its own events, say).
+pub const HOP_LIMIT: u32 = 32;
+
+/// Delivers events to the functions of a manifest and sends on what they emit.
+pub struct Dispatcher {
+    functions: Arc<Functions>,
+    /// (function index, subscription), in manifest order.
+    subscriptions: Vec<(usize, Subscription)>,
+    options: EventOptions,
+    metrics: Arc<Metrics>,
+}
+
+/// An events request that was not accepted: why, and which event it concerns.
+#[derive(Debug)]
+pub struct Refused {
+    /// Why; it knows its status.
+    pub failure: Failure,
+    /// The event concerned, once the request was decoded.
+    pub event_id: Option<String>,
+}
+
+impl From<Failure> for Refused {
+    fn from(failure: Failure) -> Self {
+        Self {
+            failure,
+            event_id: None,
+        }
+    }
+}
+
+impl Dispatcher {
+    /// A dispatcher for `manifest`'s subscriptions, emitting where `options` says.
+    pub fn new(
+        manifest: &Manifest,
+        functions: Arc<Functions>,
+        options: EventOptions,
+        metrics: Arc<Metrics>,
+    ) -> Arc<Self> {
+        let subscriptions = manifest
+            .functions
+            .iter()
+            .enumerate()
+            .flat_map(|(i, spec)| spec.events.iter().map(move |s| (i, s.clone())))
+            .collect();
+        Arc::new(Self {
+            functions,
+            subscriptions,
+            options,
+            metrics,
+        })
+    }
+
+    /// Whether any function takes events.
+    pub fn has_subscribers(&self) -> bool {
+        !self.subscriptions.is_empty()
+    }
+
+    /// What an invocation `hops` deliveries from its request emits through.
+    pub fn emit_context(
+        self: &Arc<Self>,
+        hops: u32,
+        trace: Option<TraceContext>,
+        request_id: &str,
+    ) -> EmitContext {
+        EmitContext {
+            emitter: self.clone(),
+            hops,
+            trace,
+            request_id: request_id.to_string(),
+        }
+    }
+
+    /// Answers a request that carries CloudEvents in `mode`: decode, deliver each, reply in
+    /// the mode the events came in.
+    pub async fn handle_request<B>(
+        self: &Arc<Self>,
+        req: Request<B>,
+        mode: Mode,
+        request_id: &str,
+    ) -> Result<Response<crate::engine::ResponseBody>, Refused>
+    where
+        B: hyper::body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let started = Instant::now();
+        let (parts, body) = req.into_parts();
+        let body = match Limited::new(body, MAX_EVENT_BODY).collect().await {
+            Ok(collected) => collected.to_bytes(),
+            Err(e) => {
+                let failure = if e.is::<http_body_util::LengthLimitError>() {
+                    Failure::BodyTooLarge {
+                        function: None,
+                        limit: MAX_EVENT_BODY as u64,
+                    }
+                } else {
+                    Failure::BadRequest {
+                        reason: format!("reading the request body failed: {e}"),
+                    }
+                };
+                tracing::info!(%request_id, status = failure.status().as_u16(), error = %failure, "event request refused");
+                return Err(failure.into());
+            }
+        };
+        let events = codec::decode(mode, &parts.headers, &body).map_err(|e| {
+            let failure = match e {
+                DecodeError::UnsupportedFormat(_) => Failure::UnsupportedEventFormat {
+                    reason: e.to_string(),
+                },
+                DecodeError::Malformed(_) => Failure::MalformedEvent {
+                    reason: e.to_string(),
+                },
+            };
+            tracing::info!(%request_id, status = failure.status().as_u16(), error = %failure, "event refused");
+            Refused::from(failure)
+        })?;
+        let header_trace = TraceContext::from_headers(&parts.headers);
+        let refused = |failure: Failure, event: &Event| Refused {
+            failure,
+            event_id: Some(event.id().to_string()),
+        };
+        let mut replies = Vec::new();
+        let mut rejected = None;
+        for event in &events {
+            let trace = TraceContext::from_event(event).or_else(|| header_trace.clone());
+            match self.deliver(event, request_id, 0, trace, true).await {
+                Ok(Some(reply)) => replies.push(reply),
+                Ok(None) => {}
+                // A rejection is final, so the rest of a batch still gets delivered; the
+                // batch is then answered as rejected, for the broker to dead-letter.
+                Err(failure @ Failure::Rejected { .. }) if mode == Mode::Batch => {
+                    rejected.get_or_insert((failure, event));
+                }
+                // Anything retryable fails the batch now: the broker redelivers all of it.
+                Err(failure) => return Err(refused(failure, event)),
+            }
+        }
+        if let Some((failure, event)) = rejected {
+            // The 422 carries no replies, so the replies of the events that were accepted
+            // travel on as emitted events instead of being dropped.
+            for reply in replies {
+                if let Err(e) = self.clone().emit(reply, 1).await {
+                    let failure = Failure::ReplyNotEmitted {
+                        function: "(batch)".to_string(),
+                        reason: e.to_string(),
+                    };
+                    log_failure(&failure, event, request_id);
+                    return Err(refused(failure, event));
+                }
+            }
+            return Err(refused(failure, event));
+        }
+        tracing::debug!(
+            %request_id, events = events.len(), replies = replies.len(),
+            elapsed_us = started.elapsed().as_micros() as u64, "events delivered"
+        );
+        if replies.is_empty() {
+            let mut response = Response::new(full(Bytes::new()));
+            *response.status_mut() = StatusCode::ACCEPTED;
+            return Ok(response);
+        }
+        let (headers, body) = codec::encode(mode, &replies);
+        let mut response = Response::new(full(body));
+        response.headers_mut().extend(headers);
+        Ok(response)
+    }
+
+    /// Runs every function subscribed to `event` (each once, however many of its
+    /// subscriptions match). With exactly one and `inline_reply`, its reply is returned for
+    /// the response; otherwise replies are emitted onward.
+    async fn deliver(
+        self: &Arc<Self>,
+        event: &Event,
+        request_id: &str,
+        hops: u32,
+        trace: Option<TraceContext>,
+        inline_reply: bool,
+    ) -> Result<Option<Event>, Failure> {
+        let mut targets: Vec<usize> = Vec::new();
+        for (i, subscription) in &self.subscriptions {
+            if !targets.contains(i) && subscription.matches(event) {
+                targets.push(*i);
+            }
+        }
+        if targets.is_empty() {
+            return Err(Failure::NoSubscriber {
+                ty: event.ty().to_string(),
+                event_source: event.source().to_string(),
+            });
+        }
+        let emit = self.emit_context(hops, trace.clone(), request_id);
+        let trace_id = telemetry::trace_id(trace.as_ref());
+        let run = |i: usize| {
+            let emit = emit.clone();
+            async move {
+                let started = Instant::now();
+                let function = match self.functions.get(i).await {
+                    Ok(function) => function,
+                    Err(e) => {
+                        self.metrics
+                            .event(self.functions.label(i), event.ty(), "error");
+                        return (
+                            i,
+                            Err(Failure::Unloadable {
+                                function: self.functions.name(i).to_string(),
+                                reason: e.to_string(),
+                            }),
+                        );
+                    }
+                };
+                let span =
+                    telemetry::root_span("event", function.name(), request_id, emit.trace.as_ref());
+                let result = function
+                    .handle_event(event, request_id, Some(emit))
+                    .instrument(span)
+                    .await;
+                let outcome = outcome_label(&result);
+                self.metrics.event(function.label(), event.ty(), outcome);
+                tracing::info!(
+                    function = function.name(), %request_id,
+                    trace_id,
+                    event_id = event.id(), event_type = event.ty(),
+                    result = outcome,
+                    elapsed_us = started.elapsed().as_micros() as u64, "event"
+                );
+                (i, result.map_err(|e| Failure::invoke(function.name(), e)))
+            }
+        };
+        let results = if let [only] = targets[..] {
+            vec![run(only).await]
+        } else {
+            futures_util::future::join_all(targets.iter().map(|&i| run(i))).await
+        };
+        let inline = inline_reply && results.len() == 1;
+        let (mut retryable, mut rejected, mut reply) = (None, None, None);
+        for (i, result) in results {
+            let function = self.functions.name(i).to_string();
+            match result {
+                Ok(EventOutcome::Reply(None)) => {}
+                Ok(EventOutcome::Reply(Some(mut out))) => {
+                    if let Some(trace) = &trace {
+                        trace.apply_to(&mut out);
+                    }
+                    if inline {
+                        reply = Some(*out);
+                    } else if let Err(e) = self.clone().emit(*out, hops + 1).await {
+                        retryable.get_or_insert(Failure::ReplyNotEmitted {
+                            function,
+                            reason: e.to_string(),
+                        });
+                    }
+                }
+                Ok(EventOutcome::Retry { message, after }) => {
+                    retryable.get_or_insert(Failure::RetryRequested {
+                        function,
+                        message,
+                        after,
+                    });
+                }
+                Ok(EventOutcome::Reject(message)) => {
+                    rejected.get_or_insert(Failure::Rejected { function, message });
+                }
+                Err(failure) => {
+                    retryable.get_or_insert(failure);
+                }
+            }
+        }
+        // A retryable failure wins: the broker redelivers, and at-least-once delivery
+        // lets the functions that succeeded see the event again.
+        match retryable.or(rejected) {
+            Some(failure) => {
+                log_failure(&failure, event, request_id);
+                Err(failure)
+            }
+            None => Ok(reply),
+        }
+    }
+
+    /// Delivers an emitted event to this host's subscribers; the emitter's path when no
+    /// sink is configured. Replies travel on the same way, up to [`HOP_LIMIT`] deliveries.
+    async fn dispatch_local(self: &Arc<Self>, event: Event, hops: u32) -> Result<(), EmitError> {
+        if hops > HOP_LIMIT {
+            return Err(EmitError::NotDelivered(format!(
+                "event {} of type {} is {hops} in-process deliveries from its request; stopping what looks like a loop (limit {HOP_LIMIT})",
+                event.id(),
+                event.ty()
+            )));
+        }
+        let request_id = uuid::Uuid::new_v4().simple().to_string();
+        let trace = TraceContext::from_event(&event);
+        match self.deliver(&event, &request_id, hops, trace, false).await {
+            Ok(_) => Ok(()),
+            Err(Failure::NoSubscriber { .. }) => {
+                tracing::info!(
+                    %request_id, event_id = event.id(), event_type = event.ty(), event_source = event.source(),
+                    "emitted event has no subscriber in this host and no sink is configured"
+                );
+                Ok(())
+            }
+            Err(failure) => Err(EmitError::NotDelivered(failure.to_string())),
+        }
+    }
+}
+
+impl Emit for Dispatcher {
+    fn emit(
+        self: Arc<Self>,
+        mut event: Event,
+        hops: u32,
+    ) -> Pin<Box<dyn Future<Output = Result<(), EmitError>> + Send>> {
+        Box::pin(async move {
+            for (name, value) in &self.options.overrides {
+                event.set_extension(name, value.clone());
+            }
+            let result = match &self.options.sink {
+                Some(sink) => sink
+                    .send(&event)
+                    .await
+                    .map_err(|e| EmitError::NotDelivered(e.to_string())),
+                None => self.dispatch_local(event, hops).await,
+            };
+            self.metrics.emitted(result.is_ok());
+            result
+        })
+    }
+}
+
+/// How a delivery ended, as the `result` of its log line and metric.
+fn outcome_label(result: &Result<EventOutcome, InvokeError>) -> &'static str {
+    match result {
+        Ok(EventOutcome::Reply(Some(_))) => "reply",
+        Ok(EventOutcome::Reply(None)) => "accepted",
+        Ok(EventOutcome::Retry { .. }) => "retry",
+        Ok(EventOutcome::Reject(_)) => "reject",
+        Err(_) => "error",
+    }
+}
+
+/// One line for an event that was not accepted: an error when a guest or the host failed,
+/// a warning when a handler said retry or reject.
+fn log_failure(failure: &Failure, event: &Event, request_id: &str) {
+    let (event_id, event_type) = (event.id(), event.ty());
+    match failure.backtrace() {
+        Some(backtrace) => {
+            tracing::error!(%request_id, event_id, event_type, error = %failure, backtrace = ?backtrace, "event failed")
+        }
+        None if failure.is_fault() => {
+            tracing::error!(%request_id, event_id, event_type, error = %failure, "event failed")
+        }
+        None => {
+            tracing::warn!(%request_id, event_id, event_type, error = %failure, "event not accepted")
+        }
+    }
+}

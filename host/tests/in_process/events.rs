@@ -1,0 +1,278 @@
+//! CloudEvents through `App::handle`: the binding's three modes, replies, the saga's
+//! functions one by one, several subscribers, and the in-process hop limit.
+
+use wasmfn::server::App;
+use wasmfn_guest_artifacts as guests;
+
+use super::{Reply, app, call_with, entry, post_as};
+
+/// Headers of a binary-mode event of type `ty` carrying JSON `data`.
+fn binary_event<'a>(ty: &'a str, id: &'a str) -> Vec<(&'a str, &'a str)> {
+    vec![
+        ("ce-specversion", "1.0"),
+        ("ce-id", id),
+        ("ce-source", "/tests"),
+        ("ce-type", ty),
+        ("content-type", "application/json"),
+    ]
+}
+
+async fn send_event(app: &App, ty: &str, data: serde_json::Value) -> Reply {
+    call_with(
+        app,
+        "POST",
+        "/",
+        &binary_event(ty, "evt-1"),
+        data.to_string(),
+    )
+    .await
+}
+
+fn saga_entry(name: &str, component: &str, events: &str, extra: &str) -> String {
+    entry(name, component, &[], &format!("events = {events}\n{extra}"))
+}
+
+fn order(id: &str, quantity: u32, amount_cents: u64) -> serde_json::Value {
+    serde_json::json!({ "order_id": id, "item": "widget", "quantity": quantity, "amount_cents": amount_cents })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+pub(crate) async fn event_echo() {
+    let app = app(&saga_entry("echo", guests::EVENT_ECHO, "[{}]", ""));
+    // Binary in, binary reply out: same data, type + ".echo", a new id.
+    let mut headers = binary_event("order.created", "abc");
+    headers.push(("ce-subject", "caf%C3%A9"));
+    headers.push(("ce-partitionkey", "p1"));
+    let r = call_with(&app, "POST", "/", &headers, r#"{"n":1}"#).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("ce-type"), Some("order.created.echo"));
+    assert_eq!(r.header("ce-source"), Some("/tests"));
+    assert_eq!(r.header("ce-subject"), Some("caf%C3%A9"));
+    assert_eq!(r.header("ce-partitionkey"), Some("p1"));
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    let id = r.header("ce-id").unwrap();
+    assert!(!id.is_empty() && id != "abc", "new id: {id}");
+    assert_eq!(r.json(), serde_json::json!({"n": 1}));
+
+    // JSON data comes back as sent: key order and every digit of a big number kept.
+    let data = r#"{"z":1,"a":12345678901234567890123.000000000000000001,"m":[true,null]}"#;
+    let r = call_with(&app, "POST", "/", &binary_event("big.numbers", "n1"), data).await;
+    assert_eq!((r.status, r.text().as_str()), (200, data));
+
+    // Structured in, structured reply out, data_base64 kept as binary.
+    let structured = serde_json::json!({
+        "specversion": "1.0", "id": "s1", "source": "/tests", "type": "blob.stored",
+        "datacontenttype": "application/octet-stream", "data_base64": "AAEC/w==",
+    });
+    let r = post_as(
+        &app,
+        "/",
+        "application/cloudevents+json; charset=utf-8",
+        structured.to_string(),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        r.header("content-type"),
+        Some("application/cloudevents+json")
+    );
+    let reply = r.json();
+    assert_eq!(reply["type"], "blob.stored.echo");
+    assert_eq!(reply["data_base64"], "AAEC/w==");
+
+    // A batch: every event delivered, replies returned as a batch in order.
+    let batch = serde_json::json!([
+        { "specversion": "1.0", "id": "b1", "source": "/tests", "type": "a", "data": {"i": 1} },
+        { "specversion": "1.0", "id": "b2", "source": "/tests", "type": "b", "data": {"i": 2} },
+    ]);
+    let r = post_as(
+        &app,
+        "/",
+        "application/cloudevents-batch+json",
+        batch.to_string(),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let replies = r.json();
+    assert_eq!(replies[0]["type"], "a.echo");
+    assert_eq!(replies[1]["data"], serde_json::json!({"i": 2}));
+    // An empty batch is valid and asks nothing.
+    let r = post_as(&app, "/", "application/cloudevents-batch+json", "[]").await;
+    assert_eq!(r.status, 202);
+
+    // Malformed events are 400 with the reason; the request id comes along.
+    let mut bad = binary_event("t", "1");
+    bad.retain(|(k, _)| *k != "ce-source");
+    let r = call_with(&app, "POST", "/", &bad, "{}").await;
+    r.assert_error(400, "missing required attribute source");
+    assert!(r.json()["request_id"].is_string());
+    let r = post_as(&app, "/", "application/cloudevents+xml", "<e/>").await;
+    assert_eq!(r.status, 415);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+pub(crate) async fn event_display() {
+    // A pure consumer: accepted with 202 and no reply. Only order events reach it here, so
+    // anything else is a 404 the broker will retry and dead-letter, not a silent loss.
+    let app = app(&saga_entry(
+        "display",
+        guests::EVENT_DISPLAY,
+        r#"[{ filters = [{ prefix = { type = "order." } }] }]"#,
+        "",
+    ));
+    let r = send_event(
+        &app,
+        "order.completed",
+        serde_json::json!({"order_id": "o1"}),
+    )
+    .await;
+    assert_eq!((r.status, r.body.len()), (202, 0));
+    let r = send_event(&app, "payment.completed", serde_json::json!({})).await;
+    r.assert_error(
+        404,
+        "no function subscribes to events of type \"payment.completed\"",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+pub(crate) async fn inventory_service() {
+    let app = app(&saga_entry(
+        "inventory",
+        guests::INVENTORY_SERVICE,
+        r#"[{ type = "order.created" }]"#,
+        r#"variables = { "stock.widget" = "5" }"#,
+    ));
+    let r = send_event(&app, "order.created", order("o1", 2, 100)).await;
+    assert_eq!(
+        (r.status, r.header("ce-type")),
+        (200, Some("inventory.reserved"))
+    );
+    assert_eq!(r.header("ce-id"), Some("o1/inventory.reserved"));
+    assert_eq!(r.header("ce-subject"), Some("o1"));
+    let r = send_event(&app, "order.created", order("o2", 9, 100)).await;
+    assert_eq!(r.header("ce-type"), Some("inventory.failed"));
+    assert!(
+        r.json()["reason"]
+            .as_str()
+            .unwrap()
+            .contains("only 5 of widget")
+    );
+    // Data that is not an order cannot succeed on retry: 422, so the broker dead-letters it.
+    let r = send_event(&app, "order.created", serde_json::json!({"nope": true})).await;
+    assert_eq!(r.status, 422, "{}", r.text());
+    assert_eq!(r.json()["function"], "inventory");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+pub(crate) async fn payment_service() {
+    let app = app(&saga_entry(
+        "payment",
+        guests::PAYMENT_SERVICE,
+        r#"[{ type = "inventory.reserved" }]"#,
+        r#"variables = { limit_cents = "1000" }"#,
+    ));
+    let r = send_event(&app, "inventory.reserved", order("o1", 1, 999)).await;
+    assert_eq!(r.header("ce-type"), Some("payment.completed"));
+    let r = send_event(&app, "inventory.reserved", order("o2", 1, 5000)).await;
+    assert_eq!(r.header("ce-type"), Some("payment.failed"));
+    assert!(r.json()["reason"].as_str().unwrap().contains("declined"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+pub(crate) async fn inventory_compensator() {
+    let app = app(&saga_entry(
+        "compensator",
+        guests::INVENTORY_COMPENSATOR,
+        r#"[{ type = "payment.failed" }]"#,
+        "",
+    ));
+    let r = send_event(&app, "payment.failed", order("o9", 1, 5000)).await;
+    assert_eq!(r.header("ce-type"), Some("inventory.released"));
+    assert_eq!(r.json()["order_id"], "o9");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+pub(crate) async fn order_service() {
+    // One component, both handlers: HTTP for new orders, events for the saga's outcome.
+    let app = app(&entry(
+        "orders",
+        guests::ORDER_SERVICE,
+        &["/orders"],
+        r#"events = [{ type = "payment.completed" }, { type = "inventory.failed" }, { type = "inventory.released" }]"#,
+    ));
+    // Without a sink, order.created is dispatched in-process; no one here subscribes.
+    let r = post_as(
+        &app,
+        "/orders",
+        "application/json",
+        r#"{"item":"widget","quantity":1,"amount_cents":500}"#,
+    )
+    .await;
+    assert_eq!(r.status, 202, "{}", r.text());
+    let order_id = r.json()["order_id"].as_str().unwrap().to_string();
+    assert!(order_id.starts_with("ord-"), "{order_id}");
+    let r = call_with(
+        &app,
+        "POST",
+        "/orders",
+        &[],
+        r#"{"item":"widget","quantity":0,"amount_cents":1}"#,
+    )
+    .await;
+    assert_eq!(r.status, 400);
+
+    let r = send_event(&app, "payment.completed", order("o1", 1, 500)).await;
+    assert_eq!(r.header("ce-type"), Some("order.completed"));
+    let r = send_event(&app, "inventory.released", order("o2", 1, 500)).await;
+    assert_eq!(r.header("ce-type"), Some("order.failed"));
+    assert_eq!(r.json()["reason"], "inventory.released");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn several_subscribers_all_run_and_replies_are_emitted() {
+    // Two functions match: both run, the response is 202, and replies go onward (here
+    // in-process, to the payment service, whose own reply has no subscriber).
+    let manifest = [
+        saga_entry(
+            "inventory",
+            guests::INVENTORY_SERVICE,
+            r#"[{ type = "order.created" }]"#,
+            r#"variables = { "stock.widget" = "5" }"#,
+        ),
+        saga_entry("display", guests::EVENT_DISPLAY, "[{}]", ""),
+        saga_entry(
+            "payment",
+            guests::PAYMENT_SERVICE,
+            r#"[{ type = "inventory.reserved" }]"#,
+            "",
+        ),
+    ]
+    .concat();
+    let app = app(&manifest);
+    let r = send_event(&app, "order.created", order("o1", 1, 100)).await;
+    assert_eq!((r.status, r.body.len()), (202, 0), "{}", r.text());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn events_are_plain_http_until_a_function_subscribes() {
+    // With no event functions, a CloudEvent POSTed to a routed path is just a request.
+    let app = app(&entry("echo", guests::ECHO, &["/*"], ""));
+    let r = send_event(&app, "order.created", serde_json::json!({})).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("x-echo-header-ce-type"), Some("order.created"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn in_process_dispatch_stops_a_loop_at_the_hop_limit() {
+    // Two subscribers to everything: each event's echo is emitted back to both, forever,
+    // unless the host stops it. The failure surfaces as a retryable 503 naming the loop.
+    let manifest = [
+        saga_entry("echo", guests::EVENT_ECHO, "[{}]", ""),
+        saga_entry("display", guests::EVENT_DISPLAY, "[{}]", ""),
+    ]
+    .concat();
+    let app = app(&manifest);
+    let r = send_event(&app, "ping", serde_json::json!({})).await;
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert!(r.text().contains("looks like a loop"), "{}", r.text());
+}

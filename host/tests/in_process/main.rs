@@ -1,0 +1,78 @@
+//! In-process tests: the engine and `App::handle` against real guest components built from
+//! guests/, without sockets, by topic: plain HTTP requests ([`requests`]), guests that fail or
+//! probe their sandbox ([`containment`]), loading and the compile cache ([`loading`]), and
+//! CloudEvents ([`events`]). Every guest has a test named after it.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use wasmfn::engine::{CacheDir, Engine, EngineOptions};
+use wasmfn::server::App;
+use wasmfn::testing;
+
+#[path = "../common/mod.rs"]
+mod common;
+use common::Reply;
+
+mod containment;
+mod events;
+mod loading;
+mod requests;
+
+use containment::*;
+use events::*;
+use requests::*;
+
+// A guest without a test here fails the build.
+macro_rules! assert_guest_is_tested {
+    ($name:ident, $path:expr) => {
+        const _: fn() = $name;
+    };
+}
+wasmfn_guest_artifacts::foreach_guest!(assert_guest_is_tested);
+
+fn engine(cache: Option<&Path>) -> Engine {
+    testing::engine(EngineOptions {
+        pool_instances: 32,
+        cache: cache.map(|c| CacheDir::new(c).unwrap()),
+        ..EngineOptions::default()
+    })
+}
+
+fn app(manifest: &str) -> Arc<App> {
+    testing::app(manifest, &engine(Some(&common::cache_dir())))
+}
+
+async fn call(app: &App, method: &str, uri: impl AsRef<str>, body: impl Into<Bytes>) -> Reply {
+    let octets = [("content-type", "application/octet-stream")];
+    call_with(app, method, uri.as_ref(), &octets, body).await
+}
+
+async fn call_with(
+    app: &App,
+    method: &str,
+    uri: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<Bytes>,
+) -> Reply {
+    let mut request = http::Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("host", "example.test");
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let request = request.body(Full::new(body.into())).unwrap();
+    testing::respond(app, request).await.into()
+}
+
+/// A POST of `body` as `content_type`.
+async fn post_as(app: &App, uri: &str, content_type: &str, body: impl Into<Bytes>) -> Reply {
+    call_with(app, "POST", uri, &[("content-type", content_type)], body).await
+}
+
+fn entry(name: &str, component: &str, routes: &[&str], extra: &str) -> String {
+    common::function(name, component, routes, extra)
+}
