@@ -7,10 +7,11 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 
+use crate::capabilities::CapabilityOptions;
 use crate::engine::{CacheDir, Engine, EngineOptions, PoolingMode};
 use crate::events::EventOptions;
 use crate::manifest::Manifest;
-use crate::server::App;
+use crate::server::{App, HostOptions};
 
 /// The port Knative assigns through `$PORT` when it sets none.
 pub const DEFAULT_PORT: u16 = 8080;
@@ -116,6 +117,14 @@ struct ServeArgs {
     /// `{"extensions": {"name": "value"}}`.
     #[arg(long, env = "K_CE_OVERRIDES", value_name = "JSON", hide = true)]
     ce_overrides: Option<String>,
+    /// Where embedded key-value stores keep their files [default: .wasmfn/data beside the
+    /// manifest].
+    #[arg(long, env = "WASMFN_DATA_DIR", value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Extra CA certificates (PEM) that outbound HTTPS trusts beside the web PKI roots,
+    /// for services behind a private CA.
+    #[arg(long, env = "WASMFN_CA_FILE", value_name = "PEM")]
+    ca_file: Option<PathBuf>,
     #[command(flatten)]
     engine: EngineArgs,
 }
@@ -244,7 +253,14 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     )?)?;
     let events = EventOptions::new(args.sink.as_deref(), args.ce_overrides.as_deref())?;
     let sink = args.sink.clone().filter(|s| !s.is_empty());
-    let app = App::load_with(&manifest, &engine, events)?;
+    let options = HostOptions {
+        events,
+        capabilities: CapabilityOptions {
+            data_dir: args.data_dir.clone(),
+            ca_file: args.ca_file.clone(),
+        },
+    };
+    let app = App::load_with(&manifest, &engine, options)?;
     tracing::info!(
         functions = manifest.functions.len(),
         pooling = engine.is_pooling(),

@@ -5,41 +5,82 @@
 //! usual manifest is checked whole before the host listens; a larger one starts just as
 //! fast, loads the rest on their first request, and unloads the least recently used to
 //! stay within the bound. Routing and metrics labels need only the manifest, so they never
-//! wait for a load.
+//! wait for a load. What each function may reach (its grants) is resolved for all of them
+//! at start, so a missing secret stops the start rather than a first request.
+//!
+//! [`Functions`] also answers calls from one function to another of this host
+//! (`http://<function>.wasmfn.internal/...`), in process.
 
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use moka::policy::EvictionPolicy;
 
-use crate::engine::{Engine, Function, LoadError};
+use crate::capabilities::{Capabilities, UnresolvedVariable};
+use crate::engine::{
+    CallContext, CallFunction, Engine, Function, Grants, LoadError, NoSuchFunction, ResponseBody,
+};
+use crate::failure::Failure;
 use crate::manifest::{FunctionSpec, Manifest};
+use crate::outbound::OutboundBody;
 
 /// A function that could not be loaded, named with where the manifest declares it.
 #[derive(Debug, thiserror::Error)]
-#[error("{at}: function `{function}`: {source}")]
+#[error("{at}: function `{function}`: {reason}")]
 pub struct FunctionLoadError {
     /// The manifest location of the function's `component` key.
     pub at: crate::manifest::Location,
     /// The function's name.
     pub function: String,
     /// What went wrong.
-    pub source: Box<LoadError>,
+    pub reason: Box<Unloadable>,
+}
+
+/// Why a function cannot be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum Unloadable {
+    /// Its component.
+    #[error(transparent)]
+    Component(#[from] LoadError),
+    /// One of its variables.
+    #[error(transparent)]
+    Variable(#[from] UnresolvedVariable),
 }
 
 /// Every function of a manifest, by its index there.
 pub struct Functions {
     specs: Vec<FunctionSpec>,
     labels: Vec<&'static str>,
+    by_name: HashMap<String, usize>,
+    grants: Vec<Grants>,
     engine: Engine,
     loaded: moka::sync::Cache<usize, Function>,
 }
 
 impl Functions {
-    /// Loads the first `[server] loaded_functions` functions and checks that the
-    /// components of the others can be read; fails on the first that cannot serve.
-    pub fn load(manifest: &Manifest, engine: &Engine) -> Result<Arc<Self>, FunctionLoadError> {
+    /// Resolves every function's grants, loads the first `[server] loaded_functions`
+    /// functions and checks that the components of the others can be read; fails on the
+    /// first that cannot serve.
+    pub fn load(
+        manifest: &Manifest,
+        engine: &Engine,
+        capabilities: &Capabilities,
+    ) -> Result<Arc<Self>, FunctionLoadError> {
         let capacity = manifest.server.loaded_functions as usize;
+        let error = |i: usize, reason: Unloadable| FunctionLoadError {
+            at: manifest.functions[i].component_at.clone(),
+            function: manifest.functions[i].name.clone(),
+            reason: Box::new(reason),
+        };
+        let grants = manifest
+            .functions
+            .iter()
+            .enumerate()
+            .map(|(i, f)| capabilities.grants(f).map_err(|e| error(i, e.into())))
+            .collect::<Result<_, _>>()?;
         let functions = Arc::new(Self {
             specs: manifest.functions.clone(),
             labels: manifest
@@ -47,6 +88,13 @@ impl Functions {
                 .iter()
                 .map(|f| crate::metrics::intern(&f.name))
                 .collect(),
+            by_name: manifest
+                .functions
+                .iter()
+                .enumerate()
+                .map(|(i, f)| (f.name.clone(), i))
+                .collect(),
+            grants,
             engine: engine.clone(),
             // LRU rather than moka's default TinyLFU: TinyLFU may refuse to keep a function
             // that has just been loaded, and then every request to it would load it again.
@@ -93,25 +141,29 @@ impl Functions {
                     LoadError::Read {
                         path: spec.component.clone(),
                         source,
-                    },
+                    }
+                    .into(),
                 )
             })?;
         }
         Ok(functions)
     }
 
-    fn error(&self, i: usize, source: LoadError) -> FunctionLoadError {
+    fn error(&self, i: usize, reason: Unloadable) -> FunctionLoadError {
         FunctionLoadError {
             at: self.specs[i].component_at.clone(),
             function: self.specs[i].name.clone(),
-            source: Box::new(source),
+            reason: Box::new(reason),
         }
     }
 
     fn load_one(&self, i: usize) -> Result<Function, FunctionLoadError> {
         let spec = &self.specs[i];
         let started = Instant::now();
-        let function = self.engine.load(spec).map_err(|e| self.error(i, e))?;
+        let function = self
+            .engine
+            .load(spec, self.grants[i].clone())
+            .map_err(|e| self.error(i, e.into()))?;
         tracing::info!(
             function = %spec.name,
             component = %spec.component.display(),
@@ -135,6 +187,11 @@ impl Functions {
             Ok(result) => result,
             Err(join) => std::panic::resume_unwind(join.into_panic()),
         }
+    }
+
+    /// The index of the function named `name`.
+    pub fn index_of(&self, name: &str) -> Option<usize> {
+        self.by_name.get(name).copied()
     }
 
     /// How many functions the manifest has.
@@ -170,5 +227,45 @@ impl Functions {
             .map(|f| f.timeout)
             .max()
             .unwrap_or(Duration::ZERO)
+    }
+}
+
+impl CallFunction for Functions {
+    fn call(
+        self: Arc<Self>,
+        name: String,
+        request: http::Request<OutboundBody>,
+        context: CallContext,
+    ) -> Pin<Box<dyn Future<Output = Result<http::Response<ResponseBody>, NoSuchFunction>> + Send>>
+    {
+        Box::pin(async move {
+            let Some(i) = self.index_of(&name) else {
+                return Err(NoSuchFunction(name));
+            };
+            let started = Instant::now();
+            let request_id = context.request_id.clone();
+            let result = match self.get(i).await {
+                Ok(function) => function
+                    .handle(request, &request_id, Some(context))
+                    .await
+                    .map_err(|e| Failure::invoke(&name, e)),
+                Err(e) => Err(Failure::Unloadable {
+                    function: name.clone(),
+                    reason: e.to_string(),
+                }),
+            };
+            // As the HTTP front answers a client, except that the request id is the
+            // caller's and there is no route: the name chose the function.
+            let response = match result {
+                Ok(response) => response,
+                Err(failure) => {
+                    tracing::warn!(function = name, %request_id, error = %failure, "call from another function failed");
+                    failure.into_response(&request_id, None, None)
+                }
+            };
+            let status = response.status().as_u16();
+            tracing::info!(function = name, %request_id, status, elapsed_us = started.elapsed().as_micros() as u64, "request from another function");
+            Ok(response)
+        })
     }
 }

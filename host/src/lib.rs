@@ -45,6 +45,7 @@
 #![deny(missing_docs)]
 
 pub mod admission;
+pub mod capabilities;
 pub mod cli;
 pub mod deploy;
 pub mod engine;
@@ -53,10 +54,12 @@ pub mod failure;
 pub mod functions;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod keyvalue;
 pub mod listener;
 pub mod logging;
 pub mod manifest;
 pub mod metrics;
+pub mod outbound;
 pub mod router;
 pub mod server;
 pub mod telemetry;

@@ -14,6 +14,7 @@ use http_body_util::{BodyExt, Limited};
 use tracing::Instrument;
 
 use crate::admission::Gate;
+use crate::capabilities::{Capabilities, CapabilityError, CapabilityOptions};
 use crate::engine::{BoxError, Engine, ResponseBody};
 use crate::events::{Dispatcher, EventOptions, codec};
 use crate::failure::{Failure, full};
@@ -37,6 +38,26 @@ pub struct App {
     limits: ServerLimits,
     /// Requests being handled (waiting for a slot or running), health checks aside.
     in_flight: Gate,
+}
+
+/// How a host is set up beyond its manifest.
+#[derive(Debug, Clone, Default)]
+pub struct HostOptions {
+    /// Where emitted events go.
+    pub events: EventOptions,
+    /// Where stores keep their data, which CAs outbound HTTPS trusts.
+    pub capabilities: CapabilityOptions,
+}
+
+/// Why a manifest's functions cannot be served.
+#[derive(Debug, thiserror::Error)]
+pub enum AppLoadError {
+    /// A function.
+    #[error(transparent)]
+    Function(#[from] FunctionLoadError),
+    /// A store or the outbound client.
+    #[error(transparent)]
+    Capability(#[from] CapabilityError),
 }
 
 /// Who answered a request, for its metrics and log line.
@@ -71,21 +92,23 @@ impl<'a> Outcome<'a> {
 impl App {
     /// Loads and pre-instantiates the functions (up to `[server] loaded_functions` of them;
     /// the rest on their first request, see [`Functions`]); fails on the first that cannot
-    /// serve. Emitted events are dispatched in-process.
-    pub fn load(manifest: &Manifest, engine: &Engine) -> Result<Arc<Self>, FunctionLoadError> {
-        Self::load_with(manifest, engine, EventOptions::default())
+    /// serve. Emitted events are dispatched in-process; stores keep their data beside the
+    /// manifest.
+    pub fn load(manifest: &Manifest, engine: &Engine) -> Result<Arc<Self>, AppLoadError> {
+        Self::load_with(manifest, engine, HostOptions::default())
     }
 
-    /// [`App::load`], with emitted events going where `events` says.
+    /// [`App::load`], set up as `options` says.
     pub fn load_with(
         manifest: &Manifest,
         engine: &Engine,
-        events: EventOptions,
-    ) -> Result<Arc<Self>, FunctionLoadError> {
-        let functions = Functions::load(manifest, engine)?;
+        options: HostOptions,
+    ) -> Result<Arc<Self>, AppLoadError> {
+        let capabilities = Capabilities::open(manifest, &options.capabilities)?;
+        let functions = Functions::load(manifest, engine, &capabilities)?;
         let metrics = engine.metrics().clone();
         Ok(Arc::new(Self {
-            events: Dispatcher::new(manifest, functions.clone(), events, metrics.clone()),
+            events: Dispatcher::new(manifest, functions.clone(), options.events, metrics.clone()),
             functions,
             routes: manifest.routes.clone(),
             events_path: manifest.events_path.clone(),

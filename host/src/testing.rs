@@ -9,7 +9,7 @@ use http_body_util::BodyExt;
 
 use crate::engine::{BoxError, Engine, EngineOptions};
 use crate::manifest::Manifest;
-use crate::server::App;
+use crate::server::{App, HostOptions};
 
 /// Where manifest text given to [`app`] pretends to live.
 pub const VIRTUAL_MANIFEST: &str = "/virtual/wasmfn.toml";
@@ -22,9 +22,15 @@ pub fn engine(options: EngineOptions) -> Engine {
 /// The app for manifest `text`, loaded on `engine`; panics with the reason if it cannot
 /// load.
 pub fn app(text: &str, engine: &Engine) -> Arc<App> {
+    app_with(text, engine, HostOptions::default())
+}
+
+/// [`app`], set up as `options` says (stores' data directory, extra CA, sink).
+pub fn app_with(text: &str, engine: &Engine, options: HostOptions) -> Arc<App> {
     let manifest = Manifest::parse(Path::new(VIRTUAL_MANIFEST), text)
         .unwrap_or_else(|e| panic!("the manifest is invalid: {e}"));
-    App::load(&manifest, engine).unwrap_or_else(|e| panic!("the app did not load: {e}"))
+    App::load_with(&manifest, engine, options)
+        .unwrap_or_else(|e| panic!("the app did not load: {e}"))
 }
 
 /// `request` answered by `app`, its body read whole (a body that fails part-way reads as

@@ -10,6 +10,10 @@
 //! [`event`] attribute exports it as `wasmfn:function/event-handler`. [`emit`] sends further
 //! events. One component may have both handlers.
 //!
+//! A handler reaches what its manifest entry grants through the standard interfaces:
+//! [`kv`] (key-value stores), [`outbound`] (HTTP to allowed hosts and to other functions of
+//! the host) and [`variables`] (its configuration and secrets).
+//!
 //! ```ignore
 //! #[wasmfn_sdk::event]
 //! fn on_event(event: CloudEvent) -> Result<Option<CloudEvent>, Error> {
@@ -35,6 +39,8 @@
 
 mod error;
 mod event;
+pub mod kv;
+pub mod outbound;
 mod request;
 mod response;
 mod router;
@@ -83,6 +89,15 @@ pub mod wit {
                 "wasmfn:function/types@0.1.0": crate::wit::wasmfn::function::types,
                 "wasmfn:function/emitter@0.1.0": crate::wit::wasmfn::function::emitter,
                 "wasi:config/store@0.2.0-rc.1": crate::wit::wasi::config::store,
+                "wasi:keyvalue/store@0.2.0-draft": crate::wit::wasi::keyvalue::store,
+                "wasi:keyvalue/atomics@0.2.0-draft": crate::wit::wasi::keyvalue::atomics,
+                "wasi:keyvalue/batch@0.2.0-draft": crate::wit::wasi::keyvalue::batch,
+                "wasi:http/types@0.2.12": crate::wit::wasi::http::types,
+                "wasi:http/outgoing-handler@0.2.12": crate::wit::wasi::http::outgoing_handler,
+                "wasi:io/error@0.2.12": crate::wit::wasi::io::error,
+                "wasi:io/poll@0.2.12": crate::wit::wasi::io::poll,
+                "wasi:io/streams@0.2.12": crate::wit::wasi::io::streams,
+                "wasi:clocks/monotonic-clock@0.2.12": crate::wit::wasi::clocks::monotonic_clock,
             },
         });
     }

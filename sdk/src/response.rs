@@ -69,6 +69,23 @@ impl Response {
     pub fn body(&self) -> &[u8] {
         &self.body
     }
+
+    /// The body as UTF-8 text (of a response from [`crate::outbound`]); not text is a 502.
+    pub fn body_text(&self) -> Result<&str, Error> {
+        std::str::from_utf8(&self.body)
+            .map_err(|e| Error::new(502, format!("the response body is not UTF-8: {e}")))
+    }
+
+    /// The body as JSON of type `T` (of a response from [`crate::outbound`]); anything
+    /// else is a 502.
+    pub fn read_json<T: serde::de::DeserializeOwned>(&self) -> Result<T, Error> {
+        serde_json::from_slice(&self.body).map_err(|e| {
+            Error::new(
+                502,
+                format!("the response body is not the expected JSON: {e}"),
+            )
+        })
+    }
 }
 
 /// Anything a handler may return.

@@ -1,16 +1,12 @@
 //! The `emitter` import (wit/events.wit), which any function may use to send events, and
 //! the conversions between the guest's `cloud-event` record and `cloudevents::Event`. Where
-//! an emitted event goes is decided outside the engine, behind [`Emit`].
-
-use std::future::Future;
-use std::pin::Pin;
-use std::sync::Arc;
+//! an emitted event goes is decided outside the engine, behind [`Emit`](super::Emit).
 
 use cloudevents::{AttributesReader, AttributesWriter, Event, EventBuilder, EventBuilderV10};
 
+use super::context::{CallContext, EmitError, MAX_EMITS_PER_INVOCATION};
 use super::state::State;
 use crate::events::codec;
-use crate::telemetry::TraceContext;
 
 pub(crate) mod bindings {
     wasmtime::component::bindgen!({
@@ -22,60 +18,15 @@ pub(crate) mod bindings {
 
 use bindings::wasmfn::function::types::CloudEvent as GuestEvent;
 
-/// Why an emitted event was not accepted; the guest reads it as the error of `emit`.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum EmitError {
-    /// The event breaks the CloudEvents spec.
-    #[error("invalid event: {0}")]
-    Invalid(String),
-    /// The invocation was not given anywhere to emit to.
-    #[error("this invocation cannot emit events")]
-    Unavailable,
-    /// The invocation already emitted its share.
-    #[error("one invocation may emit at most {MAX_EMITS_PER_INVOCATION} events")]
-    TooMany,
-    /// The sink, or this host's subscribers, did not accept it.
-    #[error("{0}")]
-    NotDelivered(String),
-}
-
-/// Where emitted events go; implemented outside the engine (the sink client, or in-process
-/// dispatch), so the engine stays ignorant of HTTP clients and routing.
-pub trait Emit: Send + Sync + 'static {
-    /// Delivers `event`, emitted `hops` deliveries away from the request that started the
-    /// chain. Resolves once it is accepted, or with the reason it was not.
-    fn emit(
-        self: Arc<Self>,
-        event: Event,
-        hops: u32,
-    ) -> Pin<Box<dyn Future<Output = Result<(), EmitError>> + Send>>;
-}
-
-/// What an invocation may emit through, and where it sits in a chain of events.
-#[derive(Clone)]
-pub struct EmitContext {
-    /// Where emitted events go.
-    pub emitter: Arc<dyn Emit>,
-    /// Deliveries between the original request and this invocation (0 for a request).
-    pub hops: u32,
-    /// The trace context of the request, carried onto emitted events.
-    pub trace: Option<TraceContext>,
-    /// The id of the request that started the chain, for the log.
-    pub request_id: String,
-}
-
-/// One invocation emits at most this many events, so a looping guest cannot flood a sink.
-const MAX_EMITS_PER_INVOCATION: usize = 1000;
-
 /// The emitting side of one invocation's store.
 pub(crate) struct Emitting {
-    ctx: EmitContext,
+    ctx: CallContext,
     function: String,
     emitted: usize,
 }
 
 impl Emitting {
-    pub(crate) fn new(ctx: EmitContext, function: &str) -> Self {
+    pub(crate) fn new(ctx: CallContext, function: &str) -> Self {
         Self {
             ctx,
             function: function.to_string(),

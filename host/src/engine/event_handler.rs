@@ -3,7 +3,8 @@
 
 use std::time::Duration;
 
-use super::emitter::{self, EmitContext};
+use super::context::CallContext;
+use super::emitter;
 use super::invocation::Invocation;
 use super::state::State;
 use super::{Function, InvokeError};
@@ -46,7 +47,7 @@ impl Function {
         &self,
         event: &cloudevents::Event,
         request_id: &str,
-        emit: Option<EmitContext>,
+        emit: Option<CallContext>,
     ) -> Result<EventOutcome, InvokeError> {
         let Some(pre) = self.inner.event_handler.clone() else {
             return Err(InvokeError::Host(format!(

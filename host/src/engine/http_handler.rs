@@ -10,7 +10,7 @@ use http::header;
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full};
 
-use super::emitter::EmitContext;
+use super::context::CallContext;
 use super::invocation::Invocation;
 use super::state::State;
 use super::{BoxError, Function, InvokeError, ResponseBody};
@@ -46,7 +46,7 @@ impl Function {
         pre: &HttpHandlerPre<State>,
         request: hyper::Request<UnsyncBoxBody<Bytes, BoxError>>,
         request_id: &str,
-        emit: Option<EmitContext>,
+        emit: Option<CallContext>,
     ) -> Result<hyper::Response<ResponseBody>, InvokeError> {
         let invocation = Invocation::begin(&self.inner, pre.engine(), request_id, emit).await?;
         // Reading the body counts against the deadline, as it does when the guest reads it.

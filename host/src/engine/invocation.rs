@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use tracing::{Instrument, Span};
 use wasmtime::{PoolConcurrencyLimitError, Store, Trap, UpdateDeadline};
 
-use super::emitter::{EmitContext, Emitting};
+use super::context::CallContext;
 use super::state::State;
 use super::{FunctionInner, InvokeError};
 use crate::admission::Slot;
@@ -71,7 +71,7 @@ impl Invocation {
         function: &Arc<FunctionInner>,
         engine: &wasmtime::Engine,
         request_id: &str,
-        emit: Option<EmitContext>,
+        emit: Option<CallContext>,
     ) -> Result<Self, InvokeError> {
         let f = function;
         let started = Instant::now();
@@ -142,19 +142,17 @@ impl Invocation {
 fn new_store(
     f: &FunctionInner,
     engine: &wasmtime::Engine,
-    emit: Option<EmitContext>,
+    context: Option<CallContext>,
 ) -> Store<State> {
-    let mut state = State::new(f.memory, f.variables.clone());
-    state.emitting = emit.map(|ctx| Emitting::new(ctx, &f.name));
-    let mut store = Store::new(engine, state);
+    let deadline = f.deadlines.then(|| Instant::now() + f.timeout);
+    let mut store = Store::new(engine, State::new(f, context, deadline));
     store.limiter(|s| &mut s.limits);
-    if !f.deadlines {
+    let Some(deadline) = deadline else {
         return store;
-    }
+    };
     // At every tick a computing guest either passes its deadline (a trap, 504) or yields
     // to the scheduler: a guest spinning on the CPU holds a worker thread for at most one
     // tick at a time, so it cannot starve the other requests.
-    let deadline = Instant::now() + f.timeout;
     store.epoch_deadline_callback(move |_| {
         Ok(if Instant::now() >= deadline {
             UpdateDeadline::Interrupt

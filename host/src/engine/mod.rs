@@ -12,15 +12,19 @@
 //! - `state.rs`, `output.rs`: what a store holds; `cache.rs`, `epoch.rs`: compile cache, ticker.
 
 mod cache;
+mod context;
 mod emitter;
 mod epoch;
 mod event_handler;
 mod http_handler;
 mod invocation;
+mod keyvalue;
+mod outgoing;
 mod output;
 mod state;
 mod wasi_http;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,11 +38,13 @@ use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use crate::admission::Gate;
 use crate::manifest::FunctionSpec;
 pub use cache::CacheDir;
-pub use emitter::{Emit, EmitContext, EmitError};
+pub use context::{CallContext, CallFunction, Emit, EmitError, HOP_LIMIT, NoSuchFunction};
 use epoch::EpochTicker;
 use event_handler::EventHandlerPre;
 pub use event_handler::EventOutcome;
 use http_handler::HttpHandlerPre;
+pub use keyvalue::KeyValueGrant;
+use outgoing::OutboundGrant;
 use state::State;
 
 /// A boxed error from a response body stream.
@@ -103,6 +109,19 @@ impl Default for EngineOptions {
             deadlines: true,
         }
     }
+}
+
+/// What a function's guest may reach beyond its request, resolved by the host at start
+/// (crate::functions): its variables' values, the stores it may open, and the client its
+/// outbound requests go through (where they may go is its manifest entry's).
+#[derive(Clone, Default)]
+pub struct Grants {
+    /// Variable values, by name.
+    pub variables: BTreeMap<String, String>,
+    /// The stores it may open.
+    pub key_value: KeyValueGrant,
+    /// The outbound client, for a function with `allowed_outbound_hosts`.
+    pub outbound: Option<crate::outbound::Client>,
 }
 
 /// Why a component could not be loaded. Each names the file.
@@ -242,6 +261,7 @@ impl Engine {
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
         wasmtime_wasi_config::add_to_linker(&mut linker, State::config)?;
+        keyvalue::bindings::Keyvalue::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s)?;
         emitter::bindings::wasmfn::function::emitter::add_to_linker::<State, HasSelf<State>>(
             &mut linker,
             |state| state,
@@ -306,7 +326,7 @@ impl Engine {
     /// instantiate. Rejects a component that lacks the export its manifest entry needs
     /// (`wasi:http/incoming-handler` for routes, `wasmfn:function/event-handler` for events)
     /// or imports something the host does not provide.
-    pub fn load(&self, spec: &FunctionSpec) -> Result<Function, LoadError> {
+    pub fn load(&self, spec: &FunctionSpec, grants: Grants) -> Result<Function, LoadError> {
         let component = self.load_component(&spec.component)?;
         let contract = |reason: String| LoadError::Contract {
             path: spec.component.clone(),
@@ -340,7 +360,7 @@ impl Engine {
         };
         Ok(Function {
             inner: Arc::new(FunctionInner {
-                name: spec.name.clone(),
+                name: spec.name.as_str().into(),
                 label: crate::metrics::intern(&spec.name),
                 metrics: self.metrics.clone(),
                 // Only beside the standard export: a component exporting the one-call
@@ -351,7 +371,18 @@ impl Engine {
                 timeout: spec.timeout,
                 memory: spec.memory,
                 max_body: spec.max_body,
-                variables: Arc::new(spec.variables.iter().collect()),
+                variables: Arc::new(grants.variables.iter().collect()),
+                key_value: Arc::new(grants.key_value),
+                outbound: grants.outbound.map(|client| {
+                    Arc::new(OutboundGrant {
+                        hosts: spec.allowed_outbound_hosts.clone(),
+                        client,
+                        concurrency: Gate::new(
+                            spec.outbound_concurrency,
+                            format!("function `{}`'s outbound requests", spec.name),
+                        ),
+                    })
+                }),
                 concurrency: spec
                     .concurrency
                     .map(|n| Gate::new(n, format!("function `{}`'s concurrency", spec.name))),
@@ -539,7 +570,7 @@ pub struct Function {
 }
 
 struct FunctionInner {
-    name: String,
+    name: Arc<str>,
     label: &'static str,
     metrics: Arc<crate::metrics::Metrics>,
     /// `wasi:http/incoming-handler` (wasi_http.rs).
@@ -552,6 +583,8 @@ struct FunctionInner {
     memory: u64,
     max_body: u64,
     variables: Arc<wasmtime_wasi_config::WasiConfigVariables>,
+    key_value: Arc<KeyValueGrant>,
+    outbound: Option<Arc<OutboundGrant>>,
     concurrency: Option<Gate>,
     instances: Gate,
     queue_timeout: Duration,

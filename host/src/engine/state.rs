@@ -1,37 +1,50 @@
-//! What one request's `Store` holds, and the views WASI and wasi-http need of it.
+//! What one invocation's `Store` holds, and the views WASI and wasi-http need of it.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use wasmtime::component::ResourceTable;
 use wasmtime::{StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_config::{WasiConfig, WasiConfigVariables};
-use wasmtime_wasi_http::p2::bindings::http::types::ErrorCode;
-use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+
+use super::FunctionInner;
+use super::context::CallContext;
+use super::emitter::Emitting;
+use super::keyvalue::KeyValueGrant;
+use super::outgoing::Outgoing;
 
 /// How much of a guest's stdout and stderr is kept per request; the rest is dropped (and
 /// counted), so a chatty guest cannot grow the host's memory.
 const OUTPUT_CAPTURE_BYTES: usize = 16 * 1024;
 
 pub(crate) struct State {
-    table: ResourceTable,
+    pub(super) table: ResourceTable,
     wasi: WasiCtx,
     http: WasiHttpCtx,
-    hooks: DenyOutbound,
+    hooks: Outgoing,
     pub(crate) limits: StoreLimits,
     variables: Arc<WasiConfigVariables>,
+    pub(super) kv: Arc<KeyValueGrant>,
     stdout: super::output::Captured,
     stderr: super::output::Captured,
     /// Set when the invocation may emit events.
-    pub(crate) emitting: Option<super::emitter::Emitting>,
+    pub(crate) emitting: Option<Emitting>,
 }
 
 impl State {
-    pub(crate) fn new(memory: u64, variables: Arc<WasiConfigVariables>) -> Self {
+    /// The state of one invocation of `f`, in `context`, due by `deadline`.
+    pub(super) fn new(
+        f: &FunctionInner,
+        context: Option<CallContext>,
+        deadline: Option<Instant>,
+    ) -> Self {
         let stdout = super::output::Captured::new(OUTPUT_CAPTURE_BYTES);
         let stderr = super::output::Captured::new(OUTPUT_CAPTURE_BYTES);
-        // Nothing ambient: no environment, arguments, preopened directories or network.
-        // The guest's only inputs are its request and its manifest variables.
+        // Nothing ambient: no environment, arguments, preopened directories or sockets.
+        // The guest's inputs are its request, its variables, the stores and hosts it is
+        // granted, and the clock.
         let wasi = WasiCtx::builder()
             .stdout(stdout.clone())
             .stderr(stderr.clone())
@@ -43,14 +56,20 @@ impl State {
             table: ResourceTable::new(),
             wasi,
             http: WasiHttpCtx::new(),
-            hooks: DenyOutbound,
+            hooks: Outgoing {
+                grant: f.outbound.clone(),
+                function: f.name.clone(),
+                context: context.clone(),
+                deadline,
+            },
             limits: StoreLimitsBuilder::new()
-                .memory_size(usize::try_from(memory).unwrap_or(usize::MAX))
+                .memory_size(usize::try_from(f.memory).unwrap_or(usize::MAX))
                 .build(),
-            variables,
+            variables: f.variables.clone(),
+            kv: f.key_value.clone(),
             stdout,
             stderr,
-            emitting: None,
+            emitting: context.map(|ctx| Emitting::new(ctx, &f.name)),
         }
     }
 
@@ -95,26 +114,5 @@ impl WasiHttpView for State {
             table: &mut self.table,
             hooks: &mut self.hooks,
         }
-    }
-}
-
-/// Outbound HTTP policy: nothing is allowed until the manifest can grant hosts.
-struct DenyOutbound;
-
-impl WasiHttpHooks for DenyOutbound {
-    fn send_request(
-        &mut self,
-        _request: http::Request<wasmtime_wasi_http::WasiBody>,
-        _options: Option<wasmtime_wasi_http::RequestOptions>,
-        _fut: Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
-    ) -> Box<
-        dyn Future<
-                Output = wasmtime_wasi_http::Result<(
-                    http::Response<wasmtime_wasi_http::WasiBody>,
-                    Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
-                )>,
-            > + Send,
-    > {
-        Box::new(async { Err(ErrorCode::HttpRequestDenied.into()) })
     }
 }

@@ -11,7 +11,7 @@ use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::p2::bindings::Proxy;
 use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
 
-use super::emitter::EmitContext;
+use super::context::CallContext;
 use super::invocation::Invocation;
 use super::state::State;
 use super::{BoxError, Function, InvokeError, ResponseBody, http_handler};
@@ -29,7 +29,7 @@ impl Function {
         &self,
         request: hyper::Request<B>,
         request_id: &str,
-        emit: Option<EmitContext>,
+        emit: Option<CallContext>,
     ) -> Result<hyper::Response<ResponseBody>, InvokeError>
     where
         B: hyper::body::Body<Data = Bytes> + Send + 'static,

@@ -18,7 +18,7 @@ use tracing::Instrument;
 use super::codec::{self, DecodeError, Mode};
 use super::filter::Subscription;
 use super::sink::EventOptions;
-use crate::engine::{BoxError, Emit, EmitContext, EmitError, EventOutcome, InvokeError};
+use crate::engine::{BoxError, CallContext, Emit, EmitError, EventOutcome, InvokeError};
 use crate::failure::{Failure, full};
 use crate::functions::Functions;
 use crate::manifest::Manifest;
@@ -91,9 +91,10 @@ impl Dispatcher {
         hops: u32,
         trace: Option<TraceContext>,
         request_id: &str,
-    ) -> EmitContext {
-        EmitContext {
+    ) -> CallContext {
+        CallContext {
             emitter: self.clone(),
+            functions: self.functions.clone(),
             hops,
             trace,
             request_id: request_id.to_string(),

@@ -5,13 +5,16 @@
 //! types that keep source spans, then [`Manifest::parse`] validates them into resolved types
 //! with defaults applied. Every error names the file, the line and what was expected.
 //!
-//! - this file: the functions, their routes and subscriptions, and the whole manifest;
+//! - this file: the functions, their routes, subscriptions and grants, the key-value
+//!   stores, and the whole manifest;
 //! - [`limits`]: durations, sizes and counts, and the host-wide `[server]` limits;
+//! - [`variables`]: values taken from the environment or files, resolved at start;
 //! - [`deploy`]: the `[deploy]` table and `[[services]]`, checked as Knative would check
 //!   them (the `deploy` module at the crate root only renders them).
 
 pub mod deploy;
 pub mod limits;
+pub mod variables;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -23,6 +26,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::events::Subscription;
+use crate::outbound::{AllowedHost, AllowedHosts, DEFAULT_OUTBOUND_CONCURRENCY};
 use crate::router::{RoutePattern, RouteTable};
 pub use deploy::DeploySpec;
 pub use limits::{
@@ -30,11 +34,14 @@ pub use limits::{
     MAX_TIMEOUT, MIN_MEMORY, ServerLimits,
 };
 use limits::{parse_count, parse_memory, parse_size, parse_timeout, server_limits};
+pub use variables::Variable;
 
 /// Paths under this prefix belong to the host (health, metrics) and no function may claim them.
 pub const RESERVED_PREFIX: &str = "/.well-known/wasmfn/";
 /// Where CloudEvents arrive when the manifest does not say: Knative delivers to `/`.
 pub const DEFAULT_EVENTS_PATH: &str = "/";
+/// The store a function gets when it names `default` and the manifest declares none.
+pub const DEFAULT_STORE: &str = "default";
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -46,6 +53,18 @@ struct RawManifest {
     #[serde(default)]
     services: Vec<Spanned<deploy::RawService>>,
     server: Option<RawServer>,
+    #[serde(default)]
+    key_value: BTreeMap<String, Spanned<RawKeyValue>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawKeyValue {
+    #[serde(rename = "type")]
+    kind: Spanned<String>,
+    url: Option<Spanned<toml::Value>>,
+    path: Option<Spanned<String>>,
+    prefix: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -79,7 +98,12 @@ struct RawFunction {
     concurrency: Option<Spanned<i64>>,
     max_body: Option<Spanned<String>>,
     #[serde(default)]
-    variables: BTreeMap<String, String>,
+    variables: BTreeMap<String, Spanned<toml::Value>>,
+    #[serde(default)]
+    key_value_stores: Vec<Spanned<String>>,
+    #[serde(default)]
+    allowed_outbound_hosts: Vec<Spanned<String>>,
+    outbound_concurrency: Option<Spanned<i64>>,
 }
 
 /// A validated manifest.
@@ -97,6 +121,37 @@ pub struct Manifest {
     pub deploy: DeploySpec,
     /// Host-wide limits on connections and requests (`[server]`).
     pub server: ServerLimits,
+    /// The key-value stores, by label: those declared, and the implicit `default` when a
+    /// function is granted it. Only those some function is granted are opened.
+    pub key_value: Vec<KeyValueSpec>,
+}
+
+/// A key-value store (`[key_value.<label>]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyValueSpec {
+    /// Its label, which functions name in `key_value_stores` and guests in `open`.
+    pub label: String,
+    /// Its backend.
+    pub kind: KeyValueKind,
+}
+
+/// Where a store keeps its data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyValueKind {
+    /// A SQLite file on local disk: `path`, or `<label>.sqlite` in the data directory.
+    Embedded {
+        /// The file, resolved against the manifest's directory.
+        path: Option<PathBuf>,
+    },
+    /// A Redis server.
+    Redis {
+        /// `redis://...`, possibly from the environment.
+        url: Variable,
+        /// What every key starts with; `wasmfn:<label>:` by default.
+        prefix: Option<String>,
+    },
+    /// This process's memory.
+    Memory,
 }
 
 /// One `[[functions]]` entry, resolved.
@@ -121,8 +176,14 @@ pub struct FunctionSpec {
     pub concurrency: Option<u32>,
     /// The largest request body it accepts, in bytes; larger ones are answered 413.
     pub max_body: u64,
-    /// Values the guest reads through `wasi:config/store`.
-    pub variables: BTreeMap<String, String>,
+    /// Values the guest reads through `wasi:config/store`, resolved at start.
+    pub variables: BTreeMap<String, Variable>,
+    /// The key-value stores it may open, by label.
+    pub key_value_stores: Vec<String>,
+    /// Where its outbound HTTP requests may go; empty: nowhere.
+    pub allowed_outbound_hosts: AllowedHosts,
+    /// Outbound requests it may have in flight at once.
+    pub outbound_concurrency: u32,
 }
 
 /// A place in the manifest: file, line and column (1-based).
@@ -258,14 +319,48 @@ impl Manifest {
                 None => DEFAULT_MAX_BODY,
                 Some(b) => parse_size(&ctx, "max_body", b, 0, MAX_MEMORY)?,
             };
-            for key in f.variables.keys() {
+            let mut variables = BTreeMap::new();
+            for (key, value) in &f.variables {
                 if key.is_empty() {
                     return Err(ctx.error(
                         raw_fn.span(),
                         "variable names must not be empty".to_string(),
                     ));
                 }
+                let variable =
+                    Variable::from_toml(value.get_ref(), &base, &format!("variables.{key}"))
+                        .map_err(|e| ctx.error(value.span(), e))?;
+                variables.insert(key.clone(), variable);
             }
+            let mut key_value_stores = Vec::new();
+            for label in &f.key_value_stores {
+                let l = label.get_ref();
+                if l != DEFAULT_STORE && !raw.key_value.contains_key(l) {
+                    return Err(ctx.error(
+                        label.span(),
+                        format!("no key-value store is labelled `{l}`; declare it as [key_value.{l}] or use \"{DEFAULT_STORE}\""),
+                    ));
+                }
+                if !key_value_stores.contains(l) {
+                    key_value_stores.push(l.clone());
+                }
+            }
+            let allowed_outbound_hosts = AllowedHosts(
+                f.allowed_outbound_hosts
+                    .iter()
+                    .map(|h| {
+                        AllowedHost::parse(h.get_ref()).map_err(|e| {
+                            ctx.error(h.span(), format!("`allowed_outbound_hosts`: {e}"))
+                        })
+                    })
+                    .collect::<Result<_, _>>()?,
+            );
+            let outbound_concurrency = f
+                .outbound_concurrency
+                .as_ref()
+                .map(|c| parse_count(&ctx, "outbound_concurrency", c))
+                .transpose()?
+                .unwrap_or(DEFAULT_OUTBOUND_CONCURRENCY);
 
             functions.push(FunctionSpec {
                 name,
@@ -277,7 +372,10 @@ impl Manifest {
                 memory,
                 concurrency,
                 max_body,
-                variables: f.variables.clone(),
+                variables,
+                key_value_stores,
+                allowed_outbound_hosts,
+                outbound_concurrency,
             });
         }
 
@@ -317,6 +415,7 @@ impl Manifest {
             None => ServerLimits::default(),
             Some(raw) => server_limits(&ctx, raw)?,
         };
+        let key_value = key_value_specs(&ctx, &raw.key_value, &base, &functions)?;
 
         Ok(Manifest {
             path: path.to_path_buf(),
@@ -325,8 +424,102 @@ impl Manifest {
             events_path,
             deploy,
             server,
+            key_value,
         })
     }
+}
+
+/// The stores some function is granted, checked; the implicit `default` is embedded.
+fn key_value_specs(
+    ctx: &Ctx<'_>,
+    raw: &BTreeMap<String, Spanned<RawKeyValue>>,
+    base: &Path,
+    functions: &[FunctionSpec],
+) -> Result<Vec<KeyValueSpec>, ManifestError> {
+    let mut specs = Vec::new();
+    for (label, store) in raw {
+        let s = store.get_ref();
+        if label.is_empty()
+            || !label
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+        {
+            return Err(ctx.error(
+                store.span(),
+                format!("store label {label:?} must be lower-case letters, digits, '-' or '_'"),
+            ));
+        }
+        let only = |key: &str, value: Option<Range<usize>>, kind: &str| match value {
+            Some(span) => Err(ctx.error(
+                span,
+                format!("`{key}` belongs to a {kind} store, and [key_value.{label}] is not one"),
+            )),
+            None => Ok(()),
+        };
+        let kind = match s.kind.get_ref().as_str() {
+            "embedded" => {
+                only("url", s.url.as_ref().map(|u| u.span()), "redis")?;
+                only("prefix", s.prefix.as_ref().map(|p| p.span()), "redis")?;
+                KeyValueKind::Embedded {
+                    path: s.path.as_ref().map(|p| base.join(p.get_ref())),
+                }
+            }
+            "redis" => {
+                only("path", s.path.as_ref().map(|p| p.span()), "embedded")?;
+                let Some(url) = &s.url else {
+                    return Err(ctx.error(
+                        store.span(),
+                        format!("[key_value.{label}] is a redis store and needs `url = \"redis://...\"` (or `url = {{ env = \"REDIS_URL\" }}`)"),
+                    ));
+                };
+                let variable =
+                    Variable::from_toml(url.get_ref(), base, &format!("key_value.{label}.url"))
+                        .map_err(|e| ctx.error(url.span(), e))?;
+                if let Variable::Literal(u) = &variable
+                    && !(u.starts_with("redis://") || u.starts_with("rediss://"))
+                {
+                    return Err(ctx.error(
+                        url.span(),
+                        format!("`key_value.{label}.url` must start with redis:// or rediss://"),
+                    ));
+                }
+                KeyValueKind::Redis {
+                    url: variable,
+                    prefix: s.prefix.as_ref().map(|p| p.get_ref().clone()),
+                }
+            }
+            "memory" => {
+                only("url", s.url.as_ref().map(|u| u.span()), "redis")?;
+                only("path", s.path.as_ref().map(|p| p.span()), "embedded")?;
+                only("prefix", s.prefix.as_ref().map(|p| p.span()), "redis")?;
+                KeyValueKind::Memory
+            }
+            other => {
+                return Err(ctx.error(
+                    s.kind.span(),
+                    format!(
+                        "store type must be \"embedded\", \"redis\" or \"memory\", got {other:?}"
+                    ),
+                ));
+            }
+        };
+        specs.push(KeyValueSpec {
+            label: label.clone(),
+            kind,
+        });
+    }
+    let granted = |label: &str| {
+        functions
+            .iter()
+            .any(|f| f.key_value_stores.iter().any(|l| l == label))
+    };
+    if granted(DEFAULT_STORE) && !raw.contains_key(DEFAULT_STORE) {
+        specs.push(KeyValueSpec {
+            label: DEFAULT_STORE.to_string(),
+            kind: KeyValueKind::Embedded { path: None },
+        });
+    }
+    Ok(specs)
 }
 
 impl Manifest {
@@ -443,7 +636,7 @@ component = "/abs/echo.cwasm"
         assert_eq!(hello.component, Path::new("/app/build/hello.wasm"));
         assert_eq!(hello.timeout, Duration::from_millis(250));
         assert_eq!(hello.memory, 32 * 1024 * 1024);
-        assert_eq!(hello.variables["greeting"], "Hi");
+        assert_eq!(hello.variables["greeting"], Variable::Literal("Hi".into()));
         assert_eq!(hello.component_at.line, 4);
         let echo = &m.functions[1];
         assert_eq!(echo.component, Path::new("/abs/echo.cwasm"));
@@ -490,7 +683,7 @@ component = "/abs/echo.cwasm"
             ("routes = [\"/a/*/b\"]", "'*' may only end a route"),
             ("routes = [\"/.well-known/wasmfn/ready\"]", "reserves"),
             ("routes = [\"/.well-known/wasmfn/*\"]", "reserves"),
-            ("variables = { n = 1 }", "expected a string"),
+            ("variables = { n = 1 }", "`variables.n` must be a string"),
             ("routes = \"/x\"", "expected a sequence"),
         ];
         for (line, expected) in cases {

@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use wasmfn::engine::{InvokeError, LoadError};
+use wasmfn::engine::{Grants, InvokeError, LoadError};
 use wasmfn::manifest::Manifest;
 use wasmfn::server::App;
 use wasmfn::testing;
@@ -86,7 +86,10 @@ fn core_module_missing_file_and_garbage_are_load_errors() {
         }
         let m =
             Manifest::parse(&dir.path().join("wasmfn.toml"), &entry("f", file, &[], "")).unwrap();
-        engine.load(&m.functions[0]).err().expect("must fail")
+        engine
+            .load(&m.functions[0], Grants::default())
+            .err()
+            .expect("must fail")
     };
     // The smallest core module: valid WebAssembly, but not a component.
     let err = load("core.wasm", Some(b"\0asm\x01\0\0\0"));
@@ -122,7 +125,7 @@ fn cwasm_from_another_wasmtime_is_recompiled_from_its_wasm_or_rejected_clearly()
     .unwrap();
 
     let err = engine
-        .load(&manifest.functions[0])
+        .load(&manifest.functions[0], Grants::default())
         .err()
         .expect("an incompatible .cwasm must be refused");
     assert!(matches!(err, LoadError::Incompatible { .. }), "{err}");
@@ -133,7 +136,7 @@ fn cwasm_from_another_wasmtime_is_recompiled_from_its_wasm_or_rejected_clearly()
 
     std::fs::copy(guests::HELLO, dir.path().join("hello.wasm")).unwrap();
     engine
-        .load(&manifest.functions[0])
+        .load(&manifest.functions[0], Grants::default())
         .expect("recompiled from the .wasm beside it");
 }
 
@@ -146,7 +149,9 @@ async fn compile_cache_is_written_reused_and_repaired() {
     )
     .unwrap();
     let engine = engine(Some(cache.path()));
-    engine.load(&manifest.functions[0]).unwrap();
+    engine
+        .load(&manifest.functions[0], Grants::default())
+        .unwrap();
     let files = |ext: &str| -> Vec<_> {
         std::fs::read_dir(cache.path())
             .unwrap()
@@ -165,7 +170,9 @@ async fn compile_cache_is_written_reused_and_repaired() {
     );
     let modified = std::fs::metadata(&entries[0]).unwrap().modified().unwrap();
 
-    engine.load(&manifest.functions[0]).unwrap();
+    engine
+        .load(&manifest.functions[0], Grants::default())
+        .unwrap();
     assert_eq!(
         std::fs::metadata(&entries[0]).unwrap().modified().unwrap(),
         modified,

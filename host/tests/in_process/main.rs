@@ -1,7 +1,8 @@
 //! In-process tests: the engine and `App::handle` against real guest components built from
 //! guests/, without sockets, by topic: plain HTTP requests ([`requests`]), guests that fail or
-//! probe their sandbox ([`containment`]), loading and the compile cache ([`loading`]), and
-//! CloudEvents ([`events`]). Every guest has a test named after it.
+//! probe their sandbox ([`containment`]), loading and the compile cache ([`loading`]),
+//! CloudEvents ([`events`]), and what functions can use: key-value stores, config and
+//! outbound HTTP ([`capabilities`]). Every guest has a test named after it.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -16,11 +17,13 @@ use wasmfn::testing;
 mod common;
 use common::Reply;
 
+mod capabilities;
 mod containment;
 mod events;
 mod loading;
 mod requests;
 
+use capabilities::*;
 use containment::*;
 use events::*;
 use requests::*;

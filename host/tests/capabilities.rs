@@ -1,0 +1,118 @@
+//! Key-value stores shared between processes, through the spawned binary: a real
+//! `redis-server` on a free port (skipped, saying so, where none is installed; `.ci/run`
+//! installs it), and the embedded store's file shared by two hosts and kept across a
+//! restart.
+
+use std::time::{Duration, Instant};
+
+use wasmfn_guest_artifacts as guests;
+
+mod common;
+use common::{RedisServer, Server, function, get, manifest, post};
+
+fn counter_manifest(store: &str) -> String {
+    format!(
+        "{store}\n{}{}",
+        function(
+            "counter",
+            guests::COUNTER,
+            &["/counter/*"],
+            "key_value_stores = [\"default\"]"
+        ),
+        function("hello", guests::HELLO, &["/hello"], ""),
+    )
+}
+
+const REDIS_STORE: &str = "[key_value.default]\ntype = \"redis\"\nurl = { env = \"REDIS_URL\" }\n";
+
+/// `total` increments of one counter, spread over `hosts`, 10 at a time.
+async fn increment_over(hosts: &[&Server], total: usize) {
+    let mut tasks = Vec::new();
+    for worker in 0..10 {
+        let urls: Vec<String> = hosts.iter().map(|h| h.url("/counter/shared")).collect();
+        tasks.push(tokio::spawn(async move {
+            for i in (worker..total).step_by(10) {
+                let r = post(&urls[i % urls.len()], "").await;
+                assert_eq!(r.status, 200, "{}", r.text());
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_hosts_sharing_one_redis_store_count_every_increment_once() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let (_dir, path) = manifest(&counter_manifest(REDIS_STORE));
+    let env = [("REDIS_URL", redis.url())];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let a = Server::spawn(&path, &["--listen", "127.0.0.1:0"], &env);
+    let b = Server::spawn(&path, &["--listen", "127.0.0.1:0"], &env);
+    increment_over(&[&a, &b], 1000).await;
+    for host in [&a, &b] {
+        assert_eq!(get(&host.url("/counter/shared")).await.text(), "1000\n");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn redis_going_away_fails_store_operations_not_the_host() {
+    let Some(mut redis) = RedisServer::start() else {
+        return;
+    };
+    let (_dir, path) = manifest(&counter_manifest(REDIS_STORE));
+    let url = redis.url();
+    let host = Server::spawn(&path, &["--listen", "127.0.0.1:0"], &[("REDIS_URL", &url)]);
+    assert_eq!(post(&host.url("/counter/x"), "").await.text(), "1\n");
+
+    redis.stop();
+    let started = Instant::now();
+    let r = post(&host.url("/counter/x"), "").await;
+    // The guest got an error from the store, and said retry: a broker would redeliver.
+    r.assert_error(503, "store `default` is unavailable");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        get(&host.url("/hello")).await.status,
+        200,
+        "the host keeps serving"
+    );
+
+    // Back (empty, as a restarted cache would be): the same host uses it again.
+    redis.restart();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let r = post(&host.url("/counter/x"), "").await;
+        if r.status == 200 {
+            assert_eq!(r.text(), "1\n");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no recovery: {}", r.text());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_embedded_store_is_shared_by_two_hosts_and_kept_across_a_restart() {
+    let data = tempfile::tempdir().unwrap();
+    let (_dir, path) = manifest(&counter_manifest(""));
+    let data_dir = data.path().to_str().unwrap();
+    let args = ["--listen", "127.0.0.1:0", "--data-dir", data_dir];
+    {
+        let a = Server::spawn(&path, &args, &[]);
+        let b = Server::spawn(&path, &args, &[]);
+        // Two processes on one SQLite file: increments are transactions that take the
+        // write lock, so none is lost.
+        increment_over(&[&a, &b], 200).await;
+        assert_eq!(get(&b.url("/counter/shared")).await.text(), "200\n");
+    }
+    let again = Server::spawn(&path, &args, &[]);
+    assert_eq!(get(&again.url("/counter/shared")).await.text(), "200\n");
+    assert!(data.path().join("default.sqlite").is_file());
+}
