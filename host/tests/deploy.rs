@@ -10,6 +10,8 @@ use serde_json::{Value, json};
 use wasmfn::manifest::Manifest;
 use wasmfn_guest_artifacts as guests;
 
+mod common;
+
 fn repo() -> PathBuf {
     Path::new(guests::GUESTS_DIR)
         .join("..")
@@ -166,7 +168,15 @@ fn root_manifest_renders_scale_to_zero_services_and_triggers_that_validate() {
         "registry.example/wasmfn:v1",
     ));
     let services: Vec<&Value> = docs.iter().filter(|d| d["kind"] == "Service").collect();
-    assert_eq!(services.len(), 1);
+    assert_eq!(services.len(), 2);
+    // The functions that keep the embedded store run in one pod, with a volume for it.
+    let state = services[1];
+    assert_eq!(state["metadata"]["name"], "wasmfn-state");
+    assert_eq!(
+        state["spec"]["template"]["metadata"]["annotations"]["autoscaling.knative.dev/max-scale"],
+        "1"
+    );
+    assert!(state["spec"]["template"]["spec"]["volumes"][0]["emptyDir"].is_object());
     let template = &services[0]["spec"]["template"];
     assert_eq!(
         template["metadata"]["annotations"]["autoscaling.knative.dev/min-scale"],
@@ -386,6 +396,71 @@ fn manifests_knative_would_reject_fail_at_render_with_the_line() {
             "{extra}: {err}"
         );
     }
+}
+
+#[test]
+fn capabilities_render_as_knative_needs_them_or_fail_with_the_line() {
+    let functions = format!(
+        "[key_value.sessions]\ntype = \"redis\"\nurl = {{ env = \"REDIS_URL\" }}\n\n\
+         [[functions]]\nname = \"users\"\ncomponent = {:?}\nroutes = [\"/users\"]\n\
+         key_value_stores = [\"default\", \"sessions\"]\n\
+         variables = {{ api_key = {{ env = \"API_KEY\" }}, token = {{ file = \"/var/run/secrets/hooks/token\" }}, region = {{ env = \"REGION\", default = \"eu\" }} }}\n",
+        guests::COUNTER
+    );
+    let service = |extra: &str| {
+        format!("{functions}\n[[services]]\nname = \"users-api\"\nfunctions = [\"users\"]\n{extra}")
+    };
+    let secrets = "secrets = [{ env = \"REDIS_URL\", secret = \"redis\", key = \"url\" }, { env = \"API_KEY\", secret = \"api\", key = \"key\" }]\nsecret_files = [{ secret = \"hooks\", path = \"/var/run/secrets/hooks\" }]\n";
+    let cases = [
+        // The embedded store would be split between pods.
+        (service(secrets), "use a redis store"),
+        (service(&format!("max_scale = 3\n{secrets}")), "set max_scale = 1"),
+        // Each value the functions read from outside must be given by the Service.
+        (
+            service("max_scale = 1\nsecrets = [{ env = \"REDIS_URL\", secret = \"redis\", key = \"url\" }]\nsecret_files = [{ secret = \"hooks\", path = \"/var/run/secrets/hooks\" }]\n"),
+            "variable `api_key` reads the environment variable API_KEY, which service `users-api` does not set",
+        ),
+        (
+            service("max_scale = 1\nsecrets = [{ env = \"REDIS_URL\", secret = \"redis\", key = \"url\" }, { env = \"API_KEY\", secret = \"api\", key = \"key\" }]\n"),
+            "reads /var/run/secrets/hooks/token, which no Secret of service `users-api` is mounted at",
+        ),
+        (
+            service("max_scale = 1\nenv = { REDIS_URL = \"redis://redis:6379\" }\nsecrets = [{ env = \"API_KEY\", secret = \"api\", key = \"key\" }]\nsecret_files = [{ secret = \"hooks\", path = \"/var/run/secrets/hooks\" }]\n"),
+            "must set from a Secret",
+        ),
+    ];
+    let line = functions.lines().count() + 2;
+    for (text, expected) in cases {
+        let err = Manifest::parse(Path::new("/m/wasmfn.toml"), &text)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(expected), "{err}");
+        assert!(err.starts_with(&format!("/m/wasmfn.toml:{line}:")), "{err}");
+    }
+
+    let (_dir, path) = common::manifest(&service(&format!("max_scale = 1\n{secrets}")));
+    let objects = documents(&render(&path, "registry.example/wasmfn:v1"));
+    let schemas = schemas();
+    for object in &objects {
+        assert_eq!(problems(&schemas, object), Vec::<String>::new(), "{object:#}");
+    }
+    let pod = &objects[0]["spec"]["template"]["spec"];
+    let container = &pod["containers"][0];
+    let env = container["env"].as_array().unwrap();
+    let env_of = |name: &str| env.iter().find(|e| e["name"] == name).cloned();
+    assert_eq!(env_of("WASMFN_DATA_DIR").unwrap()["value"], "/var/lib/wasmfn");
+    assert_eq!(
+        env_of("REDIS_URL").unwrap()["valueFrom"]["secretKeyRef"]["name"],
+        "redis"
+    );
+    assert_eq!(pod["volumes"][0]["emptyDir"], serde_json::json!({}));
+    assert_eq!(pod["volumes"][1]["secret"]["secretName"], "hooks");
+    assert_eq!(container["volumeMounts"][0]["mountPath"], "/var/lib/wasmfn");
+    assert_eq!(container["volumeMounts"][1]["readOnly"], true);
+    assert_eq!(
+        container["securityContext"]["readOnlyRootFilesystem"], true,
+        "only the data volume is writable"
+    );
 }
 
 #[test]

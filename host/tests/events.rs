@@ -424,7 +424,9 @@ async fn an_unreachable_sink_fails_the_emitting_request_with_503() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_root_manifest_serves_the_examples_as_the_readme_says() {
     let root = std::path::Path::new(guests::GUESTS_DIR).join("../wasmfn.toml");
-    let server = Server::start(&root);
+    // The embedded store in a directory of the test's own, not beside the repo's manifest.
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start_with(&root, &["--data-dir", data.path().to_str().unwrap()]);
     let client = reqwest::Client::new();
     let hello = client.get(server.url("/hello")).send().await.unwrap();
     assert_eq!(hello.status(), 200);
@@ -452,6 +454,25 @@ async fn the_root_manifest_serves_the_examples_as_the_readme_says() {
     assert_eq!(order.status(), 202);
     let log = server.wait_for_log("type: order.completed");
     assert!(log.contains("type: order.completed"), "{log}");
+
+    // What a function can use: the README's counter, todo and outbound call.
+    for n in ["1\n", "2\n"] {
+        let r = client.post(server.url("/counter/visits")).send().await.unwrap();
+        assert_eq!(r.text().await.unwrap(), n);
+    }
+    let r = client
+        .post(server.url("/todos"))
+        .body(r#"{"title":"try wasmfn"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let r = client
+        .get(server.url("/call?url=http://hello.wasmfn.internal/hello?name=Ada"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.text().await.unwrap(), "Hello, Ada!\n");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -7,7 +7,7 @@
 use serde_json::{Value, json};
 
 use crate::events::Filter;
-use crate::manifest::deploy::{DeploySpec, ServiceSpec};
+use crate::manifest::deploy::{DATA_DIR, DeploySpec, ServiceSpec};
 use crate::manifest::{Manifest, RESERVED_PREFIX};
 
 /// Where the image keeps the manifest (see deploy/Containerfile).
@@ -190,6 +190,20 @@ fn knative_service(manifest: &Manifest, service: &ServiceSpec, image: &str) -> V
             "valueFrom": { "secretKeyRef": { "name": s.secret, "key": s.key } },
         }));
     }
+    // Embedded stores need a writable directory; the root filesystem is read-only. Its
+    // data lives as long as the pod (max_scale = 1 was checked with the manifest).
+    let mut volumes = Vec::new();
+    let mut mounts = Vec::new();
+    if service.data_volume {
+        env.push(json!({ "name": "WASMFN_DATA_DIR", "value": DATA_DIR }));
+        volumes.push(json!({ "name": "wasmfn-data", "emptyDir": {} }));
+        mounts.push(json!({ "name": "wasmfn-data", "mountPath": DATA_DIR }));
+    }
+    for (i, files) in service.secret_files.iter().enumerate() {
+        let name = format!("secret-files-{i}");
+        volumes.push(json!({ "name": name, "secret": { "secretName": files.secret } }));
+        mounts.push(json!({ "name": name, "mountPath": files.path, "readOnly": true }));
+    }
 
     let probe = |path: &str| {
         json!({
@@ -212,6 +226,9 @@ fn knative_service(manifest: &Manifest, service: &ServiceSpec, image: &str) -> V
             "seccompProfile": { "type": "RuntimeDefault" },
         },
     });
+    if !mounts.is_empty() {
+        container["volumeMounts"] = json!(mounts);
+    }
     let resources = &service.resources;
     if !resources.requests.is_empty() || !resources.limits.is_empty() {
         let mut r = serde_json::Map::new();
@@ -247,6 +264,9 @@ fn knative_service(manifest: &Manifest, service: &ServiceSpec, image: &str) -> V
     });
     if let Some(cc) = service.container_concurrency {
         template_spec["containerConcurrency"] = json!(cc);
+    }
+    if !volumes.is_empty() {
+        template_spec["volumes"] = json!(volumes);
     }
     let mut spec = json!({
         "template": { "metadata": template_metadata, "spec": template_spec },

@@ -410,12 +410,18 @@ impl Manifest {
             }
         };
 
-        let deploy = deploy::resolve(&ctx, raw.deploy.as_ref(), &raw.services, &functions)?;
         let server = match &raw.server {
             None => ServerLimits::default(),
             Some(raw) => server_limits(&ctx, raw)?,
         };
         let key_value = key_value_specs(&ctx, &raw.key_value, &base, &functions)?;
+        let deploy = deploy::resolve(
+            &ctx,
+            raw.deploy.as_ref(),
+            &raw.services,
+            &functions,
+            &key_value,
+        )?;
 
         Ok(Manifest {
             path: path.to_path_buf(),
