@@ -1,6 +1,7 @@
-//! Helpers shared by the harnesses in `src/bin` (compare, soak). The criterion benches live
-//! in `benches/`; figures in README.md.
+//! Helpers shared by the harnesses in `src/bin` (compare, capabilities, soak). The
+//! criterion benches live in `benches/`; figures in README.md.
 
+use std::fmt::Write as _;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -55,4 +56,82 @@ pub fn quantile(samples: &mut [f64], q: f64) -> f64 {
     assert!(!samples.is_empty(), "no samples");
     samples.sort_by(f64::total_cmp);
     samples[((samples.len() - 1) as f64 * q).round() as usize]
+}
+
+/// A table of figures, printed as it fills and written into README.md between markers.
+#[derive(Default)]
+pub struct Report {
+    rows: Vec<[String; 3]>,
+}
+
+impl Report {
+    /// A section heading row.
+    pub fn section(&mut self, title: &str) {
+        self.rows
+            .push([format!("**{title}**"), String::new(), String::new()]);
+    }
+
+    /// One figure and its ratio to the baseline.
+    pub fn row(
+        &mut self,
+        what: impl Into<String>,
+        figure: impl Into<String>,
+        ratio: impl Into<String>,
+    ) {
+        let row = [what.into(), figure.into(), ratio.into()];
+        println!("  {:<62} {:<36} {}", row[0], row[1], row[2]);
+        self.rows.push(row);
+    }
+
+    /// Replaces what stands between `<!-- {marker}:begin -->` and `<!-- {marker}:end -->`
+    /// in benches/README.md with the date, the machine, `versions`, the command and the
+    /// table.
+    pub fn write_readme(&self, marker: &str, versions: &str, command: &str, figure_heading: &str) {
+        let mut text = String::new();
+        let _ = writeln!(
+            text,
+            "{}, {}; {versions}`RUST_BACKTRACE` unset.\n\nCommand: `{command}`\n",
+            today(),
+            machine(),
+        );
+        let _ = writeln!(text, "| what | {figure_heading} | ratio |\n|---|---|---|");
+        for [a, b, c] in &self.rows {
+            let _ = writeln!(text, "| {a} | {b} | {c} |");
+        }
+        let path = repo_root().join("benches/README.md");
+        let readme = std::fs::read_to_string(&path).unwrap();
+        let begin = format!("<!-- {marker}:begin -->\n");
+        let end = format!("<!-- {marker}:end -->");
+        let (Some(b), Some(e)) = (readme.find(&begin), readme.find(&end)) else {
+            panic!("benches/README.md lacks the {begin:?} and {end:?} markers");
+        };
+        let updated = format!("{}{begin}{text}{}", &readme[..b], &readme[e..]);
+        std::fs::write(&path, updated).unwrap();
+        println!("table written to {}", path.display());
+    }
+}
+
+/// `<cores> x <CPU model>, Linux <release>`.
+pub fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("model name"))
+                .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    format!("{cores} x {cpu}, Linux {}", kernel.trim())
+}
+
+/// Today's date, `YYYY-MM-DD`.
+pub fn today() -> String {
+    std::process::Command::new("date")
+        .arg("+%Y-%m-%d")
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
 }

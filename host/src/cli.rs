@@ -229,7 +229,7 @@ fn render(args: RenderArgs) -> anyhow::Result<()> {
         target.traffic = crate::manifest::deploy::parse_traffic(service, entries)
             .map_err(|e| anyhow::anyhow!("--traffic {spec:?}: {e}"))?;
     }
-    print!("{}", crate::deploy::render(&manifest, &args.image));
+    print!("{}", crate::deploy::render(&manifest, &args.image)?);
     Ok(())
 }
 

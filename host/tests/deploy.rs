@@ -414,24 +414,35 @@ fn capabilities_render_as_knative_needs_them_or_fail_with_the_line() {
     let cases = [
         // The embedded store would be split between pods.
         (service(secrets), "use a redis store"),
-        (service(&format!("max_scale = 3\n{secrets}")), "set max_scale = 1"),
+        (
+            service(&format!("max_scale = 3\n{secrets}")),
+            "set max_scale = 1",
+        ),
         // Each value the functions read from outside must be given by the Service.
         (
-            service("max_scale = 1\nsecrets = [{ env = \"REDIS_URL\", secret = \"redis\", key = \"url\" }]\nsecret_files = [{ secret = \"hooks\", path = \"/var/run/secrets/hooks\" }]\n"),
+            service(
+                "max_scale = 1\nsecrets = [{ env = \"REDIS_URL\", secret = \"redis\", key = \"url\" }]\nsecret_files = [{ secret = \"hooks\", path = \"/var/run/secrets/hooks\" }]\n",
+            ),
             "variable `api_key` reads the environment variable API_KEY, which service `users-api` does not set",
         ),
         (
-            service("max_scale = 1\nsecrets = [{ env = \"REDIS_URL\", secret = \"redis\", key = \"url\" }, { env = \"API_KEY\", secret = \"api\", key = \"key\" }]\n"),
+            service(
+                "max_scale = 1\nsecrets = [{ env = \"REDIS_URL\", secret = \"redis\", key = \"url\" }, { env = \"API_KEY\", secret = \"api\", key = \"key\" }]\n",
+            ),
             "reads /var/run/secrets/hooks/token, which no Secret of service `users-api` is mounted at",
         ),
         (
-            service("max_scale = 1\nenv = { REDIS_URL = \"redis://redis:6379\" }\nsecrets = [{ env = \"API_KEY\", secret = \"api\", key = \"key\" }]\nsecret_files = [{ secret = \"hooks\", path = \"/var/run/secrets/hooks\" }]\n"),
+            service(
+                "max_scale = 1\nenv = { REDIS_URL = \"redis://redis:6379\" }\nsecrets = [{ env = \"API_KEY\", secret = \"api\", key = \"key\" }]\nsecret_files = [{ secret = \"hooks\", path = \"/var/run/secrets/hooks\" }]\n",
+            ),
             "must set from a Secret",
         ),
     ];
     let line = functions.lines().count() + 2;
     for (text, expected) in cases {
-        let err = Manifest::parse(Path::new("/m/wasmfn.toml"), &text)
+        // A manifest that serves as it is on this machine, and would not on Knative.
+        let manifest = Manifest::parse(Path::new("/m/wasmfn.toml"), &text).unwrap();
+        let err = wasmfn::deploy::render(&manifest, "registry.example/wasmfn:v1")
             .unwrap_err()
             .to_string();
         assert!(err.contains(expected), "{err}");
@@ -442,13 +453,20 @@ fn capabilities_render_as_knative_needs_them_or_fail_with_the_line() {
     let objects = documents(&render(&path, "registry.example/wasmfn:v1"));
     let schemas = schemas();
     for object in &objects {
-        assert_eq!(problems(&schemas, object), Vec::<String>::new(), "{object:#}");
+        assert_eq!(
+            problems(&schemas, object),
+            Vec::<String>::new(),
+            "{object:#}"
+        );
     }
     let pod = &objects[0]["spec"]["template"]["spec"];
     let container = &pod["containers"][0];
     let env = container["env"].as_array().unwrap();
     let env_of = |name: &str| env.iter().find(|e| e["name"] == name).cloned();
-    assert_eq!(env_of("WASMFN_DATA_DIR").unwrap()["value"], "/var/lib/wasmfn");
+    assert_eq!(
+        env_of("WASMFN_DATA_DIR").unwrap()["value"],
+        "/var/lib/wasmfn"
+    );
     assert_eq!(
         env_of("REDIS_URL").unwrap()["valueFrom"]["secretKeyRef"]["name"],
         "redis"

@@ -457,7 +457,11 @@ async fn the_root_manifest_serves_the_examples_as_the_readme_says() {
 
     // What a function can use: the README's counter, todo and outbound call.
     for n in ["1\n", "2\n"] {
-        let r = client.post(server.url("/counter/visits")).send().await.unwrap();
+        let r = client
+            .post(server.url("/counter/visits"))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.text().await.unwrap(), n);
     }
     let r = client

@@ -90,21 +90,31 @@ pub fn send(
     request
         .set_path_with_query(Some(&path))
         .map_err(|()| invalid("path"))?;
-    let outgoing = request
-        .body()
-        .map_err(|()| Error::internal("the request body was already taken"))?;
+    // An empty body is not taken at all: the host then sends none, without the stream and
+    // the hand-offs a body needs.
+    let outgoing = if body.is_empty() {
+        None
+    } else {
+        Some(
+            request
+                .body()
+                .map_err(|()| Error::internal("the request body was already taken"))?,
+        )
+    };
     let pending = outgoing_handler::handle(request, None).map_err(|e| failed(url, e))?;
-    {
-        let stream = outgoing
-            .write()
-            .map_err(|()| Error::internal("the request body stream was already taken"))?;
-        for chunk in body.chunks(4096) {
-            stream
-                .blocking_write_and_flush(chunk)
-                .map_err(|e| Error::new(502, format!("sending the body to {url} failed: {e:?}")))?;
+    if let Some(outgoing) = outgoing {
+        {
+            let stream = outgoing
+                .write()
+                .map_err(|()| Error::internal("the request body stream was already taken"))?;
+            for chunk in body.chunks(4096) {
+                stream.blocking_write_and_flush(chunk).map_err(|e| {
+                    Error::new(502, format!("sending the body to {url} failed: {e:?}"))
+                })?;
+            }
         }
+        OutgoingBody::finish(outgoing, None).map_err(|e| failed(url, e))?;
     }
-    OutgoingBody::finish(outgoing, None).map_err(|e| failed(url, e))?;
     pending.subscribe().block();
     let incoming = pending
         .get()

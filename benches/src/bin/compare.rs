@@ -19,7 +19,6 @@
 //! `RUST_BACKTRACE` is removed from every child (and in-process figures are taken without
 //! backtraces): with it set, every error value captures a backtrace.
 
-use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -30,7 +29,7 @@ use http_body_util::{BodyExt, Full};
 use wasmfn::engine::{EngineOptions, PoolingMode};
 use wasmfn::server::App;
 use wasmfn::testing;
-use wasmfn_benches::{free_port, get_status, quantile, repo_root, rss_kib};
+use wasmfn_benches::{Report, free_port, get_status, quantile, repo_root, rss_kib};
 
 const WASMTIME_VERSION: &str = "48.0.8";
 const COMPONENTIZE_PY_VERSION: &str = "0.25.1";
@@ -416,29 +415,6 @@ fn wasmtime_compile(tools: &Tools, wasm: &Path, out: &Path) {
 }
 
 /// The report: rows of the table, in order.
-#[derive(Default)]
-struct Report {
-    rows: Vec<[String; 3]>,
-}
-
-impl Report {
-    fn section(&mut self, title: &str) {
-        self.rows
-            .push([format!("**{title}**"), String::new(), String::new()]);
-    }
-
-    fn row(
-        &mut self,
-        what: impl Into<String>,
-        figure: impl Into<String>,
-        ratio: impl Into<String>,
-    ) {
-        let row = [what.into(), figure.into(), ratio.into()];
-        println!("  {:<62} {:<36} {}", row[0], row[1], row[2]);
-        self.rows.push(row);
-    }
-}
-
 fn throughput(o: &Options, tools: &Tools, work: &Path, report: &mut Report) {
     let raw = Path::new(wasmfn_guest_artifacts::RAW_WASI_HTTP);
     let raw_cwasm = work.join("raw_wasi_http.cwasm");
@@ -912,55 +888,14 @@ fn in_process(o: &Options, report: &mut Report) {
     );
 }
 
-fn machine() -> String {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("model name"))
-                .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
-        })
-        .unwrap_or_else(|| "unknown CPU".into());
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    format!("{cores} x {cpu}, Linux {}", kernel.trim())
-}
-
-fn today() -> String {
-    Command::new("date")
-        .arg("+%Y-%m-%d")
-        .output()
-        .ok()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_default()
-}
-
 fn write_readme(o: &Options, report: &Report) {
-    let mut text = String::new();
-    let _ = writeln!(
-        text,
-        "{}, {}; wasmtime {WASMTIME_VERSION}; `RUST_BACKTRACE` unset.\n\nCommand: `cargo run --release -p wasmfn-benches --bin compare{}`\n",
-        today(),
-        machine(),
-        if o.only.is_empty() {
-            String::new()
-        } else {
-            o.only.iter().map(|s| format!(" --only {s}")).collect()
-        }
+    let only: String = o.only.iter().map(|s| format!(" --only {s}")).collect();
+    report.write_readme(
+        "compare",
+        &format!("wasmtime {WASMTIME_VERSION}; "),
+        &format!("cargo run --release -p wasmfn-benches --bin compare{only}"),
+        "figure (median, range over rounds)",
     );
-    text.push_str("| what | figure (median, range over rounds) | ratio |\n|---|---|---|\n");
-    for [a, b, c] in &report.rows {
-        let _ = writeln!(text, "| {a} | {b} | {c} |");
-    }
-    let path = repo_root().join("benches/README.md");
-    let readme = std::fs::read_to_string(&path).unwrap();
-    let (begin, end) = ("<!-- compare:begin -->\n", "<!-- compare:end -->");
-    let (Some(b), Some(e)) = (readme.find(begin), readme.find(end)) else {
-        panic!("benches/README.md lacks the {begin:?} and {end:?} markers");
-    };
-    let updated = format!("{}{begin}{text}{}", &readme[..b], &readme[e..]);
-    std::fs::write(&path, updated).unwrap();
-    println!("table written to {}", path.display());
 }
 
 fn main() {

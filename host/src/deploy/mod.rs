@@ -7,14 +7,32 @@
 use serde_json::{Value, json};
 
 use crate::events::Filter;
-use crate::manifest::deploy::{DATA_DIR, DeploySpec, ServiceSpec};
+use std::path::Path;
+
+use crate::manifest::deploy::{DeploySpec, ServiceSpec};
+use crate::manifest::{FunctionSpec, KeyValueKind, KeyValueSpec, Location, Variable};
+
+/// Where a Service that keeps embedded stores mounts its writable data volume (the root
+/// filesystem is read-only).
+pub const DATA_DIR: &str = "/var/lib/wasmfn";
+
+/// A manifest that works on this machine but would not as Knative runs it.
+#[derive(Debug, thiserror::Error)]
+#[error("{at}: {message}")]
+pub struct DeployError {
+    /// The Service's place in the manifest.
+    pub at: Location,
+    /// What is wrong and what to do.
+    pub message: String,
+}
 use crate::manifest::{Manifest, RESERVED_PREFIX};
 
 /// Where the image keeps the manifest (see deploy/Containerfile).
 pub const IMAGE_MANIFEST: &str = "/app/wasmfn.toml";
 
-/// The Knative objects for `manifest`, running `image`, in apply order.
-pub fn objects(manifest: &Manifest, image: &str) -> Vec<Value> {
+/// The Knative objects for `manifest`, running `image`, in apply order; or what in the
+/// manifest would break on Knative.
+pub fn objects(manifest: &Manifest, image: &str) -> Result<Vec<Value>, DeployError> {
     let deploy = &manifest.deploy;
     let mut out = Vec::new();
     if deploy.create_broker {
@@ -25,7 +43,12 @@ pub fn objects(manifest: &Manifest, image: &str) -> Vec<Value> {
         }));
     }
     for service in &deploy.services {
-        out.push(knative_service(manifest, service, image));
+        let data_volume = check_capabilities(service, &manifest.functions, &manifest.key_value)
+            .map_err(|message| DeployError {
+                at: service.at.clone(),
+                message,
+            })?;
+        out.push(knative_service(manifest, service, image, data_volume));
     }
     for service in &deploy.services {
         for &i in &service.functions {
@@ -93,11 +116,11 @@ pub fn objects(manifest: &Manifest, image: &str) -> Vec<Value> {
             }
         }));
     }
-    out
+    Ok(out)
 }
 
 /// [`objects`] as a YAML stream.
-pub fn render(manifest: &Manifest, image: &str) -> String {
+pub fn render(manifest: &Manifest, image: &str) -> Result<String, DeployError> {
     let mut yaml = format!(
         "# Rendered by `wasmfn deploy render` from {}; edit the manifest, not this file.\n",
         manifest
@@ -106,13 +129,13 @@ pub fn render(manifest: &Manifest, image: &str) -> String {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default()
     );
-    for object in objects(manifest, image) {
+    for object in objects(manifest, image)? {
         yaml.push_str("---\n");
         yaml.push_str(
             &serde_norway::to_string(&to_yaml(object)).expect("values serialize to YAML"),
         );
     }
-    yaml
+    Ok(yaml)
 }
 
 /// serde_json's `arbitrary_precision` (on for event data) makes its numbers serialize as a
@@ -138,6 +161,86 @@ fn to_yaml(value: Value) -> serde_norway::Value {
     }
 }
 
+/// What Knative must give a Service for its functions' capabilities to work as they do
+/// locally: state that is not split between pods, and every value a function reads from
+/// the environment or a file.
+/// Returns whether the Service needs a data volume for embedded stores.
+fn check_capabilities(
+    service: &ServiceSpec,
+    functions: &[FunctionSpec],
+    stores: &[KeyValueSpec],
+) -> Result<bool, String> {
+    let name = service.name.clone();
+    let one_pod = service.autoscaling.get("max-scale").map(String::as_str) == Some("1");
+    let has_env =
+        |env: &str| service.env.contains_key(env) || service.secrets.iter().any(|s| s.env == env);
+    let from_secret = |env: &str| service.secrets.iter().any(|s| s.env == env);
+    let mounted = |path: &Path| {
+        service
+            .secret_files
+            .iter()
+            .any(|m| path.starts_with(&m.path))
+    };
+    let add_secret = |env: &str| {
+        format!(
+            "add `secrets = [{{ env = \"{env}\", secret = \"...\", key = \"...\" }}]` to service `{name}`"
+        )
+    };
+    let mut data_volume = false;
+    for &i in &service.functions {
+        let f = &functions[i];
+        for label in &f.key_value_stores {
+            let Some(store) = stores.iter().find(|s| &s.label == label) else {
+                continue;
+            };
+            match &store.kind {
+                KeyValueKind::Embedded { .. } | KeyValueKind::Memory if !one_pod => {
+                    return Err(format!(
+                        "service `{name}` may run more than one pod, but function `{}` keeps its store `{label}` in the pod, where each pod would see different data; use a redis store ([key_value.{label}] type = \"redis\") or set max_scale = 1 on the service",
+                        f.name
+                    ));
+                }
+                KeyValueKind::Embedded { .. } => data_volume = true,
+                KeyValueKind::Memory => {}
+                KeyValueKind::Redis { url, .. } => {
+                    if let Some(env) = url.env_name().filter(|e| !from_secret(e)) {
+                        return Err(format!(
+                            "store `{label}` takes its Redis URL from the environment variable {env}, which service `{name}` must set from a Secret (the URL may hold a password): {}",
+                            add_secret(env)
+                        ));
+                    }
+                }
+            }
+        }
+        for (variable, value) in &f.variables {
+            match value {
+                Variable::Env {
+                    name: env,
+                    default: None,
+                } if !has_env(env) => {
+                    return Err(format!(
+                        "function `{}`'s variable `{variable}` reads the environment variable {env}, which service `{name}` does not set: {} (or give the variable a default)",
+                        f.name,
+                        add_secret(env)
+                    ));
+                }
+                Variable::File {
+                    path,
+                    default: None,
+                } if !mounted(path) => {
+                    return Err(format!(
+                        "function `{}`'s variable `{variable}` reads {}, which no Secret of service `{name}` is mounted at: add `secret_files = [{{ secret = \"...\", path = \"...\" }}]` for its directory (or give the variable a default)",
+                        f.name,
+                        path.display()
+                    ));
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(data_volume)
+}
+
 fn metadata(deploy: &DeploySpec, name: &str) -> Value {
     let mut m = json!({
         "name": name,
@@ -160,7 +263,12 @@ fn filter(f: &Filter) -> Value {
     }
 }
 
-fn knative_service(manifest: &Manifest, service: &ServiceSpec, image: &str) -> Value {
+fn knative_service(
+    manifest: &Manifest,
+    service: &ServiceSpec,
+    image: &str,
+    data_volume: bool,
+) -> Value {
     let deploy = &manifest.deploy;
     let port = deploy.port;
     // Knative's request timeout covers the slowest function, rounded up to whole seconds.
@@ -194,7 +302,7 @@ fn knative_service(manifest: &Manifest, service: &ServiceSpec, image: &str) -> V
     // data lives as long as the pod (max_scale = 1 was checked with the manifest).
     let mut volumes = Vec::new();
     let mut mounts = Vec::new();
-    if service.data_volume {
+    if data_volume {
         env.push(json!({ "name": "WASMFN_DATA_DIR", "value": DATA_DIR }));
         volumes.push(json!({ "name": "wasmfn-data", "emptyDir": {} }));
         mounts.push(json!({ "name": "wasmfn-data", "mountPath": DATA_DIR }));

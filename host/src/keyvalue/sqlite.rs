@@ -2,8 +2,12 @@
 //! chosen over redb by a benchmark (benches/README.md): writes and increments 2-3x faster
 //! at the durability we use, reads alike, and, unlike redb, several processes may open one
 //! file, so `wasmfn invoke` or a second host on a laptop sees the same data as the running
-//! one. Each call runs on tokio's blocking pool: SQLite blocks, and may wait for another
-//! process's write lock.
+//! one.
+//!
+//! Writes run on tokio's blocking pool: a commit may wait for another process's write lock
+//! or run a checkpoint that syncs the disk. Reads have a connection of their own and run
+//! where they are called when it is free: in WAL mode a read never waits for a writer, and
+//! takes a few microseconds, less than handing it to another thread.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -18,7 +22,8 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A store in a SQLite file.
 pub struct Sqlite {
-    connection: Arc<Mutex<Connection>>,
+    writer: Arc<Mutex<Connection>>,
+    reader: Arc<Mutex<Connection>>,
 }
 
 impl std::fmt::Debug for Sqlite {
@@ -38,35 +43,58 @@ impl Sqlite {
             std::fs::create_dir_all(dir)
                 .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         }
-        let connection =
-            Connection::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
-        connection
-            .busy_timeout(BUSY_TIMEOUT)
-            .and_then(|()| {
-                // WAL lets readers and one writer work at once, across processes; NORMAL
-                // syncs at checkpoints rather than at every commit: a committed write
-                // survives the process, though the last ones may not survive a power cut.
-                connection.execute_batch(
-                    "PRAGMA journal_mode = WAL;
-                     PRAGMA synchronous = NORMAL;
-                     CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY NOT NULL, value BLOB NOT NULL);",
-                )
-            })
-            .map_err(|e| format!("cannot use {}: {e}", path.display()))?;
+        let open = || {
+            let connection = Connection::open(path)
+                .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+            connection
+                .busy_timeout(BUSY_TIMEOUT)
+                .and_then(|()| {
+                    // WAL lets readers and one writer work at once, across processes;
+                    // NORMAL syncs at checkpoints rather than at every commit: a committed
+                    // write survives the process, though the last ones may not survive a
+                    // power cut.
+                    connection.execute_batch(
+                        "PRAGMA journal_mode = WAL;
+                         PRAGMA synchronous = NORMAL;
+                         CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY NOT NULL, value BLOB NOT NULL);",
+                    )
+                })
+                .map_err(|e| format!("cannot use {}: {e}", path.display()))?;
+            Ok::<_, String>(Arc::new(Mutex::new(connection)))
+        };
         Ok(Self {
-            connection: Arc::new(Mutex::new(connection)),
+            writer: open()?,
+            reader: open()?,
         })
     }
 
-    /// Runs `f` on the connection, on the blocking pool.
+    /// Runs `f`, which writes, on the blocking pool.
     async fn with<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Connection) -> Result<T, BackendError> + Send + 'static,
     ) -> Result<T, BackendError> {
-        let connection = self.connection.clone();
+        let connection = self.writer.clone();
         tokio::task::spawn_blocking(move || {
             let mut connection = connection.lock().unwrap_or_else(|p| p.into_inner());
             f(&mut connection)
+        })
+        .await
+        .map_err(failed)?
+    }
+
+    /// Runs `f`, which only reads, here if the read connection is free, else on the
+    /// blocking pool.
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, BackendError> + Send + 'static,
+    ) -> Result<T, BackendError> {
+        if let Ok(connection) = self.reader.try_lock() {
+            return f(&connection);
+        }
+        let connection = self.reader.clone();
+        tokio::task::spawn_blocking(move || {
+            let connection = connection.lock().unwrap_or_else(|p| p.into_inner());
+            f(&connection)
         })
         .await
         .map_err(failed)?
@@ -85,7 +113,7 @@ fn get(c: &Connection, key: &str) -> Result<Option<Vec<u8>>, BackendError> {
 impl Backend for Sqlite {
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, BackendError> {
         let key = key.to_string();
-        self.with(move |c| get(c, &key)).await
+        self.read(move |c| get(c, &key)).await
     }
 
     async fn set(&self, key: &str, value: &[u8]) -> Result<(), BackendError> {
@@ -112,7 +140,7 @@ impl Backend for Sqlite {
 
     async fn exists(&self, key: &str) -> Result<bool, BackendError> {
         let key = key.to_string();
-        self.with(move |c| {
+        self.read(move |c| {
             c.prepare_cached("SELECT 1 FROM kv WHERE key = ?1")
                 .and_then(|mut s| s.exists([key]))
                 .map_err(failed)
@@ -123,7 +151,7 @@ impl Backend for Sqlite {
     async fn list_keys(&self, cursor: Option<u64>) -> Result<KeyPage, BackendError> {
         // The cursor is the rowid of the last key returned: stable while keys are added
         // and removed, and an index seek rather than a scan.
-        self.with(move |c| {
+        self.read(move |c| {
             let after = i64::try_from(cursor.unwrap_or(0)).unwrap_or(i64::MAX);
             let mut statement = c
                 .prepare_cached(
@@ -166,7 +194,7 @@ impl Backend for Sqlite {
 
     async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, BackendError> {
         let keys = keys.to_vec();
-        self.with(move |c| keys.iter().map(|k| get(c, k)).collect())
+        self.read(move |c| keys.iter().map(|k| get(c, k)).collect())
             .await
     }
 

@@ -7,11 +7,8 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use toml::Spanned;
 
-use std::ops::Range;
-use std::path::Path;
-
 use super::limits::duration;
-use super::{Ctx, FunctionSpec, KeyValueKind, KeyValueSpec, ManifestError, Variable};
+use super::{Ctx, FunctionSpec, Location, ManifestError};
 
 /// Ports Knative reserves for its own components; a user container may not listen there.
 pub const RESERVED_PORTS: [u16; 6] = [8012, 8013, 8022, 9090, 9091, 8008];
@@ -100,10 +97,6 @@ pub struct SecretFiles {
     pub path: String,
 }
 
-/// Where a Service that keeps embedded stores mounts its writable data volume (the root
-/// filesystem is read-only).
-pub const DATA_DIR: &str = "/var/lib/wasmfn";
-
 /// Where Knative deploys the manifest.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeploySpec {
@@ -140,8 +133,8 @@ pub struct ServiceSpec {
     pub secrets: Vec<SecretRef>,
     /// Secrets mounted as files.
     pub secret_files: Vec<SecretFiles>,
-    /// Whether its pod keeps embedded stores, on a volume at [`DATA_DIR`].
-    pub data_volume: bool,
+    /// Where the manifest declares it (line 1 for the default Service).
+    pub at: Location,
     /// The traffic split; empty means all traffic to the latest revision.
     pub traffic: Vec<Traffic>,
 }
@@ -162,92 +155,13 @@ pub(crate) fn resolve(
     deploy: Option<&Spanned<RawDeploy>>,
     services: &[Spanned<RawService>],
     functions: &[FunctionSpec],
-    stores: &[KeyValueSpec],
 ) -> Result<DeploySpec, ManifestError> {
     let mut spec = layout(ctx, deploy, services, functions)?;
-    let spans: Vec<Range<usize>> = if services.is_empty() {
-        vec![0..0]
-    } else {
-        services.iter().map(|s| s.span()).collect()
-    };
-    for (service, span) in spec.services.iter_mut().zip(spans) {
-        check_capabilities(service, functions, stores)
-            .map_err(|message| ctx.error(span, message))?;
+    // The default Service has no line of its own: what is said of it points at line 1.
+    for (i, service) in spec.services.iter_mut().enumerate() {
+        service.at = ctx.location(services.get(i).map_or(0, |s| s.span().start));
     }
     Ok(spec)
-}
-
-/// What Knative must give a Service for its functions' capabilities to work as they do
-/// locally: state that is not split between pods, and every value a function reads from
-/// the environment or a file.
-fn check_capabilities(
-    service: &mut ServiceSpec,
-    functions: &[FunctionSpec],
-    stores: &[KeyValueSpec],
-) -> Result<(), String> {
-    let name = service.name.clone();
-    let one_pod = service.autoscaling.get("max-scale").map(String::as_str) == Some("1");
-    let has_env = |env: &str| service.env.contains_key(env) || service.secrets.iter().any(|s| s.env == env);
-    let from_secret = |env: &str| service.secrets.iter().any(|s| s.env == env);
-    let mounted = |path: &Path| {
-        service
-            .secret_files
-            .iter()
-            .any(|m| path.starts_with(&m.path))
-    };
-    let add_secret = |env: &str| {
-        format!(
-            "add `secrets = [{{ env = \"{env}\", secret = \"...\", key = \"...\" }}]` to service `{name}`"
-        )
-    };
-    let mut data_volume = false;
-    for &i in &service.functions {
-        let f = &functions[i];
-        for label in &f.key_value_stores {
-            let Some(store) = stores.iter().find(|s| &s.label == label) else {
-                continue;
-            };
-            match &store.kind {
-                KeyValueKind::Embedded { .. } | KeyValueKind::Memory if !one_pod => {
-                    return Err(format!(
-                        "service `{name}` may run more than one pod, but function `{}` keeps its store `{label}` in the pod, where each pod would see different data; use a redis store ([key_value.{label}] type = \"redis\") or set max_scale = 1 on the service",
-                        f.name
-                    ));
-                }
-                KeyValueKind::Embedded { .. } => data_volume = true,
-                KeyValueKind::Memory => {}
-                KeyValueKind::Redis { url, .. } => {
-                    if let Some(env) = url.env_name().filter(|e| !from_secret(e)) {
-                        return Err(format!(
-                            "store `{label}` takes its Redis URL from the environment variable {env}, which service `{name}` must set from a Secret (the URL may hold a password): {}",
-                            add_secret(env)
-                        ));
-                    }
-                }
-            }
-        }
-        for (variable, value) in &f.variables {
-            match value {
-                Variable::Env { name: env, default: None } if !has_env(env) => {
-                    return Err(format!(
-                        "function `{}`'s variable `{variable}` reads the environment variable {env}, which service `{name}` does not set: {} (or give the variable a default)",
-                        f.name,
-                        add_secret(env)
-                    ));
-                }
-                Variable::File { path, default: None } if !mounted(path) => {
-                    return Err(format!(
-                        "function `{}`'s variable `{variable}` reads {}, which no Secret of service `{name}` is mounted at: add `secret_files = [{{ secret = \"...\", path = \"...\" }}]` for its directory (or give the variable a default)",
-                        f.name,
-                        path.display()
-                    ));
-                }
-                _ => {}
-            }
-        }
-    }
-    service.data_volume = data_volume;
-    Ok(())
 }
 
 fn layout(
@@ -298,7 +212,7 @@ fn layout(
             env: BTreeMap::new(),
             secrets: Vec::new(),
             secret_files: Vec::new(),
-            data_volume: false,
+            at: ctx.location(0),
             traffic: Vec::new(),
         });
         return Ok(spec);
@@ -465,7 +379,7 @@ fn layout(
             env: s.env.clone(),
             secrets: s.secrets.clone(),
             secret_files: s.secret_files.clone(),
-            data_volume: false,
+            at: ctx.location(0),
             traffic,
         });
     }

@@ -415,13 +415,7 @@ impl Manifest {
             Some(raw) => server_limits(&ctx, raw)?,
         };
         let key_value = key_value_specs(&ctx, &raw.key_value, &base, &functions)?;
-        let deploy = deploy::resolve(
-            &ctx,
-            raw.deploy.as_ref(),
-            &raw.services,
-            &functions,
-            &key_value,
-        )?;
+        let deploy = deploy::resolve(&ctx, raw.deploy.as_ref(), &raw.services, &functions)?;
 
         Ok(Manifest {
             path: path.to_path_buf(),
