@@ -16,11 +16,11 @@ use tracing::Instrument;
 use crate::admission::Gate;
 use crate::capabilities::{Capabilities, CapabilityError, CapabilityOptions};
 use crate::engine::{BoxError, Engine, ResponseBody};
-use crate::events::{Dispatcher, EventOptions, codec};
+use crate::events::{Dispatcher, EventOptions, Recipients, codec};
 use crate::failure::{Failure, full};
 pub use crate::functions::FunctionLoadError;
 use crate::functions::Functions;
-use crate::manifest::{Manifest, RESERVED_PREFIX, ServerLimits};
+use crate::manifest::{DELIVERY_PREFIX, Manifest, RESERVED_PREFIX, ServerLimits};
 use crate::metrics::{Metrics, Refusal};
 use crate::router::RouteTable;
 use crate::telemetry::{self, TraceContext};
@@ -242,6 +242,29 @@ impl App {
             }
         };
 
+        // A Trigger's delivery to one function: only that function runs, once, however
+        // many of its subscriptions (or other functions') match.
+        if let Some(name) = path.strip_prefix(DELIVERY_PREFIX) {
+            let function = self
+                .functions
+                .index_of(name)
+                .filter(|&i| self.events.subscribes(i));
+            let Some(i) = function else {
+                let path = path.to_string();
+                return Outcome::failed(Answerer::Nobody, Failure::NoRoute { path });
+            };
+            let mode = codec::mode_of(req.headers()).filter(|_| req.method() == Method::POST);
+            let Some(mode) = mode else {
+                let reason = format!(
+                    "{path} takes CloudEvents, POSTed in binary, structured or batched mode"
+                );
+                return Outcome::failed(Answerer::Events, Failure::MalformedEvent { reason });
+            };
+            return self
+                .deliver(req, mode, Recipients::Only(i), request_id)
+                .await;
+        }
+
         // CloudEvents on the events path go to event handlers, once any function takes
         // events; until then a function routed there may read them as plain HTTP.
         if path == self.events_path
@@ -249,15 +272,9 @@ impl App {
             && req.method() == Method::POST
             && let Some(mode) = codec::mode_of(req.headers())
         {
-            let (result, event_id) = match self.events.handle_request(req, mode, request_id).await {
-                Ok(response) => (Ok(response), None),
-                Err(refused) => (Err(refused.failure), refused.event_id),
-            };
-            return Outcome {
-                answerer: Answerer::Events,
-                result,
-                event_id,
-            };
+            return self
+                .deliver(req, mode, Recipients::Subscribers, request_id)
+                .await;
         }
 
         let Some(index) = self.routes.lookup(path) else {
@@ -335,6 +352,30 @@ impl App {
             answerer,
             result: result.map_err(|e| Failure::invoke(function.name(), e)),
             event_id: None,
+        }
+    }
+}
+
+impl App {
+    async fn deliver<B>(
+        &self,
+        req: Request<B>,
+        mode: codec::Mode,
+        to: Recipients,
+        request_id: &str,
+    ) -> Outcome<'_>
+    where
+        B: hyper::body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let (result, event_id) = match self.events.handle_request(req, mode, to, request_id).await {
+            Ok(response) => (Ok(response), None),
+            Err(refused) => (Err(refused.failure), refused.event_id),
+        };
+        Outcome {
+            answerer: Answerer::Events,
+            result,
+            event_id,
         }
     }
 }

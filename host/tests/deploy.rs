@@ -97,6 +97,48 @@ fn trigger_problems(spec: &Value) -> Vec<String> {
             None => out.push("Trigger: filters must be a list".into()),
         }
     }
+    if let Some(delivery) = spec.get("delivery") {
+        out.extend(delivery_problems(delivery));
+    }
+    out
+}
+
+/// Knative's rules for a `delivery` spec (eventing pkg/apis/duck/v1/delivery_types.go).
+fn delivery_problems(d: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    let iso = |v: &Value| {
+        v.as_str().is_some_and(|s| {
+            s.strip_prefix("PT")
+                .and_then(|s| s.strip_suffix('S'))
+                .is_some_and(|n| n.parse::<f64>().is_ok_and(|n| n > 0.0))
+        })
+    };
+    for key in ["backoffDelay", "timeout"] {
+        if let Some(v) = d.get(key)
+            && !iso(v)
+        {
+            out.push(format!("delivery.{key} {v} is not an ISO 8601 duration"));
+        }
+    }
+    if let Some(p) = d.get("backoffPolicy")
+        && p != "linear"
+        && p != "exponential"
+    {
+        out.push(format!(
+            "delivery.backoffPolicy {p} is not linear or exponential"
+        ));
+    }
+    if let Some(r) = d.get("retry")
+        && r.as_u64().is_none()
+    {
+        out.push(format!("delivery.retry {r} is not a count"));
+    }
+    if let Some(sink) = d.get("deadLetterSink")
+        && sink.get("ref").is_none()
+        && sink.get("uri").is_none()
+    {
+        out.push("delivery.deadLetterSink needs ref or uri".into());
+    }
     out
 }
 
@@ -188,13 +230,29 @@ fn root_manifest_renders_scale_to_zero_services_and_triggers_that_validate() {
         container["readinessProbe"]["httpGet"]["path"],
         "/.well-known/wasmfn/ready"
     );
-    // One Trigger per subscription: event-echo 1, event-display 2, the saga 3 + 1 + 1 + 1.
+    // One Trigger per event function (event-echo, event-display, the saga's four), each
+    // delivering to that function's own path.
     let triggers: Vec<&Value> = docs.iter().filter(|d| d["kind"] == "Trigger").collect();
-    assert_eq!(triggers.len(), 9);
-    assert!(
-        triggers
-            .iter()
-            .all(|t| t["spec"]["subscriber"]["ref"]["name"] == "wasmfn")
+    assert_eq!(triggers.len(), 6);
+    for t in &triggers {
+        let subscriber = &t["spec"]["subscriber"];
+        assert_eq!(subscriber["ref"]["name"], "wasmfn");
+        assert_eq!(
+            subscriber["uri"],
+            format!(
+                "/.well-known/wasmfn/events/{}",
+                t["metadata"]["name"].as_str().unwrap()
+            )
+        );
+    }
+    // event-display's two subscriptions are one Trigger admitting either.
+    let display = triggers
+        .iter()
+        .find(|t| t["metadata"]["name"] == "event-display")
+        .unwrap();
+    assert_eq!(
+        display["spec"]["filters"],
+        json!([{ "any": [{ "exact": { "type": "order.completed" } }, { "exact": { "type": "order.failed" } }] }])
     );
     for doc in &docs {
         let p = problems(&schemas, doc);
@@ -244,11 +302,14 @@ fn seed_apis_render_as_the_seed_describes_and_validate() {
     assert_eq!(core["spec"]["template"]["spec"]["timeoutSeconds"], 30);
     let notifications = docs
         .iter()
-        .find(|d| d["kind"] == "Trigger" && d["metadata"]["name"] == "notifications-0")
+        .find(|d| d["kind"] == "Trigger" && d["metadata"]["name"] == "notifications")
         .unwrap();
     assert_eq!(
         notifications["spec"]["filters"],
-        json!([{ "prefix": { "type": "order." } }, { "not": { "exact": { "type": "order.created" } } }])
+        json!([{ "any": [
+            { "all": [{ "prefix": { "type": "order." } }, { "not": { "exact": { "type": "order.created" } } }] },
+            { "exact": { "type": "payment.failed" } },
+        ] }])
     );
     assert!(
         docs.iter()
@@ -479,6 +540,101 @@ fn capabilities_render_as_knative_needs_them_or_fail_with_the_line() {
         container["securityContext"]["readOnlyRootFilesystem"], true,
         "only the data volume is writable"
     );
+}
+
+#[test]
+fn delivery_settings_render_as_knative_delivery_or_fail_with_the_line() {
+    let base = format!(
+        "[deploy]\ncreate_broker = true\ndelivery = {{ retry = 5, backoff_policy = \"exponential\", backoff_delay = \"200ms\", dead_letter = {{ function = \"dlq\" }} }}\n\n\
+         [[functions]]\nname = \"orders\"\ncomponent = {c:?}\nevents = [{{ type = \"order.created\" }}]\n\
+         delivery = {{ retry = 2, backoff_policy = \"linear\", backoff_delay = \"1s\", timeout = \"10s\", dead_letter = {{ uri = \"http://dlq.example/events\" }} }}\n\n\
+         [[functions]]\nname = \"dlq\"\ncomponent = {c:?}\nevents = [{{ type = \"never\" }}]\n",
+        c = guests::EVENT_DISPLAY
+    );
+    let (_dir, path) = common::manifest(&base);
+    let docs = documents(&render(&path, "registry.example/wasmfn:v1"));
+    let schemas = schemas();
+    for doc in &docs {
+        assert_eq!(problems(&schemas, doc), Vec::<String>::new(), "{doc:#}");
+    }
+    let broker = docs.iter().find(|d| d["kind"] == "Broker").unwrap();
+    assert_eq!(
+        broker["spec"]["delivery"],
+        json!({
+            "retry": 5, "backoffPolicy": "exponential", "backoffDelay": "PT0.2S",
+            "deadLetterSink": {
+                "ref": { "apiVersion": "serving.knative.dev/v1", "kind": "Service", "name": "wasmfn" },
+                "uri": "/.well-known/wasmfn/events/dlq",
+            },
+        })
+    );
+    let orders = docs
+        .iter()
+        .find(|d| d["kind"] == "Trigger" && d["metadata"]["name"] == "orders")
+        .unwrap();
+    assert_eq!(
+        orders["spec"]["delivery"],
+        json!({
+            "retry": 2, "backoffPolicy": "linear", "backoffDelay": "PT1S", "timeout": "PT10S",
+            "deadLetterSink": { "uri": "http://dlq.example/events" },
+        })
+    );
+
+    // Each key refused with its line when wrong.
+    let cases = [
+        (
+            "backoff_policy = \"linear\"",
+            "backoff_policy = \"random\"",
+            9,
+            "\"linear\" or \"exponential\"",
+        ),
+        (
+            "backoff_delay = \"1s\"",
+            "backoff_delay = \"0s\"",
+            9,
+            "more than 0",
+        ),
+        ("retry = 2", "retry = -1", 9, "0 to 100"),
+        (
+            "{ uri = \"http://dlq.example/events\" }",
+            "{ uri = \"dlq\" }",
+            9,
+            "must be one of",
+        ),
+        (
+            "{ function = \"dlq\" }",
+            "{ function = \"nobody\" }",
+            1,
+            "no function of that name takes events",
+        ),
+        (
+            "create_broker = true",
+            "create_broker = false",
+            3,
+            "does not create the Broker",
+        ),
+    ];
+    for (from, to, line, expected) in cases {
+        assert!(base.contains(from), "{from}");
+        let text = base.replacen(from, to, 1);
+        let err = Manifest::parse(Path::new("/m/wasmfn.toml"), &text)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(expected), "{to}: {err}");
+        assert!(
+            err.starts_with(&format!("/m/wasmfn.toml:{line}:")),
+            "{to}: {err}"
+        );
+    }
+    let err = Manifest::parse(
+        Path::new("/m/wasmfn.toml"),
+        &format!(
+            "[[functions]]\nname = \"f\"\ncomponent = \"f.wasm\"\ndelivery = {{ retry = 1 }}\n"
+        ),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("subscribes to no events"), "{err}");
 }
 
 #[test]

@@ -506,3 +506,137 @@ async fn a_rejected_event_does_not_stop_the_rest_of_its_batch() {
     let types: Vec<(&str, Option<&str>)> = received.iter().map(|e| (e.ty(), e.subject())).collect();
     assert_eq!(types, [("inventory.reserved", Some("o2"))]);
 }
+
+/// Whether a rendered Trigger's filters admit an event with `attributes`, as the Broker
+/// decides: `filters` (all must match; exact / prefix / suffix / all / any / not), else the
+/// legacy `filter.attributes` (exact, `""` matches anything), else everything.
+fn trigger_admits(spec: &serde_json::Value, attributes: &[(&str, &str)]) -> bool {
+    fn attribute<'a>(attributes: &[(&str, &'a str)], name: &str) -> Option<&'a str> {
+        attributes.iter().find(|(k, _)| *k == name).map(|(_, v)| *v)
+    }
+    fn admits(f: &serde_json::Value, attributes: &[(&str, &str)]) -> bool {
+        let each = |key: &str, test: &dyn Fn(&str, &str) -> bool| {
+            f[key].as_object().unwrap().iter().all(|(name, value)| {
+                attribute(attributes, name).is_some_and(|a| test(a, value.as_str().unwrap()))
+            })
+        };
+        if f.get("exact").is_some() {
+            each("exact", &|a, v| a == v)
+        } else if f.get("prefix").is_some() {
+            each("prefix", &|a, v| a.starts_with(v))
+        } else if f.get("suffix").is_some() {
+            each("suffix", &|a, v| a.ends_with(v))
+        } else if let Some(all) = f["all"].as_array() {
+            all.iter().all(|f| admits(f, attributes))
+        } else if let Some(any) = f["any"].as_array() {
+            any.iter().any(|f| admits(f, attributes))
+        } else if f.get("not").is_some() {
+            !admits(&f["not"], attributes)
+        } else {
+            panic!("a filter this test does not know: {f}")
+        }
+    }
+    if let Some(filters) = spec["filters"].as_array() {
+        return filters.iter().all(|f| admits(f, attributes));
+    }
+    if let Some(exact) = spec["filter"]["attributes"].as_object() {
+        return exact
+            .iter()
+            .all(|(name, value)| value == "" || attribute(attributes, name) == value.as_str());
+    }
+    true
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_broker_delivering_per_trigger_runs_each_subscribed_function_once() {
+    // `audit` has two subscriptions that both admit order.created, and `ledger` one more:
+    // once, each Trigger of a matching function got it and the host ran every matching
+    // function for each delivery (3 deliveries, 3 runs each).
+    let text = format!(
+        "{}{}{}",
+        function(
+            "audit",
+            guests::EVENT_DISPLAY,
+            &[],
+            r#"events = [{ type = "order.created" }, { filters = [{ suffix = { type = ".created" } }] }]"#
+        ),
+        function(
+            "ledger",
+            guests::EVENT_DISPLAY,
+            &[],
+            r#"events = [{ filters = [{ prefix = { type = "order." } }] }]"#
+        ),
+        function(
+            "payments",
+            guests::EVENT_DISPLAY,
+            &[],
+            r#"events = [{ type = "payment.completed" }]"#
+        ),
+    );
+    let (_dir, path) = manifest(&text);
+    let rendered = std::process::Command::new(env!("CARGO_BIN_EXE_wasmfn"))
+        .args([
+            "deploy",
+            "render",
+            "--image",
+            "registry.example/wasmfn:test",
+            "--manifest",
+        ])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        rendered.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rendered.stderr)
+    );
+    let triggers: Vec<serde_json::Value> = String::from_utf8(rendered.stdout)
+        .unwrap()
+        .split("\n---\n")
+        .filter_map(|doc| serde_norway::from_str::<Option<serde_json::Value>>(doc).unwrap())
+        .filter(|doc| doc["kind"] == "Trigger")
+        .collect();
+    assert_eq!(triggers.len(), 3, "one Trigger per function");
+
+    let server = Server::start(&path);
+    let attributes = [
+        ("type", "order.created"),
+        ("source", "/tests/events"),
+        ("id", "once-1"),
+    ];
+    let client = reqwest::Client::new();
+    let mut deliveries = 0;
+    for trigger in &triggers {
+        if !trigger_admits(&trigger["spec"], &attributes) {
+            continue;
+        }
+        deliveries += 1;
+        let uri = trigger["spec"]["subscriber"]["uri"].as_str().unwrap();
+        let response = client
+            .post(server.url(uri))
+            .event(event("order.created", "once-1", json!({"order_id": "o-1"})))
+            .unwrap()
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 202, "{uri}");
+    }
+    assert_eq!(deliveries, 2, "audit's and ledger's Triggers admit it");
+    let log = server.wait_for_log("function=\"ledger\"");
+    let runs = |name: &str| {
+        log.lines()
+            .filter(|l| l.contains(&format!("function=\"{name}\"")) && l.contains("event_id="))
+            .count()
+    };
+    assert_eq!(
+        (runs("audit"), runs("ledger"), runs("payments")),
+        (1, 1, 0),
+        "{log}"
+    );
+
+    // The per-function path runs only its function, and refuses what is not an event.
+    let r = common::post(&server.url("/.well-known/wasmfn/events/audit"), "{}").await;
+    r.assert_error(400, "takes CloudEvents");
+    let r = common::post(&server.url("/.well-known/wasmfn/events/nobody"), "{}").await;
+    assert_eq!(r.status, 404);
+}

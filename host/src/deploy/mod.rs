@@ -25,7 +25,9 @@ pub struct DeployError {
     /// What is wrong and what to do.
     pub message: String,
 }
-use crate::manifest::{Manifest, RESERVED_PREFIX};
+use crate::events::Subscription;
+use crate::manifest::delivery::{BackoffPolicy, DeadLetter, Delivery, iso8601};
+use crate::manifest::{DELIVERY_PREFIX, Manifest, RESERVED_PREFIX};
 
 /// Where the image keeps the manifest (see deploy/Containerfile).
 pub const IMAGE_MANIFEST: &str = "/app/wasmfn.toml";
@@ -36,11 +38,15 @@ pub fn objects(manifest: &Manifest, image: &str) -> Result<Vec<Value>, DeployErr
     let deploy = &manifest.deploy;
     let mut out = Vec::new();
     if deploy.create_broker {
-        out.push(json!({
+        let mut broker = json!({
             "apiVersion": "eventing.knative.dev/v1",
             "kind": "Broker",
             "metadata": metadata(deploy, &deploy.broker),
-        }));
+        });
+        if let Some(d) = &deploy.delivery {
+            broker["spec"] = json!({ "delivery": delivery(d, manifest) });
+        }
+        out.push(broker);
     }
     for service in &deploy.services {
         let data_volume = check_capabilities(service, &manifest.functions, &manifest.key_value)
@@ -50,49 +56,42 @@ pub fn objects(manifest: &Manifest, image: &str) -> Result<Vec<Value>, DeployErr
             })?;
         out.push(knative_service(manifest, service, image, data_volume));
     }
+    // One Trigger per function, whose filters admit what any of its subscriptions admits,
+    // delivering to that function's own path: the Broker delivers an event once per
+    // matching Trigger, so each subscribed function runs once.
     for service in &deploy.services {
         for &i in &service.functions {
             let function = &manifest.functions[i];
-            for (n, subscription) in function.events.iter().enumerate() {
-                let mut spec = serde_json::Map::new();
-                spec.insert("broker".into(), json!(deploy.broker));
-                if subscription.shorthand {
-                    let attributes: serde_json::Map<String, Value> = subscription
-                        .filters
-                        .iter()
-                        .filter_map(|f| match f {
-                            Filter::Exact(k, v) => Some((k.clone(), json!(v))),
-                            _ => None,
-                        })
-                        .collect();
-                    if !attributes.is_empty() {
-                        spec.insert("filter".into(), json!({ "attributes": attributes }));
-                    }
-                } else {
-                    spec.insert(
-                        "filters".into(),
-                        Value::Array(subscription.filters.iter().map(filter).collect()),
-                    );
-                }
-                let mut subscriber = json!({
-                    "ref": {
-                        "apiVersion": "serving.knative.dev/v1",
-                        "kind": "Service",
-                        "name": service.name,
-                    }
-                });
-                if manifest.events_path != "/" {
-                    subscriber["uri"] = json!(manifest.events_path);
-                }
-                spec.insert("subscriber".into(), subscriber);
-                let name = format!("{}-{}", function.name, n);
-                out.push(json!({
-                    "apiVersion": "eventing.knative.dev/v1",
-                    "kind": "Trigger",
-                    "metadata": metadata(deploy, &name),
-                    "spec": spec,
-                }));
+            if function.events.is_empty() {
+                continue;
             }
+            let mut spec = serde_json::Map::new();
+            spec.insert("broker".into(), json!(deploy.broker));
+            match trigger_filters(&function.events) {
+                TriggerFilter::Everything => {}
+                TriggerFilter::Attributes(attributes) => {
+                    spec.insert("filter".into(), json!({ "attributes": attributes }));
+                }
+                TriggerFilter::Filters(filters) => {
+                    spec.insert("filters".into(), Value::Array(filters));
+                }
+            }
+            spec.insert(
+                "subscriber".into(),
+                destination(
+                    &service.name,
+                    &format!("{DELIVERY_PREFIX}{}", function.name),
+                ),
+            );
+            if let Some(d) = &function.delivery {
+                spec.insert("delivery".into(), delivery(d, manifest));
+            }
+            out.push(json!({
+                "apiVersion": "eventing.knative.dev/v1",
+                "kind": "Trigger",
+                "metadata": metadata(deploy, &function.name),
+                "spec": spec,
+            }));
         }
     }
     for service in &deploy.services {
@@ -250,6 +249,107 @@ fn metadata(deploy: &DeploySpec, name: &str) -> Value {
         m["namespace"] = json!(ns);
     }
     m
+}
+
+/// What a function's Trigger filters by.
+enum TriggerFilter {
+    /// Every event (a subscription without filters).
+    Everything,
+    /// One shorthand subscription: Knative's `filter.attributes`, exact matches.
+    Attributes(serde_json::Map<String, Value>),
+    /// Knative's `filters`, all of which must match.
+    Filters(Vec<Value>),
+}
+
+/// One Trigger's filters for a function's subscriptions: a subscription's own when it has
+/// one, else `any` of each subscription's filters taken together.
+fn trigger_filters(subscriptions: &[Subscription]) -> TriggerFilter {
+    if subscriptions.iter().any(|s| s.filters.is_empty()) {
+        return TriggerFilter::Everything;
+    }
+    if let [only] = subscriptions {
+        if only.shorthand {
+            let attributes = only
+                .filters
+                .iter()
+                .filter_map(|f| match f {
+                    Filter::Exact(k, v) => Some((k.clone(), json!(v))),
+                    _ => None,
+                })
+                .collect();
+            return TriggerFilter::Attributes(attributes);
+        }
+        return TriggerFilter::Filters(only.filters.iter().map(filter).collect());
+    }
+    let alternatives = subscriptions
+        .iter()
+        .map(|s| match &s.filters[..] {
+            [one] => filter(one),
+            all => json!({ "all": all.iter().map(filter).collect::<Vec<_>>() }),
+        })
+        .collect::<Vec<_>>();
+    TriggerFilter::Filters(vec![json!({ "any": alternatives })])
+}
+
+/// Knative's `delivery` spec.
+fn delivery(d: &Delivery, manifest: &Manifest) -> Value {
+    let mut v = serde_json::Map::new();
+    if let Some(retry) = d.retry {
+        v.insert("retry".into(), json!(retry));
+    }
+    if let Some(policy) = d.backoff_policy {
+        let policy = match policy {
+            BackoffPolicy::Linear => "linear",
+            BackoffPolicy::Exponential => "exponential",
+        };
+        v.insert("backoffPolicy".into(), json!(policy));
+    }
+    if let Some(delay) = d.backoff_delay {
+        v.insert("backoffDelay".into(), json!(iso8601(delay)));
+    }
+    if let Some(timeout) = d.timeout {
+        v.insert("timeout".into(), json!(iso8601(timeout)));
+    }
+    if let Some(dead_letter) = &d.dead_letter {
+        let sink = match dead_letter {
+            DeadLetter::Service(name) => json!({
+                "ref": { "apiVersion": "serving.knative.dev/v1", "kind": "Service", "name": name },
+            }),
+            DeadLetter::Function(name) => destination(
+                service_of(manifest, name),
+                &format!("{DELIVERY_PREFIX}{name}"),
+            ),
+            DeadLetter::Uri(uri) => json!({ "uri": uri }),
+        };
+        v.insert("deadLetterSink".into(), sink);
+    }
+    Value::Object(v)
+}
+
+/// The name of the Service that serves function `name`.
+fn service_of<'a>(manifest: &'a Manifest, name: &str) -> &'a str {
+    manifest
+        .deploy
+        .services
+        .iter()
+        .find(|s| {
+            s.functions
+                .iter()
+                .any(|&i| manifest.functions[i].name == name)
+        })
+        .map_or("", |s| s.name.as_str())
+}
+
+/// A destination on a Service of this manifest: the Service, and a path on it.
+fn destination(service: &str, path: &str) -> Value {
+    json!({
+        "ref": {
+            "apiVersion": "serving.knative.dev/v1",
+            "kind": "Service",
+            "name": service,
+        },
+        "uri": path,
+    })
 }
 
 fn filter(f: &Filter) -> Value {

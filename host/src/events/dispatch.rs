@@ -40,6 +40,17 @@ pub struct Dispatcher {
     metrics: Arc<Metrics>,
 }
 
+/// Who an event goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recipients {
+    /// Every function with a subscription that matches it, each once: events this host
+    /// delivers to itself, and events POSTed to the events path.
+    Subscribers,
+    /// This function only (by index), whatever its filters: a Knative Trigger, which has
+    /// filtered already, delivering to the function it names.
+    Only(usize),
+}
+
 /// An events request that was not accepted: why, and which event it concerns.
 #[derive(Debug)]
 pub struct Refused {
@@ -85,6 +96,11 @@ impl Dispatcher {
         !self.subscriptions.is_empty()
     }
 
+    /// Whether function `i` takes events.
+    pub fn subscribes(&self, i: usize) -> bool {
+        self.subscriptions.iter().any(|(f, _)| *f == i)
+    }
+
     /// What an invocation `hops` deliveries from its request emits through.
     pub fn emit_context(
         self: &Arc<Self>,
@@ -101,12 +117,13 @@ impl Dispatcher {
         }
     }
 
-    /// Answers a request that carries CloudEvents in `mode`: decode, deliver each, reply in
-    /// the mode the events came in.
+    /// Answers a request that carries CloudEvents in `mode`: decode, deliver each to `to`,
+    /// reply in the mode the events came in.
     pub async fn handle_request<B>(
         self: &Arc<Self>,
         req: Request<B>,
         mode: Mode,
+        to: Recipients,
         request_id: &str,
     ) -> Result<Response<crate::engine::ResponseBody>, Refused>
     where
@@ -153,7 +170,7 @@ impl Dispatcher {
         let mut rejected = None;
         for event in &events {
             let trace = TraceContext::from_event(event).or_else(|| header_trace.clone());
-            match self.deliver(event, request_id, 0, trace, true).await {
+            match self.deliver(event, to, request_id, 0, trace, true).await {
                 Ok(Some(reply)) => replies.push(reply),
                 Ok(None) => {}
                 // A rejection is final, so the rest of a batch still gets delivered; the
@@ -195,21 +212,27 @@ impl Dispatcher {
         Ok(response)
     }
 
-    /// Runs every function subscribed to `event` (each once, however many of its
-    /// subscriptions match). With exactly one and `inline_reply`, its reply is returned for
-    /// the response; otherwise replies are emitted onward.
+    /// Runs the recipients of `event` (each once, however many of its subscriptions
+    /// match). With exactly one and `inline_reply`, its reply is returned for the
+    /// response; otherwise replies are emitted onward.
     async fn deliver(
         self: &Arc<Self>,
         event: &Event,
+        to: Recipients,
         request_id: &str,
         hops: u32,
         trace: Option<TraceContext>,
         inline_reply: bool,
     ) -> Result<Option<Event>, Failure> {
         let mut targets: Vec<usize> = Vec::new();
-        for (i, subscription) in &self.subscriptions {
-            if !targets.contains(i) && subscription.matches(event) {
-                targets.push(*i);
+        match to {
+            Recipients::Only(i) => targets.push(i),
+            Recipients::Subscribers => {
+                for (i, subscription) in &self.subscriptions {
+                    if !targets.contains(i) && subscription.matches(event) {
+                        targets.push(*i);
+                    }
+                }
             }
         }
         if targets.is_empty() {
@@ -318,7 +341,11 @@ impl Dispatcher {
         }
         let request_id = uuid::Uuid::new_v4().simple().to_string();
         let trace = TraceContext::from_event(&event);
-        match self.deliver(&event, &request_id, hops, trace, false).await {
+        let to = Recipients::Subscribers;
+        match self
+            .deliver(&event, to, &request_id, hops, trace, false)
+            .await
+        {
             Ok(_) => Ok(()),
             Err(Failure::NoSubscriber { .. }) => {
                 tracing::info!(

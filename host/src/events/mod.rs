@@ -8,6 +8,6 @@ pub mod filter;
 pub mod sink;
 
 pub use codec::{DecodeError, Mode};
-pub use dispatch::{Dispatcher, HOP_LIMIT, MAX_EVENT_BODY, Refused};
+pub use dispatch::{Dispatcher, HOP_LIMIT, MAX_EVENT_BODY, Recipients, Refused};
 pub use filter::{Filter, Subscription};
 pub use sink::{EventOptions, EventOptionsError, SendError, Sink};

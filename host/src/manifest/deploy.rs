@@ -25,6 +25,7 @@ pub(crate) struct RawDeploy {
     broker: Option<Spanned<String>>,
     #[serde(default)]
     create_broker: bool,
+    delivery: Option<Spanned<super::delivery::RawDelivery>>,
 }
 
 #[derive(Deserialize)]
@@ -108,6 +109,8 @@ pub struct DeploySpec {
     pub broker: String,
     /// Whether to render the Broker too.
     pub create_broker: bool,
+    /// The Broker's default delivery (with `create_broker`).
+    pub delivery: Option<super::delivery::Delivery>,
     /// The Knative Services.
     pub services: Vec<ServiceSpec>,
 }
@@ -175,6 +178,7 @@ fn layout(
         port: DEFAULT_PORT,
         broker: "default".to_string(),
         create_broker: false,
+        delivery: None,
         services: Vec::new(),
     };
     if let Some(raw) = deploy {
@@ -199,6 +203,39 @@ fn layout(
             spec.broker = b.get_ref().clone();
         }
         spec.create_broker = d.create_broker;
+        if let Some(delivery) = &d.delivery {
+            if !d.create_broker {
+                return Err(ctx.error(
+                    delivery.span(),
+                    "`deploy.delivery` is the Broker's, and this manifest does not create the Broker; set create_broker = true, or give each function its own `delivery`".to_string(),
+                ));
+            }
+            spec.delivery = Some(super::delivery::parse(ctx, delivery, "deploy.delivery")?);
+        }
+    }
+    // A dead letter may be a function of this manifest: one that takes events.
+    let deliveries = spec
+        .delivery
+        .iter()
+        .map(|d| (d, ctx.location(deploy.map_or(0, |r| r.span().start))))
+        .chain(
+            functions
+                .iter()
+                .filter_map(|f| f.delivery.as_ref().map(|d| (d, f.component_at.clone()))),
+        );
+    for (delivery, at) in deliveries {
+        if let Some(super::delivery::DeadLetter::Function(name)) = &delivery.dead_letter
+            && !functions
+                .iter()
+                .any(|f| &f.name == name && !f.events.is_empty())
+        {
+            return Err(ManifestError::Invalid {
+                at,
+                message: format!(
+                    "the dead letter goes to function `{name}`, but no function of that name takes events"
+                ),
+            });
+        }
     }
 
     if services.is_empty() {

@@ -12,6 +12,7 @@
 //! - [`deploy`]: the `[deploy]` table and `[[services]]`, checked as Knative would check
 //!   them (the `deploy` module at the crate root only renders them).
 
+pub mod delivery;
 pub mod deploy;
 pub mod limits;
 pub mod variables;
@@ -38,6 +39,8 @@ pub use variables::Variable;
 
 /// Paths under this prefix belong to the host (health, metrics) and no function may claim them.
 pub const RESERVED_PREFIX: &str = "/.well-known/wasmfn/";
+/// Where a Knative Trigger delivers to one function: `<this><function name>`.
+pub const DELIVERY_PREFIX: &str = "/.well-known/wasmfn/events/";
 /// Where CloudEvents arrive when the manifest does not say: Knative delivers to `/`.
 pub const DEFAULT_EVENTS_PATH: &str = "/";
 /// The store a function gets when it names `default` and the manifest declares none.
@@ -104,6 +107,7 @@ struct RawFunction {
     #[serde(default)]
     allowed_outbound_hosts: Vec<Spanned<String>>,
     outbound_concurrency: Option<Spanned<i64>>,
+    delivery: Option<Spanned<delivery::RawDelivery>>,
 }
 
 /// A validated manifest.
@@ -184,6 +188,8 @@ pub struct FunctionSpec {
     pub allowed_outbound_hosts: AllowedHosts,
     /// Outbound requests it may have in flight at once.
     pub outbound_concurrency: u32,
+    /// How the Broker delivers to its Trigger (Knative only).
+    pub delivery: Option<delivery::Delivery>,
 }
 
 /// A place in the manifest: file, line and column (1-based).
@@ -361,6 +367,16 @@ impl Manifest {
                 .map(|c| parse_count(&ctx, "outbound_concurrency", c))
                 .transpose()?
                 .unwrap_or(DEFAULT_OUTBOUND_CONCURRENCY);
+            let delivery = match &f.delivery {
+                None => None,
+                Some(_) if events.is_empty() => {
+                    return Err(ctx.error(
+                        raw_fn.span(),
+                        format!("`delivery` sets how the Broker delivers to a function's Trigger, and `{name}` subscribes to no events"),
+                    ));
+                }
+                Some(d) => Some(delivery::parse(&ctx, d, "delivery")?),
+            };
 
             functions.push(FunctionSpec {
                 name,
@@ -376,6 +392,7 @@ impl Manifest {
                 key_value_stores,
                 allowed_outbound_hosts,
                 outbound_concurrency,
+                delivery,
             });
         }
 
