@@ -628,9 +628,7 @@ fn delivery_settings_render_as_knative_delivery_or_fail_with_the_line() {
     }
     let err = Manifest::parse(
         Path::new("/m/wasmfn.toml"),
-        &format!(
-            "[[functions]]\nname = \"f\"\ncomponent = \"f.wasm\"\ndelivery = {{ retry = 1 }}\n"
-        ),
+        "[[functions]]\nname = \"f\"\ncomponent = \"f.wasm\"\ndelivery = { retry = 1 }\n",
     )
     .unwrap_err()
     .to_string();
