@@ -125,8 +125,19 @@ struct ServeArgs {
     /// for services behind a private CA.
     #[arg(long, env = "WASMFN_CA_FILE", value_name = "PEM")]
     ca_file: Option<PathBuf>,
+    /// Fire the functions' schedules from this host: auto does unless it runs on Knative
+    /// (K_SERVICE is set), where PingSources deliver them.
+    #[arg(long, env = "WASMFN_SCHEDULES", value_enum, default_value = "auto")]
+    schedules: SchedulesArg,
     #[command(flatten)]
     engine: EngineArgs,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum SchedulesArg {
+    Auto,
+    On,
+    Off,
 }
 
 #[derive(Debug, Args)]
@@ -290,6 +301,12 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             k_revision = %k("K_REVISION"),
             "listening"
         );
+        let on_knative = std::env::var_os("K_SERVICE").is_some_and(|v| !v.is_empty());
+        let _schedules = match args.schedules {
+            SchedulesArg::On => Some(app.start_schedules()),
+            SchedulesArg::Auto if !on_knative => Some(app.start_schedules()),
+            _ => None,
+        };
         app.metrics().ready();
         // In-flight requests get as long as the slowest function may take, plus a margin
         // for the response to reach the client.

@@ -136,6 +136,12 @@ impl App {
         self.functions.longest_timeout()
     }
 
+    /// Fires the functions' schedules from this host until the handle is dropped (outside
+    /// Knative; there PingSources do it).
+    pub fn start_schedules(&self) -> crate::events::schedule::Scheduler {
+        self.events.start_schedules()
+    }
+
     /// The manifest's functions, loaded or not.
     pub fn functions(&self) -> &Arc<Functions> {
         &self.functions
@@ -248,7 +254,7 @@ impl App {
             let function = self
                 .functions
                 .index_of(name)
-                .filter(|&i| self.events.subscribes(i));
+                .filter(|&i| self.events.takes_events(i));
             let Some(i) = function else {
                 let path = path.to_string();
                 return Outcome::failed(Answerer::Nobody, Failure::NoRoute { path });

@@ -636,6 +636,81 @@ fn delivery_settings_render_as_knative_delivery_or_fail_with_the_line() {
 }
 
 #[test]
+fn schedules_render_as_pingsources_or_fail_with_the_line() {
+    let text = format!(
+        "[deploy]\nnamespace = \"jobs\"\n\n[[functions]]\nname = \"windows\"\ncomponent = {:?}\n\
+         schedules = [\n  {{ cron = \"*/5 * * * *\", name = \"close\", timezone = \"Europe/Berlin\", data = {{ window = \"5m\" }} }},\n  {{ cron = \"0 3 * * *\", data = \"nightly\" }},\n]\n",
+        guests::EVENT_DISPLAY
+    );
+    let (_dir, path) = common::manifest(&text);
+    let docs = documents(&render(&path, "registry.example/wasmfn:v1"));
+    let schemas = schemas();
+    for doc in &docs {
+        assert_eq!(problems(&schemas, doc), Vec::<String>::new(), "{doc:#}");
+    }
+    let pings: Vec<&Value> = docs.iter().filter(|d| d["kind"] == "PingSource").collect();
+    assert_eq!(pings.len(), 2);
+    assert_eq!(pings[0]["metadata"]["name"], "windows-close");
+    assert_eq!(
+        pings[0]["spec"],
+        json!({
+            "schedule": "*/5 * * * *",
+            "timezone": "Europe/Berlin",
+            "data": r#"{"window":"5m"}"#,
+            "contentType": "application/json",
+            "ceOverrides": { "extensions": { "schedule": "close" } },
+            "sink": {
+                "ref": { "apiVersion": "serving.knative.dev/v1", "kind": "Service", "name": "wasmfn" },
+                "uri": "/.well-known/wasmfn/events/windows",
+            },
+        })
+    );
+    assert_eq!(pings[1]["metadata"]["name"], "windows-schedule-1");
+    assert_eq!(pings[1]["spec"]["contentType"], "text/plain");
+    // A schedule alone makes a function an event function, but makes no Trigger.
+    assert!(!docs.iter().any(|d| d["kind"] == "Trigger"));
+
+    // Seconds fire locally only: render refuses them, naming the function's line.
+    let seconds = text.replace("*/5 * * * *", "*/5 * * * * *");
+    let manifest = Manifest::parse(Path::new("/m/wasmfn.toml"), &seconds).unwrap();
+    let err = wasmfn::deploy::render(&manifest, "x")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with("/m/wasmfn.toml:6:") && err.contains("seconds field"),
+        "{err}"
+    );
+
+    for (from, to, expected) in [
+        (
+            "*/5 * * * *",
+            "every five minutes",
+            "is not a cron expression",
+        ),
+        ("Europe/Berlin", "Mars/Olympus", "not an IANA time zone"),
+        (
+            "name = \"close\"",
+            "name = \"Close!\"",
+            "must be 1-40 of a-z",
+        ),
+        (
+            "name = \"close\"",
+            "name = \"schedule-1\"",
+            "two schedules named `schedule-1`",
+        ),
+    ] {
+        let err = Manifest::parse(Path::new("/m/wasmfn.toml"), &text.replacen(from, to, 1))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(expected), "{to}: {err}");
+        assert!(
+            err.starts_with("/m/wasmfn.toml:8:") || err.starts_with("/m/wasmfn.toml:9:"),
+            "{to}: {err}"
+        );
+    }
+}
+
+#[test]
 fn traffic_can_be_shifted_from_the_command_line() {
     // Promote the canary to half the traffic without editing the manifest.
     let run = |traffic: &str| {

@@ -640,3 +640,45 @@ async fn a_broker_delivering_per_trigger_runs_each_subscribed_function_once() {
     let r = common::post(&server.url("/.well-known/wasmfn/events/nobody"), "{}").await;
     assert_eq!(r.status, 404);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_schedule_fires_from_the_host_outside_knative() {
+    // Every second (with seconds, which only the host fires): the function gets Knative's
+    // ping event, with the schedule's name and data, once a tick.
+    let (_dir, path) = manifest(&function(
+        "ticker",
+        guests::EVENT_DISPLAY,
+        &[],
+        r#"schedules = [{ cron = "* * * * * *", name = "tick", data = { n = 1 } }]"#,
+    ));
+    let server = Server::start(&path);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let fired = loop {
+        let log = server.log();
+        let fired = log.matches("schedule fired").count();
+        if fired >= 2 || std::time::Instant::now() > deadline {
+            break log;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert!(fired.matches("schedule fired").count() >= 2, "{fired}");
+    // event-display prints what it got.
+    assert!(fired.contains("type: dev.knative.sources.ping"), "{fired}");
+    assert!(
+        fired.contains("source: /apis/v1/namespaces/default/pingsources/ticker-tick"),
+        "{fired}"
+    );
+
+    // On Knative (K_SERVICE set) the PingSource delivers; the host does not fire.
+    let knative = Server::spawn(
+        &path,
+        &["--listen", "127.0.0.1:0"],
+        &[("K_SERVICE", "wasmfn")],
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    assert!(
+        !knative.log().contains("schedule fired"),
+        "{}",
+        knative.log()
+    );
+}

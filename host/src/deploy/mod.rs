@@ -94,6 +94,41 @@ pub fn objects(manifest: &Manifest, image: &str) -> Result<Vec<Value>, DeployErr
             }));
         }
     }
+    // A PingSource per schedule, delivering to its function's own path.
+    for service in &deploy.services {
+        for &i in &service.functions {
+            let function = &manifest.functions[i];
+            for schedule in &function.schedules {
+                if schedule.seconds {
+                    return Err(DeployError {
+                        at: function.component_at.clone(),
+                        message: format!(
+                            "function `{}`'s schedule `{}` ({:?}) has a seconds field, which only `wasmfn serve` fires; Knative's PingSource takes 5 fields (minute hour day month weekday)",
+                            function.name, schedule.name, schedule.cron
+                        ),
+                    });
+                }
+                let mut spec = json!({
+                    "schedule": schedule.cron,
+                    "ceOverrides": { "extensions": { "schedule": schedule.name } },
+                    "sink": destination(&service.name, &format!("{DELIVERY_PREFIX}{}", function.name)),
+                });
+                if let Some(tz) = &schedule.timezone {
+                    spec["timezone"] = json!(tz);
+                }
+                if let Some((data, content_type)) = &schedule.data {
+                    spec["data"] = json!(data);
+                    spec["contentType"] = json!(content_type);
+                }
+                out.push(json!({
+                    "apiVersion": "sources.knative.dev/v1",
+                    "kind": "PingSource",
+                    "metadata": metadata(deploy, &format!("{}-{}", function.name, schedule.name)),
+                    "spec": spec,
+                }));
+            }
+        }
+    }
     for service in &deploy.services {
         out.push(json!({
             "apiVersion": "sources.knative.dev/v1",

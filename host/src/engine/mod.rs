@@ -351,9 +351,9 @@ impl Engine {
         let http_handler = HttpHandlerPre::new(instance_pre.clone()).ok();
         let event_handler = match EventHandlerPre::new(instance_pre) {
             Ok(pre) => Some(pre),
-            Err(e) if !spec.events.is_empty() => {
+            Err(e) if spec.takes_events() => {
                 return Err(contract(format!(
-                    "the function subscribes to events but the component does not export wasmfn:function/event-handler@0.1.0, the event handler interface: {e:#}"
+                    "the function takes events (`events` or `schedules`) but the component does not export wasmfn:function/event-handler@0.1.0, the event handler interface: {e:#}"
                 )));
             }
             Err(_) => None,

@@ -17,11 +17,13 @@ use tracing::Instrument;
 
 use super::codec::{self, DecodeError, Mode};
 use super::filter::Subscription;
+use super::schedule::Scheduler;
 use super::sink::EventOptions;
 use crate::engine::{BoxError, CallContext, Emit, EmitError, EventOutcome, InvokeError};
 use crate::failure::{Failure, full};
 use crate::functions::Functions;
 use crate::manifest::Manifest;
+use crate::manifest::schedule::Schedule;
 use crate::metrics::Metrics;
 use crate::telemetry::{self, TraceContext};
 
@@ -36,6 +38,12 @@ pub struct Dispatcher {
     functions: Arc<Functions>,
     /// (function index, subscription), in manifest order.
     subscriptions: Vec<(usize, Subscription)>,
+    /// Which functions take events (by subscription or schedule), by index.
+    takes_events: Vec<bool>,
+    /// (function index, function name, schedule), for [`Dispatcher::start_schedules`].
+    schedules: Vec<(usize, String, Schedule)>,
+    /// The namespace scheduled events name in their source, as Knative's would.
+    namespace: String,
     options: EventOptions,
     metrics: Arc<Metrics>,
 }
@@ -86,6 +94,26 @@ impl Dispatcher {
         Arc::new(Self {
             functions,
             subscriptions,
+            takes_events: manifest
+                .functions
+                .iter()
+                .map(|f| f.takes_events())
+                .collect(),
+            schedules: manifest
+                .functions
+                .iter()
+                .enumerate()
+                .flat_map(|(i, f)| {
+                    f.schedules
+                        .iter()
+                        .map(move |s| (i, f.name.clone(), s.clone()))
+                })
+                .collect(),
+            namespace: manifest
+                .deploy
+                .namespace
+                .clone()
+                .unwrap_or_else(|| "default".to_string()),
             options,
             metrics,
         })
@@ -96,9 +124,24 @@ impl Dispatcher {
         !self.subscriptions.is_empty()
     }
 
+    /// Fires the functions' schedules from this host until the returned handle is dropped.
+    pub fn start_schedules(self: &Arc<Self>) -> Scheduler {
+        Scheduler::start(self, &self.schedules, &self.namespace)
+    }
+
+    /// Delivers `event` to function `i` alone, as a Broker or PingSource would: a reply is
+    /// sent on, a failure logged.
+    pub async fn deliver_to(self: &Arc<Self>, i: usize, event: Event) -> Result<(), Failure> {
+        let request_id = uuid::Uuid::new_v4().simple().to_string();
+        let trace = TraceContext::from_event(&event);
+        self.deliver(&event, Recipients::Only(i), &request_id, 0, trace, false)
+            .await
+            .map(drop)
+    }
+
     /// Whether function `i` takes events.
-    pub fn subscribes(&self, i: usize) -> bool {
-        self.subscriptions.iter().any(|(f, _)| *f == i)
+    pub fn takes_events(&self, i: usize) -> bool {
+        self.takes_events.get(i).copied().unwrap_or(false)
     }
 
     /// What an invocation `hops` deliveries from its request emits through.

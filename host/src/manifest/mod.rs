@@ -15,6 +15,7 @@
 pub mod delivery;
 pub mod deploy;
 pub mod limits;
+pub mod schedule;
 pub mod variables;
 
 use std::collections::BTreeMap;
@@ -108,6 +109,8 @@ struct RawFunction {
     allowed_outbound_hosts: Vec<Spanned<String>>,
     outbound_concurrency: Option<Spanned<i64>>,
     delivery: Option<Spanned<delivery::RawDelivery>>,
+    #[serde(default)]
+    schedules: Vec<Spanned<schedule::RawSchedule>>,
 }
 
 /// A validated manifest.
@@ -190,6 +193,16 @@ pub struct FunctionSpec {
     pub outbound_concurrency: u32,
     /// How the Broker delivers to its Trigger (Knative only).
     pub delivery: Option<delivery::Delivery>,
+    /// Periodic events delivered to it.
+    pub schedules: Vec<schedule::Schedule>,
+}
+
+impl FunctionSpec {
+    /// Whether events reach it (by subscription or by schedule): its component must
+    /// export the event handler.
+    pub fn takes_events(&self) -> bool {
+        !self.events.is_empty() || !self.schedules.is_empty()
+    }
 }
 
 /// A place in the manifest: file, line and column (1-based).
@@ -367,9 +380,10 @@ impl Manifest {
                 .map(|c| parse_count(&ctx, "outbound_concurrency", c))
                 .transpose()?
                 .unwrap_or(DEFAULT_OUTBOUND_CONCURRENCY);
+            let schedules = schedule::parse(&ctx, &name, &f.schedules)?;
             let delivery = match &f.delivery {
                 None => None,
-                Some(_) if events.is_empty() => {
+                Some(_) if events.is_empty() && schedules.is_empty() => {
                     return Err(ctx.error(
                         raw_fn.span(),
                         format!("`delivery` sets how the Broker delivers to a function's Trigger, and `{name}` subscribes to no events"),
@@ -393,6 +407,7 @@ impl Manifest {
                 allowed_outbound_hosts,
                 outbound_concurrency,
                 delivery,
+                schedules,
             });
         }
 
