@@ -83,7 +83,7 @@ async fn run(
                 return;
             }
         };
-        let wait = (next.clone() - now).to_std().unwrap_or_default();
+        let wait = (next - now).to_std().unwrap_or_default();
         tokio::time::sleep(wait).await;
         let mut builder = EventBuilderV10::new()
             .id(uuid::Uuid::new_v4().to_string())
