@@ -711,6 +711,99 @@ fn schedules_render_as_pingsources_or_fail_with_the_line() {
 }
 
 #[test]
+fn flows_render_as_sequences_and_parallels_or_fail_with_the_line() {
+    let fns: String = ["validator", "enricher", "transformer", "audit", "big-only"]
+        .iter()
+        .map(|n| {
+            format!(
+                "[[functions]]\nname = \"{n}\"\ncomponent = {:?}\n\n",
+                guests::EVENT_ECHO
+            )
+        })
+        .collect();
+    let flows = "[[sequences]]\nname = \"ingest\"\nsteps = [\"validator\", \"enricher\", \"transformer\"]\nevents = [{ type = \"order.received\" }]\n\n\
+                 [[parallels]]\nname = \"fan-out\"\nbranches = [{ subscriber = \"audit\" }, { filter = \"big-only\", subscriber = \"enricher\" }]\nreply = \"none\"\n";
+    let text = format!("[deploy]\ncreate_broker = true\n\n{fns}{flows}");
+    let (_dir, path) = common::manifest(&text);
+    let docs = documents(&render(&path, "registry.example/wasmfn:v1"));
+    let schemas = schemas();
+    for doc in &docs {
+        assert_eq!(problems(&schemas, doc), Vec::<String>::new(), "{doc:#}");
+    }
+    let find = |kind: &str, name: &str| {
+        docs.iter()
+            .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
+            .unwrap_or_else(|| panic!("no {kind} {name}"))
+    };
+    let step = |f: &str| {
+        json!({
+            "ref": { "apiVersion": "serving.knative.dev/v1", "kind": "Service", "name": "wasmfn" },
+            "uri": format!("/.well-known/wasmfn/events/{f}"),
+        })
+    };
+    let sequence = find("Sequence", "ingest");
+    assert_eq!(sequence["apiVersion"], "flows.knative.dev/v1");
+    assert_eq!(
+        sequence["spec"],
+        json!({
+            "steps": [step("validator"), step("enricher"), step("transformer")],
+            "reply": { "ref": { "apiVersion": "eventing.knative.dev/v1", "kind": "Broker", "name": "default" } },
+        })
+    );
+    assert_eq!(
+        find("Trigger", "ingest")["spec"]["subscriber"],
+        json!({ "ref": { "apiVersion": "flows.knative.dev/v1", "kind": "Sequence", "name": "ingest" } })
+    );
+    let parallel = find("Parallel", "fan-out");
+    assert_eq!(
+        parallel["spec"],
+        json!({ "branches": [
+            { "subscriber": step("audit") },
+            { "subscriber": step("enricher"), "filter": step("big-only") },
+        ] })
+    );
+    assert!(
+        !docs
+            .iter()
+            .any(|d| d["kind"] == "Trigger" && d["metadata"]["name"] == "fan-out")
+    );
+
+    for (from, to, expected) in [
+        (
+            "\"enricher\", \"transformer\"]",
+            "\"enricher\", \"nope\"]",
+            "no function is named `nope`",
+        ),
+        (
+            "steps = [\"validator\", \"enricher\", \"transformer\"]",
+            "steps = []",
+            "needs `steps",
+        ),
+        ("reply = \"none\"", "reply = \"elsewhere\"", "\"broker\""),
+        (
+            "name = \"fan-out\"",
+            "name = \"ingest\"",
+            "two flows are named `ingest`",
+        ),
+        (
+            "name = \"fan-out\"",
+            "name = \"audit\"",
+            "has a function's name",
+        ),
+        ("name = \"fan-out\"", "name = \"Fan_Out\"", "flow name"),
+    ] {
+        assert!(text.contains(from), "{from}");
+        let err = Manifest::parse(Path::new("/m/wasmfn.toml"), &text.replacen(from, to, 1))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(expected), "{to}: {err}");
+        assert!(err.starts_with("/m/wasmfn.toml:"), "{err}");
+        let line: usize = err.split(':').nth(1).unwrap().parse().unwrap();
+        assert!(line > 20, "points into the flows: {err}");
+    }
+}
+
+#[test]
 fn traffic_can_be_shifted_from_the_command_line() {
     // Promote the canary to half the traffic without editing the manifest.
     let run = |traffic: &str| {

@@ -27,6 +27,7 @@ pub struct DeployError {
 }
 use crate::events::Subscription;
 use crate::manifest::delivery::{BackoffPolicy, DeadLetter, Delivery, iso8601};
+use crate::manifest::flows::FlowKind;
 use crate::manifest::{DELIVERY_PREFIX, Manifest, RESERVED_PREFIX};
 
 /// Where the image keeps the manifest (see deploy/Containerfile).
@@ -65,34 +66,67 @@ pub fn objects(manifest: &Manifest, image: &str) -> Result<Vec<Value>, DeployErr
             if function.events.is_empty() {
                 continue;
             }
-            let mut spec = serde_json::Map::new();
-            spec.insert("broker".into(), json!(deploy.broker));
-            match trigger_filters(&function.events) {
-                TriggerFilter::Everything => {}
-                TriggerFilter::Attributes(attributes) => {
-                    spec.insert("filter".into(), json!({ "attributes": attributes }));
-                }
-                TriggerFilter::Filters(filters) => {
-                    spec.insert("filters".into(), Value::Array(filters));
-                }
-            }
-            spec.insert(
-                "subscriber".into(),
-                destination(
-                    &service.name,
-                    &format!("{DELIVERY_PREFIX}{}", function.name),
-                ),
+            let subscriber = destination(
+                &service.name,
+                &format!("{DELIVERY_PREFIX}{}", function.name),
             );
-            if let Some(d) = &function.delivery {
-                spec.insert("delivery".into(), delivery(d, manifest));
-            }
-            out.push(json!({
-                "apiVersion": "eventing.knative.dev/v1",
-                "kind": "Trigger",
-                "metadata": metadata(deploy, &function.name),
-                "spec": spec,
-            }));
+            let delivery = function.delivery.as_ref().map(|d| delivery(d, manifest));
+            out.push(trigger(
+                deploy,
+                &function.name,
+                &function.events,
+                subscriber,
+                delivery,
+            ));
         }
+    }
+    // Sequences and parallels, whose steps are the functions' own paths and whose replies
+    // go to the Broker; a Trigger for the events that start each.
+    for flow in &manifest.flows {
+        let step = |i: usize| {
+            let name = &manifest.functions[i].name;
+            destination(
+                service_of(manifest, name),
+                &format!("{DELIVERY_PREFIX}{name}"),
+            )
+        };
+        let (kind, mut spec) = match &flow.kind {
+            FlowKind::Sequence(steps) => (
+                "Sequence",
+                json!({ "steps": steps.iter().map(|&i| step(i)).collect::<Vec<_>>() }),
+            ),
+            FlowKind::Parallel(branches) => {
+                let branches: Vec<Value> = branches
+                    .iter()
+                    .map(|b| {
+                        let mut branch = json!({ "subscriber": step(b.subscriber) });
+                        if let Some(filter) = b.filter {
+                            branch["filter"] = step(filter);
+                        }
+                        branch
+                    })
+                    .collect();
+                ("Parallel", json!({ "branches": branches }))
+            }
+        };
+        if flow.reply {
+            spec["reply"] = json!({
+                "ref": { "apiVersion": "eventing.knative.dev/v1", "kind": "Broker", "name": deploy.broker },
+            });
+        }
+        out.push(json!({
+            "apiVersion": "flows.knative.dev/v1",
+            "kind": kind,
+            "metadata": metadata(deploy, &flow.name),
+            "spec": spec,
+        }));
+        if flow.events.is_empty() {
+            continue;
+        }
+        let subscriber = json!({
+            "ref": { "apiVersion": "flows.knative.dev/v1", "kind": kind, "name": flow.name },
+        });
+        out.push(trigger(deploy, &flow.name, &flow.events, subscriber, None));
     }
     // A PingSource per schedule, delivering to its function's own path.
     for service in &deploy.services {
@@ -284,6 +318,37 @@ fn metadata(deploy: &DeploySpec, name: &str) -> Value {
         m["namespace"] = json!(ns);
     }
     m
+}
+
+/// A Trigger admitting what any of `events` admits, for `subscriber`.
+fn trigger(
+    deploy: &DeploySpec,
+    name: &str,
+    events: &[Subscription],
+    subscriber: Value,
+    delivery: Option<Value>,
+) -> Value {
+    let mut spec = serde_json::Map::new();
+    spec.insert("broker".into(), json!(deploy.broker));
+    match trigger_filters(events) {
+        TriggerFilter::Everything => {}
+        TriggerFilter::Attributes(attributes) => {
+            spec.insert("filter".into(), json!({ "attributes": attributes }));
+        }
+        TriggerFilter::Filters(filters) => {
+            spec.insert("filters".into(), Value::Array(filters));
+        }
+    }
+    spec.insert("subscriber".into(), subscriber);
+    if let Some(delivery) = delivery {
+        spec.insert("delivery".into(), delivery);
+    }
+    json!({
+        "apiVersion": "eventing.knative.dev/v1",
+        "kind": "Trigger",
+        "metadata": metadata(deploy, name),
+        "spec": spec,
+    })
 }
 
 /// What a function's Trigger filters by.

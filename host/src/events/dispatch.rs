@@ -23,6 +23,7 @@ use crate::engine::{BoxError, CallContext, Emit, EmitError, EventOutcome, Invoke
 use crate::failure::{Failure, full};
 use crate::functions::Functions;
 use crate::manifest::Manifest;
+use crate::manifest::flows::{Branch, Flow, FlowKind};
 use crate::manifest::schedule::Schedule;
 use crate::metrics::Metrics;
 use crate::telemetry::{self, TraceContext};
@@ -40,6 +41,8 @@ pub struct Dispatcher {
     subscriptions: Vec<(usize, Subscription)>,
     /// Which functions take events (by subscription or schedule), by index.
     takes_events: Vec<bool>,
+    /// Sequences and parallels this host runs itself.
+    flows: Vec<Flow>,
     /// (function index, function name, schedule), for [`Dispatcher::start_schedules`].
     schedules: Vec<(usize, String, Schedule)>,
     /// The namespace scheduled events name in their source, as Knative's would.
@@ -99,6 +102,7 @@ impl Dispatcher {
                 .iter()
                 .map(|f| f.takes_events())
                 .collect(),
+            flows: manifest.flows.clone(),
             schedules: manifest
                 .functions
                 .iter()
@@ -119,9 +123,9 @@ impl Dispatcher {
         })
     }
 
-    /// Whether any function takes events.
+    /// Whether any function or flow takes events from the events path.
     pub fn has_subscribers(&self) -> bool {
-        !self.subscriptions.is_empty()
+        !self.subscriptions.is_empty() || self.flows.iter().any(|f| !f.events.is_empty())
     }
 
     /// Fires the functions' schedules from this host until the returned handle is dropped.
@@ -267,13 +271,19 @@ impl Dispatcher {
         trace: Option<TraceContext>,
         inline_reply: bool,
     ) -> Result<Option<Event>, Failure> {
-        let mut targets: Vec<usize> = Vec::new();
+        let mut targets: Vec<Target> = Vec::new();
         match to {
-            Recipients::Only(i) => targets.push(i),
+            Recipients::Only(i) => targets.push(Target::Function(i)),
             Recipients::Subscribers => {
                 for (i, subscription) in &self.subscriptions {
-                    if !targets.contains(i) && subscription.matches(event) {
-                        targets.push(*i);
+                    let target = Target::Function(*i);
+                    if !targets.contains(&target) && subscription.matches(event) {
+                        targets.push(target);
+                    }
+                }
+                for (i, flow) in self.flows.iter().enumerate() {
+                    if flow.events.iter().any(|s| s.matches(event)) {
+                        targets.push(Target::Flow(i));
                     }
                 }
             }
@@ -286,22 +296,35 @@ impl Dispatcher {
         }
         let emit = self.emit_context(hops, trace.clone(), request_id);
         let trace_id = telemetry::trace_id(trace.as_ref());
-        let run = |i: usize| {
+        let run = |target: Target| {
             let emit = emit.clone();
+            let trace = trace.clone();
             async move {
+                let i = match target {
+                    Target::Function(i) => i,
+                    Target::Flow(f) => {
+                        let flow = &self.flows[f];
+                        let result = self
+                            .run_flow(flow, event, request_id, hops, trace)
+                            .await
+                            .map(|reply| {
+                                EventOutcome::Reply(reply.filter(|_| flow.reply).map(Box::new))
+                            });
+                        return (flow.name.clone(), result);
+                    }
+                };
                 let started = Instant::now();
                 let function = match self.functions.get(i).await {
                     Ok(function) => function,
                     Err(e) => {
                         self.metrics
                             .event(self.functions.label(i), event.ty(), "error");
-                        return (
-                            i,
-                            Err(Failure::Unloadable {
-                                function: self.functions.name(i).to_string(),
-                                reason: e.to_string(),
-                            }),
-                        );
+                        let function = self.functions.name(i).to_string();
+                        let failure = Failure::Unloadable {
+                            function: function.clone(),
+                            reason: e.to_string(),
+                        };
+                        return (function, Err(failure));
                     }
                 };
                 let span =
@@ -319,18 +342,19 @@ impl Dispatcher {
                     result = outcome,
                     elapsed_us = started.elapsed().as_micros() as u64, "event"
                 );
-                (i, result.map_err(|e| Failure::invoke(function.name(), e)))
+                let name = function.name().to_string();
+                let result = result.map_err(|e| Failure::invoke(&name, e));
+                (name, result)
             }
         };
         let results = if let [only] = targets[..] {
             vec![run(only).await]
         } else {
-            futures_util::future::join_all(targets.iter().map(|&i| run(i))).await
+            futures_util::future::join_all(targets.iter().map(|&t| run(t))).await
         };
         let inline = inline_reply && results.len() == 1;
         let (mut retryable, mut rejected, mut reply) = (None, None, None);
-        for (i, result) in results {
-            let function = self.functions.name(i).to_string();
+        for (function, result) in results {
             match result {
                 Ok(EventOutcome::Reply(None)) => {}
                 Ok(EventOutcome::Reply(Some(mut out))) => {
@@ -370,6 +394,68 @@ impl Dispatcher {
             }
             None => Ok(reply),
         }
+    }
+
+    /// Runs `flow` on `event` in this host, as Knative would: a sequence hands each step's
+    /// reply to the next (a step with no reply ends it) and returns the last reply; a
+    /// parallel gives the event to every branch at once, through its filter if it has one,
+    /// and sends each branch's reply on (or drops them, without `reply`).
+    fn run_flow<'a>(
+        self: &'a Arc<Self>,
+        flow: &'a Flow,
+        event: &'a Event,
+        request_id: &'a str,
+        hops: u32,
+        trace: Option<TraceContext>,
+    ) -> Pin<Box<dyn Future<Output = Result<Option<Event>, Failure>> + Send + 'a>> {
+        Box::pin(async move {
+            let step = |input: Event, i: usize| {
+                let trace = trace.clone();
+                async move {
+                    self.deliver(&input, Recipients::Only(i), request_id, hops, trace, true)
+                        .await
+                }
+            };
+            match &flow.kind {
+                FlowKind::Sequence(steps) => {
+                    let mut current = event.clone();
+                    for &i in steps {
+                        match step(current, i).await? {
+                            Some(reply) => current = reply,
+                            None => return Ok(None),
+                        }
+                    }
+                    Ok(Some(current))
+                }
+                FlowKind::Parallel(branches) => {
+                    let branch = |b: Branch| async move {
+                        let input = match b.filter {
+                            None => event.clone(),
+                            Some(filter) => match step(event.clone(), filter).await? {
+                                Some(passed) => passed,
+                                None => return Ok(None),
+                            },
+                        };
+                        step(input, b.subscriber).await
+                    };
+                    let results =
+                        futures_util::future::join_all(branches.iter().map(|&b| branch(b))).await;
+                    for result in results {
+                        if let Some(reply) = result? {
+                            if flow.reply {
+                                self.clone().emit(reply, hops + 1).await.map_err(|e| {
+                                    Failure::ReplyNotEmitted {
+                                        function: flow.name.clone(),
+                                        reason: e.to_string(),
+                                    }
+                                })?;
+                            }
+                        }
+                    }
+                    Ok(None)
+                }
+            }
+        })
     }
 
     /// Delivers an emitted event to this host's subscribers; the emitter's path when no
@@ -423,6 +509,15 @@ impl Emit for Dispatcher {
             result
         })
     }
+}
+
+/// One recipient of an event in this host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Target {
+    /// A function, by index.
+    Function(usize),
+    /// A flow, by index.
+    Flow(usize),
 }
 
 /// How a delivery ended, as the `result` of its log line and metric.

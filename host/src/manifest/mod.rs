@@ -14,6 +14,7 @@
 
 pub mod delivery;
 pub mod deploy;
+pub mod flows;
 pub mod limits;
 pub mod schedule;
 pub mod variables;
@@ -59,6 +60,10 @@ struct RawManifest {
     server: Option<RawServer>,
     #[serde(default)]
     key_value: BTreeMap<String, Spanned<RawKeyValue>>,
+    #[serde(default)]
+    sequences: Vec<Spanned<flows::RawSequence>>,
+    #[serde(default)]
+    parallels: Vec<Spanned<flows::RawParallel>>,
 }
 
 #[derive(Deserialize)]
@@ -131,6 +136,8 @@ pub struct Manifest {
     /// The key-value stores, by label: those declared, and the implicit `default` when a
     /// function is granted it. Only those some function is granted are opened.
     pub key_value: Vec<KeyValueSpec>,
+    /// Sequences and parallels of functions.
+    pub flows: Vec<flows::Flow>,
 }
 
 /// A key-value store (`[key_value.<label>]`).
@@ -195,13 +202,15 @@ pub struct FunctionSpec {
     pub delivery: Option<delivery::Delivery>,
     /// Periodic events delivered to it.
     pub schedules: Vec<schedule::Schedule>,
+    /// Whether a sequence or parallel runs it.
+    pub in_flow: bool,
 }
 
 impl FunctionSpec {
-    /// Whether events reach it (by subscription or by schedule): its component must
+    /// Whether events reach it (by subscription, schedule or flow): its component must
     /// export the event handler.
     pub fn takes_events(&self) -> bool {
-        !self.events.is_empty() || !self.schedules.is_empty()
+        !self.events.is_empty() || !self.schedules.is_empty() || self.in_flow
     }
 }
 
@@ -408,6 +417,7 @@ impl Manifest {
                 outbound_concurrency,
                 delivery,
                 schedules,
+                in_flow: false,
             });
         }
 
@@ -446,6 +456,28 @@ impl Manifest {
             None => ServerLimits::default(),
             Some(raw) => server_limits(&ctx, raw)?,
         };
+        let flows = flows::parse(&ctx, &raw.sequences, &raw.parallels, &functions)?;
+        for flow in &flows {
+            if functions.iter().any(|f| f.name == flow.name) {
+                let at = raw
+                    .sequences
+                    .iter()
+                    .map(|s| s.span())
+                    .chain(raw.parallels.iter().map(|p| p.span()))
+                    .nth(flows.iter().position(|f| f.name == flow.name).unwrap_or(0))
+                    .unwrap_or(0..0);
+                return Err(ctx.error(
+                    at,
+                    format!(
+                        "flow `{}` has a function's name; Triggers are named after both",
+                        flow.name
+                    ),
+                ));
+            }
+            for i in flow.functions() {
+                functions[i].in_flow = true;
+            }
+        }
         let key_value = key_value_specs(&ctx, &raw.key_value, &base, &functions)?;
         let deploy = deploy::resolve(&ctx, raw.deploy.as_ref(), &raw.services, &functions)?;
 
@@ -457,6 +489,7 @@ impl Manifest {
             deploy,
             server,
             key_value,
+            flows,
         })
     }
 }
@@ -582,6 +615,17 @@ impl Manifest {
                 .filter_map(|&i| new_index[i])
                 .collect();
         }
+        // A flow this host can run whole keeps its steps, renumbered; one that spans
+        // functions served elsewhere is Knative's to run.
+        self.flows.retain_mut(|flow| {
+            let renumber = |i: &mut usize| new_index[*i].map(|n| *i = n).is_some();
+            match &mut flow.kind {
+                flows::FlowKind::Sequence(steps) => steps.iter_mut().all(renumber),
+                flows::FlowKind::Parallel(branches) => branches
+                    .iter_mut()
+                    .all(|b| renumber(&mut b.subscriber) && b.filter.as_mut().is_none_or(renumber)),
+            }
+        });
         self.functions.retain(|f| names.contains(&f.name));
         let routes = self
             .functions

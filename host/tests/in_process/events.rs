@@ -276,3 +276,62 @@ async fn in_process_dispatch_stops_a_loop_at_the_hop_limit() {
     assert_eq!(r.status, 503, "{}", r.text());
     assert!(r.text().contains("looks like a loop"), "{}", r.text());
 }
+
+/// How many times function `name` handled an event, from the app's own metrics.
+fn runs(app: &App, name: &str) -> usize {
+    app.metrics()
+        .encode()
+        .lines()
+        .filter(|l| {
+            l.starts_with("wasmfn_events_total{") && l.contains(&format!("function=\"{name}\""))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as usize
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn flows_run_in_the_host_in_their_order_without_a_broker() {
+    let echo = |name: &str| entry(name, guests::EVENT_ECHO, &[], "");
+    let manifest = [
+        echo("first"),
+        echo("second"),
+        echo("third"),
+        echo("branch-a"),
+        echo("branch-b"),
+        entry("holds-back", guests::EVENT_DISPLAY, &[], ""),
+        r#"
+[[sequences]]
+name = "pipeline"
+steps = ["first", "second", "third"]
+events = [{ type = "seq.start" }]
+
+[[parallels]]
+name = "fan-out"
+branches = [{ subscriber = "branch-a" }, { filter = "holds-back", subscriber = "branch-b" }]
+events = [{ type = "par.start" }]
+"#
+        .to_string(),
+    ]
+    .concat();
+    let app = app(&manifest);
+
+    // Each step gets the previous step's reply; the last reply is the answer.
+    let r = send_event(&app, "seq.start", serde_json::json!({"n": 1})).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("ce-type"), Some("seq.start.echo.echo.echo"));
+    assert_eq!(r.json(), serde_json::json!({"n": 1}));
+
+    // Every branch gets the event; a filter that replies with nothing holds it back.
+    let r = send_event(&app, "par.start", serde_json::json!({})).await;
+    assert_eq!(r.status, 202, "{}", r.text());
+    assert_eq!(
+        (
+            runs(&app, "branch-a"),
+            runs(&app, "holds-back"),
+            runs(&app, "branch-b")
+        ),
+        (1, 1, 0)
+    );
+    // Steps run through the flow only: on their own they subscribe to nothing.
+    assert_eq!(runs(&app, "first"), 1);
+}
