@@ -441,15 +441,15 @@ impl Dispatcher {
                     let results =
                         futures_util::future::join_all(branches.iter().map(|&b| branch(b))).await;
                     for result in results {
-                        if let Some(reply) = result? {
-                            if flow.reply {
-                                self.clone().emit(reply, hops + 1).await.map_err(|e| {
-                                    Failure::ReplyNotEmitted {
-                                        function: flow.name.clone(),
-                                        reason: e.to_string(),
-                                    }
-                                })?;
-                            }
+                        if let Some(reply) = result?
+                            && flow.reply
+                        {
+                            self.clone().emit(reply, hops + 1).await.map_err(|e| {
+                                Failure::ReplyNotEmitted {
+                                    function: flow.name.clone(),
+                                    reason: e.to_string(),
+                                }
+                            })?;
                         }
                     }
                     Ok(None)
