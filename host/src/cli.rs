@@ -61,9 +61,13 @@ struct RenderArgs {
     /// The host image with the manifest and components baked in (deploy/build-image.sh).
     #[arg(long)]
     image: String,
-    /// Put every object in this namespace (overrides `[deploy] namespace`).
+    /// Put every object in this namespace (overrides `[deploy] namespace` and the
+    /// profile's).
     #[arg(long)]
     namespace: Option<String>,
+    /// Apply `[profiles.<NAME>]` of the manifest (an environment or a region).
+    #[arg(long, value_name = "NAME")]
+    profile: Option<String>,
     /// Override a Service's traffic: `SERVICE=REVISION=PERCENT[:TAG],...`, `@latest` for the
     /// latest revision, e.g. `users-api=users-api-stable=90:stable,@latest=10:canary`.
     /// Repeat for several Services.
@@ -221,7 +225,7 @@ fn listen_addr(explicit: Option<SocketAddr>) -> anyhow::Result<SocketAddr> {
 }
 
 fn render(args: RenderArgs) -> anyhow::Result<()> {
-    let mut manifest = Manifest::load(&args.manifest)?;
+    let mut manifest = Manifest::load_profile(&args.manifest, args.profile.as_deref())?;
     if let Some(ns) = args.namespace {
         manifest.deploy.namespace = Some(ns);
     }
@@ -240,7 +244,11 @@ fn render(args: RenderArgs) -> anyhow::Result<()> {
         target.traffic = crate::manifest::deploy::parse_traffic(service, entries)
             .map_err(|e| anyhow::anyhow!("--traffic {spec:?}: {e}"))?;
     }
-    print!("{}", crate::deploy::render(&manifest, &args.image)?);
+    let yaml = crate::deploy::render(&manifest, &args.image)?;
+    for warning in crate::deploy::warnings(&manifest) {
+        eprintln!("warning: {warning}");
+    }
+    print!("{yaml}");
     Ok(())
 }
 

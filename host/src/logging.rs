@@ -41,7 +41,8 @@ impl Drop for LogGuard {
     }
 }
 
-/// Installs the global subscriber: log lines at the level of `RUST_LOG` (default `info`),
+/// Installs the global subscriber: log lines at the level of `RUST_LOG`, else `LOG_LEVEL`
+/// (default `info`),
 /// and spans to OTLP when [`crate::telemetry`] is configured.
 pub fn init(format: LogFormat) -> LogGuard {
     use tracing_subscriber::Layer;
@@ -60,7 +61,13 @@ pub fn init(format: LogFormat) -> LogGuard {
     let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .lossy(false)
         .finish(stdout);
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // RUST_LOG takes directives per module; LOG_LEVEL (error, warn, info, debug, trace) is
+    // the plain level deployments commonly set, as the Knative seed does.
+    let set = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let filter = set("RUST_LOG")
+        .or_else(|| set("LOG_LEVEL").map(|level| level.to_lowercase()))
+        .and_then(|directives| EnvFilter::try_new(directives).ok())
+        .unwrap_or_else(|| EnvFilter::new("info"));
     let lines = if json {
         tracing_subscriber::fmt::layer()
             .json()

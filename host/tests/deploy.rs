@@ -19,7 +19,8 @@ fn repo() -> PathBuf {
         .unwrap()
 }
 
-/// Every CRD schema beside CONTRACT.md, by `kind`.
+/// Every CRD schema beside CONTRACT.md, by `apiVersion` and `kind` (`serving.knative.dev/v1
+/// Service`): every version each CRD serves.
 fn schemas() -> BTreeMap<String, jsonschema::Validator> {
     let dir = repo().join("../shared/knative");
     assert!(
@@ -34,19 +35,14 @@ fn schemas() -> BTreeMap<String, jsonschema::Validator> {
             let crd: Value =
                 serde_norway::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
             let kind = crd["spec"]["names"]["kind"].as_str().unwrap().to_string();
-            // wasmfn renders only v1 objects; DomainMapping has no v1 and is not rendered.
-            let Some(version) = crd["spec"]["versions"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .find(|v| v["name"] == "v1")
-            else {
-                continue;
-            };
-            let schema = &version["schema"]["openAPIV3Schema"];
-            let validator = jsonschema::validator_for(schema)
-                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-            out.insert(kind, validator);
+            let group = crd["spec"]["group"].as_str().unwrap().to_string();
+            for version in crd["spec"]["versions"].as_array().unwrap() {
+                let schema = &version["schema"]["openAPIV3Schema"];
+                let validator = jsonschema::validator_for(schema)
+                    .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                let name = version["name"].as_str().unwrap();
+                out.insert(format!("{group}/{name} {kind}"), validator);
+            }
         }
     }
     out
@@ -56,8 +52,9 @@ fn schemas() -> BTreeMap<String, jsonschema::Validator> {
 /// the schema does not encode (CONTRACT.md, "Trigger filters").
 fn problems(schemas: &BTreeMap<String, jsonschema::Validator>, object: &Value) -> Vec<String> {
     let kind = object["kind"].as_str().unwrap_or_default();
-    let Some(validator) = schemas.get(kind) else {
-        return vec![format!("no schema for kind {kind:?}")];
+    let api = object["apiVersion"].as_str().unwrap_or_default();
+    let Some(validator) = schemas.get(&format!("{api} {kind}")) else {
+        return vec![format!("no schema for {api} {kind}")];
     };
     let mut out: Vec<String> = validator
         .iter_errors(object)
@@ -183,8 +180,14 @@ fn valid_attribute(name: &str) -> bool {
 }
 
 fn render(manifest: &Path, image: &str) -> String {
+    render_with(manifest, &["--image", image])
+}
+
+fn render_with(manifest: &Path, args: &[&str]) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_wasmfn"))
-        .args(["deploy", "render", "--image", image, "--manifest"])
+        .args(["deploy", "render"])
+        .args(args)
+        .arg("--manifest")
         .arg(manifest)
         .output()
         .unwrap();
@@ -295,11 +298,54 @@ fn seed_apis_render_as_the_seed_describes_and_validate() {
             .contains(&json!({ "name": "WASMFN_FUNCTIONS", "value": "users" }))
     );
     let core = service("core-model-api");
+    let pod = &core["spec"]["template"]["spec"];
+    assert_eq!(pod["containerConcurrency"], 100);
+    assert_eq!(pod["timeoutSeconds"], 300);
+    assert_eq!(pod["serviceAccountName"], "core-model-api-sa");
+    let container = &pod["containers"][0];
+    assert_eq!(container["livenessProbe"]["initialDelaySeconds"], 10);
+    assert_eq!(container["readinessProbe"]["periodSeconds"], 5);
+    let annotations = &core["spec"]["template"]["metadata"]["annotations"];
     assert_eq!(
-        core["spec"]["template"]["spec"]["containerConcurrency"],
-        100
+        annotations["autoscaling.knative.dev/class"],
+        "kpa.autoscaling.knative.dev"
     );
-    assert_eq!(core["spec"]["template"]["spec"]["timeoutSeconds"], 30);
+    assert_eq!(
+        annotations["autoscaling.knative.dev/target-utilization-percentage"],
+        "70"
+    );
+    assert_eq!(
+        annotations["cluster-autoscaler.kubernetes.io/safe-to-evict"],
+        "false"
+    );
+    assert_eq!(
+        core["metadata"]["labels"]["app.kubernetes.io/part-of"],
+        "resimate"
+    );
+    let notification = service("notification-service");
+    let annotations = &notification["spec"]["template"]["metadata"]["annotations"];
+    assert_eq!(
+        annotations["autoscaling.knative.dev/class"],
+        "hpa.autoscaling.knative.dev"
+    );
+    assert_eq!(annotations["autoscaling.knative.dev/metric"], "cpu");
+    let domains: Vec<(&str, &str)> = docs
+        .iter()
+        .filter(|d| d["kind"] == "DomainMapping")
+        .map(|d| {
+            (
+                d["metadata"]["name"].as_str().unwrap(),
+                d["spec"]["ref"]["name"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        domains,
+        [
+            ("api.resimate.io", "core-model-api"),
+            ("campaigns.api.resimate.io", "campaigns-api")
+        ]
+    );
     let notifications = docs
         .iter()
         .find(|d| d["kind"] == "Trigger" && d["metadata"]["name"] == "notifications")
@@ -309,8 +355,46 @@ fn seed_apis_render_as_the_seed_describes_and_validate() {
         json!([{ "any": [
             { "all": [{ "prefix": { "type": "order." } }, { "not": { "exact": { "type": "order.created" } } }] },
             { "exact": { "type": "payment.failed" } },
+            { "prefix": { "type": "campaign." } },
         ] }])
     );
+    assert_eq!(
+        notifications["spec"]["delivery"]["deadLetterSink"]["ref"]["name"],
+        "notification-dlq"
+    );
+
+    // The profiles: another namespace and domains, the services changed, nothing else.
+    let staging = documents(&render_with(
+        &repo().join("deploy/seed-apis.toml"),
+        &[
+            "--image",
+            "ghcr.io/resimate/wasmfn:v1",
+            "--profile",
+            "staging",
+        ],
+    ));
+    assert!(
+        staging
+            .iter()
+            .all(|d| d["metadata"]["namespace"] == "resimate-staging")
+    );
+    let core = staging
+        .iter()
+        .find(|d| d["kind"] == "Service" && d["metadata"]["name"] == "core-model-api")
+        .unwrap();
+    let annotations = &core["spec"]["template"]["metadata"]["annotations"];
+    assert_eq!(annotations["autoscaling.knative.dev/max-scale"], "5");
+    assert_eq!(
+        annotations["autoscaling.knative.dev/window"], "30s",
+        "kept from the service"
+    );
+    let env = core["spec"]["template"]["spec"]["containers"][0]["env"]
+        .as_array()
+        .unwrap();
+    assert!(env.contains(&json!({ "name": "ENVIRONMENT", "value": "staging" })));
+    assert!(staging.iter().any(
+        |d| d["kind"] == "DomainMapping" && d["metadata"]["name"] == "api.staging.resimate.io"
+    ));
     assert!(
         docs.iter()
             .any(|d| d["kind"] == "Broker" && d["metadata"]["namespace"] == "resimate-apis")
@@ -332,22 +416,30 @@ fn yaml_under_deploy_is_valid_and_matches_the_renderer() {
             let p = problems(&schemas, &doc);
             assert!(p.is_empty(), "{}: {p:#?}", path.display());
         }
-        // Each file is the rendering of the manifest of the same stem under deploy/.
-        let manifest = repo()
-            .join("deploy")
-            .join(path.file_stem().unwrap())
-            .with_extension("toml");
+        // Each file is the rendering of the manifest of the same stem under deploy/;
+        // `<stem>.<profile>.yaml` with that profile.
+        let stem = path.file_stem().unwrap().to_str().unwrap();
+        let (stem, profile) = match stem.split_once('.') {
+            Some((stem, profile)) => (stem, Some(profile)),
+            None => (stem, None),
+        };
+        let manifest = repo().join("deploy").join(stem).with_extension("toml");
         let image = text
             .lines()
             .find_map(|l| l.trim().strip_prefix("image: "))
             .unwrap()
             .to_string();
+        let mut args = vec!["--image", &image];
+        if let Some(profile) = profile {
+            args.extend(["--profile", profile]);
+        }
         assert_eq!(
             text,
-            render(&manifest, &image),
-            "{} is stale: run `wasmfn deploy render --manifest {} --image {image} > {}`",
+            render_with(&manifest, &args),
+            "{} is stale: run `wasmfn deploy render --manifest {} {} > {}`",
             path.display(),
             manifest.display(),
+            args.join(" "),
             path.display()
         );
         checked += 1;
@@ -801,6 +893,98 @@ fn flows_render_as_sequences_and_parallels_or_fail_with_the_line() {
         let line: usize = err.split(':').nth(1).unwrap().parse().unwrap();
         assert!(line > 20, "points into the flows: {err}");
     }
+}
+
+#[test]
+fn serving_settings_and_profiles_are_checked_with_the_line() {
+    let base = format!(
+        "[deploy]\nnamespace = \"apis\"\n\n[[functions]]\nname = \"hello\"\ncomponent = {:?}\nroutes = [\"/hello\"]\ntimeout = \"30s\"\n\n[[services]]\nname = \"api\"\nfunctions = [\"hello\"]\n",
+        guests::HELLO
+    );
+    let line = base.lines().count() + 1;
+    for (extra, expected) in [
+        ("class = \"hpa\"", "needs metric = \"cpu\" or \"memory\""),
+        (
+            "class = \"hpa\"\nmetric = \"concurrency\"",
+            "with class \"hpa\" the metric is \"cpu\" or \"memory\"",
+        ),
+        (
+            "metric = \"cpu\"",
+            "with class \"kpa\" the metric is \"concurrency\" or \"rps\"",
+        ),
+        ("class = \"knative\"", "class must be \"kpa\""),
+        (
+            "target_utilization = 0",
+            "`target_utilization` must be 1 to 100",
+        ),
+        (
+            "panic_threshold = 50",
+            "`panic_threshold` must be 110 to 1000",
+        ),
+        ("panic_window = 101", "`panic_window` must be 1 to 100"),
+        (
+            "activation_scale = 0",
+            "`activation_scale` must be 1 to 1000",
+        ),
+        ("scale_to_zero_retention = \"2h\"", "at most 1h"),
+        ("timeout = \"5s\"", "would cut off function `hello`"),
+        ("timeout = \"20m\"", "at most 600s"),
+        (
+            "annotations = { \"bad key!\" = \"x\" }",
+            "is not a Kubernetes key",
+        ),
+        (
+            "template_labels = { \"-x\" = \"y\" }",
+            "is not a Kubernetes key",
+        ),
+        ("domains = [\"Not A Domain\"]", "not a lower-case DNS name"),
+        (
+            "service_account = \"Bad_SA\"",
+            "service_account \"Bad_SA\" must be",
+        ),
+        ("readiness = { period = \"0s\" }", "whole seconds from 1s"),
+        ("liveness = { failure_threshold = 0 }", "1 to 100"),
+        ("liveness = { every = \"1s\" }", "unknown field `every`"),
+    ] {
+        let err = Manifest::parse(Path::new("/m/wasmfn.toml"), &format!("{base}{extra}\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(expected), "{extra}: {err}");
+        let at: usize = err.split(':').nth(1).unwrap().parse().unwrap();
+        assert!(
+            (line..line + extra.lines().count()).contains(&at),
+            "{extra}: {err}"
+        );
+    }
+
+    let profiles = format!(
+        "{base}env = {{ FOO = \"1\" }}\n\n[profiles.eu]\nnamespace = \"apis-eu\"\n[profiles.eu.services.api]\nmax_scale = 2\n[profiles.eu.services.nope]\nmin_scale = 1\n"
+    );
+    let err = Manifest::parse_profile(Path::new("/m/wasmfn.toml"), &profiles, Some("eu"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("changes service `nope`"), "{err}");
+    assert!(err.starts_with("/m/wasmfn.toml:19:"), "{err}");
+    let err = Manifest::parse_profile(Path::new("/m/wasmfn.toml"), &profiles, Some("us"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("there is no profile `us`; the manifest has eu"),
+        "{err}"
+    );
+
+    // An env var no one reads renders, with a warning that says so.
+    let manifest = Manifest::parse(
+        Path::new("/m/wasmfn.toml"),
+        &format!("{base}env = {{ FOO = \"1\", LOG_LEVEL = \"warn\" }}\n"),
+    )
+    .unwrap();
+    let warnings = wasmfn::deploy::warnings(&manifest);
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(
+        warnings[0].contains("sets FOO, which nothing reads"),
+        "{warnings:?}"
+    );
 }
 
 #[test]

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use crate::events::Filter;
 use std::path::Path;
 
-use crate::manifest::deploy::{DeploySpec, ServiceSpec};
+use crate::manifest::deploy::{DeploySpec, Probe, ServiceSpec};
 use crate::manifest::{FunctionSpec, KeyValueKind, KeyValueSpec, Location, Variable};
 
 /// Where a Service that keeps embedded stores mounts its writable data volume (the root
@@ -32,6 +32,50 @@ use crate::manifest::{DELIVERY_PREFIX, Manifest, RESERVED_PREFIX};
 
 /// Where the image keeps the manifest (see deploy/Containerfile).
 pub const IMAGE_MANIFEST: &str = "/app/wasmfn.toml";
+
+/// Environment variables the host reads (by prefix or name); a function reads only those its
+/// variables or Redis URLs name.
+const HOST_ENV: [&str; 4] = ["WASMFN_", "OTEL_", "RUST_LOG", "LOG_LEVEL"];
+
+/// What renders but is likely a mistake: an environment variable a Service sets that
+/// neither the host nor any of its functions reads.
+pub fn warnings(manifest: &Manifest) -> Vec<String> {
+    let mut out = Vec::new();
+    for service in &manifest.deploy.services {
+        let read_by_functions = |env: &str| {
+            service.functions.iter().any(|&i| {
+                let f = &manifest.functions[i];
+                f.variables.values().any(|v| v.env_name() == Some(env))
+                    || f.key_value_stores.iter().any(|label| {
+                        manifest.key_value.iter().any(|s| {
+                            &s.label == label
+                                && matches!(&s.kind, KeyValueKind::Redis { url, .. } if url.env_name() == Some(env))
+                        })
+                    })
+            })
+        };
+        let names = service
+            .env
+            .keys()
+            .chain(service.secrets.iter().map(|s| &s.env));
+        for env in names {
+            let host = HOST_ENV.iter().any(|h| {
+                if h.ends_with('_') {
+                    env.starts_with(h)
+                } else {
+                    env == h
+                }
+            });
+            if !host && !read_by_functions(env) {
+                out.push(format!(
+                    "{}: service `{}` sets {env}, which nothing reads: the host reads WASMFN_*, OTEL_*, RUST_LOG and LOG_LEVEL, and a function only what its variables name ({{ env = \"{env}\" }})",
+                    service.at, service.name
+                ));
+            }
+        }
+    }
+    out
+}
 
 /// The Knative objects for `manifest`, running `image`, in apply order; or what in the
 /// manifest would break on Knative.
@@ -56,6 +100,18 @@ pub fn objects(manifest: &Manifest, image: &str) -> Result<Vec<Value>, DeployErr
                 message,
             })?;
         out.push(knative_service(manifest, service, image, data_volume));
+    }
+    // Custom domains: a DomainMapping each (serving.knative.dev/v1beta1, the version
+    // Knative serves them at).
+    for service in &deploy.services {
+        for domain in &service.domains {
+            out.push(json!({
+                "apiVersion": "serving.knative.dev/v1beta1",
+                "kind": "DomainMapping",
+                "metadata": metadata(deploy, domain),
+                "spec": { "ref": { "apiVersion": "serving.knative.dev/v1", "kind": "Service", "name": service.name } },
+            }));
+        }
     }
     // One Trigger per function, whose filters admit what any of its subscriptions admits,
     // delivering to that function's own path: the Broker delivers an event once per
@@ -190,11 +246,16 @@ pub fn objects(manifest: &Manifest, image: &str) -> Result<Vec<Value>, DeployErr
 /// [`objects`] as a YAML stream.
 pub fn render(manifest: &Manifest, image: &str) -> Result<String, DeployError> {
     let mut yaml = format!(
-        "# Rendered by `wasmfn deploy render` from {}; edit the manifest, not this file.\n",
+        "# Rendered by `wasmfn deploy render` from {}{}; edit the manifest, not this file.\n",
         manifest
             .path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        manifest
+            .profile
+            .as_ref()
+            .map(|p| format!(" with --profile {p}"))
             .unwrap_or_default()
     );
     for object in objects(manifest, image)? {
@@ -471,13 +532,16 @@ fn knative_service(
 ) -> Value {
     let deploy = &manifest.deploy;
     let port = deploy.port;
-    // Knative's request timeout covers the slowest function, rounded up to whole seconds.
-    let timeout = service
-        .functions
-        .iter()
-        .map(|&i| manifest.functions[i].timeout)
-        .max()
-        .unwrap_or_default();
+    // Knative's request timeout covers the slowest function (unless the service sets a
+    // longer one), rounded up to whole seconds.
+    let timeout = service.timeout.unwrap_or_else(|| {
+        service
+            .functions
+            .iter()
+            .map(|&i| manifest.functions[i].timeout)
+            .max()
+            .unwrap_or_default()
+    });
     let timeout_seconds = timeout.as_secs() + u64::from(timeout.subsec_nanos() > 0);
 
     let mut env = vec![json!({ "name": "WASMFN_MANIFEST", "value": IMAGE_MANIFEST })];
@@ -513,19 +577,29 @@ fn knative_service(
         mounts.push(json!({ "name": name, "mountPath": files.path, "readOnly": true }));
     }
 
-    let probe = |path: &str| {
-        json!({
+    let probe = |path: &str, timing: &Probe| {
+        let mut probe = json!({
             "httpGet": { "path": format!("{RESERVED_PREFIX}{path}"), "port": port },
-            "periodSeconds": 1,
-        })
+            "periodSeconds": timing.period_seconds.unwrap_or(1),
+        });
+        for (key, value) in [
+            ("initialDelaySeconds", timing.initial_delay_seconds),
+            ("timeoutSeconds", timing.timeout_seconds),
+            ("failureThreshold", timing.failure_threshold),
+        ] {
+            if let Some(v) = value {
+                probe[key] = json!(v);
+            }
+        }
+        probe
     };
     let mut container = json!({
         "name": "wasmfn",
         "image": image,
         "ports": [{ "name": "h2c", "containerPort": port }],
         "env": env,
-        "readinessProbe": probe("ready"),
-        "livenessProbe": probe("live"),
+        "readinessProbe": probe("ready", &service.readiness),
+        "livenessProbe": probe("live", &service.liveness),
         "securityContext": {
             "allowPrivilegeEscalation": false,
             "readOnlyRootFilesystem": true,
@@ -549,11 +623,24 @@ fn knative_service(
         container["resources"] = Value::Object(r);
     }
 
+    let (container_concurrency, target) = capacity(manifest, service);
     let mut annotations: serde_json::Map<String, Value> = service
-        .autoscaling
+        .template_annotations
         .iter()
-        .map(|(k, v)| (format!("autoscaling.knative.dev/{k}"), json!(v)))
+        .map(|(k, v)| (k.clone(), json!(v)))
+        .chain(
+            service
+                .autoscaling
+                .iter()
+                .map(|(k, v)| (format!("autoscaling.knative.dev/{k}"), json!(v))),
+        )
         .collect();
+    if let Some(target) = target {
+        annotations.insert(
+            "autoscaling.knative.dev/target".into(),
+            json!(target.to_string()),
+        );
+    }
     // Prometheus' pod discovery reads these; the metrics share the serving port because
     // Knative allows one user port and reserves 9090/9091.
     annotations.insert("prometheus.io/scrape".into(), json!("true"));
@@ -566,12 +653,16 @@ fn knative_service(
     if let Some(revision) = &service.revision {
         template_metadata["name"] = json!(revision);
     }
+    if !service.template_labels.is_empty() {
+        template_metadata["labels"] = json!(service.template_labels);
+    }
     let mut template_spec = json!({
         "timeoutSeconds": timeout_seconds,
+        "containerConcurrency": container_concurrency,
         "containers": [container],
     });
-    if let Some(cc) = service.container_concurrency {
-        template_spec["containerConcurrency"] = json!(cc);
+    if let Some(account) = &service.service_account {
+        template_spec["serviceAccountName"] = json!(account);
     }
     if !volumes.is_empty() {
         template_spec["volumes"] = json!(volumes);
@@ -597,10 +688,56 @@ fn knative_service(
             .collect();
         spec["traffic"] = json!(traffic);
     }
+    let mut meta = metadata(deploy, &service.name);
+    for (k, v) in &service.labels {
+        meta["labels"][k] = json!(v);
+    }
+    if !service.annotations.is_empty() {
+        meta["annotations"] = json!(service.annotations);
+    }
     json!({
         "apiVersion": "serving.knative.dev/v1",
         "kind": "Service",
-        "metadata": metadata(deploy, &service.name),
+        "metadata": meta,
         "spec": spec,
     })
+}
+
+/// The Service's `containerConcurrency` and, where Knative's autoscaler would use its own
+/// default, its concurrency target: what one pod can really run at once (the host's
+/// `max_in_flight`, the instance pool, and the sum of its functions' `concurrency` when
+/// every one sets it), and 70% of it, Knative's own target utilization, so pods are added
+/// before requests queue. What the manifest sets wins.
+fn capacity(manifest: &Manifest, service: &ServiceSpec) -> (u32, Option<u32>) {
+    let pool = service
+        .env
+        .get("WASMFN_POOL_INSTANCES")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(crate::engine::DEFAULT_POOL_INSTANCES);
+    let functions: Option<u64> = service
+        .functions
+        .iter()
+        .map(|&i| manifest.functions[i].concurrency.map(u64::from))
+        .sum();
+    let derived = [
+        u64::from(manifest.server.max_in_flight),
+        u64::from(pool),
+        functions.unwrap_or(u64::MAX),
+        1000,
+    ]
+    .into_iter()
+    .min()
+    .unwrap_or(1000) as u32;
+    let cc = service.container_concurrency.unwrap_or(derived);
+    let concurrency_scaled = service
+        .autoscaling
+        .get("metric")
+        .is_none_or(|m| m == "concurrency")
+        && service
+            .autoscaling
+            .get("class")
+            .is_none_or(|c| c.starts_with("kpa"));
+    let target = (service.autoscaling.get("target").is_none() && concurrency_scaled && cc > 0)
+        .then(|| (cc * 7 / 10).max(1));
+    (cc, target)
 }

@@ -28,7 +28,7 @@ pub(crate) struct RawDeploy {
     delivery: Option<Spanned<super::delivery::RawDelivery>>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Clone)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawService {
     name: Spanned<String>,
@@ -52,9 +52,186 @@ pub(crate) struct RawService {
     secret_files: Vec<SecretFiles>,
     #[serde(default)]
     traffic: Vec<Spanned<RawTraffic>>,
+    class: Option<Spanned<String>>,
+    target_utilization: Option<Spanned<i64>>,
+    panic_window: Option<Spanned<i64>>,
+    panic_threshold: Option<Spanned<i64>>,
+    scale_to_zero_retention: Option<Spanned<String>>,
+    activation_scale: Option<Spanned<i64>>,
+    timeout: Option<Spanned<String>>,
+    #[serde(default)]
+    annotations: BTreeMap<String, Spanned<String>>,
+    #[serde(default)]
+    labels: BTreeMap<String, Spanned<String>>,
+    #[serde(default)]
+    template_annotations: BTreeMap<String, Spanned<String>>,
+    #[serde(default)]
+    template_labels: BTreeMap<String, Spanned<String>>,
+    service_account: Option<Spanned<String>>,
+    readiness: Option<Spanned<RawProbe>>,
+    liveness: Option<Spanned<RawProbe>>,
+    #[serde(default)]
+    domains: Vec<Spanned<String>>,
 }
 
+/// A named set of overrides (`[profiles.<name>]`), chosen with `deploy render --profile`:
+/// one manifest for staging and production, or for each region.
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawProfile {
+    namespace: Option<Spanned<String>>,
+    #[serde(default)]
+    services: BTreeMap<String, Spanned<RawServiceOverride>>,
+}
+
+/// What a profile may change of a `[[services]]` entry: maps are merged key by key, lists
+/// and values replace the entry's.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServiceOverride {
+    revision: Option<Spanned<String>>,
+    min_scale: Option<u32>,
+    max_scale: Option<u32>,
+    initial_scale: Option<u32>,
+    target: Option<u32>,
+    metric: Option<Spanned<String>>,
+    window: Option<Spanned<String>>,
+    scale_down_delay: Option<Spanned<String>>,
+    container_concurrency: Option<Spanned<u32>>,
+    class: Option<Spanned<String>>,
+    target_utilization: Option<Spanned<i64>>,
+    panic_window: Option<Spanned<i64>>,
+    panic_threshold: Option<Spanned<i64>>,
+    scale_to_zero_retention: Option<Spanned<String>>,
+    activation_scale: Option<Spanned<i64>>,
+    timeout: Option<Spanned<String>>,
+    resources: Option<Resources>,
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+    secrets: Option<Vec<SecretRef>>,
+    #[serde(default)]
+    annotations: BTreeMap<String, Spanned<String>>,
+    #[serde(default)]
+    labels: BTreeMap<String, Spanned<String>>,
+    #[serde(default)]
+    template_annotations: BTreeMap<String, Spanned<String>>,
+    #[serde(default)]
+    template_labels: BTreeMap<String, Spanned<String>>,
+    domains: Option<Vec<Spanned<String>>>,
+    traffic: Option<Vec<Spanned<RawTraffic>>>,
+}
+
+impl RawService {
+    /// This entry as `o` changes it.
+    fn overridden(&self, o: &RawServiceOverride) -> RawService {
+        let mut s = self.clone();
+        macro_rules! replace {
+            ($($field:ident),*) => {$(
+                if let Some(v) = &o.$field {
+                    s.$field = Some(v.clone());
+                }
+            )*};
+        }
+        replace!(
+            revision,
+            min_scale,
+            max_scale,
+            initial_scale,
+            target,
+            metric,
+            window,
+            scale_down_delay,
+            container_concurrency,
+            class,
+            target_utilization,
+            panic_window,
+            panic_threshold,
+            scale_to_zero_retention,
+            activation_scale,
+            timeout
+        );
+        if let Some(r) = &o.resources {
+            s.resources = r.clone();
+        }
+        s.env.extend(o.env.clone());
+        s.annotations.extend(o.annotations.clone());
+        s.labels.extend(o.labels.clone());
+        s.template_annotations
+            .extend(o.template_annotations.clone());
+        s.template_labels.extend(o.template_labels.clone());
+        if let Some(v) = &o.secrets {
+            s.secrets = v.clone();
+        }
+        if let Some(v) = &o.domains {
+            s.domains = v.clone();
+        }
+        if let Some(v) = &o.traffic {
+            s.traffic = v.clone();
+        }
+        s
+    }
+}
+
+/// `deploy` and `services` as profile `name` of `profiles` changes them.
+pub(crate) fn apply_profile(
+    ctx: &Ctx<'_>,
+    name: &str,
+    profiles: &BTreeMap<String, Spanned<RawProfile>>,
+    deploy: &mut Option<Spanned<RawDeploy>>,
+    services: &mut [Spanned<RawService>],
+) -> Result<(), ManifestError> {
+    let Some(profile) = profiles.get(name) else {
+        let known: Vec<&str> = profiles.keys().map(String::as_str).collect();
+        return Err(ManifestError::Invalid {
+            at: ctx.location(0),
+            message: format!(
+                "there is no profile `{name}`; the manifest has {}",
+                if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known.join(", ")
+                }
+            ),
+        });
+    };
+    let p = profile.get_ref();
+    if let Some(ns) = &p.namespace {
+        match deploy {
+            Some(d) => d.get_mut().namespace = Some(ns.clone()),
+            None => {
+                return Err(ctx.error(
+                    ns.span(),
+                    "a profile's namespace replaces [deploy] namespace; add a [deploy] table"
+                        .to_string(),
+                ));
+            }
+        }
+    }
+    for (service, o) in &p.services {
+        let Some(entry) = services
+            .iter_mut()
+            .find(|s| s.get_ref().name.get_ref() == service)
+        else {
+            return Err(ctx.error(
+                o.span(),
+                format!("profile `{name}` changes service `{service}`, which [[services]] does not define"),
+            ));
+        };
+        *entry.get_mut() = entry.get_ref().overridden(o.get_ref());
+    }
+    Ok(())
+}
+
+#[derive(Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+struct RawProbe {
+    initial_delay: Option<Spanned<String>>,
+    period: Option<Spanned<String>>,
+    timeout: Option<Spanned<String>>,
+    failure_threshold: Option<Spanned<i64>>,
+}
+
+#[derive(Deserialize, Clone)]
 #[serde(deny_unknown_fields)]
 struct RawTraffic {
     revision: Option<String>,
@@ -138,8 +315,41 @@ pub struct ServiceSpec {
     pub secret_files: Vec<SecretFiles>,
     /// Where the manifest declares it (line 1 for the default Service).
     pub at: Location,
+    /// Knative's request timeout; `None`: the slowest function's.
+    pub timeout: Option<std::time::Duration>,
+    /// Annotations and labels on the Service.
+    pub annotations: BTreeMap<String, String>,
+    /// Labels on the Service.
+    pub labels: BTreeMap<String, String>,
+    /// Annotations on the revision template (besides autoscaling's).
+    pub template_annotations: BTreeMap<String, String>,
+    /// Labels on the revision template.
+    pub template_labels: BTreeMap<String, String>,
+    /// The pod's service account.
+    pub service_account: Option<String>,
+    /// The readiness probe's timing.
+    pub readiness: Probe,
+    /// The liveness probe's timing.
+    pub liveness: Probe,
+    /// Custom domains mapped to the Service (DomainMapping objects).
+    pub domains: Vec<String>,
     /// The traffic split; empty means all traffic to the latest revision.
     pub traffic: Vec<Traffic>,
+}
+
+/// A probe's timing, in whole seconds; unset values are Kubernetes' defaults except the
+/// period, which is 1 s (the host answers probes in microseconds, and a cold start should
+/// be seen ready as soon as it is).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Probe {
+    /// Before the first probe.
+    pub initial_delay_seconds: Option<u32>,
+    /// Between probes.
+    pub period_seconds: Option<u32>,
+    /// For one probe.
+    pub timeout_seconds: Option<u32>,
+    /// Failures in a row before the probe fails.
+    pub failure_threshold: Option<u32>,
 }
 
 /// One entry of a traffic split.
@@ -251,6 +461,15 @@ fn layout(
             secret_files: Vec::new(),
             at: ctx.location(0),
             traffic: Vec::new(),
+            timeout: None,
+            annotations: BTreeMap::new(),
+            labels: BTreeMap::new(),
+            template_annotations: BTreeMap::new(),
+            template_labels: BTreeMap::new(),
+            service_account: None,
+            readiness: Probe::default(),
+            liveness: Probe::default(),
+            domains: Vec::new(),
         });
         return Ok(spec);
     }
@@ -330,11 +549,7 @@ fn layout(
             autoscaling.insert("target", target.to_string());
         }
         if let Some(metric) = &s.metric {
-            let m = metric.get_ref();
-            if !["concurrency", "rps"].contains(&m.as_str()) {
-                return Err(ctx.error(metric.span(), format!("metric must be \"concurrency\" or \"rps\" (Knative's autoscaler), got {m:?}")));
-            }
-            autoscaling.insert("metric", m.clone());
+            autoscaling.insert("metric", metric.get_ref().clone());
         }
         if let Some(window) = &s.window {
             let d = duration(ctx, "window", window)?;
@@ -347,7 +562,7 @@ fn layout(
                     ),
                 ));
             }
-            autoscaling.insert("window", window.get_ref().clone());
+            autoscaling.insert("window", go_duration(window, d));
         }
         if let Some(delay) = &s.scale_down_delay {
             let d = duration(ctx, "scale_down_delay", delay)?;
@@ -357,7 +572,100 @@ fn layout(
                     "scale_down_delay may be at most 1h".to_string(),
                 ));
             }
-            autoscaling.insert("scale-down-delay", delay.get_ref().clone());
+            autoscaling.insert("scale-down-delay", go_duration(delay, d));
+        }
+        let class = match s.class.as_ref().map(|c| (c.get_ref().as_str(), c.span())) {
+            None => None,
+            Some(("kpa", _)) => Some("kpa.autoscaling.knative.dev"),
+            Some(("hpa", _)) => Some("hpa.autoscaling.knative.dev"),
+            Some((other, span)) => {
+                return Err(ctx.error(
+                    span,
+                    format!("class must be \"kpa\" (Knative's autoscaler) or \"hpa\" (Kubernetes'), got {other:?}"),
+                ));
+            }
+        };
+        if let Some(class) = class {
+            autoscaling.insert("class", class.to_string());
+        }
+        let hpa = class == Some("hpa.autoscaling.knative.dev");
+        if let Some(metric) = &s.metric {
+            let allowed: &[&str] = if hpa {
+                &["cpu", "memory"]
+            } else {
+                &["concurrency", "rps"]
+            };
+            if !allowed.contains(&metric.get_ref().as_str()) {
+                return Err(ctx.error(
+                    metric.span(),
+                    format!(
+                        "with class {:?} the metric is \"{}\" or \"{}\", got {:?}",
+                        if hpa { "hpa" } else { "kpa" },
+                        allowed[0],
+                        allowed[1],
+                        metric.get_ref()
+                    ),
+                ));
+            }
+        } else if hpa {
+            return Err(ctx.error(
+                s.class.as_ref().map_or(raw.span(), |c| c.span()),
+                format!("service `{name}` scales with the hpa class, which needs metric = \"cpu\" or \"memory\" and a target"),
+            ));
+        }
+        for (key, annotation, value, range) in [
+            (
+                "target_utilization",
+                "target-utilization-percentage",
+                &s.target_utilization,
+                1..=100,
+            ),
+            (
+                "panic_window",
+                "panic-window-percentage",
+                &s.panic_window,
+                1..=100,
+            ),
+            (
+                "panic_threshold",
+                "panic-threshold-percentage",
+                &s.panic_threshold,
+                110..=1000,
+            ),
+            (
+                "activation_scale",
+                "activation-scale",
+                &s.activation_scale,
+                1..=1000,
+            ),
+        ] {
+            if let Some(v) = value {
+                if !range.contains(v.get_ref()) {
+                    return Err(ctx.error(
+                        v.span(),
+                        format!(
+                            "`{key}` must be {} to {}, got {}",
+                            range.start(),
+                            range.end(),
+                            v.get_ref()
+                        ),
+                    ));
+                }
+                autoscaling.insert(annotation, v.get_ref().to_string());
+            }
+        }
+        if let Some(retention) = &s.scale_to_zero_retention {
+            let d = duration(ctx, "scale_to_zero_retention", retention)?;
+            if d.as_secs() > 3600 {
+                return Err(ctx.error(
+                    retention.span(),
+                    "scale_to_zero_retention may be at most 1h".to_string(),
+                ));
+            }
+            autoscaling.insert(
+                "scale-to-zero-pod-retention-period",
+                go_duration(retention, d),
+            );
         }
         let container_concurrency = match &s.container_concurrency {
             Some(c) if *c.get_ref() > 1000 => {
@@ -379,6 +687,107 @@ fn layout(
                     format!("env {key:?} is empty or reserved by Knative (PORT, K_*)"),
                 ));
             }
+        }
+
+        let slowest = members
+            .iter()
+            .map(|&i| (functions[i].timeout, &functions[i].name))
+            .max();
+        let timeout = match &s.timeout {
+            None => None,
+            Some(t) => {
+                let d = super::limits::parse_duration(
+                    ctx,
+                    "timeout",
+                    t,
+                    super::MAX_TIMEOUT,
+                    "600s (Knative's limit)",
+                )?;
+                if let Some((longest, function)) = slowest
+                    && longest > d
+                {
+                    return Err(ctx.error(
+                        t.span(),
+                        format!("service `{name}`'s timeout {:?} would cut off function `{function}`, whose timeout is {longest:?}", t.get_ref()),
+                    ));
+                }
+                Some(d)
+            }
+        };
+        let meta = |map: &BTreeMap<String, Spanned<String>>, what: &str| {
+            map.iter()
+                .map(|(k, v)| {
+                    qualified_name(k)
+                        .map_err(|e| ctx.error(v.span(), format!("{what} {k:?}: {e}")))?;
+                    Ok((k.clone(), v.get_ref().clone()))
+                })
+                .collect::<Result<BTreeMap<_, _>, ManifestError>>()
+        };
+        let service_account = s
+            .service_account
+            .as_ref()
+            .map(|a| {
+                dns_label(a.get_ref(), "service_account")
+                    .map(|()| a.get_ref().clone())
+                    .map_err(|e| ctx.error(a.span(), e.to_string()))
+            })
+            .transpose()?;
+        let probe = |p: &Option<Spanned<RawProbe>>| -> Result<Probe, ManifestError> {
+            let Some(p) = p else {
+                return Ok(Probe::default());
+            };
+            let p = p.get_ref();
+            let seconds = |key: &str,
+                           v: &Option<Spanned<String>>,
+                           min: u64|
+             -> Result<Option<u32>, ManifestError> {
+                let Some(v) = v else { return Ok(None) };
+                let d = duration(ctx, key, v)?;
+                if d.subsec_nanos() != 0 || d.as_secs() < min || d.as_secs() > 3600 {
+                    return Err(ctx.error(
+                        v.span(),
+                        format!(
+                            "`{key}` must be whole seconds from {min}s to 1h, got {:?}",
+                            v.get_ref()
+                        ),
+                    ));
+                }
+                Ok(Some(d.as_secs() as u32))
+            };
+            Ok(Probe {
+                initial_delay_seconds: seconds("initial_delay", &p.initial_delay, 0)?,
+                period_seconds: seconds("period", &p.period, 1)?,
+                timeout_seconds: seconds("timeout", &p.timeout, 1)?,
+                failure_threshold: p
+                    .failure_threshold
+                    .as_ref()
+                    .map(|n| match u32::try_from(*n.get_ref()) {
+                        Ok(v) if (1..=100).contains(&v) => Ok(v),
+                        _ => Err(ctx.error(
+                            n.span(),
+                            format!("`failure_threshold` must be 1 to 100, got {}", n.get_ref()),
+                        )),
+                    })
+                    .transpose()?,
+            })
+        };
+        let mut domains = Vec::new();
+        for d in &s.domains {
+            let v = d.get_ref();
+            let ok =
+                v.len() <= 253 && v.contains('.') && v.split('.').all(|l| dns_label_of_domain(l));
+            if !ok {
+                return Err(ctx.error(
+                    d.span(),
+                    format!(
+                        "domain {v:?} is not a lower-case DNS name such as \"api.example.com\""
+                    ),
+                ));
+            }
+            if spec.services.iter().any(|o| o.domains.contains(v)) || domains.contains(v) {
+                return Err(ctx.error(d.span(), format!("domain {v:?} is mapped twice")));
+            }
+            domains.push(v.clone());
         }
 
         let mut traffic = Vec::new();
@@ -418,6 +827,15 @@ fn layout(
             secret_files: s.secret_files.clone(),
             at: ctx.location(0),
             traffic,
+            timeout,
+            annotations: meta(&s.annotations, "annotation")?,
+            labels: meta(&s.labels, "label")?,
+            template_annotations: meta(&s.template_annotations, "annotation")?,
+            template_labels: meta(&s.template_labels, "label")?,
+            service_account,
+            readiness: probe(&s.readiness)?,
+            liveness: probe(&s.liveness)?,
+            domains,
         });
     }
     if let Some(i) = owner.iter().position(Option::is_none) {
@@ -569,4 +987,53 @@ fn dns_label(v: &str, what: &'static str) -> Result<(), NotADnsLabel> {
             value: v.to_string(),
         })
     }
+}
+
+/// A duration for a Knative annotation, which Go parses: as written when Go reads it the
+/// same way (`30s`, `5m`), else in whole seconds.
+fn go_duration(text: &Spanned<String>, d: std::time::Duration) -> String {
+    let t = text.get_ref().trim();
+    let digits = t.trim_end_matches(['s', 'm', 'h']);
+    let unit = &t[digits.len()..];
+    if !digits.is_empty()
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && ["s", "m", "h"].contains(&unit)
+    {
+        t.to_string()
+    } else {
+        format!("{}s", d.as_secs())
+    }
+}
+
+/// A Kubernetes qualified name (annotation and label keys): an optional DNS prefix and
+/// `/`, then 1-63 of alphanumerics, `-`, `_`, `.`, starting and ending alphanumeric.
+fn qualified_name(key: &str) -> Result<(), String> {
+    let (prefix, name) = match key.rsplit_once('/') {
+        Some((p, n)) => (Some(p), n),
+        None => (None, key),
+    };
+    let name_ok = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        && name.as_bytes()[0].is_ascii_alphanumeric()
+        && name.as_bytes()[name.len() - 1].is_ascii_alphanumeric();
+    let prefix_ok = prefix
+        .is_none_or(|p| !p.is_empty() && p.len() <= 253 && p.split('.').all(dns_label_of_domain));
+    if name_ok && prefix_ok {
+        Ok(())
+    } else {
+        Err("is not a Kubernetes key (an optional DNS prefix and '/', then 1-63 letters, digits, '-', '_' or '.')".to_string())
+    }
+}
+
+/// One label of a DNS name: 1-63 of a-z, 0-9 and '-', not starting or ending with '-'.
+fn dns_label_of_domain(l: &str) -> bool {
+    !l.is_empty()
+        && l.len() <= 63
+        && !l.starts_with('-')
+        && !l.ends_with('-')
+        && l.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }

@@ -64,6 +64,8 @@ struct RawManifest {
     sequences: Vec<Spanned<flows::RawSequence>>,
     #[serde(default)]
     parallels: Vec<Spanned<flows::RawParallel>>,
+    #[serde(default)]
+    profiles: BTreeMap<String, Spanned<deploy::RawProfile>>,
 }
 
 #[derive(Deserialize)]
@@ -138,6 +140,8 @@ pub struct Manifest {
     pub key_value: Vec<KeyValueSpec>,
     /// Sequences and parallels of functions.
     pub flows: Vec<flows::Flow>,
+    /// The `[profiles.<name>]` applied, if any.
+    pub profile: Option<String>,
 }
 
 /// A key-value store (`[key_value.<label>]`).
@@ -276,12 +280,39 @@ impl Manifest {
     /// Validates manifest text as if it had been read from `path`; relative component
     /// paths resolve against `path`'s directory.
     pub fn parse(path: &Path, text: &str) -> Result<Self, ManifestError> {
+        Self::parse_profile(path, text, None)
+    }
+
+    /// [`Manifest::load`] with `[profiles.<profile>]` applied to its deploy layout.
+    pub fn load_profile(path: &Path, profile: Option<&str>) -> Result<Self, ManifestError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ManifestError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse_profile(path, &text, profile)
+    }
+
+    /// [`Manifest::parse`] with `[profiles.<profile>]` applied to its deploy layout.
+    pub fn parse_profile(
+        path: &Path,
+        text: &str,
+        profile: Option<&str>,
+    ) -> Result<Self, ManifestError> {
         let ctx = Ctx { path, text };
-        let raw: RawManifest = toml::from_str(text).map_err(|e| {
+        let mut raw: RawManifest = toml::from_str(text).map_err(|e| {
             let span = e.span().unwrap_or(0..0);
             ctx.error(span, e.message().trim_end().to_string())
         })?;
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        if let Some(profile) = profile {
+            deploy::apply_profile(
+                &ctx,
+                profile,
+                &raw.profiles,
+                &mut raw.deploy,
+                &mut raw.services,
+            )?;
+        }
 
         let mut functions: Vec<FunctionSpec> = Vec::with_capacity(raw.functions.len());
         let mut route_spans: Vec<(RoutePattern, usize, Range<usize>)> = Vec::new();
@@ -490,6 +521,7 @@ impl Manifest {
             server,
             key_value,
             flows,
+            profile: profile.map(str::to_string),
         })
     }
 }
