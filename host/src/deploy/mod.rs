@@ -737,7 +737,7 @@ fn capacity(manifest: &Manifest, service: &ServiceSpec) -> (u32, Option<u32>) {
             .autoscaling
             .get("class")
             .is_none_or(|c| c.starts_with("kpa"));
-    let target = (service.autoscaling.get("target").is_none() && concurrency_scaled && cc > 0)
+    let target = (!service.autoscaling.contains_key("target") && concurrency_scaled && cc > 0)
         .then(|| (cc * 7 / 10).max(1));
     (cc, target)
 }

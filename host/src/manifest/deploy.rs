@@ -774,8 +774,7 @@ fn layout(
         let mut domains = Vec::new();
         for d in &s.domains {
             let v = d.get_ref();
-            let ok =
-                v.len() <= 253 && v.contains('.') && v.split('.').all(|l| dns_label_of_domain(l));
+            let ok = v.len() <= 253 && v.contains('.') && v.split('.').all(dns_label_of_domain);
             if !ok {
                 return Err(ctx.error(
                     d.span(),
