@@ -165,12 +165,15 @@ impl App {
             return with_request_id(response, &request_id);
         }
         let method = req.method().clone();
-        let trace = TraceContext::from_headers(req.headers());
-        let outcome = self.answer(req, &path, &request_id, trace.as_ref()).await;
+        // A request without a trace starts one, so its log line, and those of everything
+        // it causes, share a trace id; with OTLP on, its span hangs off this parent, which
+        // is never exported.
+        let trace = TraceContext::from_headers(req.headers()).unwrap_or_else(TraceContext::start);
+        let outcome = self.answer(req, &path, &request_id, &trace).await;
 
         // The one exit.
         let elapsed = started.elapsed();
-        let trace_id = telemetry::trace_id(trace.as_ref());
+        let trace_id = telemetry::trace_id(Some(&trace));
         let response = match outcome.result {
             Ok(response) => {
                 if let Answerer::Function(function, _) = outcome.answerer {
@@ -231,7 +234,7 @@ impl App {
         mut req: Request<B>,
         path: &str,
         request_id: &str,
-        trace: Option<&TraceContext>,
+        trace: &TraceContext,
     ) -> Outcome<'_>
     where
         B: hyper::body::Body<Data = Bytes> + Send + 'static,
@@ -345,8 +348,8 @@ impl App {
             })
         };
 
-        let span = telemetry::root_span("request", function.name(), request_id, trace);
-        let emit = self.events.emit_context(0, trace.cloned(), request_id);
+        let span = telemetry::root_span("request", function.name(), request_id, Some(trace));
+        let emit = self.events.emit_context(0, Some(trace.clone()), request_id);
         let result = function
             .handle(req, request_id, Some(emit))
             .instrument(span)

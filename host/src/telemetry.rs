@@ -87,6 +87,15 @@ impl TraceContext {
         Self(traceparent.into())
     }
 
+    /// A new trace, for a request or event that brought none: every log line then has a
+    /// trace id, and what the request causes (events it emits, calls it makes) carries it
+    /// on. Sampled, so a collector downstream keeps it.
+    pub fn start() -> Self {
+        let trace = uuid::Uuid::new_v4().simple();
+        let span = uuid::Uuid::new_v4().simple().to_string();
+        Self(format!("00-{trace}-{}-01", &span[..16]))
+    }
+
     /// The `traceparent` header of a request, if it has a readable one.
     pub fn from_headers(headers: &http::HeaderMap) -> Option<Self> {
         headers
@@ -214,6 +223,13 @@ impl opentelemetry_http::HttpClient for OtlpClient {
 #[cfg(test)]
 mod tests {
     use super::TraceContext;
+
+    #[test]
+    fn a_started_trace_is_a_valid_one() {
+        let a = TraceContext::start();
+        assert_eq!(a.trace_id().map(str::len), Some(32), "{a:?}");
+        assert_ne!(a.trace_id(), TraceContext::start().trace_id());
+    }
 
     #[test]
     fn trace_ids_come_from_valid_traceparents_only() {

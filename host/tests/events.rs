@@ -682,3 +682,62 @@ async fn a_schedule_fires_from_the_host_outside_knative() {
         knative.log()
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_request_without_a_trace_starts_one_that_the_whole_saga_logs() {
+    // No traceparent, no OTLP endpoint: the host starts a trace, and every step of the
+    // saga the order causes logs its id. Events the guests emit without a time get one.
+    let (_dir, path) = saga_manifest(&function(
+        "display",
+        guests::EVENT_DISPLAY,
+        &[],
+        r#"events = [{ type = "order.completed" }]"#,
+    ));
+    let server = Server::spawn(
+        &path,
+        &["--listen", "127.0.0.1:0"],
+        &[("WASMFN_LOG_FORMAT", "json")],
+    );
+    let response = reqwest::Client::new()
+        .post(server.url("/orders"))
+        .json(&json!({ "order_id": "traced-1", "item": "widget", "quantity": 1, "amount_cents": 500 }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    let log = server.wait_for_log("order.completed");
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let request = lines
+        .iter()
+        .find(|l| l["message"] == "request" && l["path"] == "/orders")
+        .expect("the order's request line");
+    let trace = request["trace_id"].as_str().unwrap();
+    assert_eq!(trace.len(), 32, "{request}");
+    let steps: Vec<&str> = lines
+        .iter()
+        .filter(|l| l["message"] == "event")
+        .map(|l| {
+            assert_eq!(l["trace_id"], trace, "{l}");
+            l["function"].as_str().unwrap()
+        })
+        .collect();
+    for step in [
+        "inventory-service",
+        "payment-service",
+        "order-service",
+        "display",
+    ] {
+        assert!(steps.contains(&step), "{step} not in {steps:?}");
+    }
+    let shown = lines
+        .iter()
+        .find(|l| l["message"] == "guest output" && l["function"] == "display")
+        .expect("event-display's output");
+    assert!(
+        shown["output"].as_str().unwrap().contains("time: 20"),
+        "{shown}"
+    );
+}

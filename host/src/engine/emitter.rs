@@ -75,7 +75,8 @@ pub(crate) fn to_guest(event: &Event) -> GuestEvent {
 }
 
 /// An event a guest replied with or emitted, checked like one that arrived over HTTP. An
-/// empty id becomes a fresh UUID and an empty source `/wasmfn/<function>`.
+/// empty id becomes a fresh UUID, an empty source `/wasmfn/<function>`, and a missing time
+/// the present.
 pub(crate) fn from_guest(e: GuestEvent, function: &str) -> Result<Event, String> {
     let id = if e.id.is_empty() {
         uuid::Uuid::new_v4().to_string()
@@ -91,11 +92,15 @@ pub(crate) fn from_guest(e: GuestEvent, function: &str) -> Result<Event, String>
     if let Some(subject) = e.subject {
         builder = builder.subject(subject);
     }
-    if let Some(time) = e.time {
-        let parsed = chrono::DateTime::parse_from_rfc3339(&time)
-            .map_err(|err| format!("time {time:?} is not an RFC 3339 time: {err}"))?;
-        builder = builder.time(parsed.with_timezone(&chrono::Utc));
-    }
+    // Filled when missing, as the id and source are: an event is stamped when it leaves
+    // the guest.
+    let time = match e.time {
+        Some(time) => chrono::DateTime::parse_from_rfc3339(&time)
+            .map_err(|err| format!("time {time:?} is not an RFC 3339 time: {err}"))?
+            .with_timezone(&chrono::Utc),
+        None => chrono::Utc::now(),
+    };
+    builder = builder.time(time);
     for (name, value) in e.extensions {
         builder = builder.extension(&name, value);
     }

@@ -294,6 +294,8 @@ impl Dispatcher {
                 event_source: event.source().to_string(),
             });
         }
+        // An event that brought no trace starts one (see App::handle).
+        let trace = Some(trace.unwrap_or_else(TraceContext::start));
         let emit = self.emit_context(hops, trace.clone(), request_id);
         let trace_id = telemetry::trace_id(trace.as_ref());
         let run = |target: Target| {
