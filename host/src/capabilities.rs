@@ -52,17 +52,30 @@ pub struct Capabilities {
 impl Capabilities {
     /// Opens what `manifest`'s functions are granted.
     pub fn open(manifest: &Manifest, options: &CapabilityOptions) -> Result<Self, CapabilityError> {
+        Self::none().reopen(manifest, options)
+    }
+
+    /// [`Capabilities::open`] for a reload: the stores whose declaration did not change,
+    /// and the outbound client, are kept.
+    pub fn reopen(
+        &self,
+        manifest: &Manifest,
+        options: &CapabilityOptions,
+    ) -> Result<Self, CapabilityError> {
         let data_dir = options
             .data_dir
             .clone()
             .unwrap_or_else(|| crate::keyvalue::default_data_dir(&manifest.path));
-        let stores = Stores::open(manifest, &data_dir)?;
-        let client = manifest
+        let stores = self.stores.reopen(manifest, &data_dir)?;
+        let wanted = manifest
             .functions
             .iter()
-            .any(|f| !f.allowed_outbound_hosts.is_empty())
-            .then(|| Client::new(options.ca_file.as_deref()))
-            .transpose()?;
+            .any(|f| !f.allowed_outbound_hosts.is_empty());
+        let client = match &self.client {
+            Some(client) if wanted => Some(client.clone()),
+            _ if wanted => Some(Client::new(options.ca_file.as_deref())?),
+            _ => None,
+        };
         Ok(Self {
             stores,
             declared: manifest.key_value.iter().map(|s| s.label.clone()).collect(),

@@ -36,6 +36,7 @@
 //! - [`server`]: the HTTP front: request ids, routing, admission, the one exit;
 //! - [`failure`]: every refusal and failure a client sees, with its status and headers;
 //! - [`listener`]: the HTTP/1.1 + h2c listener: connection limits, timeouts, draining;
+//! - [`live`]: the app a server serves, swapped on reload without dropping a request;
 //! - [`admission`]: the bounded slots behind every 503;
 //! - [`deploy`]: the Knative objects `wasmfn deploy render` prints;
 //! - [`metrics`]: the Prometheus metrics at `/.well-known/wasmfn/metrics`;
@@ -56,6 +57,7 @@ pub mod functions;
 pub mod fuzzing;
 pub mod keyvalue;
 pub mod listener;
+pub mod live;
 pub mod logging;
 pub mod manifest;
 pub mod metrics;

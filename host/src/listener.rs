@@ -27,9 +27,9 @@ use tokio::sync::watch;
 use crate::admission::Gate;
 use crate::engine::{BoxError, ResponseBody};
 use crate::failure::{Failure, UnreadBody};
+use crate::live::LiveApp;
 use crate::manifest::ServerLimits;
 use crate::metrics::Refusal;
-use crate::server::App;
 
 /// When draining, an HTTP/1 connection with no request in flight is closed once it has
 /// been quiet this long. Closing it at once would race a request the client may already
@@ -47,16 +47,20 @@ const LINGER: Duration = Duration::from_secs(2);
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 const LINGER_BYTES: usize = 4 << 20;
 
-/// Serves `app` on `listener` until `shutdown` resolves, then stops accepting, lets every
+/// Serves the live app on `listener` (each request gets the app current when it arrives)
+/// until `shutdown` resolves, then stops accepting, lets every
 /// request that reached the host finish, and returns once every connection has closed or
 /// `drain` has passed.
 pub async fn serve(
     listener: TcpListener,
-    app: Arc<App>,
+    live: Arc<LiveApp>,
     shutdown: impl Future<Output = ()>,
     drain: Duration,
 ) -> std::io::Result<()> {
-    let limits = *app.limits();
+    let first = live.app();
+    let limits = *first.limits();
+    let metrics = first.metrics().clone();
+    drop(first);
     let connections = Gate::new(limits.max_connections, "the connection limit");
     let (draining_tx, draining) = watch::channel(false);
     let builder = auto::Builder::new(TokioExecutor::new());
@@ -78,15 +82,15 @@ pub async fn serve(
         // can hold them back for tens of milliseconds.
         let _ = stream.set_nodelay(true);
         let Some(slot) = connections.try_enter() else {
-            app.metrics().refused(Refusal::Connections);
+            metrics.refused(Refusal::Connections);
             tokio::spawn(refuse(stream, limits.header_timeout));
             continue;
         };
         let state = Arc::new(ConnState::new());
         let service = {
-            let (app, state, draining) = (app.clone(), state.clone(), draining.clone());
+            let (live, state, draining) = (live.clone(), state.clone(), draining.clone());
             hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
-                let (app, state, draining) = (app.clone(), state.clone(), draining.clone());
+                let (app, state, draining) = (live.app(), state.clone(), draining.clone());
                 async move {
                     let version = req.version();
                     let request = state.start_request(version);
@@ -113,8 +117,8 @@ pub async fn serve(
             state: state.clone(),
         });
         let connection = builder.serve_connection(io, service).into_owned();
-        let open = app.metrics().connection();
-        let metrics = app.metrics().clone();
+        let open = metrics.connection();
+        let metrics = metrics.clone();
         let draining = draining.clone();
         tokio::spawn(async move {
             let ended = watch_connection(connection, &state, &limits, draining).await;

@@ -2,7 +2,7 @@
 //! person at a terminal. Written by a background thread, so a request never waits on
 //! stdout; the returned guard flushes what is queued (and the last spans) at exit.
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use tracing_appender::non_blocking::WorkerGuard;
@@ -41,16 +41,28 @@ impl Drop for LogGuard {
     }
 }
 
+/// Who reads the log lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Audience {
+    /// A server's operators: lines on stdout from `info` up.
+    Server,
+    /// A person running a one-shot command (`invoke`, `send`, `check`, ...), whose stdout
+    /// is the command's answer: lines on stderr, warnings and guest output only.
+    Command,
+}
+
 /// Installs the global subscriber: log lines at the level of `RUST_LOG`, else `LOG_LEVEL`
-/// (default `info`),
+/// (default: `info` for a server, see [`Audience`]),
 /// and spans to OTLP when [`crate::telemetry`] is configured.
-pub fn init(format: LogFormat) -> LogGuard {
+pub fn init(format: LogFormat, audience: Audience) -> LogGuard {
     use tracing_subscriber::Layer;
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
 
-    let stdout = std::io::stdout();
-    let tty = stdout.is_terminal();
+    let tty = match audience {
+        Audience::Server => std::io::stdout().is_terminal(),
+        Audience::Command => std::io::stderr().is_terminal(),
+    };
     let json = match format {
         LogFormat::Auto => !tty,
         LogFormat::Json => true,
@@ -58,16 +70,23 @@ pub fn init(format: LogFormat) -> LogGuard {
     };
     JSON.store(json, Ordering::Relaxed);
     // Block rather than drop when the queue is full: a lost log line is a lost request id.
-    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(false)
-        .finish(stdout);
+    let builder = tracing_appender::non_blocking::NonBlockingBuilder::default().lossy(false);
+    let (writer, guard) = match audience {
+        Audience::Server => builder.finish(Box::new(std::io::stdout()) as Box<dyn Write + Send>),
+        Audience::Command => builder.finish(Box::new(std::io::stderr()) as Box<dyn Write + Send>),
+    };
     // RUST_LOG takes directives per module; LOG_LEVEL (error, warn, info, debug, trace) is
     // the plain level deployments commonly set, as the Knative seed does.
     let set = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
     let filter = set("RUST_LOG")
         .or_else(|| set("LOG_LEVEL").map(|level| level.to_lowercase()))
         .and_then(|directives| EnvFilter::try_new(directives).ok())
-        .unwrap_or_else(|| EnvFilter::new("info"));
+        .unwrap_or_else(|| {
+            EnvFilter::new(match audience {
+                Audience::Server => "info",
+                Audience::Command => "warn,wasmfn::guest=info",
+            })
+        });
     let lines = if json {
         tracing_subscriber::fmt::layer()
             .json()

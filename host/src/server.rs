@@ -36,8 +36,13 @@ pub struct App {
     events_path: String,
     metrics: Arc<Metrics>,
     limits: ServerLimits,
-    /// Requests being handled (waiting for a slot or running), health checks aside.
+    /// Requests being handled (waiting for a slot or running), health checks aside;
+    /// shared by the apps a reload puts in place, so the limit holds across them.
     in_flight: Gate,
+    /// What a reload needs to build the next app beside this one.
+    engine: Engine,
+    options: HostOptions,
+    capabilities: Arc<Capabilities>,
 }
 
 /// How a host is set up beyond its manifest.
@@ -104,20 +109,65 @@ impl App {
         engine: &Engine,
         options: HostOptions,
     ) -> Result<Arc<Self>, AppLoadError> {
-        let capabilities = Capabilities::open(manifest, &options.capabilities)?;
+        let capabilities = Arc::new(Capabilities::open(manifest, &options.capabilities)?);
+        let in_flight = Gate::new(
+            manifest.server.max_in_flight,
+            "the host's in-flight requests",
+        );
+        Self::build(
+            manifest,
+            engine,
+            options,
+            capabilities,
+            in_flight,
+            manifest.server,
+        )
+    }
+
+    /// The app for `manifest` to take this one's place: it shares the engine, the
+    /// in-flight limit and the key-value stores whose declaration did not change (their
+    /// data, and Redis connections, stay), and loads only what the compile cache does not
+    /// hold. `[server]` limits apply from the next start.
+    pub fn reloaded(&self, manifest: &Manifest) -> Result<Arc<Self>, AppLoadError> {
+        let capabilities = Arc::new(
+            self.capabilities
+                .reopen(manifest, &self.options.capabilities)?,
+        );
+        if manifest.server != self.limits {
+            tracing::warn!("the [server] table changed; its limits apply from the next start");
+        }
+        Self::build(
+            manifest,
+            &self.engine,
+            self.options.clone(),
+            capabilities,
+            self.in_flight.clone(),
+            self.limits,
+        )
+    }
+
+    fn build(
+        manifest: &Manifest,
+        engine: &Engine,
+        options: HostOptions,
+        capabilities: Arc<Capabilities>,
+        in_flight: Gate,
+        limits: ServerLimits,
+    ) -> Result<Arc<Self>, AppLoadError> {
         let functions = Functions::load(manifest, engine, &capabilities)?;
         let metrics = engine.metrics().clone();
+        let events = options.events.clone();
         Ok(Arc::new(Self {
-            events: Dispatcher::new(manifest, functions.clone(), options.events, metrics.clone()),
+            events: Dispatcher::new(manifest, functions.clone(), events, metrics.clone()),
             functions,
             routes: manifest.routes.clone(),
             events_path: manifest.events_path.clone(),
             metrics,
-            limits: manifest.server,
-            in_flight: Gate::new(
-                manifest.server.max_in_flight,
-                "the host's in-flight requests",
-            ),
+            limits,
+            in_flight,
+            engine: engine.clone(),
+            options,
+            capabilities,
         }))
     }
 

@@ -95,6 +95,10 @@ pub struct EngineOptions {
     /// measure what deadlines cost.
     #[doc(hidden)]
     pub deadlines: bool,
+    /// Optimize compiled guest code. `wasmfn dev` turns it off: a component swapped in
+    /// after an edit compiles several times faster, and runs slower, which a developer's
+    /// loop does not notice.
+    pub optimize: bool,
 }
 
 impl Default for EngineOptions {
@@ -107,6 +111,7 @@ impl Default for EngineOptions {
             metrics: Arc::default(),
             queue_timeout: crate::manifest::ServerLimits::default().queue_timeout,
             deadlines: true,
+            optimize: true,
         }
     }
 }
@@ -164,6 +169,19 @@ pub enum LoadError {
         path: PathBuf,
         /// What it is instead.
         what: &'static str,
+    },
+    /// The function asks for more memory than the instance pool's slots hold; the slots
+    /// are sized at start from the largest memory in the manifest.
+    #[error(
+        "function `{function}` asks for {memory} bytes of memory, more than the {max} bytes this host's instance pool was sized for when it started; restart the host to raise it"
+    )]
+    MemoryOverPool {
+        /// The function.
+        function: String,
+        /// What it asks for.
+        memory: u64,
+        /// The slot size.
+        max: u64,
     },
     /// The component does not fit the host's contract.
     #[error("{path} cannot be served: {reason}")]
@@ -231,6 +249,8 @@ pub struct Engine {
     instances: Gate,
     queue_timeout: Duration,
     deadlines: bool,
+    /// The pool's memory slot size: no function loaded later (a reload) may ask for more.
+    pool_memory: Option<u64>,
 }
 
 impl Engine {
@@ -280,6 +300,7 @@ impl Engine {
             instances: Gate::new(options.pool_instances.max(1), "the instance pool"),
             queue_timeout: options.queue_timeout,
             deadlines: options.deadlines,
+            pool_memory: pooling.then_some(options.max_memory),
         })
     }
 
@@ -327,7 +348,21 @@ impl Engine {
     /// (`wasi:http/incoming-handler` for routes, `wasmfn:function/event-handler` for events)
     /// or imports something the host does not provide.
     pub fn load(&self, spec: &FunctionSpec, grants: Grants) -> Result<Function, LoadError> {
+        if let Some(max) = self.pool_memory
+            && spec.memory > max
+        {
+            return Err(LoadError::MemoryOverPool {
+                function: spec.name.clone(),
+                memory: spec.memory,
+                max,
+            });
+        }
         let component = self.load_component(&spec.component)?;
+        let imports = component
+            .component_type()
+            .imports(&self.engine)
+            .map(|(name, _)| name.to_string())
+            .collect();
         let contract = |reason: String| LoadError::Contract {
             path: spec.component.clone(),
             reason,
@@ -368,6 +403,7 @@ impl Engine {
                 http_handler: http_handler.filter(|_| wasi_http.is_some()),
                 wasi_http,
                 event_handler,
+                imports,
                 timeout: spec.timeout,
                 memory: spec.memory,
                 max_body: spec.max_body,
@@ -522,6 +558,9 @@ fn base_config(options: &EngineOptions) -> Config {
     // Epochs, not fuel: checking an epoch costs a load and compare at loop headers and
     // function entries, and one ticker thread serves every store (see epoch.rs).
     config.epoch_interruption(options.deadlines);
+    if !options.optimize {
+        config.cranelift_opt_level(wasmtime::OptLevel::None);
+    }
     config.wasm_component_model(true);
     // Copy-on-write memory images make instantiating a data-heavy component cost page
     // mappings, not copies (on by default; stated because the design depends on it).
@@ -579,6 +618,8 @@ struct FunctionInner {
     http_handler: Option<HttpHandlerPre<State>>,
     /// `wasmfn:function/event-handler` (event_handler.rs).
     event_handler: Option<EventHandlerPre<State>>,
+    /// The interfaces the component imports, for `wasmfn check`.
+    imports: Box<[String]>,
     timeout: Duration,
     memory: u64,
     max_body: u64,
@@ -622,5 +663,10 @@ impl Function {
     /// Whether the component exports an event handler.
     pub fn handles_events(&self) -> bool {
         self.inner.event_handler.is_some()
+    }
+
+    /// The interfaces the component imports, as `package/interface@version` names.
+    pub fn imports(&self) -> &[String] {
+        &self.inner.imports
     }
 }

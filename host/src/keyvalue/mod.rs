@@ -297,10 +297,10 @@ pub struct OpenError {
     pub reason: String,
 }
 
-/// Every store the manifest declares, opened, by label.
+/// The stores some function is granted, opened, by label, with how each was declared.
 #[derive(Debug, Clone, Default)]
 pub struct Stores {
-    by_label: BTreeMap<String, Store>,
+    by_label: BTreeMap<String, (KeyValueKind, Store)>,
 }
 
 impl Stores {
@@ -309,6 +309,12 @@ impl Stores {
     /// unless they name a path. Redis connects on first use, so a Redis that is down does
     /// not stop (or slow) the start.
     pub fn open(manifest: &Manifest, data_dir: &Path) -> Result<Self, OpenError> {
+        Self::default().reopen(manifest, data_dir)
+    }
+
+    /// [`Stores::open`], keeping this set's stores whose declaration did not change (a
+    /// reload): their data, and their connections, stay.
+    pub fn reopen(&self, manifest: &Manifest, data_dir: &Path) -> Result<Self, OpenError> {
         let mut by_label = BTreeMap::new();
         for spec in &manifest.key_value {
             // A store no function may open is not opened: declaring one costs nothing.
@@ -317,6 +323,12 @@ impl Stores {
                 .iter()
                 .any(|f| f.key_value_stores.contains(&spec.label));
             if !granted {
+                continue;
+            }
+            if let Some((kind, store)) = self.by_label.get(&spec.label)
+                && *kind == spec.kind
+            {
+                by_label.insert(spec.label.clone(), (kind.clone(), store.clone()));
                 continue;
             }
             let error = |reason: String| OpenError {
@@ -339,14 +351,15 @@ impl Stores {
                     Arc::new(redis::Redis::new(&url, prefix).map_err(error)?)
                 }
             };
-            by_label.insert(spec.label.clone(), Store::new(&spec.label, backend));
+            let store = Store::new(&spec.label, backend);
+            by_label.insert(spec.label.clone(), (spec.kind.clone(), store));
         }
         Ok(Self { by_label })
     }
 
     /// The store with `label`.
     pub fn get(&self, label: &str) -> Option<&Store> {
-        self.by_label.get(label)
+        self.by_label.get(label).map(|(_, store)| store)
     }
 }
 

@@ -118,6 +118,16 @@ struct RawFunction {
     delivery: Option<Spanned<delivery::RawDelivery>>,
     #[serde(default)]
     schedules: Vec<Spanned<schedule::RawSchedule>>,
+    build: Option<Spanned<RawBuild>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBuild {
+    command: Spanned<String>,
+    workdir: Option<String>,
+    #[serde(default)]
+    watch: Vec<Spanned<String>>,
 }
 
 /// A validated manifest.
@@ -208,6 +218,20 @@ pub struct FunctionSpec {
     pub schedules: Vec<schedule::Schedule>,
     /// Whether a sequence or parallel runs it.
     pub in_flow: bool,
+    /// How `wasmfn build` and `wasmfn dev` build its component.
+    pub build: Option<Build>,
+}
+
+/// How a function's component is built (`build = { command, workdir, watch }`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Build {
+    /// A shell command.
+    pub command: String,
+    /// Where it runs, resolved against the manifest's directory (default: that directory).
+    pub workdir: PathBuf,
+    /// Glob patterns, relative to `workdir`, of the files whose change calls for a rebuild
+    /// (`wasmfn dev`); every file under `workdir` but `target/` when empty.
+    pub watch: Vec<String>,
 }
 
 impl FunctionSpec {
@@ -421,6 +445,28 @@ impl Manifest {
                 .transpose()?
                 .unwrap_or(DEFAULT_OUTBOUND_CONCURRENCY);
             let schedules = schedule::parse(&ctx, &name, &f.schedules)?;
+            let build = match &f.build {
+                None => None,
+                Some(b) => {
+                    let b = b.get_ref();
+                    if b.command.get_ref().trim().is_empty() {
+                        return Err(ctx.error(
+                            b.command.span(),
+                            "`build.command` must not be empty".to_string(),
+                        ));
+                    }
+                    for pattern in &b.watch {
+                        globset::Glob::new(pattern.get_ref()).map_err(|e| {
+                            ctx.error(pattern.span(), format!("`build.watch`: {e}"))
+                        })?;
+                    }
+                    Some(Build {
+                        command: b.command.get_ref().clone(),
+                        workdir: base.join(b.workdir.as_deref().unwrap_or(".")),
+                        watch: b.watch.iter().map(|w| w.get_ref().clone()).collect(),
+                    })
+                }
+            };
             let delivery = match &f.delivery {
                 None => None,
                 Some(_) if events.is_empty() && schedules.is_empty() => {
@@ -449,6 +495,7 @@ impl Manifest {
                 delivery,
                 schedules,
                 in_flow: false,
+                build,
             });
         }
 

@@ -1,6 +1,7 @@
 //! `cargo examples`: by the time this runs, the build script has built every guest, so all
-//! that is left is to serve the root `wasmfn.toml` with the real `wasmfn` binary. Extra
-//! arguments go to `wasmfn serve` (e.g. `cargo examples --listen 127.0.0.1:9000`).
+//! that is left is to serve the root `wasmfn.toml` with the real `wasmfn` binary, built for
+//! release as a deployment runs it. Extra arguments go to `wasmfn serve` (e.g. `cargo
+//! examples --listen 127.0.0.1:9000`).
 
 use std::os::unix::process::CommandExt;
 use std::path::Path;
@@ -16,6 +17,7 @@ fn main() {
         .args([
             "run",
             "--quiet",
+            "--release",
             "-p",
             "wasmfn",
             "--bin",

@@ -1,7 +1,16 @@
-//! The `wasmfn` command line: `serve` and `compile`.
+//! The `wasmfn` command line. Serving (`serve`, and `dev`, which also builds and reloads on
+//! change) is here; the developer's other commands each have a file: `new.rs` (templates),
+//! `build.rs`, `dev.rs`, `invoke.rs` (`invoke` and `send`), `check.rs`.
+
+mod build;
+mod check;
+mod dev;
+mod invoke;
+mod new;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -10,6 +19,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::capabilities::CapabilityOptions;
 use crate::engine::{CacheDir, Engine, EngineOptions, PoolingMode};
 use crate::events::EventOptions;
+use crate::live::LiveApp;
 use crate::manifest::Manifest;
 use crate::server::{App, HostOptions};
 
@@ -36,8 +46,25 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Serve every function of a manifest over HTTP/1.1 and h2c on one port.
+    /// Serve every function of a manifest over HTTP/1.1 and h2c on one port; SIGHUP
+    /// reloads the manifest without dropping a request.
     Serve(ServeArgs),
+    /// Create a function from a template (http-rust, event-rust, http-python,
+    /// event-python) and add it to the manifest.
+    New(new::NewArgs),
+    /// Run the `build` commands of the manifest's functions.
+    Build(build::BuildArgs),
+    /// Build, serve and watch: a changed source is rebuilt and swapped in, a changed
+    /// manifest reloaded; a failure keeps the previous version serving.
+    Dev(dev::DevArgs),
+    /// Send one HTTP request to a function (in process from the manifest, or to --url) and
+    /// print the response; exits non-zero on a 4xx or 5xx.
+    Invoke(invoke::InvokeArgs),
+    /// Send one CloudEvent (in process from the manifest, or to --url) and print the reply;
+    /// exits non-zero on a 4xx or 5xx.
+    Send(invoke::SendArgs),
+    /// Check everything `serve` would refuse, and the Knative render, without serving.
+    Check(check::CheckArgs),
     /// Precompile components: one file (`IN.wasm -o OUT.cwasm`), or every function of a
     /// manifest into the compile cache (`--manifest wasmfn.toml`).
     Compile(CompileArgs),
@@ -166,10 +193,26 @@ impl Cli {
         self.log_format
     }
 
+    /// Who reads the log lines: operators of a server, or a person whose stdout is the
+    /// command's answer.
+    pub fn log_audience(&self) -> crate::logging::Audience {
+        use crate::logging::Audience;
+        match self.command {
+            Command::Serve(_) | Command::Dev(_) => Audience::Server,
+            _ => Audience::Command,
+        }
+    }
+
     /// Runs the command.
     pub fn run(self) -> anyhow::Result<()> {
         match self.command {
             Command::Serve(args) => serve(args),
+            Command::New(args) => new::run(args),
+            Command::Build(args) => build::run(args),
+            Command::Dev(args) => dev::run(args),
+            Command::Invoke(args) => invoke::invoke(args),
+            Command::Send(args) => invoke::send(args),
+            Command::Check(args) => check::run(args),
             Command::Compile(args) => compile(args),
             Command::Deploy(DeployCommand::Render(args)) => render(args),
         }
@@ -202,6 +245,25 @@ fn engine_options(
     })
 }
 
+/// An engine for a command that answers a request or two and exits (`invoke`, `send`,
+/// `check`): no instance pool to reserve; compiled components come from, and go to, the
+/// cache `serve` uses.
+fn one_shot_engine(manifest: &Manifest, cache_dir: Option<&Path>) -> anyhow::Result<Engine> {
+    let cache = match cache_dir {
+        Some(dir) => Some(
+            CacheDir::new(dir)
+                .with_context(|| format!("cannot use cache directory {}", dir.display()))?,
+        ),
+        None => CacheDir::default_location(),
+    };
+    Engine::new(&EngineOptions {
+        pooling: PoolingMode::Off,
+        max_memory: max_memory(manifest),
+        cache,
+        ..EngineOptions::default()
+    })
+}
+
 fn max_memory(manifest: &Manifest) -> u64 {
     manifest
         .functions
@@ -209,6 +271,35 @@ fn max_memory(manifest: &Manifest) -> u64 {
         .map(|f| f.memory)
         .max()
         .unwrap_or(crate::manifest::DEFAULT_MEMORY)
+}
+
+/// The error for a function whose component file is not there, ending with what to do.
+fn missing_component(f: &crate::manifest::FunctionSpec) -> String {
+    let todo = match &f.build {
+        Some(_) => format!("run `wasmfn build {}` (or `wasmfn dev`)", f.name),
+        None => "build it, or fix the path".to_string(),
+    };
+    format!(
+        "{}: function `{}`'s component {} does not exist; {todo}",
+        f.component_at,
+        f.name,
+        f.component.display()
+    )
+}
+
+/// Fails, naming each, when components are missing: before loading anything, so a first
+/// run says "build it" rather than "cannot read".
+fn components_exist(manifest: &Manifest) -> anyhow::Result<()> {
+    let missing: Vec<String> = manifest
+        .functions
+        .iter()
+        .filter(|f| !f.component.exists())
+        .map(missing_component)
+        .collect();
+    if !missing.is_empty() {
+        bail!("{}", missing.join("\n"));
+    }
+    Ok(())
 }
 
 fn listen_addr(explicit: Option<SocketAddr>) -> anyhow::Result<SocketAddr> {
@@ -253,44 +344,92 @@ fn render(args: RenderArgs) -> anyhow::Result<()> {
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let started = Instant::now();
-    let mut manifest = Manifest::load(&args.manifest)?;
-    let selected: Vec<String> = args
-        .functions
-        .iter()
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty())
-        .collect();
-    if !selected.is_empty() {
-        manifest = manifest.select(&selected)?;
-    }
-    let addr = listen_addr(args.listen)?;
-    let engine = Engine::new(&engine_options(
-        &args.engine,
-        max_memory(&manifest),
-        manifest.server.queue_timeout,
-    )?)?;
-    let events = EventOptions::new(args.sink.as_deref(), args.ce_overrides.as_deref())?;
-    let sink = args.sink.clone().filter(|s| !s.is_empty());
-    let options = HostOptions {
-        events,
-        capabilities: CapabilityOptions {
-            data_dir: args.data_dir.clone(),
-            ca_file: args.ca_file.clone(),
-        },
-    };
-    let app = App::load_with(&manifest, &engine, options)?;
-    tracing::info!(
-        functions = manifest.functions.len(),
-        pooling = engine.is_pooling(),
-        sink = sink.as_deref().unwrap_or("(in-process)"),
-        elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
-        "functions ready"
-    );
+    let started = Started::load(&args, false)?;
+    run_server(&args, started, |_, _| Ok(()))
+}
 
+/// A manifest loaded, its engine made and its app loaded: what `serve` and `dev` start
+/// from.
+struct Started {
+    at: Instant,
+    manifest: Manifest,
+    engine: Engine,
+    app: Arc<App>,
+    selected: Vec<String>,
+}
+
+impl Started {
+    /// Loads for `serve`; `for_dev` trades optimized guest code for compiling fast.
+    fn load(args: &ServeArgs, for_dev: bool) -> anyhow::Result<Self> {
+        let at = Instant::now();
+        let mut manifest = Manifest::load(&args.manifest)?;
+        let selected: Vec<String> = args
+            .functions
+            .iter()
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect();
+        if !selected.is_empty() {
+            manifest = manifest.select(&selected)?;
+        }
+        components_exist(&manifest)?;
+        let engine = Engine::new(&EngineOptions {
+            optimize: !for_dev,
+            ..engine_options(
+                &args.engine,
+                max_memory(&manifest),
+                manifest.server.queue_timeout,
+            )?
+        })?;
+        let events = EventOptions::new(args.sink.as_deref(), args.ce_overrides.as_deref())?;
+        let options = HostOptions {
+            events,
+            capabilities: CapabilityOptions {
+                data_dir: args.data_dir.clone(),
+                ca_file: args.ca_file.clone(),
+            },
+        };
+        let app = App::load_with(&manifest, &engine, options)?;
+        tracing::info!(
+            functions = manifest.functions.len(),
+            pooling = engine.is_pooling(),
+            sink = args
+                .sink
+                .as_deref()
+                .filter(|s| !s.is_empty())
+                .unwrap_or("(in-process)"),
+            elapsed_ms = at.elapsed().as_secs_f64() * 1e3,
+            "functions ready"
+        );
+        Ok(Self {
+            at,
+            manifest,
+            engine,
+            app,
+            selected,
+        })
+    }
+}
+
+/// Binds, serves the live app until SIGTERM or SIGINT (reloading on SIGHUP), and drains.
+/// `with_live` runs once the app is live, with the address bound, inside the runtime (the
+/// developer loop starts its watcher there).
+fn run_server(
+    args: &ServeArgs,
+    started: Started,
+    with_live: impl FnOnce(Arc<LiveApp>, SocketAddr) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let addr = listen_addr(args.listen)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
+    let Started {
+        at,
+        manifest,
+        engine,
+        app,
+        selected,
+    } = started;
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
@@ -299,31 +438,68 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         // Register the handlers before announcing the address: a SIGTERM that arrives
         // between "listening" and the first poll would otherwise kill the process.
         let shutdown = shutdown_signal()?;
+        let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
         // Knative names the revision through the environment; say which one this is.
         let k = |name: &str| std::env::var(name).unwrap_or_default();
         tracing::info!(
             addr = %local,
-            startup_ms = started.elapsed().as_secs_f64() * 1e3,
+            startup_ms = at.elapsed().as_secs_f64() * 1e3,
             k_service = %k("K_SERVICE"),
             k_configuration = %k("K_CONFIGURATION"),
             k_revision = %k("K_REVISION"),
             "listening"
         );
         let on_knative = std::env::var_os("K_SERVICE").is_some_and(|v| !v.is_empty());
-        let _schedules = match args.schedules {
-            SchedulesArg::On => Some(app.start_schedules()),
-            SchedulesArg::Auto if !on_knative => Some(app.start_schedules()),
-            _ => None,
+        let fire_schedules = match args.schedules {
+            SchedulesArg::On => true,
+            SchedulesArg::Auto => !on_knative,
+            SchedulesArg::Off => false,
         };
         app.metrics().ready();
         // In-flight requests get as long as the slowest function may take, plus a margin
         // for the response to reach the client.
         let drain = app.longest_timeout() + Duration::from_secs(1);
-        crate::listener::serve(listener, app, shutdown, drain).await?;
+        drop(manifest);
+        let live = LiveApp::new(app, &args.manifest, selected, fire_schedules);
+        let reloading = live.clone();
+        tokio::spawn(async move {
+            while hangup.recv().await.is_some() {
+                tracing::info!("SIGHUP received: reloading the manifest");
+                // It logs how it went; a failure leaves the running functions serving.
+                let _ = reload(&reloading).await;
+            }
+        });
+        with_live(live.clone(), local)?;
+        crate::listener::serve(listener, live, shutdown, drain).await?;
         Ok::<_, anyhow::Error>(())
     })?;
     drop(engine);
     Ok(())
+}
+
+/// Reloads `live` off the async workers (loading compiles what changed), and logs how it
+/// went; a failure leaves the running functions serving.
+async fn reload(live: &Arc<LiveApp>) -> Result<(), String> {
+    let live = live.clone();
+    let started = Instant::now();
+    match tokio::task::spawn_blocking(move || live.reload()).await {
+        Ok(Ok(manifest)) => {
+            tracing::info!(
+                functions = manifest.functions.len(),
+                elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
+                "reloaded: new requests get the new functions, requests in flight finish on the old"
+            );
+            Ok(())
+        }
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "reload failed; the running functions keep serving");
+            Err(e.to_string())
+        }
+        Err(join) => {
+            tracing::error!(error = %join, "reload failed; the running functions keep serving");
+            Err(join.to_string())
+        }
+    }
 }
 
 /// Registers SIGTERM and SIGINT handlers now and returns a future that resolves when
