@@ -597,3 +597,155 @@ async fn logs_are_json_lines_with_request_and_trace_ids_when_not_at_a_terminal()
     assert!(request["elapsed_us"].as_u64().is_some());
     assert_eq!(request["level"], "INFO");
 }
+
+/// Runs `wasmfn` in `dir` with the test's compile cache; returns (success, stdout, stderr).
+fn wasmfn_in(dir: &std::path::Path, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_wasmfn"))
+        .args(args)
+        .current_dir(dir)
+        .env("WASMFN_CACHE_DIR", common::cache_dir())
+        .env_remove("WASMFN_MANIFEST")
+        .env_remove("RUST_BACKTRACE")
+        .output()
+        .unwrap();
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (out.status.success(), text(&out.stdout), text(&out.stderr))
+}
+
+#[test]
+fn new_adds_a_function_and_never_overwrites_or_breaks_the_manifest() {
+    let (dir, path) = manifest(&function("hello", guests::HELLO, &["/hello"], ""));
+    let before = std::fs::read_to_string(&path).unwrap();
+
+    // The name is taken: nothing is written.
+    let (ok, _, err) = wasmfn_in(dir.path(), &["new", "http-rust", "hello"]);
+    assert!(!ok);
+    assert!(
+        err.contains("nothing was written") && err.contains("hello"),
+        "{err}"
+    );
+    assert!(!dir.path().join("hello").exists());
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), before);
+
+    let (ok, _, err) = wasmfn_in(dir.path(), &["new", "http-rust", "Bad_Name"]);
+    assert!(!ok);
+    assert!(err.contains("lowercase letters"), "{err}");
+
+    let (ok, out, err) = wasmfn_in(dir.path(), &["new", "event-rust", "orders"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("Next: wasmfn dev"), "{out}");
+    assert!(dir.path().join("orders/src/lib.rs").is_file());
+    let after = std::fs::read_to_string(&path).unwrap();
+    assert!(
+        after.starts_with(&before),
+        "the existing entries are kept:\n{after}"
+    );
+    assert!(
+        after.contains("name = \"orders\"") && after.contains("com.example.orders"),
+        "{after}"
+    );
+
+    // The project exists now: a second `new` refuses.
+    let (ok, _, err) = wasmfn_in(dir.path(), &["new", "http-python", "orders"]);
+    assert!(!ok);
+    assert!(err.contains("already exists"), "{err}");
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), after);
+}
+
+#[test]
+fn check_reports_every_problem_and_warns_about_capabilities_not_granted() {
+    let text = [
+        function("hello", guests::HELLO, &["/hello"], ""),
+        function("caller", guests::OUTBOUND_CALL, &["/call"], ""),
+        function("not-http", guests::TEST_NOT_HTTP, &["/nope"], ""),
+        function(
+            "unbuilt",
+            "unbuilt/out.wasm",
+            &["/unbuilt"],
+            "build = { command = \"true\", workdir = \"unbuilt\" }",
+        ),
+    ]
+    .concat();
+    let (dir, _path) = manifest(&text);
+    let (ok, out, err) = wasmfn_in(dir.path(), &["check"]);
+    assert!(!ok, "{out}{err}");
+    assert!(out.contains("ok  hello"), "{out}");
+    assert!(
+        err.contains("`caller`") && err.contains("allowed_outbound_hosts"),
+        "{err}"
+    );
+    assert!(
+        err.contains("`not-http`") && err.contains("incoming-handler"),
+        "{err}"
+    );
+    assert!(
+        err.contains("`unbuilt`") && err.contains("wasmfn build unbuilt"),
+        "{err}"
+    );
+    assert!(err.contains("2 problems"), "{err}");
+
+    let (dir, _path) = manifest(&function("hello", guests::HELLO, &["/hello"], ""));
+    let (ok, out, err) = wasmfn_in(dir.path(), &["check"]);
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("1 function ready to serve"), "{out}");
+}
+
+#[test]
+fn invoke_and_send_answer_in_process_and_fail_on_error_statuses() {
+    let text = [
+        function("hello", guests::HELLO, &["/hello"], ""),
+        "[[functions]]\nname = \"event-echo\"\ncomponent = \"".to_string()
+            + guests::EVENT_ECHO
+            + "\"\nevents = [{ type = \"com.example.ping\" }]\n",
+    ]
+    .concat();
+    let (dir, _path) = manifest(&text);
+
+    let (ok, out, err) = wasmfn_in(dir.path(), &["invoke", "/hello?name=Ada"]);
+    assert!(ok, "{err}");
+    assert_eq!(out, "Hello, Ada!\n");
+
+    let (ok, out, _) = wasmfn_in(
+        dir.path(),
+        &["invoke", "-i", "-X", "POST", "-d", "x", "/missing"],
+    );
+    assert!(!ok);
+    assert!(out.starts_with("HTTP/1.1 404"), "{out}");
+    assert!(out.contains("x-request-id: "), "{out}");
+
+    for mode in ["binary", "structured"] {
+        let (ok, out, err) = wasmfn_in(
+            dir.path(),
+            &[
+                "send",
+                "--type",
+                "com.example.ping",
+                "--mode",
+                mode,
+                "--ext",
+                "tenant=acme",
+                "--data",
+                r#"{"n":2}"#,
+            ],
+        );
+        assert!(ok, "{mode}: {err}");
+        let reply: serde_json::Value =
+            serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+        assert_eq!(reply["type"], "com.example.ping.echo", "{reply}");
+        assert_eq!(reply["data"], serde_json::json!({"n": 2}), "{reply}");
+    }
+
+    // Delivered to a function that is not there: the host's 404, and a failing exit.
+    let (ok, _, err) = wasmfn_in(
+        dir.path(),
+        &["send", "--type", "com.example.ping", "--to", "nobody"],
+    );
+    assert!(!ok);
+    assert!(err.contains("404"), "{err}");
+    let (ok, _, err) = wasmfn_in(
+        dir.path(),
+        &["send", "--type", "com.example.ping", "--ext", "Bad=1"],
+    );
+    assert!(!ok);
+    assert!(err.contains("--ext"), "{err}");
+}

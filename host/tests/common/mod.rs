@@ -58,8 +58,18 @@ impl Server {
 
     /// Starts `wasmfn serve` with exactly `args` (no `--listen`) and extra environment.
     pub fn spawn(manifest: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
+        Self::spawn_command("serve", manifest, args, env)
+    }
+
+    /// Starts `wasmfn <command>` (`serve` or `dev`) the same way.
+    pub fn spawn_command(
+        command: &str,
+        manifest: &Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_wasmfn"))
-            .arg("serve")
+            .arg(command)
             .arg("--manifest")
             .arg(manifest)
             // Text lines unless a test asks for JSON: most assertions read key=value.
@@ -110,9 +120,20 @@ impl Server {
                 }
             });
         }
-        match rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(addr) => Server { addr, child, log },
-            Err(_) => {
+        // `dev` builds before it listens; a process that exits will not.
+        let deadline = Instant::now() + Duration::from_secs(300);
+        let mut addr = None;
+        while addr.is_none() && Instant::now() < deadline {
+            addr = rx.recv_timeout(Duration::from_millis(100)).ok();
+            if addr.is_none() && child.try_wait().ok().flatten().is_some() {
+                // Let the readers take the last lines.
+                std::thread::sleep(Duration::from_millis(100));
+                break;
+            }
+        }
+        match addr {
+            Some(addr) => Server { addr, child, log },
+            None => {
                 let _ = child.kill();
                 panic!(
                     "wasmfn did not report a listening address; log:\n{}",

@@ -216,3 +216,42 @@ fn invoke_errors_are_typed() {
     let e = InvokeError::Deadline(Duration::from_millis(5));
     assert_eq!(e.to_string(), "function ran past its 5ms deadline");
 }
+
+/// A reload builds the next app beside the running one: a request held by the old app
+/// finishes there, the new one answers with the new manifest, and a reload asking for more
+/// memory than the instance pool was sized for is refused, naming the function.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reloaded_app_answers_with_the_new_manifest_and_refuses_a_bigger_memory() {
+    let text = |greeting: &str, memory: &str| {
+        entry(
+            "hello",
+            guests::HELLO,
+            &["/hello"],
+            &format!("variables = {{ greeting = {greeting:?} }}\nmemory = {memory:?}"),
+        )
+    };
+    let engine = engine(None);
+    let old = testing::app(&text("Hi", "16MiB"), &engine);
+    let parse = |t: &str| Manifest::parse(Path::new(testing::VIRTUAL_MANIFEST), t).unwrap();
+    let new = old.reloaded(&parse(&text("Howdy", "16MiB"))).unwrap();
+    assert_eq!(
+        call(&old, "GET", "/hello?name=a", "").await.text(),
+        "Hi, a!\n"
+    );
+    assert_eq!(
+        call(&new, "GET", "/hello?name=a", "").await.text(),
+        "Howdy, a!\n"
+    );
+
+    let bigger = old.reloaded(&parse(&text("Hi", "1GiB")));
+    if engine.is_pooling() {
+        let e = bigger
+            .err()
+            .expect("a memory over the pool's slots is refused")
+            .to_string();
+        assert!(e.contains("`hello`") && e.contains("restart"), "{e}");
+    } else {
+        // Without the pool there are no slots to outgrow.
+        assert!(bigger.is_ok());
+    }
+}
