@@ -55,7 +55,8 @@ mkdir -p "$ctx/app"
 cp "$bin" "$ctx/wasmfn"
 src_dir=$(dirname "$manifest")
 cp "$manifest" "$ctx/app/wasmfn.toml"
-grep -E '^[[:space:]]*component[[:space:]]*=' "$manifest" | sed -E 's/.*=[[:space:]]*"([^"]+)".*/\1/' |
+# Every `component = "..."`, on its own line or inside a version's inline table.
+grep -oE '(^|[{,[:space:]])component[[:space:]]*=[[:space:]]*"[^"]+"' "$manifest" | sed -E 's/.*"([^"]+)"/\1/' | sort -u |
   while read -r component; do
     mkdir -p "$ctx/app/$(dirname "$component")"
     cp "$src_dir/$component" "$ctx/app/$component"

@@ -19,11 +19,24 @@ fn hello_app(pooling: PoolingMode) -> std::sync::Arc<App> {
         "[[functions]]\nname = \"hello\"\ncomponent = {:?}\nroutes = [\"/hello\"]\nvariables = {{ greeting = \"Hello\" }}\n",
         wasmfn_guest_artifacts::HELLO
     );
+    app_for(&text, pooling)
+}
+
+/// `hello` as two versions (50/50, both greeting "Hello"): what choosing a version adds.
+fn hello_versions_text(sticky: &str) -> String {
+    format!(
+        "[[functions]]\nname = \"hello\"\nroutes = [\"/hello\"]\nvariables = {{ greeting = \"Hello\" }}\n{sticky}\n\
+         versions = [{{ name = \"blue\", component = {c:?}, weight = 50 }}, {{ name = \"green\", component = {c:?}, weight = 50, tag = \"canary\" }}]\n",
+        c = wasmfn_guest_artifacts::HELLO
+    )
+}
+
+fn app_for(text: &str, pooling: PoolingMode) -> std::sync::Arc<App> {
     let engine = testing::engine(EngineOptions {
         pooling,
         ..EngineOptions::default()
     });
-    testing::app(&text, &engine)
+    testing::app(text, &engine)
 }
 
 fn request() -> http::Request<Full<Bytes>> {
@@ -73,6 +86,46 @@ fn bench_hello(c: &mut Criterion) {
     });
     group.bench_function("wasm-on-demand", |b| {
         b.iter(|| black_box(runtime.block_on(wasm(&on_demand))))
+    });
+    let versioned = app_for(&hello_versions_text(""), PoolingMode::On);
+    assert_eq!(
+        runtime.block_on(wasm(&versioned)),
+        runtime.block_on(native())
+    );
+    group.bench_function("wasm-pooling-two-versions", |b| {
+        b.iter(|| black_box(runtime.block_on(wasm(&versioned))))
+    });
+    group.finish();
+}
+
+/// Choosing a version alone: by the weights (a random draw), by a sticky header (a hash),
+/// by the version header (a map lookup).
+fn bench_versions(c: &mut Criterion) {
+    let split = |sticky: &str| {
+        let m = wasmfn::manifest::Manifest::parse(
+            std::path::Path::new("/bench/wasmfn.toml"),
+            &hello_versions_text(sticky),
+        )
+        .unwrap();
+        wasmfn::traffic::Split::new(m.functions[0].versions.as_ref().unwrap())
+    };
+    let weighted = split("");
+    let sticky = split("sticky = { header = \"x-user-id\" }");
+    let mut plain = http::HeaderMap::new();
+    plain.insert("host", "localhost".parse().unwrap());
+    let mut user = plain.clone();
+    user.insert("x-user-id", "user-1234567".parse().unwrap());
+    let mut tagged = plain.clone();
+    tagged.insert("x-wasmfn-version", "canary".parse().unwrap());
+    let mut group = c.benchmark_group("versions");
+    group.bench_function("choose-by-weight", |b| {
+        b.iter(|| black_box(weighted.choose(black_box(&plain))))
+    });
+    group.bench_function("choose-sticky-header", |b| {
+        b.iter(|| black_box(sticky.choose(black_box(&user))))
+    });
+    group.bench_function("choose-by-version-header", |b| {
+        b.iter(|| black_box(weighted.choose(black_box(&tagged))))
     });
     group.finish();
 }
@@ -145,7 +198,7 @@ fn bench_observability(c: &mut Criterion) {
         b.iter(|| {
             let _live = metrics.instance();
             metrics.instantiated(black_box(label), Duration::from_micros(12));
-            metrics.request(black_box(label), 200, Duration::from_micros(80));
+            metrics.request(black_box(label), "", 200, Duration::from_micros(80));
             metrics.responded();
         })
     });
@@ -251,6 +304,7 @@ fn bench_admission(c: &mut Criterion) {
 criterion_group!(
     benches,
     bench_hello,
+    bench_versions,
     bench_events,
     bench_observability,
     bench_router,

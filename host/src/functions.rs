@@ -26,6 +26,7 @@ use crate::engine::{
 use crate::failure::Failure;
 use crate::manifest::{FunctionSpec, Manifest};
 use crate::outbound::OutboundBody;
+use crate::traffic::Split;
 
 /// A function that could not be loaded, named with where the manifest declares it.
 #[derive(Debug, thiserror::Error)]
@@ -50,37 +51,60 @@ pub enum Unloadable {
     Variable(#[from] UnresolvedVariable),
 }
 
-/// Every function of a manifest, by its index there.
+/// Every function of a manifest, by its index there, and each of its versions.
 pub struct Functions {
     specs: Vec<FunctionSpec>,
     labels: Vec<&'static str>,
     by_name: HashMap<String, usize>,
-    grants: Vec<Grants>,
+    /// The traffic split of each function with versions.
+    splits: Vec<Option<Split>>,
+    /// What is loaded: one per version (one for a function without versions), in manifest
+    /// order.
+    slots: Vec<Slot>,
+    /// Function `i`'s versions are `slots[first_slot[i]..]`.
+    first_slot: Vec<usize>,
     engine: Engine,
     loaded: moka::sync::Cache<usize, Function>,
 }
 
+/// One loadable component: a function, or one version of it.
+struct Slot {
+    function: usize,
+    /// The function's spec with this version's component and variables.
+    spec: FunctionSpec,
+    grants: Grants,
+    /// The version's name as a metrics label; empty without versions.
+    version: &'static str,
+}
+
 impl Functions {
     /// Resolves every function's grants, loads the first `[server] loaded_functions`
-    /// functions and checks that the components of the others can be read; fails on the
-    /// first that cannot serve.
+    /// components (a function's versions count one each) and checks that the others can
+    /// be read; fails on the first that cannot serve.
     pub fn load(
         manifest: &Manifest,
         engine: &Engine,
         capabilities: &Capabilities,
     ) -> Result<Arc<Self>, FunctionLoadError> {
         let capacity = manifest.server.loaded_functions as usize;
-        let error = |i: usize, reason: Unloadable| FunctionLoadError {
-            at: manifest.functions[i].component_at.clone(),
-            function: manifest.functions[i].name.clone(),
-            reason: Box::new(reason),
-        };
-        let grants = manifest
-            .functions
-            .iter()
-            .enumerate()
-            .map(|(i, f)| capabilities.grants(f).map_err(|e| error(i, e.into())))
-            .collect::<Result<_, _>>()?;
+        let mut slots = Vec::new();
+        let mut first_slot = Vec::with_capacity(manifest.functions.len());
+        for (i, f) in manifest.functions.iter().enumerate() {
+            first_slot.push(slots.len());
+            for (v, spec) in f.variants().into_iter().enumerate() {
+                let grants = capabilities.grants(&spec).map_err(|e| FunctionLoadError {
+                    at: spec.component_at.clone(),
+                    function: f.name.clone(),
+                    reason: Box::new(e.into()),
+                })?;
+                slots.push(Slot {
+                    function: i,
+                    grants,
+                    version: crate::metrics::intern(f.version_name(v)),
+                    spec,
+                });
+            }
+        }
         let functions = Arc::new(Self {
             specs: manifest.functions.clone(),
             labels: manifest
@@ -94,7 +118,13 @@ impl Functions {
                 .enumerate()
                 .map(|(i, f)| (f.name.clone(), i))
                 .collect(),
-            grants,
+            splits: manifest
+                .functions
+                .iter()
+                .map(|f| f.versions.as_ref().map(Split::new))
+                .collect(),
+            slots,
+            first_slot,
             engine: engine.clone(),
             // LRU rather than moka's default TinyLFU: TinyLFU may refuse to keep a function
             // that has just been loaded, and then every request to it would load it again.
@@ -105,14 +135,14 @@ impl Functions {
         });
         // Mapping components is independent work: spread it over the cores, which on a
         // cold start are otherwise idle. The first failure in manifest order is reported.
-        let preload = capacity.min(functions.specs.len());
+        let preload = capacity.min(functions.slots.len());
         let threads = std::thread::available_parallelism()
             .map_or(1, |n| n.get())
             .min(preload.max(1));
         let load_every = |t: usize| {
             (t..preload)
                 .step_by(threads)
-                .map(|i| (i, functions.load_one(i)))
+                .map(|slot| (slot, functions.load_one(slot)))
                 .collect::<Vec<_>>()
         };
         // One function (or one core) is loaded here: a thread would only add its start-up.
@@ -129,17 +159,17 @@ impl Functions {
                     .collect()
             })
         };
-        loaded.sort_by_key(|(i, _)| *i);
-        for (i, function) in loaded {
-            functions.loaded.insert(i, function?);
+        loaded.sort_by_key(|(slot, _)| *slot);
+        for (slot, function) in loaded {
+            functions.loaded.insert(slot, function?);
         }
-        for (i, spec) in functions.specs.iter().enumerate().skip(preload) {
+        for (slot, s) in functions.slots.iter().enumerate().skip(preload) {
             // A wrong path fails the start, not the function's first request.
-            std::fs::metadata(&spec.component).map_err(|source| {
+            std::fs::metadata(&s.spec.component).map_err(|source| {
                 functions.error(
-                    i,
+                    slot,
                     LoadError::Read {
-                        path: spec.component.clone(),
+                        path: s.spec.component.clone(),
                         source,
                     }
                     .into(),
@@ -149,23 +179,30 @@ impl Functions {
         Ok(functions)
     }
 
-    fn error(&self, i: usize, reason: Unloadable) -> FunctionLoadError {
+    fn error(&self, slot: usize, reason: Unloadable) -> FunctionLoadError {
+        let spec = &self.slots[slot].spec;
         FunctionLoadError {
-            at: self.specs[i].component_at.clone(),
-            function: self.specs[i].name.clone(),
+            at: spec.component_at.clone(),
+            function: spec.name.clone(),
             reason: Box::new(reason),
         }
     }
 
-    fn load_one(&self, i: usize) -> Result<Function, FunctionLoadError> {
-        let spec = &self.specs[i];
+    fn load_one(&self, slot: usize) -> Result<Function, FunctionLoadError> {
+        let Slot {
+            spec,
+            grants,
+            version,
+            ..
+        } = &self.slots[slot];
         let started = Instant::now();
         let function = self
             .engine
-            .load(spec, self.grants[i].clone())
-            .map_err(|e| self.error(i, e.into()))?;
+            .load(spec, grants.clone())
+            .map_err(|e| self.error(slot, e.into()))?;
         tracing::info!(
             function = %spec.name,
+            version,
             component = %spec.component.display(),
             elapsed_us = started.elapsed().as_micros() as u64,
             "function loaded"
@@ -173,20 +210,58 @@ impl Functions {
         Ok(function)
     }
 
-    /// Function `i`, loaded if it was not. Concurrent first requests wait for one load.
-    pub async fn get(self: &Arc<Self>, i: usize) -> Result<Function, Arc<FunctionLoadError>> {
-        if let Some(function) = self.loaded.get(&i) {
+    /// Version `v` of function `i` (`v` is 0 without versions), loaded if it was not.
+    /// Concurrent first requests wait for one load.
+    pub async fn get(
+        self: &Arc<Self>,
+        i: usize,
+        v: usize,
+    ) -> Result<Function, Arc<FunctionLoadError>> {
+        let slot = self.first_slot[i] + v;
+        debug_assert_eq!(self.slots[slot].function, i);
+        if let Some(function) = self.loaded.get(&slot) {
             return Ok(function);
         }
         let this = self.clone();
         // Mapping and pre-instantiating blocks for a millisecond or so: not on a worker
         // that is serving other requests.
-        match tokio::task::spawn_blocking(move || this.loaded.try_get_with(i, || this.load_one(i)))
-            .await
+        match tokio::task::spawn_blocking(move || {
+            this.loaded.try_get_with(slot, || this.load_one(slot))
+        })
+        .await
         {
             Ok(result) => result,
             Err(join) => std::panic::resume_unwind(join.into_panic()),
         }
+    }
+
+    /// Which version of function `i` answers a request with `headers` (0 without
+    /// versions).
+    pub fn choose(&self, i: usize, headers: &http::HeaderMap) -> usize {
+        self.splits[i].as_ref().map_or(0, |s| s.choose(headers))
+    }
+
+    /// Which version of function `i` takes an event.
+    pub fn choose_for_event(&self, i: usize) -> usize {
+        self.splits[i].as_ref().map_or(0, Split::choose_for_event)
+    }
+
+    /// Version `v` of function `i` as a metrics label; empty without versions.
+    pub fn version_label(&self, i: usize, v: usize) -> &'static str {
+        self.slots[self.first_slot[i] + v].version
+    }
+
+    /// The traffic split of the function named `name`, if it has versions.
+    pub fn split(&self, name: &str) -> Option<&Split> {
+        self.splits[self.index_of(name)?].as_ref()
+    }
+
+    /// Every function with versions and its split, in manifest order.
+    pub fn splits(&self) -> impl Iterator<Item = (&str, &Split)> {
+        self.specs
+            .iter()
+            .zip(&self.splits)
+            .filter_map(|(f, s)| Some((f.name.as_str(), s.as_ref()?)))
     }
 
     /// The index of the function named `name`.
@@ -204,7 +279,7 @@ impl Functions {
         self.specs.is_empty()
     }
 
-    /// How many are loaded right now.
+    /// How many components are loaded right now.
     pub fn loaded(&self) -> u64 {
         self.loaded.run_pending_tasks();
         self.loaded.entry_count()
@@ -244,7 +319,8 @@ impl CallFunction for Functions {
             };
             let started = Instant::now();
             let request_id = context.request_id.clone();
-            let result = match self.get(i).await {
+            let v = self.choose(i, request.headers());
+            let result = match self.get(i, v).await {
                 Ok(function) => function
                     .handle(request, &request_id, Some(context))
                     .await

@@ -45,6 +45,7 @@
 //! - [`cli`]: the `wasmfn` command line.
 #![deny(missing_docs)]
 
+pub mod admin;
 pub mod admission;
 pub mod capabilities;
 pub mod cli;
@@ -67,3 +68,4 @@ pub mod server;
 pub mod telemetry;
 #[doc(hidden)]
 pub mod testing;
+pub mod traffic;

@@ -17,7 +17,15 @@ use prometheus_client::registry::Registry;
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
     function: &'static str,
+    /// The function's version (manifest `versions`); empty for a function without.
+    version: &'static str,
     status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VersionLabels {
+    function: &'static str,
+    version: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -28,6 +36,7 @@ struct FunctionLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct EventLabels {
     function: &'static str,
+    version: &'static str,
     r#type: String,
     result: &'static str,
 }
@@ -81,7 +90,7 @@ impl Refusal {
 pub struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
-    request_duration: Family<FunctionLabels, Histogram>,
+    request_duration: Family<VersionLabels, Histogram>,
     instantiate_duration: Family<FunctionLabels, Histogram>,
     events: Family<EventLabels, Counter>,
     emitted: Family<ResultLabels, Counter>,
@@ -138,7 +147,7 @@ impl Metrics {
             "HTTP requests by status and the function that answered (empty: none did, e.g. a 404, a refusal, the events path)",
             requests.clone(),
         );
-        let request_duration = Family::<FunctionLabels, Histogram>::new_with_constructor(
+        let request_duration = Family::<VersionLabels, Histogram>::new_with_constructor(
             latency_histogram as fn() -> Histogram,
         );
         registry.register(
@@ -236,13 +245,23 @@ impl Metrics {
         out
     }
 
-    /// One HTTP request answered by `function`.
-    pub fn request(&self, function: &'static str, status: u16, elapsed: Duration) {
+    /// One HTTP request answered by `version` of `function`.
+    pub fn request(
+        &self,
+        function: &'static str,
+        version: &'static str,
+        status: u16,
+        elapsed: Duration,
+    ) {
         self.requests
-            .get_or_create(&RequestLabels { function, status })
+            .get_or_create(&RequestLabels {
+                function,
+                version,
+                status,
+            })
             .inc();
         self.request_duration
-            .get_or_create(&FunctionLabels { function })
+            .get_or_create(&VersionLabels { function, version })
             .observe(elapsed.as_secs_f64());
     }
 
@@ -253,8 +272,14 @@ impl Metrics {
             .observe(elapsed.as_secs_f64());
     }
 
-    /// One event delivered to `function`.
-    pub fn event(&self, function: &'static str, event_type: &str, result: &'static str) {
+    /// One event delivered to `version` of `function`.
+    pub fn event(
+        &self,
+        function: &'static str,
+        version: &'static str,
+        event_type: &str,
+        result: &'static str,
+    ) {
         let r#type = {
             let mut seen = self.event_types.lock().unwrap();
             if seen.contains(event_type) {
@@ -269,6 +294,7 @@ impl Metrics {
         self.events
             .get_or_create(&EventLabels {
                 function,
+                version,
                 r#type,
                 result,
             })
@@ -359,7 +385,7 @@ mod tests {
     fn event_type_labels_are_capped() {
         let m = Metrics::new();
         for i in 0..MAX_EVENT_TYPES + 50 {
-            m.event("f", &format!("type.{i}"), "accepted");
+            m.event("f", "", &format!("type.{i}"), "accepted");
         }
         let text = m.encode();
         let series = text

@@ -24,6 +24,7 @@ use crate::manifest::{DELIVERY_PREFIX, Manifest, RESERVED_PREFIX, ServerLimits};
 use crate::metrics::{Metrics, Refusal};
 use crate::router::RouteTable;
 use crate::telemetry::{self, TraceContext};
+use crate::traffic::VERSION_HEADER;
 
 /// The header that carries a request's id, in both directions.
 pub const REQUEST_ID: &str = "x-request-id";
@@ -70,8 +71,9 @@ pub enum AppLoadError {
 enum Answerer<'a> {
     /// No function: the request was refused, or nothing is routed at its path.
     Nobody,
-    /// The function with this name and metrics label.
-    Function(&'a str, &'static str),
+    /// The function with this name and metrics label, and the version that answered
+    /// (empty for a function without versions).
+    Function(&'a str, &'static str, &'static str),
     /// The event dispatcher, which logs each delivery itself.
     Events,
 }
@@ -226,9 +228,9 @@ impl App {
         let trace_id = telemetry::trace_id(Some(&trace));
         let response = match outcome.result {
             Ok(response) => {
-                if let Answerer::Function(function, _) = outcome.answerer {
+                if let Answerer::Function(function, _, version) = outcome.answerer {
                     tracing::info!(
-                        function, %request_id, trace_id, %method, path,
+                        function, version, %request_id, trace_id, %method, path,
                         status = response.status().as_u16(),
                         elapsed_us = elapsed.as_micros() as u64,
                         "request"
@@ -249,14 +251,21 @@ impl App {
                 failure.into_response(&request_id, Some(&path), outcome.event_id.as_deref())
             }
         };
-        let label = match outcome.answerer {
-            Answerer::Function(_, label) => label,
-            Answerer::Nobody | Answerer::Events => "",
+        let (label, version) = match outcome.answerer {
+            Answerer::Function(_, label, version) => (label, version),
+            Answerer::Nobody | Answerer::Events => ("", ""),
         };
         self.metrics
-            .request(label, response.status().as_u16(), elapsed);
+            .request(label, version, response.status().as_u16(), elapsed);
         self.metrics.responded();
-        with_request_id(response, &request_id)
+        let mut response = with_request_id(response, &request_id);
+        // Which version answered, so a tester (and a client's logs) can tell.
+        if !version.is_empty() {
+            response
+                .headers_mut()
+                .insert(VERSION_HEADER, HeaderValue::from_static(version));
+        }
+        response
     }
 
     /// `live`, `ready` and `metrics` under [`RESERVED_PREFIX`]; `None` for any other path
@@ -340,8 +349,13 @@ impl App {
             let path = path.to_string();
             return Outcome::failed(Answerer::Nobody, Failure::NoRoute { path });
         };
-        let answerer = Answerer::Function(self.functions.name(index), self.functions.label(index));
-        let function = match self.functions.get(index).await {
+        let version = self.functions.choose(index, req.headers());
+        let answerer = Answerer::Function(
+            self.functions.name(index),
+            self.functions.label(index),
+            self.functions.version_label(index, version),
+        );
+        let function = match self.functions.get(index, version).await {
             Ok(function) => function,
             Err(e) => {
                 let failure = Failure::Unloadable {
@@ -454,7 +468,7 @@ fn log_failure(
     let status = failure.status().as_u16();
     let elapsed_us = elapsed.as_micros() as u64;
     let function = match answerer {
-        Answerer::Function(name, _) => name,
+        Answerer::Function(name, _, _) => name,
         Answerer::Events => {
             tracing::debug!(%request_id, status, error = %failure, "events request not accepted");
             return;

@@ -38,7 +38,14 @@ pub(super) fn run(args: CheckArgs) -> anyhow::Result<()> {
             None
         }
     };
-    for f in &manifest.functions {
+    let variants = manifest.functions.iter().flat_map(|f| {
+        f.variants()
+            .into_iter()
+            .enumerate()
+            .map(move |(v, variant)| (variant, f.version_name(v).to_string()))
+    });
+    for (f, version) in variants {
+        let f = &f;
         if !f.component.exists() {
             problems.push(super::missing_component(f));
             continue;
@@ -57,7 +64,12 @@ pub(super) fn run(args: CheckArgs) -> anyhow::Result<()> {
                         .into_iter()
                         .map(|w| format!("function `{}`: {w}", f.name)),
                 );
-                println!("ok  {}  {}", f.name, what_it_serves(f));
+                let version = if version.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (version {version})")
+                };
+                println!("ok  {}{version}  {}", f.name, what_it_serves(f));
             }
             Err(e) => problems.push(format!("function `{}`: {e}", f.name)),
         }

@@ -7,6 +7,7 @@ mod check;
 mod dev;
 mod invoke;
 mod new;
+mod rollout;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -65,6 +66,9 @@ enum Command {
     Send(invoke::SendArgs),
     /// Check everything `serve` would refuse, and the Knative render, without serving.
     Check(check::CheckArgs),
+    /// Move a function's traffic to one of its versions step by step, judging each step
+    /// by the host's own metrics and rolling back past a threshold (needs `serve --admin`).
+    Rollout(rollout::RolloutArgs),
     /// Precompile components: one file (`IN.wasm -o OUT.cwasm`), or every function of a
     /// manifest into the compile cache (`--manifest wasmfn.toml`).
     Compile(CompileArgs),
@@ -156,6 +160,10 @@ struct ServeArgs {
     /// for services behind a private CA.
     #[arg(long, env = "WASMFN_CA_FILE", value_name = "PEM")]
     ca_file: Option<PathBuf>,
+    /// Serve the admin endpoints (weights of versions, reload, metrics; used by `wasmfn
+    /// rollout`) on this loopback address, e.g. 127.0.0.1:9901 [default: none].
+    #[arg(long, env = "WASMFN_ADMIN_LISTEN", value_name = "ADDR")]
+    admin: Option<SocketAddr>,
     /// Fire the functions' schedules from this host: auto does unless it runs on Knative
     /// (K_SERVICE is set), where PingSources deliver them.
     #[arg(long, env = "WASMFN_SCHEDULES", value_enum, default_value = "auto")]
@@ -213,6 +221,7 @@ impl Cli {
             Command::Invoke(args) => invoke::invoke(args),
             Command::Send(args) => invoke::send(args),
             Command::Check(args) => check::run(args),
+            Command::Rollout(args) => rollout::run(args),
             Command::Compile(args) => compile(args),
             Command::Deploy(DeployCommand::Render(args)) => render(args),
         }
@@ -293,8 +302,9 @@ fn components_exist(manifest: &Manifest) -> anyhow::Result<()> {
     let missing: Vec<String> = manifest
         .functions
         .iter()
+        .flat_map(|f| f.variants())
         .filter(|f| !f.component.exists())
-        .map(missing_component)
+        .map(|f| missing_component(&f))
         .collect();
     if !missing.is_empty() {
         bail!("{}", missing.join("\n"));
@@ -435,6 +445,10 @@ fn run_server(
             .await
             .with_context(|| format!("cannot listen on {addr}"))?;
         let local = listener.local_addr()?;
+        let admin = match args.admin {
+            Some(addr) => Some(crate::admin::bind(addr).await?),
+            None => None,
+        };
         // Register the handlers before announcing the address: a SIGTERM that arrives
         // between "listening" and the first poll would otherwise kill the process.
         let shutdown = shutdown_signal()?;
@@ -461,6 +475,10 @@ fn run_server(
         let drain = app.longest_timeout() + Duration::from_secs(1);
         drop(manifest);
         let live = LiveApp::new(app, &args.manifest, selected, fire_schedules);
+        if let Some(admin) = admin {
+            tracing::info!(addr = %admin.local_addr()?, "admin listening");
+            tokio::spawn(crate::admin::serve(admin, live.clone()));
+        }
         let reloading = live.clone();
         tokio::spawn(async move {
             while hangup.recv().await.is_some() {
@@ -528,7 +546,7 @@ fn compile(args: CompileArgs) -> anyhow::Result<()> {
             bail!("no writable cache directory; pass --cache-dir");
         };
         let engine = Engine::new(&options)?;
-        for f in &manifest.functions {
+        for f in manifest.functions.iter().flat_map(|f| f.variants()) {
             if f.component.extension().is_some_and(|e| e == "cwasm") {
                 println!(
                     "{}: {} is already precompiled",

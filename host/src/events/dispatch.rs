@@ -316,11 +316,13 @@ impl Dispatcher {
                     }
                 };
                 let started = Instant::now();
-                let function = match self.functions.get(i).await {
+                let v = self.functions.choose_for_event(i);
+                let version = self.functions.version_label(i, v);
+                let function = match self.functions.get(i, v).await {
                     Ok(function) => function,
                     Err(e) => {
                         self.metrics
-                            .event(self.functions.label(i), event.ty(), "error");
+                            .event(self.functions.label(i), version, event.ty(), "error");
                         let function = self.functions.name(i).to_string();
                         let failure = Failure::Unloadable {
                             function: function.clone(),
@@ -336,9 +338,10 @@ impl Dispatcher {
                     .instrument(span)
                     .await;
                 let outcome = outcome_label(&result);
-                self.metrics.event(function.label(), event.ty(), outcome);
+                self.metrics
+                    .event(function.label(), version, event.ty(), outcome);
                 tracing::info!(
-                    function = function.name(), %request_id,
+                    function = function.name(), version, %request_id,
                     trace_id,
                     event_id = event.id(), event_type = event.ty(),
                     result = outcome,

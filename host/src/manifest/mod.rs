@@ -18,6 +18,7 @@ pub mod flows;
 pub mod limits;
 pub mod schedule;
 pub mod variables;
+pub mod versions;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -99,7 +100,10 @@ struct RawEvents {
 #[serde(deny_unknown_fields)]
 struct RawFunction {
     name: Spanned<String>,
-    component: Spanned<String>,
+    component: Option<Spanned<String>>,
+    #[serde(default)]
+    versions: Vec<Spanned<versions::RawVersion>>,
+    sticky: Option<Spanned<versions::RawSticky>>,
     #[serde(default)]
     routes: Vec<Spanned<String>>,
     #[serde(default)]
@@ -187,10 +191,13 @@ pub enum KeyValueKind {
 pub struct FunctionSpec {
     /// Unique name, a DNS label (it may become a Knative Service name).
     pub name: String,
-    /// The `.wasm` or `.cwasm` file, resolved against the manifest's directory.
+    /// The `.wasm` or `.cwasm` file, resolved against the manifest's directory (with
+    /// `versions`, the first version's; see [`FunctionSpec::variants`]).
     pub component: PathBuf,
     /// Where `component` is written, for errors found when loading it.
     pub component_at: Location,
+    /// Several components serving as this function, the traffic split between them.
+    pub versions: Option<versions::Versions>,
     /// The HTTP paths this function serves.
     pub routes: Vec<RoutePattern>,
     /// The events delivered to it: each subscription that matches delivers the event once.
@@ -235,6 +242,36 @@ pub struct Build {
 }
 
 impl FunctionSpec {
+    /// What is loaded for this function: itself, or one spec per version (its component
+    /// and variables in place of the function's, no versions of its own).
+    pub fn variants(&self) -> Vec<FunctionSpec> {
+        let Some(versions) = &self.versions else {
+            return vec![self.clone()];
+        };
+        versions
+            .list
+            .iter()
+            .map(|v| {
+                let mut variables = self.variables.clone();
+                variables.extend(v.variables.clone());
+                FunctionSpec {
+                    component: v.component.clone(),
+                    component_at: v.component_at.clone(),
+                    versions: None,
+                    variables,
+                    ..self.clone()
+                }
+            })
+            .collect()
+    }
+
+    /// The name of version `v` (empty for a function without versions).
+    pub fn version_name(&self, v: usize) -> &str {
+        self.versions
+            .as_ref()
+            .map_or("", |vs| vs.list[v].name.as_str())
+    }
+
     /// Whether events reach it (by subscription, schedule or flow): its component must
     /// export the event handler.
     pub fn takes_events(&self) -> bool {
@@ -353,14 +390,57 @@ impl Manifest {
                 ));
             }
 
-            let component_str = f.component.get_ref();
-            if !(component_str.ends_with(".wasm") || component_str.ends_with(".cwasm")) {
-                return Err(ctx.error(
-                    f.component.span(),
-                    format!("`component` must be a path to a .wasm or .cwasm file, got {component_str:?}"),
-                ));
-            }
-            let component = base.join(component_str);
+            let component_path = |c: &Spanned<String>| {
+                let text = c.get_ref();
+                if !(text.ends_with(".wasm") || text.ends_with(".cwasm")) {
+                    return Err(ctx.error(
+                        c.span(),
+                        format!(
+                            "`component` must be a path to a .wasm or .cwasm file, got {text:?}"
+                        ),
+                    ));
+                }
+                Ok(base.join(text))
+            };
+            let (component, component_at, versions) = match (&f.component, f.versions.is_empty()) {
+                (Some(c), true) => {
+                    if let Some(sticky) = &f.sticky {
+                        return Err(ctx.error(
+                            sticky.span(),
+                            format!("`sticky` splits traffic between versions, and `{name}` has no `versions`"),
+                        ));
+                    }
+                    (component_path(c)?, ctx.location(c.span().start), None)
+                }
+                (None, false) => {
+                    let versions = versions::parse(
+                        &ctx,
+                        &base,
+                        raw_fn.span(),
+                        &f.versions,
+                        f.sticky.as_ref(),
+                        component_path,
+                    )?;
+                    let first = &versions.list[0];
+                    (
+                        first.component.clone(),
+                        first.component_at.clone(),
+                        Some(versions),
+                    )
+                }
+                (Some(c), false) => {
+                    return Err(ctx.error(
+                        c.span(),
+                        format!("function `{name}` has both `component` and `versions`; give each version its component and drop `component`"),
+                    ));
+                }
+                (None, true) => {
+                    return Err(ctx.error(
+                        f.name.span(),
+                        format!("function `{name}` needs a `component` (or `versions`, each with its component)"),
+                    ));
+                }
+            };
 
             let mut routes = Vec::with_capacity(f.routes.len());
             for route in &f.routes {
@@ -481,7 +561,8 @@ impl Manifest {
             functions.push(FunctionSpec {
                 name,
                 component,
-                component_at: ctx.location(f.component.span().start),
+                component_at,
+                versions,
                 routes,
                 events,
                 timeout,
@@ -815,9 +896,87 @@ component = "/abs/echo.cwasm"
     fn missing_component_is_reported_on_the_function() {
         let err = parse("[[functions]]\nname = \"a\"\n").unwrap_err();
         assert!(
-            err.starts_with("/app/wasmfn.toml:1:1: missing field `component`"),
+            err.starts_with("/app/wasmfn.toml:2:8: function `a` needs a `component`"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn versions_take_the_place_of_component_and_merge_variables() {
+        let m = parse(
+            "[[functions]]\nname = \"api\"\nroutes = [\"/api\"]\nvariables = { a = \"1\", b = \"2\" }\n\
+             versions = [\n  { name = \"blue\", component = \"v1.wasm\", weight = 90 },\n  \
+             { name = \"green\", component = \"v2.wasm\", weight = 10, tag = \"canary\", variables = { b = \"3\" } },\n]\n\
+             sticky = { cookie = \"uid\" }\n",
+        )
+        .unwrap();
+        let f = &m.functions[0];
+        let variants = f.variants();
+        assert_eq!(variants.len(), 2);
+        assert_eq!(variants[1].component, Path::new("/app/v2.wasm"));
+        assert_eq!(variants[1].component_at.line, 7);
+        assert_eq!(variants[0].variables["b"], Variable::Literal("2".into()));
+        assert_eq!(variants[1].variables["b"], Variable::Literal("3".into()));
+        assert_eq!(variants[1].variables["a"], Variable::Literal("1".into()));
+        assert_eq!(f.version_name(1), "green");
+    }
+
+    #[test]
+    fn bad_versions_name_the_line_and_what_was_expected() {
+        let cases = [
+            (
+                "{ name = \"a\", component = \"a.wasm\", weight = 60 }, { name = \"b\", component = \"b.wasm\", weight = 30 }",
+                "",
+                "6:3: the weights of `versions` sum to 90",
+            ),
+            (
+                "{ name = \"a\", component = \"a.wasm\", weight = 50 }, { name = \"a\", component = \"b.wasm\", weight = 50 }",
+                "",
+                "version `a` clashes",
+            ),
+            (
+                "{ name = \"a\", component = \"a.wasm\", weight = 50, tag = \"c\" }, { name = \"b\", component = \"b.wasm\", weight = 50, tag = \"c\" }",
+                "",
+                "tag `c` clashes",
+            ),
+            (
+                "{ name = \"a\", component = \"a.wasm\", weight = 100 }",
+                "sticky = {}",
+                "`sticky` takes exactly one of `header`",
+            ),
+            (
+                "{ name = \"a\", component = \"a.wasm\", weight = 100 }",
+                "sticky = { header = \"x\", cookie = \"y\" }",
+                "`sticky` takes exactly one",
+            ),
+            (
+                "{ name = \"A\", component = \"a.wasm\", weight = 100 }",
+                "",
+                "version name \"A\"",
+            ),
+            (
+                "{ name = \"a\", component = \"a.wasm\", weight = 101 }",
+                "",
+                "from 0 to 100",
+            ),
+        ];
+        for (versions, extra, expected) in cases {
+            let text = format!(
+                "[[functions]]\nname = \"f\"\nroutes = [\"/f\"]\n{extra}\nversions = [\n  {versions},\n]\n"
+            );
+            let err = parse(&text).unwrap_err();
+            assert!(
+                err.starts_with("/app/wasmfn.toml:") && err.contains(expected),
+                "{versions} {extra}: {err}"
+            );
+        }
+        let err = parse(
+            "[[functions]]\nname = \"f\"\ncomponent = \"a.wasm\"\nsticky = { header = \"x\" }\n",
+        )
+        .unwrap_err();
+        assert!(err.contains("has no `versions`"), "{err}");
+        let err = parse("[[functions]]\nname = \"f\"\ncomponent = \"a.wasm\"\nversions = [{ name = \"a\", component = \"a.wasm\", weight = 100 }]\n").unwrap_err();
+        assert!(err.contains("both `component` and `versions`"), "{err}");
     }
 
     #[test]

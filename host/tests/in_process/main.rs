@@ -22,11 +22,13 @@ mod containment;
 mod events;
 mod loading;
 mod requests;
+mod versions;
 
 use capabilities::*;
 use containment::*;
 use events::*;
 use requests::*;
+use versions::*;
 
 // A guest without a test here fails the build.
 macro_rules! assert_guest_is_tested {
