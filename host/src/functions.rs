@@ -320,6 +320,7 @@ impl CallFunction for Functions {
             let started = Instant::now();
             let request_id = context.request_id.clone();
             let v = self.choose(i, request.headers());
+            let path = request.uri().path().to_string();
             let result = match self.get(i, v).await {
                 Ok(function) => function
                     .handle(request, &request_id, Some(context))
@@ -340,7 +341,7 @@ impl CallFunction for Functions {
                 }
             };
             let status = response.status().as_u16();
-            tracing::info!(function = name, %request_id, status, elapsed_us = started.elapsed().as_micros() as u64, "request from another function");
+            tracing::info!(function = name, %request_id, path, status, elapsed_us = started.elapsed().as_micros() as u64, "request from another function");
             Ok(response)
         })
     }

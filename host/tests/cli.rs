@@ -411,7 +411,13 @@ async fn metrics_count_the_traffic_sent() {
                 &[],
                 r#"events = [{ type = "metrics.test" }]"#,
             ),
-            function("orders", guests::ORDER_SERVICE, &["/orders"], ""),
+            function(
+                "orders",
+                guests::ORDER_SERVICE,
+                &["/orders"],
+                "key_value_stores = [\"saga\"]",
+            ),
+            "[key_value.saga]\ntype = \"memory\"\n".to_string(),
         ]
         .concat(),
     );

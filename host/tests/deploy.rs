@@ -233,13 +233,19 @@ fn root_manifest_renders_scale_to_zero_services_and_triggers_that_validate() {
         container["readinessProbe"]["httpGet"]["path"],
         "/.well-known/wasmfn/ready"
     );
-    // One Trigger per event function (event-echo, event-display, the saga's four), each
-    // delivering to that function's own path.
+    // One Trigger per event function (event-echo, event-display, the saga's four, the
+    // notification service), each delivering to that function's own path in its Service.
     let triggers: Vec<&Value> = docs.iter().filter(|d| d["kind"] == "Trigger").collect();
-    assert_eq!(triggers.len(), 6);
+    assert_eq!(triggers.len(), 7);
     for t in &triggers {
         let subscriber = &t["spec"]["subscriber"];
-        assert_eq!(subscriber["ref"]["name"], "wasmfn");
+        let stateless = ["event-echo", "event-display", "payment-service"]
+            .contains(&t["metadata"]["name"].as_str().unwrap());
+        assert_eq!(
+            subscriber["ref"]["name"],
+            if stateless { "wasmfn" } else { "wasmfn-state" },
+            "{t}"
+        );
         assert_eq!(
             subscriber["uri"],
             format!(

@@ -169,17 +169,22 @@ async fn malformed_events_get_400_with_the_reason() {
 }
 
 const SAGA: &str = r#"
+[key_value.saga]
+type = "memory"
+
 [[functions]]
 name = "order-service"
 component = "{order}"
-routes = ["/orders"]
+routes = ["/orders", "/orders/*"]
 events = [{ type = "payment.completed" }, { type = "inventory.failed" }, { type = "inventory.released" }]
+key_value_stores = ["saga"]
 
 [[functions]]
 name = "inventory-service"
 component = "{inventory}"
 events = [{ type = "order.created" }]
 variables = { "stock.widget" = "5" }
+key_value_stores = ["saga"]
 
 [[functions]]
 name = "payment-service"
@@ -191,6 +196,7 @@ variables = { limit_cents = "1000" }
 name = "inventory-compensator"
 component = "{compensator}"
 events = [{ type = "payment.failed" }]
+key_value_stores = ["saga"]
 "#;
 
 fn saga_manifest(extra: &str) -> (tempfile::TempDir, std::path::PathBuf) {

@@ -1,6 +1,7 @@
 //! The core model API of the deployment seed (`core-model-api` in
 //! `knative-deployment-strategy.md`) as a wasmfn function: stateless JSON compute
 //! endpoints for property models, plus the seed's `/health/live` and `/health/ready`.
+//! Results are cached in the `cache` store when the function is granted one.
 //!
 //! - `GET  /api/v1/models`            the models this build serves
 //! - `POST /api/v1/models/valuation`  `{sqft, bedrooms, bathrooms, year_built, location_index?}`
@@ -17,15 +18,50 @@ fn handle(req: Request) -> Response {
         .get("/health/ready", |_| Json(json!({ "status": "ready" })))
         .get("/api/v1/models", |_| Json(models()))
         .post("/api/v1/models/valuation", |req: Request| {
-            req.json().and_then(valuation).map(Json)
+            cached(&req, "valuation", valuation)
         })
         .post("/api/v1/models/mortgage", |req: Request| {
-            req.json().and_then(mortgage).map(Json)
+            cached(&req, "mortgage", mortgage)
         })
         .post("/api/v1/models/rental-yield", |req: Request| {
-            req.json().and_then(rental_yield).map(Json)
+            cached(&req, "rental-yield", rental_yield)
         })
         .handle(req)
+}
+
+/// Runs `model` on the request's input, through the `cache` store when the function is
+/// granted one (the seed's Redis cache): the same input, canonicalized, for the same model
+/// version is answered from the cache, marked `x-cache: hit`. Without a store, or when it
+/// fails, the model just runs: the cache only saves work.
+fn cached<I, O>(
+    req: &Request,
+    name: &str,
+    model: fn(I) -> Result<O, Error>,
+) -> Result<Response, Error>
+where
+    I: serde::de::DeserializeOwned,
+    O: Serialize,
+{
+    let input: serde_json::Value = req.json()?;
+    let key = format!("model:{}:{name}:{input}", model_version());
+    let store = wasmfn_sdk::kv::Store::open("cache").ok();
+    if let Some(hit) = store.as_ref().and_then(|s| s.get(&key).ok().flatten()) {
+        return Ok(Response::new(200)
+            .with_header("content-type", "application/json")
+            .with_header("x-cache", "hit")
+            .with_body(hit));
+    }
+    let parsed: I = serde_json::from_value(input)
+        .map_err(|e| Error::bad_request(format!("invalid JSON body: {e}")))?;
+    let output = serde_json::to_vec(&model(parsed)?).map_err(|e| Error::internal(e.to_string()))?;
+    let state = match &store {
+        Some(s) if s.set(&key, &output).is_ok() => "miss",
+        _ => "off",
+    };
+    Ok(Response::new(200)
+        .with_header("content-type", "application/json")
+        .with_header("x-cache", state)
+        .with_body(output))
 }
 
 fn model_version() -> String {

@@ -1,6 +1,7 @@
-//! Saga example: the compensation step. When payment fails, releases the stock the
-//! inventory service reserved and replies `inventory.released`.
-use saga::{next, order_of};
+//! Saga example: the compensation step. When payment fails, returns the stock the
+//! inventory service reserved and replies `inventory.released`; a redelivered
+//! `payment.failed` returns nothing twice.
+use saga::{give_back, once, order_of, store};
 use wasmfn_sdk::{CloudEvent, Error};
 
 const SOURCE: &str = "/saga/inventory-compensator";
@@ -8,5 +9,9 @@ const SOURCE: &str = "/saga/inventory-compensator";
 #[wasmfn_sdk::event]
 fn release(event: CloudEvent) -> Result<CloudEvent, Error> {
     let order = order_of(&event)?;
-    next("inventory.released", SOURCE, &order)
+    let store = store()?;
+    once(&store, "release", SOURCE, &order, || {
+        give_back(&store, &order.item, order.quantity)?;
+        Ok(("inventory.released".to_string(), order.clone()))
+    })
 }

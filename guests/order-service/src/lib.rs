@@ -1,13 +1,20 @@
-//! Saga example: the order service. `POST /orders` records an order and emits
-//! `order.created`; the saga's outcome events come back to it and it closes the order with
-//! `order.completed` or `order.failed`.
-use saga::{Order, next, order_of};
+//! Saga example: the order service. `POST /orders` stores an order as `pending`, emits
+//! `order.created` and answers 202 (the saga goes on) with its `order_id`; a client may
+//! choose the id, and sending the same order again then answers 200 with the order as it
+//! is, without starting a second saga. `GET /orders/{order_id}` shows it.
+//! The saga's outcome events come back here: `payment.completed` completes the order,
+//! `inventory.failed` fails it (sold out), `inventory.released` marks it `compensated`
+//! (payment declined, stock returned); each closes the saga with `order.completed` or
+//! `order.failed`. Redelivered outcome events leave the order as it is.
+use saga::{Order, next, order_of, store};
 use serde::Deserialize;
+use wasmfn_sdk::kv::Store;
 use wasmfn_sdk::{CloudEvent, Error, Json, Request, Response, Router};
 
 const SOURCE: &str = "/saga/order-service";
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct NewOrder {
     order_id: Option<String>,
     item: String,
@@ -17,43 +24,94 @@ struct NewOrder {
 
 #[wasmfn_sdk::http]
 fn http(req: Request) -> Response {
-    Router::new().post("/orders", create).handle(req)
+    Router::new()
+        .post("/orders", create)
+        .get("/orders/:id", |req: Request| {
+            let id = req.param("id").unwrap_or_default().to_string();
+            store().and_then(|s| load(&s, &id)).map(Json)
+        })
+        .handle(req)
 }
 
-fn create(req: Request) -> Result<(u16, Json<Order>), Error> {
+fn key(id: &str) -> String {
+    format!("order:{id}")
+}
+
+fn load(store: &Store, id: &str) -> Result<Order, Error> {
+    store
+        .get_json(&key(id))?
+        .ok_or_else(|| Error::not_found(format!("no order has id {id}")))
+}
+
+fn create(req: Request) -> Result<Response, Error> {
     let new: NewOrder = req.json()?;
     if new.quantity == 0 {
-        return Err(Error::bad_request("quantity must be at least 1"));
+        return Err(Error::new(422, "quantity: must be at least 1"));
     }
-    // Without a client-chosen id, the request id (set by the host) names the order.
-    let order_id = match new.order_id {
-        Some(id) if !id.is_empty() => id,
-        _ => format!("ord-{}", req.header("x-request-id").unwrap_or("unknown")),
+    if new.item.trim().is_empty() {
+        return Err(Error::new(422, "item: is required"));
+    }
+    let store = store()?;
+    let order_id = match new.order_id.filter(|id| !id.is_empty()) {
+        Some(id) if id.len() > 64 || id.contains(char::is_whitespace) => {
+            return Err(Error::new(
+                422,
+                "order_id: at most 64 characters, no spaces",
+            ));
+        }
+        Some(id) => {
+            // The client's retry of an order it already placed.
+            if store.increment(&format!("order:{id}:placed"), 1)? != 1 {
+                return Ok(Response::json(200, &load(&store, &id)?));
+            }
+            id
+        }
+        None => format!("ord-{:06}", store.increment("orders:next-id", 1)?),
     };
     let order = Order {
-        order_id,
+        order_id: order_id.clone(),
         item: new.item,
         quantity: new.quantity,
         amount_cents: new.amount_cents,
+        status: "pending".to_string(),
         reason: None,
     };
-    wasmfn_sdk::emit(next("order.created", SOURCE, &order)?)?;
-    Ok((202, Json(order)))
+    store.set_json(&key(&order_id), &order)?;
+    // An order whose saga never starts would stay pending for ever: without the event,
+    // there is no order.
+    if let Err(e) = wasmfn_sdk::emit(next("order.created", SOURCE, &order)?) {
+        store.delete_many(&[key(&order_id), format!("order:{order_id}:placed")])?;
+        return Err(Error::retry(format!(
+            "the order was not placed: {}",
+            e.message()
+        )));
+    }
+    Ok(Response::json(202, &order).with_header("location", format!("/orders/{order_id}")))
 }
 
 #[wasmfn_sdk::event]
 fn on_event(event: CloudEvent) -> Result<CloudEvent, Error> {
-    let mut order = order_of(&event)?;
-    match event.ty() {
-        "payment.completed" => next("order.completed", SOURCE, &order),
-        "inventory.failed" | "inventory.released" => {
-            if order.reason.is_none() {
-                order.reason = Some(event.ty().to_string());
-            }
-            next("order.failed", SOURCE, &order)
+    let reported = order_of(&event)?;
+    let (status, reply) = match event.ty() {
+        "payment.completed" => ("completed", "order.completed"),
+        "inventory.failed" => ("failed", "order.failed"),
+        "inventory.released" => ("compensated", "order.failed"),
+        other => {
+            return Err(Error::reject(format!(
+                "order-service does not handle {other}"
+            )));
         }
-        other => Err(Error::reject(format!(
-            "order-service does not handle {other}"
-        ))),
+    };
+    let store = store()?;
+    let mut order = load(&store, &reported.order_id)
+        .map_err(|_| Error::reject(format!("no order {} to close", reported.order_id)))?;
+    // A closed order stays as it was closed; a redelivery gets the same reply.
+    if order.status == "pending" {
+        order.status = status.to_string();
+        order.reason = reported
+            .reason
+            .or_else(|| (status != "completed").then(|| event.ty().to_string()));
+        store.set_json(&key(&order.order_id), &order)?;
     }
+    next(reply, SOURCE, &order)
 }

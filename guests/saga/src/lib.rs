@@ -1,13 +1,15 @@
 //! The order saga from the Knative patterns seed, as choreography: each step is its own
 //! function, subscribed to the event that precedes it, and the compensation
-//! (`inventory-compensator`) undoes a reservation when payment fails.
+//! (`inventory-compensator`) undoes a reservation when payment fails. State lives in the
+//! `saga` key-value store: orders and their status, stock, and each step's outcome.
 //!
 //! ```text
 //! POST /orders ─▶ order.created ─▶ inventory-service ─┬▶ inventory.reserved ─▶ payment-service ─┬▶ payment.completed ─▶ order-service ─▶ order.completed
-//!                                                     │                                        └▶ payment.failed ─▶ inventory-compensator ─▶ inventory.released ─▶ order-service ─▶ order.failed
-//!                                                     └▶ inventory.failed ─▶ order-service ─▶ order.failed
+//!   (pending)                                         │                                        └▶ payment.failed ─▶ inventory-compensator ─▶ inventory.released ─▶ order-service ─▶ order.failed (compensated)
+//!                                                     └▶ inventory.failed ─▶ order-service ─▶ order.failed (failed: sold out)
 //! ```
 use serde::{Deserialize, Serialize};
+use wasmfn_sdk::kv::Store;
 use wasmfn_sdk::{CloudEvent, Error};
 
 /// The order every saga event carries as its data.
@@ -21,9 +23,22 @@ pub struct Order {
     pub quantity: u32,
     /// The total to charge, in cents.
     pub amount_cents: u64,
+    /// `pending`, `completed`, `compensated` (payment declined, stock released) or
+    /// `failed` (not enough stock); set by the order service.
+    #[serde(default = "pending")]
+    pub status: String,
     /// Why the order failed, once it has.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+}
+
+fn pending() -> String {
+    "pending".to_string()
+}
+
+/// The saga's store.
+pub fn store() -> Result<Store, Error> {
+    Store::open("saga")
 }
 
 /// The next event of `order`'s saga. Its id is derived from the order and the step, so a
@@ -38,4 +53,69 @@ pub fn next(ty: &str, source: &str, order: &Order) -> Result<CloudEvent, Error> 
 /// The order an event carries; a rejection if it carries none, since retrying cannot help.
 pub fn order_of(event: &CloudEvent) -> Result<Order, Error> {
     event.json()
+}
+
+/// Runs step `step` of `order`'s saga once. `act` does the step's work and says which
+/// event follows (and the order it carries); a redelivered event gets the same reply
+/// without the work being done again. A failing `act` must leave nothing done: the next
+/// delivery runs it again.
+pub fn once(
+    store: &Store,
+    step: &str,
+    source: &str,
+    order: &Order,
+    act: impl FnOnce() -> Result<(String, Order), Error>,
+) -> Result<CloudEvent, Error> {
+    let key = format!("step:{}:{step}", order.order_id);
+    if let Some((ty, order)) = store.get_json::<(String, Order)>(&key)? {
+        return next(&ty, source, &order);
+    }
+    let claim = format!("{key}:claim");
+    if store.increment(&claim, 1)? != 1 {
+        return Err(
+            Error::retry(format!("{step} of {} is in progress", order.order_id)).retry_after(1),
+        );
+    }
+    match act() {
+        Ok((ty, order)) => {
+            store.set_json(&key, &(&ty, &order))?;
+            next(&ty, source, &order)
+        }
+        Err(e) => {
+            store.delete(&claim)?;
+            Err(e)
+        }
+    }
+}
+
+/// Units of `item` there are, from the inventory service's `stock.<item>` variable.
+pub fn stock(item: &str) -> u64 {
+    wasmfn_sdk::variables::get(&format!("stock.{item}"))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Units of `item` reserved and not released. Both counters only grow, so each change is
+/// one atomic increment (wasi:keyvalue has no decrement).
+pub fn reserved(store: &Store, item: &str) -> Result<u64, Error> {
+    let taken = store.increment(&format!("stock:{item}:taken"), 0)?;
+    let returned = store.increment(&format!("stock:{item}:returned"), 0)?;
+    Ok(taken.saturating_sub(returned))
+}
+
+/// Takes `quantity` of `item` if that many are free; false (and nothing taken) if not.
+pub fn take(store: &Store, item: &str, quantity: u32, stock: u64) -> Result<bool, Error> {
+    let taken = store.increment(&format!("stock:{item}:taken"), quantity.into())?;
+    let returned = store.increment(&format!("stock:{item}:returned"), 0)?;
+    if taken.saturating_sub(returned) > stock {
+        give_back(store, item, quantity)?;
+        return Ok(false);
+    }
+    Ok(true)
+}
+
+/// Returns `quantity` of `item`.
+pub fn give_back(store: &Store, item: &str, quantity: u32) -> Result<(), Error> {
+    store.increment(&format!("stock:{item}:returned"), quantity.into())?;
+    Ok(())
 }

@@ -323,7 +323,9 @@ fn check_capabilities(
                 continue;
             };
             match &store.kind {
-                KeyValueKind::Embedded { .. } | KeyValueKind::Memory if !one_pod => {
+                // A memory store is the process's by definition (a cache, scratch state):
+                // one per pod is what it promises.
+                KeyValueKind::Embedded { .. } if !one_pod => {
                     return Err(format!(
                         "service `{name}` may run more than one pod, but function `{}` keeps its store `{label}` in the pod, where each pod would see different data; use a redis store ([key_value.{label}] type = \"redis\") or set max_scale = 1 on the service",
                         f.name

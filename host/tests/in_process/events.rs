@@ -32,6 +32,8 @@ fn saga_entry(name: &str, component: &str, events: &str, extra: &str) -> String 
     entry(name, component, &[], &format!("events = {events}\n{extra}"))
 }
 
+const SAGA_STORE: &str = "[key_value.saga]\ntype = \"memory\"\n\n";
+
 fn order(id: &str, quantity: u32, amount_cents: u64) -> serde_json::Value {
     serde_json::json!({ "order_id": id, "item": "widget", "quantity": quantity, "amount_cents": amount_cents })
 }
@@ -136,11 +138,14 @@ pub(crate) async fn event_display() {
 
 #[tokio::test(flavor = "multi_thread")]
 pub(crate) async fn inventory_service() {
-    let app = app(&saga_entry(
-        "inventory",
-        guests::INVENTORY_SERVICE,
-        r#"[{ type = "order.created" }]"#,
-        r#"variables = { "stock.widget" = "5" }"#,
+    let app = app(&format!(
+        "{SAGA_STORE}{}",
+        entry(
+            "inventory",
+            guests::INVENTORY_SERVICE,
+            &["/inventory/*"],
+            "events = [{ type = \"order.created\" }]\nkey_value_stores = [\"saga\"]\nvariables = { \"stock.widget\" = \"5\" }",
+        )
     ));
     let r = send_event(&app, "order.created", order("o1", 2, 100)).await;
     assert_eq!(
@@ -149,14 +154,28 @@ pub(crate) async fn inventory_service() {
     );
     assert_eq!(r.header("ce-id"), Some("o1/inventory.reserved"));
     assert_eq!(r.header("ce-subject"), Some("o1"));
-    let r = send_event(&app, "order.created", order("o2", 9, 100)).await;
-    assert_eq!(r.header("ce-type"), Some("inventory.failed"));
-    assert!(
-        r.json()["reason"]
-            .as_str()
-            .unwrap()
-            .contains("only 5 of widget")
+    // A redelivery gets the same reply and takes nothing more.
+    let again = send_event(&app, "order.created", order("o1", 2, 100)).await;
+    assert_eq!(again.header("ce-type"), Some("inventory.reserved"));
+    let stock = call_with(&app, "GET", "/inventory/widget", &[], "")
+        .await
+        .json();
+    assert_eq!(
+        stock,
+        serde_json::json!({"item": "widget", "stock": 5, "reserved": 2, "available": 3})
     );
+
+    let r = send_event(&app, "order.created", order("o2", 4, 100)).await;
+    assert_eq!(r.header("ce-type"), Some("inventory.failed"));
+    let reason = r.json()["reason"].as_str().unwrap().to_string();
+    assert!(
+        reason.contains("sold out: 3 of widget free, 4 ordered"),
+        "{reason}"
+    );
+    let stock = call_with(&app, "GET", "/inventory/widget", &[], "")
+        .await
+        .json();
+    assert_eq!(stock["available"], 3, "a failed reservation takes nothing");
     // Data that is not an order cannot succeed on retry: 422, so the broker dead-letters it.
     let r = send_event(&app, "order.created", serde_json::json!({"nope": true})).await;
     assert_eq!(r.status, 422, "{}", r.text());
@@ -165,11 +184,11 @@ pub(crate) async fn inventory_service() {
 
 #[tokio::test(flavor = "multi_thread")]
 pub(crate) async fn payment_service() {
-    let app = app(&saga_entry(
+    let app = app(&entry(
         "payment",
         guests::PAYMENT_SERVICE,
-        r#"[{ type = "inventory.reserved" }]"#,
-        r#"variables = { limit_cents = "1000" }"#,
+        &[],
+        "events = [{ type = \"inventory.reserved\" }]\nvariables = { limit_cents = \"1000\" }",
     ));
     let r = send_event(&app, "inventory.reserved", order("o1", 1, 999)).await;
     assert_eq!(r.header("ce-type"), Some("payment.completed"));
@@ -180,25 +199,52 @@ pub(crate) async fn payment_service() {
 
 #[tokio::test(flavor = "multi_thread")]
 pub(crate) async fn inventory_compensator() {
-    let app = app(&saga_entry(
-        "compensator",
-        guests::INVENTORY_COMPENSATOR,
-        r#"[{ type = "payment.failed" }]"#,
-        "",
-    ));
-    let r = send_event(&app, "payment.failed", order("o9", 1, 5000)).await;
-    assert_eq!(r.header("ce-type"), Some("inventory.released"));
-    assert_eq!(r.json()["order_id"], "o9");
+    let manifest = [
+        SAGA_STORE.to_string(),
+        entry(
+            "inventory",
+            guests::INVENTORY_SERVICE,
+            &["/inventory/*"],
+            "events = [{ type = \"order.created\" }]\nkey_value_stores = [\"saga\"]\nvariables = { \"stock.widget\" = \"5\" }",
+        ),
+        saga_entry(
+            "compensator",
+            guests::INVENTORY_COMPENSATOR,
+            r#"[{ type = "payment.failed" }]"#,
+            r#"key_value_stores = ["saga"]"#,
+        ),
+    ]
+    .concat();
+    let app = app(&manifest);
+    send_event(&app, "order.created", order("o9", 2, 5000)).await;
+    let available = || async {
+        call_with(&app, "GET", "/inventory/widget", &[], "")
+            .await
+            .json()["available"]
+            .clone()
+    };
+    assert_eq!(available().await, 3);
+    // Released once, however often the broker delivers payment.failed.
+    for _ in 0..2 {
+        let r = send_event(&app, "payment.failed", order("o9", 2, 5000)).await;
+        assert_eq!(r.header("ce-type"), Some("inventory.released"));
+        assert_eq!(r.json()["order_id"], "o9");
+        assert_eq!(available().await, 5);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
 pub(crate) async fn order_service() {
     // One component, both handlers: HTTP for new orders, events for the saga's outcome.
-    let app = app(&entry(
-        "orders",
-        guests::ORDER_SERVICE,
-        &["/orders"],
-        r#"events = [{ type = "payment.completed" }, { type = "inventory.failed" }, { type = "inventory.released" }]"#,
+    let app = app(&format!(
+        "{SAGA_STORE}{}",
+        entry(
+            "orders",
+            guests::ORDER_SERVICE,
+            &["/orders", "/orders/*"],
+            r#"events = [{ type = "payment.completed" }, { type = "inventory.failed" }, { type = "inventory.released" }]
+key_value_stores = ["saga"]"#,
+        )
     ));
     // Without a sink, order.created is dispatched in-process; no one here subscribes.
     let r = post_as(
@@ -211,6 +257,7 @@ pub(crate) async fn order_service() {
     assert_eq!(r.status, 202, "{}", r.text());
     let order_id = r.json()["order_id"].as_str().unwrap().to_string();
     assert!(order_id.starts_with("ord-"), "{order_id}");
+    assert_eq!(r.json()["status"], "pending");
     let r = call_with(
         &app,
         "POST",
@@ -219,13 +266,42 @@ pub(crate) async fn order_service() {
         r#"{"item":"widget","quantity":0,"amount_cents":1}"#,
     )
     .await;
-    assert_eq!(r.status, 400);
+    assert_eq!(r.status, 422);
+    // A client-chosen id placed twice is one order.
+    for status in [202, 200] {
+        let r = call_with(
+            &app,
+            "POST",
+            "/orders",
+            &[],
+            r#"{"order_id":"o2","item":"widget","quantity":1,"amount_cents":500}"#,
+        )
+        .await;
+        assert_eq!(r.status, status, "{}", r.text());
+    }
 
-    let r = send_event(&app, "payment.completed", order("o1", 1, 500)).await;
+    let mut placed = order(&order_id, 1, 500);
+    let r = send_event(&app, "payment.completed", placed.clone()).await;
     assert_eq!(r.header("ce-type"), Some("order.completed"));
+    let r = call_with(&app, "GET", &format!("/orders/{order_id}"), &[], "").await;
+    assert_eq!(r.json()["status"], "completed");
+    // Closed is closed: a late or repeated outcome changes nothing.
+    placed["reason"] = "payment of 500 cents declined".into();
+    let r = send_event(&app, "inventory.released", placed).await;
+    assert_eq!(
+        r.header("ce-type"),
+        Some("order.failed"),
+        "the reply is deterministic"
+    );
+    let r = call_with(&app, "GET", &format!("/orders/{order_id}"), &[], "").await;
+    assert_eq!(r.json()["status"], "completed");
+
     let r = send_event(&app, "inventory.released", order("o2", 1, 500)).await;
     assert_eq!(r.header("ce-type"), Some("order.failed"));
-    assert_eq!(r.json()["reason"], "inventory.released");
+    assert_eq!(r.json()["status"], "compensated");
+    // An outcome for an order that was never placed cannot succeed on retry.
+    let r = send_event(&app, "payment.completed", order("nope", 1, 500)).await;
+    assert_eq!(r.status, 422);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -233,11 +309,12 @@ async fn several_subscribers_all_run_and_replies_are_emitted() {
     // Two functions match: both run, the response is 202, and replies go onward (here
     // in-process, to the payment service, whose own reply has no subscriber).
     let manifest = [
+        SAGA_STORE.to_string(),
         saga_entry(
             "inventory",
             guests::INVENTORY_SERVICE,
             r#"[{ type = "order.created" }]"#,
-            r#"variables = { "stock.widget" = "5" }"#,
+            "variables = { \"stock.widget\" = \"5\" }\nkey_value_stores = [\"saga\"]",
         ),
         saga_entry("display", guests::EVENT_DISPLAY, "[{}]", ""),
         saga_entry(

@@ -17,6 +17,7 @@ use wasmfn::testing;
 mod common;
 use common::Reply;
 
+mod apps;
 mod capabilities;
 mod containment;
 mod events;
@@ -24,6 +25,7 @@ mod loading;
 mod requests;
 mod versions;
 
+use apps::*;
 use capabilities::*;
 use containment::*;
 use events::*;

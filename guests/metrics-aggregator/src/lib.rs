@@ -1,0 +1,185 @@
+//! Windowed aggregation, from the Knative patterns seed: `metric.recorded` events
+//! (`{"key"?, "value"}`; the key defaults to the subject) are counted and summed per key per
+//! window of `window_seconds` (default 60) in the `aggregates` store, by the event's `time`.
+//! A schedule (`dev.knative.sources.ping`, a PingSource on Knative) closes every window that
+//! ended more than `grace_seconds` (default 5) ago and emits one
+//! `metric.recorded.aggregated` event per key and window:
+//! `{"key", "window_start", "window_seconds", "count", "sum"}`.
+//!
+//! Values are summed in thousandths (wasi:keyvalue increments whole numbers), so a value
+//! must be 0 or more with at most three decimals that matter. An event for a window that
+//! has already closed is rejected, so the broker dead-letters it rather than count it in
+//! no window.
+use serde::Deserialize;
+use serde_json::json;
+use wasmfn_sdk::kv::Store;
+use wasmfn_sdk::{CloudEvent, Error, variables};
+
+#[derive(Deserialize)]
+struct Metric {
+    key: Option<String>,
+    value: f64,
+}
+
+fn setting(name: &str, default: i64) -> i64 {
+    variables::get(name)
+        .and_then(|v| v.parse().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(default)
+}
+
+#[wasmfn_sdk::event]
+fn aggregate(event: CloudEvent) -> Result<(), Error> {
+    let store = Store::open("aggregates")?;
+    let (window, grace) = (setting("window_seconds", 60), setting("grace_seconds", 5));
+    if event.ty() == "dev.knative.sources.ping" {
+        return close(&store, now(), window, grace);
+    }
+    let metric: Metric = event.json()?;
+    if !(metric.value >= 0.0 && metric.value.is_finite()) {
+        return Err(Error::reject(format!(
+            "value must be 0 or more, got {}",
+            metric.value
+        )));
+    }
+    let key = metric
+        .key
+        .or_else(|| event.subject().map(str::to_string))
+        .unwrap_or_else(|| "all".to_string());
+    if key.contains('|') {
+        return Err(Error::reject("a key must not contain `|`"));
+    }
+    let at = match event.time() {
+        Some(t) => {
+            parse_time(t).ok_or_else(|| Error::reject(format!("time {t:?} is not RFC 3339")))?
+        }
+        None => now(),
+    };
+    let start = at - at.rem_euclid(window);
+    if start + window + grace <= now() {
+        return Err(Error::reject(format!(
+            "the window of {} for {key} has closed",
+            format_time(start)
+        )));
+    }
+    let prefix = format!("window|{start}|{key}");
+    store.increment(&format!("{prefix}|count"), 1)?;
+    store.increment(
+        &format!("{prefix}|sum-milli"),
+        (metric.value * 1000.0).round() as u64,
+    )?;
+    Ok(())
+}
+
+/// Emits and forgets every window that ended more than `grace` seconds before `now`.
+fn close(store: &Store, now: i64, window: i64, grace: i64) -> Result<(), Error> {
+    let mut closed: Vec<(i64, String)> = store
+        .keys()?
+        .iter()
+        .filter_map(|k| {
+            let rest = k.strip_prefix("window|")?.strip_suffix("|count")?;
+            let (start, key) = rest.split_once('|')?;
+            Some((start.parse().ok()?, key.to_string()))
+        })
+        .filter(|(start, _)| start + window + grace <= now)
+        .collect();
+    closed.sort();
+    for (start, key) in closed {
+        let prefix = format!("window|{start}|{key}");
+        let count = store.increment(&format!("{prefix}|count"), 0)?;
+        let sum = store.increment(&format!("{prefix}|sum-milli"), 0)? as f64 / 1000.0;
+        let aggregate = CloudEvent::new("metric.recorded.aggregated", "/metrics-aggregator")
+            .with_id(format!("{key}/{start}"))
+            .with_subject(key.clone())
+            .with_json(&json!({
+                "key": key, "window_start": format_time(start), "window_seconds": window,
+                "count": count, "sum": sum,
+            }))?;
+        // Sent before it is forgotten: a failure leaves the window for the next tick.
+        wasmfn_sdk::emit(aggregate)?;
+        store.delete_many(&[format!("{prefix}|count"), format!("{prefix}|sum-milli")])?;
+    }
+    Ok(())
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// Seconds since the epoch of an RFC 3339 time (fractions dropped).
+fn parse_time(t: &str) -> Option<i64> {
+    let b = t.as_bytes();
+    let num = |r: std::ops::Range<usize>| t.get(r)?.parse::<i64>().ok();
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') {
+        return None;
+    }
+    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (h, mi, s) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    let mut rest = &t[19..];
+    if let Some(frac) = rest.strip_prefix('.') {
+        rest = frac.trim_start_matches(|c: char| c.is_ascii_digit());
+    }
+    let offset = match rest {
+        "Z" | "z" => 0,
+        _ => {
+            let sign = match rest.as_bytes().first()? {
+                b'+' => 1,
+                b'-' => -1,
+                _ => return None,
+            };
+            let oh: i64 = rest.get(1..3)?.parse().ok()?;
+            let om: i64 = rest.get(4..6)?.parse().ok()?;
+            sign * (oh * 3600 + om * 60)
+        }
+    };
+    // Howard Hinnant's days_from_civil.
+    let y = if mo <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (if mo > 2 { mo - 3 } else { mo + 9 }) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(days * 86_400 + h * 3600 + mi * 60 + s - offset)
+}
+
+fn format_time(secs: i64) -> String {
+    let (days, rest) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rest / 3600,
+        rest % 3600 / 60,
+        rest % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_round_trip() {
+        for t in [
+            "1970-01-01T00:00:00Z",
+            "2026-11-30T07:44:49Z",
+            "2000-02-29T23:59:59Z",
+        ] {
+            assert_eq!(format_time(parse_time(t).unwrap()), t);
+        }
+        assert_eq!(
+            parse_time("2026-11-30T08:44:49.123+01:00"),
+            parse_time("2026-11-30T07:44:49Z")
+        );
+        assert_eq!(parse_time("2026-11-30"), None);
+    }
+}

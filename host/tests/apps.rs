@@ -1,0 +1,640 @@
+//! The seed's applications end to end, through the spawned `wasmfn` and the manifests that
+//! ship them (`deploy/seed-apis.toml`, `deploy/patterns.toml`, the root `wasmfn.toml`),
+//! with their state in a real `redis-server` where the manifest keeps it there (skipped,
+//! saying so, without one): users-api (two hosts, one Redis), the stateful saga, event
+//! sourcing with CQRS and replay, windowed aggregation, rule-driven routing, notifications
+//! to a webhook, and campaigns switched from blue to green.
+
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use serde_json::{Value, json};
+use wasmfn_guest_artifacts as guests;
+
+mod common;
+use common::{RedisServer, Reply, Server, client, get, post, serve_http, text_response};
+
+fn repo() -> PathBuf {
+    Path::new(guests::GUESTS_DIR)
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// `wasmfn serve` of `manifest` (only `functions`), its Redis stores on `redis`.
+fn serve(manifest: &Path, functions: &str, redis: &RedisServer, extra: &[&str]) -> Server {
+    let mut args = vec!["--listen", "127.0.0.1:0", "--functions", functions];
+    args.extend_from_slice(extra);
+    Server::spawn(manifest, &args, &[("REDIS_URL", &redis.url())])
+}
+
+async fn send(method: &str, url: &str, headers: &[(&str, &str)], body: impl Into<Bytes>) -> Reply {
+    let mut request = http::Request::builder().method(method).uri(url);
+    for (k, v) in headers {
+        request = request.header(*k, *v);
+    }
+    common::send(
+        &client(false),
+        request.body(Full::new(body.into())).unwrap(),
+    )
+    .await
+}
+
+/// Polls `url` until `done` says yes.
+async fn eventually(url: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let reply = get(url).await;
+        if reply.status == 200 && done(&reply.json()) {
+            return reply.json();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{url} never got there: {} {}",
+            reply.status,
+            reply.text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn users_api_on_redis_keeps_emails_unique_across_two_hosts() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let manifest = repo().join("deploy/seed-apis.toml");
+    let (a, b) = (
+        serve(&manifest, "users", &redis, &[]),
+        serve(&manifest, "users", &redis, &[]),
+    );
+
+    let r = post(
+        &a.url("/users"),
+        r#"{"email":"ada@example.com","name":"Ada Lovelace"}"#,
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let id = r.json()["id"].as_str().unwrap().to_string();
+    // The other pod sees the user, and the address is taken there too.
+    assert_eq!(
+        get(&b.url(&format!("/users/{id}"))).await.json()["name"],
+        "Ada Lovelace"
+    );
+    let r = post(
+        &b.url("/users"),
+        r#"{"email":"ADA@example.com","name":"Other"}"#,
+    )
+    .await;
+    assert_eq!(r.status, 409, "{}", r.text());
+    // Twenty registrations of one new address, racing on both hosts: exactly one wins.
+    let racers: Vec<_> = (0..20)
+        .map(|i| {
+            let url = if i % 2 == 0 {
+                a.url("/users")
+            } else {
+                b.url("/users")
+            };
+            tokio::spawn(async move {
+                post(
+                    &url,
+                    format!(r#"{{"email":"grace@example.com","name":"G{i}"}}"#),
+                )
+                .await
+                .status
+            })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for r in racers {
+        statuses.push(r.await.unwrap());
+    }
+    assert_eq!(
+        statuses.iter().filter(|&&s| s == 201).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert!(
+        statuses.iter().all(|&s| s == 201 || s == 409),
+        "{statuses:?}"
+    );
+
+    let r = post(&a.url("/users"), r#"{"email":"x@example.com","name":""}"#).await;
+    assert_eq!((r.status, r.json()["field"].as_str()), (422, Some("name")));
+    let r = send(
+        "PUT",
+        &b.url(&format!("/users/{id}")),
+        &[],
+        r#"{"name":"Ada King"}"#,
+    )
+    .await;
+    assert_eq!(r.json()["name"], "Ada King");
+    let page = get(&a.url("/users?limit=1")).await.json();
+    assert_eq!(page["users"].as_array().unwrap().len(), 1);
+    assert!(page["next"].is_string(), "{page}");
+    assert_eq!(
+        send("DELETE", &a.url(&format!("/users/{id}")), &[], "")
+            .await
+            .status,
+        204
+    );
+    assert_eq!(get(&b.url(&format!("/users/{id}"))).await.status, 404);
+    assert_eq!(
+        get(&a.url("/users/health/ready")).await.json()["status"],
+        "ready"
+    );
+}
+
+const SAGA: &str = "order-service,inventory-service,payment-service,inventory-compensator";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_saga_keeps_its_state_in_redis_and_compensates() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let server = serve(&repo().join("deploy/patterns.toml"), SAGA, &redis, &[]);
+    let order = |quantity: u32, amount: u64| {
+        format!(r#"{{"item":"widget","quantity":{quantity},"amount_cents":{amount}}}"#)
+    };
+
+    let r = post(&server.url("/orders"), order(2, 500)).await;
+    assert_eq!(
+        (r.status, r.json()["status"].as_str()),
+        (202, Some("pending")),
+        "{}",
+        r.text()
+    );
+    let id = r.json()["order_id"].as_str().unwrap().to_string();
+    eventually(&server.url(&format!("/orders/{id}")), |o| {
+        o["status"] == "completed"
+    })
+    .await;
+    assert_eq!(
+        get(&server.url("/inventory/widget")).await.json()["available"],
+        8
+    );
+
+    // Declined: the stock taken comes back.
+    let r = post(&server.url("/orders"), order(3, 500_000)).await;
+    let declined = r.json()["order_id"].as_str().unwrap().to_string();
+    let o = eventually(&server.url(&format!("/orders/{declined}")), |o| {
+        o["status"] != "pending"
+    })
+    .await;
+    assert_eq!(o["status"], "compensated", "{o}");
+    assert!(o["reason"].as_str().unwrap().contains("declined"), "{o}");
+    assert_eq!(
+        get(&server.url("/inventory/widget")).await.json()["available"],
+        8
+    );
+
+    // More than is free: failed cleanly, nothing taken.
+    let r = post(&server.url("/orders"), order(9, 500)).await;
+    let sold_out = r.json()["order_id"].as_str().unwrap().to_string();
+    let o = eventually(&server.url(&format!("/orders/{sold_out}")), |o| {
+        o["status"] != "pending"
+    })
+    .await;
+    assert_eq!(o["status"], "failed", "{o}");
+    assert!(o["reason"].as_str().unwrap().contains("sold out"), "{o}");
+    assert_eq!(
+        get(&server.url("/inventory/widget")).await.json()["available"],
+        8
+    );
+
+    // The broker redelivers order.created for the first order: same reply, no more taken.
+    let created = json!({"order_id": id, "item": "widget", "quantity": 2, "amount_cents": 500});
+    let r = send(
+        "POST",
+        &server.url("/.well-known/wasmfn/events/inventory-service"),
+        &[
+            ("ce-specversion", "1.0"),
+            ("ce-id", &format!("{id}/order.created")),
+            ("ce-source", "/saga/order-service"),
+            ("ce-type", "order.created"),
+            ("content-type", "application/json"),
+        ],
+        created.to_string(),
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.header("ce-type")),
+        (200, Some("inventory.reserved")),
+        "{}",
+        r.text()
+    );
+    assert_eq!(
+        get(&server.url("/inventory/widget")).await.json()["available"],
+        8
+    );
+    assert_eq!(
+        get(&server.url(&format!("/orders/{id}"))).await.json()["status"],
+        "completed"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn event_sourcing_refuses_stale_appends_and_replay_rebuilds_the_live_model() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let server = serve(
+        &repo().join("deploy/patterns.toml"),
+        "command-service,projection-builder,query-service",
+        &redis,
+        &[],
+    );
+    for account in ["acc-a", "acc-b"] {
+        let r = post(
+            &server.url("/accounts"),
+            format!(r#"{{"account":"{account}"}}"#),
+        )
+        .await;
+        assert_eq!(r.status, 201, "{}", r.text());
+    }
+    for (account, amount) in [("acc-a", 1000), ("acc-b", 250), ("acc-a", 500)] {
+        let r = post(
+            &server.url(&format!("/accounts/{account}/deposits")),
+            format!(r#"{{"amount_cents":{amount}}}"#),
+        )
+        .await;
+        assert_eq!(r.status, 201, "{}", r.text());
+    }
+    // Ten withdrawals that all read version 3 of acc-a: one is appended, nine are stale.
+    let racers: Vec<_> = (0..10)
+        .map(|_| {
+            let url = server.url("/accounts/acc-a/withdrawals");
+            tokio::spawn(async move {
+                post(&url, r#"{"amount_cents":100,"expected_version":3}"#)
+                    .await
+                    .status
+            })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for r in racers {
+        statuses.push(r.await.unwrap());
+    }
+    assert_eq!(
+        statuses.iter().filter(|&&s| s == 201).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|&&s| s == 409).count(),
+        9,
+        "{statuses:?}"
+    );
+
+    let a = eventually(&server.url("/balances/acc-a"), |a| a["version"] == 4).await;
+    assert_eq!(a["balance_cents"], 1400);
+    eventually(&server.url("/balances/acc-b"), |b| b["version"] == 2).await;
+    let live = get(&server.url("/balances")).await.json();
+    let r = post(&server.url("/projections/accounts/replay"), "").await;
+    assert_eq!(
+        r.json(),
+        json!({"accounts": 2, "events": 6}),
+        "{}",
+        r.text()
+    );
+    assert_eq!(
+        get(&server.url("/balances")).await.json(),
+        live,
+        "the rebuilt model is the live one"
+    );
+    let stream = get(&server.url("/accounts/acc-a/events")).await.json();
+    assert_eq!(stream["events"].as_array().unwrap().len(), 4);
+}
+
+/// A stand-in broker that keeps what the host sends its sink.
+async fn sink() -> (String, Arc<Mutex<VecDeque<Value>>>) {
+    let received = Arc::new(Mutex::new(VecDeque::new()));
+    let keep = received.clone();
+    let addr = serve_http(move |req: http::Request<Bytes>| {
+        let keep = keep.clone();
+        async move {
+            let header = |n: &str| {
+                req.headers()
+                    .get(n)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("")
+                    .to_string()
+            };
+            let data: Value = serde_json::from_slice(req.body()).unwrap_or(Value::Null);
+            keep.lock()
+                .unwrap()
+                .push_back(json!({"type": header("ce-type"), "id": header("ce-id"), "data": data}));
+            text_response(202, "")
+        }
+    })
+    .await;
+    (format!("http://{addr}/"), received)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn windows_of_metrics_are_aggregated_in_redis_and_closed_by_the_schedule() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    // The shipped manifest's aggregator with two-second windows, closed every second.
+    let text = std::fs::read_to_string(repo().join("deploy/patterns.toml"))
+        .unwrap()
+        .replace(
+            r#"schedules = [{ cron = "* * * * *", name = "close-windows" }]"#,
+            r#"schedules = [{ cron = "* * * * * *", name = "close-windows" }]"#,
+        )
+        .replace(
+            r#"variables = { window_seconds = "60", grace_seconds = "5" }"#,
+            r#"variables = { window_seconds = "2", grace_seconds = "1" }"#,
+        )
+        .replace("../guests/", &format!("{}/", guests::GUESTS_DIR));
+    let (_dir, manifest) = common::manifest(&text);
+    let (sink_url, received) = sink().await;
+    let server = serve(
+        &manifest,
+        "event-aggregator",
+        &redis,
+        &["--sink", &sink_url, "--schedules", "on"],
+    );
+    let metric = |id: String, key: &str, value: f64| {
+        let url = server.url("/.well-known/wasmfn/events/event-aggregator");
+        let body = json!({"key": key, "value": value}).to_string();
+        async move {
+            send(
+                "POST",
+                &url,
+                &[
+                    ("ce-specversion", "1.0"),
+                    ("ce-id", &id),
+                    ("ce-source", "/tests"),
+                    ("ce-type", "metric.recorded"),
+                    ("content-type", "application/json"),
+                ],
+                body,
+            )
+            .await
+        }
+    };
+    // All in one window: wait for the start of a fresh one.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    let into_window = 2_000 - (now.as_millis() % 2_000) as u64;
+    tokio::time::sleep(Duration::from_millis(into_window + 50)).await;
+    for (i, (key, value)) in [
+        ("cpu", 0.5),
+        ("cpu", 0.25),
+        ("cpu", 1.0),
+        ("mem", 64.0),
+        ("mem", 32.0),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let r = metric(format!("m-{i}"), key, *value).await;
+        assert_eq!(r.status, 202, "{}", r.text());
+    }
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let aggregates = loop {
+        let got: Vec<Value> = received
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|e| e["type"] == "metric.recorded.aggregated")
+            .cloned()
+            .collect();
+        if got.len() >= 2 || Instant::now() > deadline {
+            break got;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let of = |key: &str| {
+        aggregates
+            .iter()
+            .find(|a| a["data"]["key"] == key)
+            .unwrap_or_else(|| panic!("no aggregate for {key}: {aggregates:?}\n{}", server.log()))
+    };
+    assert_eq!(
+        (
+            of("cpu")["data"]["count"].as_u64(),
+            of("cpu")["data"]["sum"].as_f64()
+        ),
+        (Some(3), Some(1.75))
+    );
+    assert_eq!(
+        (
+            of("mem")["data"]["count"].as_u64(),
+            of("mem")["data"]["sum"].as_f64()
+        ),
+        (Some(2), Some(96.0))
+    );
+    assert_eq!(
+        aggregates.len(),
+        2,
+        "one aggregate per key and window: {aggregates:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_event_filter_routes_drops_and_reshapes_by_its_rules() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let server = serve(
+        &repo().join("deploy/patterns.toml"),
+        "event-filter",
+        &redis,
+        &[],
+    );
+    let deliver = |ty: &str, source: &str, data: Value| {
+        let url = server.url("/.well-known/wasmfn/events/event-filter");
+        let (ty, source) = (ty.to_string(), source.to_string());
+        async move {
+            send(
+                "POST",
+                &url,
+                &[
+                    ("ce-specversion", "1.0"),
+                    ("ce-id", "e-1"),
+                    ("ce-source", &source),
+                    ("ce-type", &ty),
+                    ("content-type", "application/json"),
+                ],
+                data.to_string(),
+            )
+            .await
+        }
+    };
+    let r = deliver("order.created", "legacy-system", json!({"order_id": "o-1"})).await;
+    assert_eq!(
+        (r.status, r.header("ce-type")),
+        (200, Some("order.v2")),
+        "{}",
+        r.text()
+    );
+    assert_eq!(
+        r.json(),
+        json!({"order_id": "o-1", "schema_version": "2.0"})
+    );
+    let r = deliver("debug.trace", "anywhere", json!({})).await;
+    assert_eq!((r.status, r.header("ce-type")), (202, None), "dropped");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn notifications_reach_the_webhook_once_across_retries_and_restarts() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let received = Arc::new(Mutex::new(Vec::<Value>::new()));
+    let failing = Arc::new(Mutex::new(1));
+    let (keep, fail) = (received.clone(), failing.clone());
+    let hook = serve_http(move |req: http::Request<Bytes>| {
+        let (keep, fail) = (keep.clone(), fail.clone());
+        async move {
+            let mut left = fail.lock().unwrap();
+            if *left > 0 {
+                *left -= 1;
+                return text_response(502, "bad gateway");
+            }
+            keep.lock()
+                .unwrap()
+                .push(serde_json::from_slice(req.body()).unwrap());
+            text_response(200, "ok")
+        }
+    })
+    .await;
+    // The shipped entry, with the webhook URL from a file as the Secret would mount it.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("url"), format!("http://{hook}/notify\n")).unwrap();
+    let text = std::fs::read_to_string(repo().join("deploy/seed-apis.toml"))
+        .unwrap()
+        .replace(
+            "/var/run/secrets/webhook/url",
+            &dir.path().join("url").display().to_string(),
+        )
+        .replace(
+            r#"allowed_outbound_hosts = ["https://hooks.resimate.io"]"#,
+            &format!(r#"allowed_outbound_hosts = ["http://{hook}"]"#),
+        )
+        .replace("../guests/", &format!("{}/", guests::GUESTS_DIR));
+    let (_m, manifest) = common::manifest(&text);
+    let deliver = |server: &Server| {
+        let url = server.url("/.well-known/wasmfn/events/notifications");
+        async move {
+            send(
+                "POST",
+                &url,
+                &[
+                    ("ce-specversion", "1.0"),
+                    ("ce-id", "cmp-1/active"),
+                    ("ce-source", "/campaigns-api"),
+                    ("ce-type", "campaign.launched"),
+                    ("ce-subject", "cmp-1"),
+                    ("content-type", "application/json"),
+                ],
+                json!({"campaign_id": "cmp-1", "name": "Spring sale", "state": "active"})
+                    .to_string(),
+            )
+            .await
+        }
+    };
+    let server = serve(&manifest, "notifications", &redis, &[]);
+    let r = deliver(&server).await;
+    assert_eq!(
+        r.status,
+        503,
+        "the webhook's 502 asks the broker to retry: {}",
+        r.text()
+    );
+    assert_eq!(deliver(&server).await.status, 202);
+    drop(server);
+    // A new pod, the same Redis: the broker's redelivery is a duplicate.
+    let server = serve(&manifest, "notifications", &redis, &[]);
+    assert_eq!(deliver(&server).await.status, 202);
+    let got = received.lock().unwrap().clone();
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0]["text"], "Campaign Spring sale is live.");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn campaigns_switch_from_blue_to_green_in_the_root_manifest_and_notify() {
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start_with(
+        &repo().join("wasmfn.toml"),
+        &[
+            "--data-dir",
+            data.path().to_str().unwrap(),
+            "--admin",
+            "127.0.0.1:0",
+        ],
+    );
+    let r = post(
+        &server.url("/campaigns"),
+        r#"{"name":"Spring sale","channels":["email","push"]}"#,
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.json()["api_version"].as_str()),
+        (201, Some("v1")),
+        "{}",
+        r.text()
+    );
+    assert_eq!(r.header("x-wasmfn-version"), Some("blue"));
+    let id = r.json()["id"].as_str().unwrap().to_string();
+    for step in ["schedule", "launch"] {
+        assert_eq!(
+            post(&server.url(&format!("/campaigns/{id}/{step}")), "")
+                .await
+                .status,
+            200
+        );
+    }
+    // Green, by its tag, before the switch.
+    let r = send(
+        "GET",
+        &server.url(&format!("/campaigns/{id}")),
+        &[("x-wasmfn-version", "v2")],
+        "",
+    )
+    .await;
+    assert_eq!(
+        (r.json()["api_version"].as_str(), r.json()["state"].as_str()),
+        (Some("v2"), Some("active"))
+    );
+    // The switch: every request on green.
+    let log = server.wait_for_log("admin listening");
+    let admin = log
+        .lines()
+        .find(|l| l.contains("admin listening"))
+        .and_then(|l| l.split("addr=").nth(1))
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
+    let r = send(
+        "PUT",
+        &format!("http://{admin}/functions/campaigns-api/weights"),
+        &[],
+        r#"{"green": 100}"#,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    for _ in 0..5 {
+        let r = get(&server.url(&format!("/campaigns/{id}"))).await;
+        assert_eq!(
+            (
+                r.header("x-wasmfn-version"),
+                r.json()["api_version"].as_str()
+            ),
+            (Some("green"), Some("v2"))
+        );
+    }
+    // The launch reached the notification service, which called its webhook (echo here).
+    let log = server.wait_for_log("path=\"/echo/notifications\"");
+    assert!(log.contains("path=\"/echo/notifications\""), "{log}");
+}

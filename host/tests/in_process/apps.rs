@@ -1,0 +1,564 @@
+//! The seed's applications, one guest at a time, with memory stores: users-api,
+//! campaigns-api (v1 and v2), notification-service against a webhook on loopback, the
+//! event-sourced accounts (commands, projection, queries), the windowed aggregator and the
+//! rule-driven event router. Their whole flows run against the spawned binary in
+//! host/tests/apps.rs.
+
+use bytes::Bytes;
+use serde_json::{Value, json};
+use std::sync::{Arc, Mutex};
+use wasmfn_guest_artifacts as guests;
+
+use super::common::{serve_http, text_response};
+use super::{Reply, app, call_with, entry};
+
+fn stores(labels: &[&str]) -> String {
+    labels
+        .iter()
+        .map(|l| format!("[key_value.{l}]\ntype = \"memory\"\n\n"))
+        .collect()
+}
+
+async fn post(app: &wasmfn::server::App, uri: &str, body: Value) -> Reply {
+    call_with(
+        app,
+        "POST",
+        uri,
+        &[("content-type", "application/json")],
+        body.to_string(),
+    )
+    .await
+}
+
+async fn get(app: &wasmfn::server::App, uri: &str) -> Reply {
+    call_with(app, "GET", uri, &[], "").await
+}
+
+/// A binary-mode event of `ty` with JSON `data` (and `time`, when given) to `path`.
+async fn event(
+    app: &wasmfn::server::App,
+    path: &str,
+    ty: &str,
+    id: &str,
+    data: Value,
+    time: Option<&str>,
+) -> Reply {
+    let mut headers = vec![
+        ("ce-specversion", "1.0"),
+        ("ce-id", id),
+        ("ce-source", "/tests"),
+        ("ce-type", ty),
+        ("content-type", "application/json"),
+    ];
+    if let Some(time) = time {
+        headers.push(("ce-time", time));
+    }
+    call_with(app, "POST", path, &headers, data.to_string()).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+pub(crate) async fn users_api() {
+    let app = app(&(stores(&["users"])
+        + &entry(
+            "users",
+            guests::USERS_API,
+            &["/users", "/users/*"],
+            "key_value_stores = [\"users\"]",
+        )));
+    let r = post(
+        &app,
+        "/users",
+        json!({"email": "Ada@Example.com", "name": "Ada"}),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let ada = r.json();
+    assert_eq!(ada["email"], "ada@example.com");
+    let id = ada["id"].as_str().unwrap().to_string();
+    assert_eq!(r.header("location"), Some(format!("/users/{id}").as_str()));
+    assert_eq!(get(&app, &format!("/users/{id}")).await.json(), ada);
+
+    // The same address, however written: 409. Wrong fields: 422 naming them.
+    let r = post(
+        &app,
+        "/users",
+        json!({"email": "ada@example.com ", "name": "Imposter"}),
+    )
+    .await;
+    assert_eq!(r.status, 409, "{}", r.text());
+    for (body, field) in [
+        (json!({"email": "not-an-email", "name": "X"}), "email"),
+        (json!({"email": "x@example.com", "name": " "}), "name"),
+        (json!({"name": "X"}), "email"),
+    ] {
+        let r = post(&app, "/users", body).await;
+        assert_eq!(
+            (r.status, r.json()["field"].as_str()),
+            (422, Some(field)),
+            "{}",
+            r.text()
+        );
+    }
+    assert_eq!(get(&app, "/users/usr-999999").await.status, 404);
+
+    // Changing the email frees the old one.
+    let r = call_with(
+        &app,
+        "PUT",
+        &format!("/users/{id}"),
+        &[],
+        json!({"email": "ada@lovelace.org"}).to_string(),
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.json()["email"].as_str()),
+        (200, Some("ada@lovelace.org"))
+    );
+    let r = post(
+        &app,
+        "/users",
+        json!({"email": "ada@example.com", "name": "Another Ada"}),
+    )
+    .await;
+    assert_eq!(r.status, 201, "the old address is free again: {}", r.text());
+
+    // Paging: 5 users, pages of 2.
+    for i in 0..3 {
+        post(
+            &app,
+            "/users",
+            json!({"email": format!("u{i}@example.com"), "name": format!("U{i}")}),
+        )
+        .await;
+    }
+    let (mut seen, mut after) = (Vec::new(), String::new());
+    loop {
+        let page = get(&app, &format!("/users?limit=2&after={after}"))
+            .await
+            .json();
+        for u in page["users"].as_array().unwrap() {
+            seen.push(u["id"].as_str().unwrap().to_string());
+        }
+        match page["next"].as_str() {
+            Some(next) => after = next.to_string(),
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), 5, "{seen:?}");
+    assert!(seen.windows(2).all(|w| w[0] < w[1]), "in order: {seen:?}");
+    assert_eq!(get(&app, "/users?limit=0").await.status, 422);
+
+    let r = call_with(&app, "DELETE", &format!("/users/{id}"), &[], "").await;
+    assert_eq!(r.status, 204);
+    assert_eq!(get(&app, &format!("/users/{id}")).await.status, 404);
+    assert_eq!(
+        get(&app, "/users/health/ready").await.json()["status"],
+        "ready"
+    );
+}
+
+fn campaigns_manifest() -> String {
+    stores(&["campaigns"])
+        + &format!(
+            "[[functions]]\nname = \"campaigns\"\nroutes = [\"/campaigns\", \"/campaigns/*\"]\nkey_value_stores = [\"campaigns\"]\n\
+             versions = [{{ name = \"blue\", component = {v1:?}, weight = 100 }}, {{ name = \"green\", component = {v2:?}, weight = 0 }}]\n\n",
+            v1 = guests::CAMPAIGNS_API,
+            v2 = guests::CAMPAIGNS_API_V2
+        )
+        + &entry(
+            "display",
+            guests::EVENT_DISPLAY,
+            &[],
+            "events = [{ filters = [{ prefix = { type = \"campaign.\" } }] }]",
+        )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+pub(crate) async fn campaigns_api() {
+    let app = app(&campaigns_manifest());
+    let r = post(&app, "/campaigns", json!({"name": "Spring sale"})).await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let id = r.json()["id"].as_str().unwrap().to_string();
+    assert_eq!(
+        r.json(),
+        json!({"id": id, "name": "Spring sale", "status": "draft", "api_version": "v1"})
+    );
+    // Launching a draft skips a step: 409, and nothing changes.
+    let r = call_with(&app, "POST", &format!("/campaigns/{id}/launch"), &[], "").await;
+    assert_eq!(r.status, 409, "{}", r.text());
+    for (step, status) in [
+        ("schedule", "scheduled"),
+        ("launch", "active"),
+        ("finish", "finished"),
+    ] {
+        let r = call_with(&app, "POST", &format!("/campaigns/{id}/{step}"), &[], "").await;
+        assert_eq!(
+            (r.status, r.json()["status"].as_str()),
+            (200, Some(status)),
+            "{}",
+            r.text()
+        );
+    }
+    // Each change was an event (event-display subscribes to campaign.*).
+    let metrics = app.metrics().encode();
+    for ty in [
+        "campaign.scheduled",
+        "campaign.launched",
+        "campaign.finished",
+    ] {
+        assert!(
+            metrics.contains(&format!("type=\"{ty}\"")),
+            "{ty} not delivered:\n{metrics}"
+        );
+    }
+    assert_eq!(
+        post(&app, "/campaigns", json!({"name": ""})).await.status,
+        422
+    );
+    let r = post(
+        &app,
+        "/campaigns",
+        json!({"name": "x", "channels": ["fax"]}),
+    )
+    .await;
+    assert_eq!(r.json()["field"], "channels");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+pub(crate) async fn campaigns_api_v2() {
+    let app = app(&campaigns_manifest());
+    let green = [("x-wasmfn-version", "green")];
+    let r = call_with(
+        &app,
+        "POST",
+        "/campaigns",
+        &green,
+        json!({"name": "Launch", "channels": ["push"]}).to_string(),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let id = r.json()["id"].as_str().unwrap().to_string();
+    call_with(
+        &app,
+        "POST",
+        &format!("/campaigns/{id}/schedule"),
+        &green,
+        "",
+    )
+    .await;
+    // v2 shows the state, channels and history; v1 the same campaign its own way.
+    let v2 = call_with(&app, "GET", &format!("/campaigns/{id}"), &green, "")
+        .await
+        .json();
+    assert_eq!(v2["api_version"], "v2");
+    assert_eq!(v2["state"], "scheduled");
+    assert_eq!(v2["channels"], json!(["push"]));
+    let states: Vec<&str> = v2["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(states, ["draft", "scheduled"]);
+    let v1 = get(&app, &format!("/campaigns/{id}")).await.json();
+    assert_eq!(
+        v1,
+        json!({"id": id, "name": "Launch", "status": "scheduled", "api_version": "v1"})
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+pub(crate) async fn notification_service() {
+    // A webhook that fails its first call with 503, then takes every notification.
+    let received = Arc::new(Mutex::new(Vec::<Value>::new()));
+    let calls = Arc::new(Mutex::new(0));
+    let (r2, c2) = (received.clone(), calls.clone());
+    let addr = serve_http(move |req: http::Request<Bytes>| {
+        let (received, calls) = (r2.clone(), c2.clone());
+        async move {
+            let mut n = calls.lock().unwrap();
+            *n += 1;
+            if *n == 1 {
+                return text_response(503, "busy");
+            }
+            received
+                .lock()
+                .unwrap()
+                .push(serde_json::from_slice(req.body()).unwrap());
+            text_response(200, "ok")
+        }
+    })
+    .await;
+    let app = app(&(stores(&["notifications"])
+        + &entry(
+            "notify",
+            guests::NOTIFICATION_SERVICE,
+            &[],
+            &format!(
+                "events = [{{ filters = [{{ prefix = {{ type = \"order.\" }} }}] }}]\nkey_value_stores = [\"notifications\"]\n\
+                 variables = {{ webhook_url = \"http://{addr}/hook\" }}\nallowed_outbound_hosts = [\"http://{addr}\"]"
+            ),
+        )));
+    let order = json!({"order_id": "o-1", "item": "widget", "quantity": 1, "amount_cents": 5});
+    // The webhook's 503 makes the delivery retryable; the redelivery notifies; the one after
+    // that is a duplicate and notifies no one.
+    let r = event(&app, "/", "order.completed", "n-1", order.clone(), None).await;
+    assert_eq!(r.status, 503, "{}", r.text());
+    for _ in 0..2 {
+        let r = event(&app, "/", "order.completed", "n-1", order.clone(), None).await;
+        assert_eq!(r.status, 202, "{}", r.text());
+    }
+    let got = received.lock().unwrap().clone();
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0]["event_id"], "n-1");
+    assert_eq!(got[0]["text"], "Order o-1 is confirmed.");
+}
+
+fn accounts_manifest() -> String {
+    stores(&["events", "accounts-view"])
+        + &entry(
+            "commands",
+            guests::ACCOUNT_COMMANDS,
+            &["/accounts", "/accounts/*"],
+            "key_value_stores = [\"events\"]",
+        )
+        + &entry(
+            "projection",
+            guests::ACCOUNT_PROJECTION,
+            &["/projections/accounts/replay"],
+            "events = [{ filters = [{ prefix = { type = \"account.event.\" } }] }]\nkey_value_stores = [\"events\", \"accounts-view\"]",
+        )
+        + &entry(
+            "queries",
+            guests::ACCOUNT_QUERIES,
+            &["/balances", "/balances/*"],
+            "key_value_stores = [\"accounts-view\"]",
+        )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+pub(crate) async fn account_commands() {
+    let app = app(&accounts_manifest());
+    assert_eq!(
+        post(&app, "/accounts", json!({"account": "acc-1"}))
+            .await
+            .status,
+        201
+    );
+    assert_eq!(
+        post(&app, "/accounts", json!({"account": "acc-1"}))
+            .await
+            .status,
+        409
+    );
+    let r = post(
+        &app,
+        "/accounts/acc-1/deposits",
+        json!({"amount_cents": 500, "expected_version": 1}),
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.json()["event"]["version"].as_u64()),
+        (201, Some(2)),
+        "{}",
+        r.text()
+    );
+    // A command that read version 1 is stale now.
+    let r = post(
+        &app,
+        "/accounts/acc-1/withdrawals",
+        json!({"amount_cents": 100, "expected_version": 1}),
+    )
+    .await;
+    assert_eq!(r.status, 409, "{}", r.text());
+    let r = post(
+        &app,
+        "/accounts/acc-1/withdrawals",
+        json!({"amount_cents": 600}),
+    )
+    .await;
+    assert_eq!(r.status, 422, "overdraft: {}", r.text());
+    assert_eq!(
+        post(&app, "/accounts/nope/deposits", json!({"amount_cents": 1}))
+            .await
+            .status,
+        404
+    );
+    let stream = get(&app, "/accounts/acc-1/events").await.json();
+    let kinds: Vec<&str> = stream["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["opened", "deposited"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+pub(crate) async fn account_projection() {
+    let app = app(&accounts_manifest());
+    post(&app, "/accounts", json!({"account": "acc-2"})).await;
+    post(
+        &app,
+        "/accounts/acc-2/deposits",
+        json!({"amount_cents": 300}),
+    )
+    .await;
+    // Redelivered and out-of-order events leave the read model as the stream says.
+    let recorded = get(&app, "/accounts/acc-2/events").await.json()["events"].clone();
+    let deposit = recorded[1].clone();
+    let r = event(
+        &app,
+        "/",
+        "account.event.deposited",
+        "acc-2/2",
+        deposit,
+        None,
+    )
+    .await;
+    assert_eq!(r.status, 202, "{}", r.text());
+    assert_eq!(
+        get(&app, "/balances/acc-2").await.json()["balance_cents"],
+        300
+    );
+    let live = get(&app, "/balances").await.json();
+    let r = post(&app, "/projections/accounts/replay", json!({})).await;
+    assert_eq!(r.json(), json!({"accounts": 1, "events": 2}));
+    assert_eq!(
+        get(&app, "/balances").await.json(),
+        live,
+        "the replayed model is the live one"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+pub(crate) async fn account_queries() {
+    let app = app(&accounts_manifest());
+    assert_eq!(get(&app, "/balances/none").await.status, 404);
+    post(&app, "/accounts", json!({"account": "acc-3"})).await;
+    post(
+        &app,
+        "/accounts/acc-3/deposits",
+        json!({"amount_cents": 70}),
+    )
+    .await;
+    post(
+        &app,
+        "/accounts/acc-3/withdrawals",
+        json!({"amount_cents": 20}),
+    )
+    .await;
+    assert_eq!(
+        get(&app, "/balances/acc-3").await.json(),
+        json!({"account": "acc-3", "balance_cents": 50, "version": 3})
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+pub(crate) async fn metrics_aggregator() {
+    // Windows of an hour: the test's events all fall in the current one; closing it is
+    // the schedule's ping, sent here as a PingSource would, an hour later in effect (a
+    // window whose end is past). Late events are refused.
+    let app = app(&(stores(&["aggregates"])
+        + &entry(
+            "aggregator",
+            guests::METRICS_AGGREGATOR,
+            &[],
+            "events = [{ type = \"metric.recorded\" }]\nkey_value_stores = [\"aggregates\"]\nvariables = { window_seconds = \"3600\", grace_seconds = \"0\" }",
+        )));
+    for (i, value) in [1.5, 2.25, 3.0].iter().enumerate() {
+        let r = event(
+            &app,
+            "/",
+            "metric.recorded",
+            &format!("m-{i}"),
+            json!({"key": "cpu", "value": value}),
+            None,
+        )
+        .await;
+        assert_eq!(r.status, 202, "{}", r.text());
+    }
+    let r = event(
+        &app,
+        "/",
+        "metric.recorded",
+        "late",
+        json!({"key": "cpu", "value": 1}),
+        Some("2020-01-01T00:00:00Z"),
+    )
+    .await;
+    assert_eq!(r.status, 422, "{}", r.text());
+    assert!(r.text().contains("has closed"), "{}", r.text());
+    let r = event(
+        &app,
+        "/",
+        "metric.recorded",
+        "neg",
+        json!({"value": -1}),
+        None,
+    )
+    .await;
+    assert_eq!(r.status, 422);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+pub(crate) async fn event_router() {
+    let rules = json!({"rules": [
+        {"match": {"type": "order.*", "source": "legacy-system"},
+         "transform": {"type": "order.v2", "add_fields": {"schema_version": "2.0"}, "remove_fields": ["internal"]}},
+        {"match": {"type": "debug.*"}, "drop": true},
+        {"match": {"type": "audit.*"}, "transform": {"type": "audit.routed"}},
+    ]})
+    .to_string();
+    let app = app(&entry(
+        "router",
+        guests::EVENT_ROUTER,
+        &[],
+        &format!("events = [{{}}]\nvariables = {{ rules = {:?} }}", rules),
+    ));
+    let legacy = |ty: &str, source: &str, data: Value| {
+        let body = data.to_string();
+        let (ty, source) = (ty.to_string(), source.to_string());
+        let app = app.clone();
+        async move {
+            call_with(
+                &app,
+                "POST",
+                "/",
+                &[
+                    ("ce-specversion", "1.0"),
+                    ("ce-id", "e-1"),
+                    ("ce-source", &source),
+                    ("ce-type", &ty),
+                    ("content-type", "application/json"),
+                ],
+                body,
+            )
+            .await
+        }
+    };
+    let r = legacy(
+        "order.created",
+        "legacy-system",
+        json!({"id": 7, "internal": true}),
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.header("ce-type")),
+        (200, Some("order.v2")),
+        "{}",
+        r.text()
+    );
+    assert_eq!(r.header("ce-originaltype"), Some("order.created"));
+    assert_eq!(r.json(), json!({"id": 7, "schema_version": "2.0"}));
+    // The same type from another source: no rule, dropped (202, no reply).
+    let r = legacy("order.created", "web", json!({})).await;
+    assert_eq!((r.status, r.header("ce-type")), (202, None));
+    let r = legacy("debug.trace", "x", json!({})).await;
+    assert_eq!((r.status, r.header("ce-type")), (202, None));
+    let r = legacy("audit.login", "x", json!({"user": "ada"})).await;
+    assert_eq!(
+        (r.header("ce-type"), r.json()),
+        (Some("audit.routed"), json!({"user": "ada"}))
+    );
+}
