@@ -23,6 +23,7 @@ mod outgoing;
 mod output;
 mod state;
 mod wasi_http;
+mod wasi_version;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -325,7 +326,7 @@ impl Engine {
         let wasm = read(path)?;
         self.engine
             .precompile_component(&wasm)
-            .map_err(|e| invalid(path, &e))
+            .map_err(|e| invalid(path, &wasm, &e))
     }
 
     /// Compiles a `.wasm` into the cache (if it is not there yet) and returns the cache file.
@@ -368,9 +369,18 @@ impl Engine {
             reason,
         };
         let instance_pre = self.linker.instantiate_pre(&component).map_err(|e| {
-            contract(format!(
-                "it imports something wasmfn does not provide: {e:#}"
-            ))
+            let ty = component.component_type();
+            let names = (ty
+                .imports(&self.engine)
+                .map(|(n, _)| ("imports", n.to_string())))
+            .chain(
+                ty.exports(&self.engine)
+                    .map(|(n, _)| ("exports", n.to_string())),
+            );
+            contract(match wasi_version::of_names(names) {
+                Some(mismatch) => mismatch.to_string(),
+                None => format!("it imports something wasmfn does not provide: {e:#}"),
+            })
         })?;
         // An export is required when the manifest entry needs it, optional otherwise.
         let export = |pre: wasmtime::Result<_>, needed: bool, why: &str| match pre {
@@ -443,7 +453,7 @@ impl Engine {
         }
         let wasm = read(path)?;
         let Some(cache) = &self.cache else {
-            return Component::new(&self.engine, &wasm).map_err(|e| invalid(path, &e));
+            return Component::new(&self.engine, &wasm).map_err(|e| invalid(path, &wasm, &e));
         };
         let entry = cache.entry_for(&wasm, &self.engine);
         if entry.exists() {
@@ -467,7 +477,7 @@ impl Engine {
 
     fn compile_and_cache(&self, path: &Path, wasm: &[u8]) -> Result<Component, LoadError> {
         let started = std::time::Instant::now();
-        let component = Component::new(&self.engine, wasm).map_err(|e| invalid(path, &e))?;
+        let component = Component::new(&self.engine, wasm).map_err(|e| invalid(path, wasm, &e))?;
         tracing::info!(component = %path.display(), elapsed_ms = started.elapsed().as_millis() as u64, "compiled");
         if let Some(cache) = &self.cache {
             let entry = cache.entry_for(wasm, &self.engine);
@@ -546,10 +556,18 @@ fn read(path: &Path) -> Result<Vec<u8>, LoadError> {
     })
 }
 
-fn invalid(path: &Path, e: &wasmtime::Error) -> LoadError {
-    LoadError::Invalid {
-        path: path.to_path_buf(),
-        reason: format!("{e:#}"),
+/// wasmtime refused the bytes: say so, unless they are a component for a WASI version this
+/// host does not serve, which wasmtime cannot parse and which deserves to be named.
+fn invalid(path: &Path, wasm: &[u8], e: &wasmtime::Error) -> LoadError {
+    match wasi_version::of_bytes(wasm) {
+        Some(mismatch) => LoadError::Contract {
+            path: path.to_path_buf(),
+            reason: mismatch.to_string(),
+        },
+        None => LoadError::Invalid {
+            path: path.to_path_buf(),
+            reason: format!("{e:#}"),
+        },
     }
 }
 
