@@ -1,0 +1,112 @@
+//! A fixed number of requests through `App::handle`, for counting instructions per request
+//! with callgrind (wall-clock on these machines moves by ±20% between runs; instructions do
+//! not). Run it twice and divide the difference by the difference in requests:
+//!
+//! ```sh
+//! cargo build --release -p wasmfn-benches --bin instructions
+//! valgrind --tool=callgrind --callgrind-out-file=/dev/null target/release/instructions hello 300
+//! valgrind --tool=callgrind --callgrind-out-file=/dev/null target/release/instructions hello 1300
+//! ```
+//!
+//! Kinds: `hello` (an SDK function through the one-call `http-handler` export), `hello-wasi-http`
+//! (the same through `wasi:http`, as a body of unknown length goes) and `event-echo` (a
+//! binary-mode CloudEvent in, its reply out). The instance allocator is on-demand: valgrind
+//! cannot reserve the pooling allocator's address space. One current-thread runtime.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use wasmfn::engine::{EngineOptions, PoolingMode};
+use wasmfn::server::App;
+use wasmfn::testing;
+use wasmfn_guest_artifacts as guests;
+
+/// An empty body that does not say it is empty, like a chunked upload: the host cannot take
+/// the one-call path for it and streams it through `wasi:http`.
+struct UnknownLength;
+
+impl hyper::body::Body for UnknownLength {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        std::task::Poll::Ready(None)
+    }
+}
+
+fn main() {
+    // SAFETY: nothing else runs yet; a captured backtrace per error value would be counted.
+    unsafe { std::env::remove_var("RUST_BACKTRACE") };
+    let mut args = std::env::args().skip(1);
+    let kind = args.next().unwrap_or_else(|| "hello".into());
+    let n: usize = args.next().and_then(|n| n.parse().ok()).unwrap_or(300);
+    let (component, extra) = match kind.as_str() {
+        "hello" | "hello-wasi-http" => (guests::HELLO, "variables = { greeting = \"Hello\" }\n"),
+        "event-echo" => (guests::EVENT_ECHO, ""),
+        other => panic!("unknown kind {other}: hello, hello-wasi-http or event-echo"),
+    };
+    let text = if kind == "event-echo" {
+        format!(
+            "[[functions]]\nname = \"f\"\ncomponent = \"{component}\"\nevents = [{{ type = \"bench.ping\" }}]\n"
+        )
+    } else {
+        format!(
+            "[[functions]]\nname = \"f\"\ncomponent = \"{component}\"\nroutes = [\"/hello\"]\n{extra}"
+        )
+    };
+    let engine = testing::engine(EngineOptions {
+        pooling: PoolingMode::Off,
+        ..EngineOptions::default()
+    });
+    let app: Arc<App> = testing::app(&text, &engine);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        for _ in 0..n {
+            let status = match kind.as_str() {
+                "hello" => {
+                    let request = http::Request::get("/hello?name=bench")
+                        .header("host", "localhost")
+                        .body(Full::new(Bytes::new()))
+                        .unwrap();
+                    let response = app.handle(request).await;
+                    let status = response.status();
+                    response.into_body().collect().await.unwrap();
+                    status
+                }
+                "hello-wasi-http" => {
+                    let request = http::Request::get("/hello?name=bench")
+                        .header("host", "localhost")
+                        .body(UnknownLength)
+                        .unwrap();
+                    let response = app.handle(request).await;
+                    let status = response.status();
+                    response.into_body().collect().await.unwrap();
+                    status
+                }
+                _ => {
+                    let request = http::Request::post("/")
+                        .header("host", "localhost")
+                        .header("ce-specversion", "1.0")
+                        .header("ce-id", "1")
+                        .header("ce-source", "/bench")
+                        .header("ce-type", "bench.ping")
+                        .header("content-type", "application/json")
+                        .body(Full::new(Bytes::from_static(b"{\"n\":1}")))
+                        .unwrap();
+                    let response = app.handle(request).await;
+                    let status = response.status();
+                    response.into_body().collect().await.unwrap();
+                    status
+                }
+            };
+            assert!(status.is_success(), "{kind}: {status}");
+        }
+    });
+}
