@@ -558,6 +558,59 @@ async fn notifications_reach_the_webhook_once_across_retries_and_restarts() {
     let got = received.lock().unwrap().clone();
     assert_eq!(got.len(), 1, "{got:?}");
     assert_eq!(got[0]["text"], "Campaign Spring sale is live.");
+
+    // A host that died mid-send leaves its claim behind, and nothing recorded. While the
+    // claim may still be live, a redelivery is asked to come back; once it has lapsed (a
+    // claim two 60 s slots old), the redelivery notifies.
+    let mut redis_keys = ::redis::Client::open(redis.url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let slot = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        / 60;
+    let claim = |slot: u64| {
+        format!("wasmfn:notifications:notified:/campaigns-api:cmp-1/active:claim:{slot}")
+    };
+    let _: () = ::redis::cmd("DEL")
+        .arg("wasmfn:notifications:notified:/campaigns-api:cmp-1/active:done")
+        .query(&mut redis_keys)
+        .unwrap();
+    let _: () = ::redis::cmd("SET")
+        .arg(claim(slot))
+        .arg("1")
+        .query(&mut redis_keys)
+        .unwrap();
+    let r = deliver(&server).await;
+    assert_eq!(
+        r.status,
+        503,
+        "a claim that may be live holds: {}",
+        r.text()
+    );
+    let _: () = ::redis::cmd("DEL")
+        .arg(claim(slot))
+        .query(&mut redis_keys)
+        .unwrap();
+    let _: () = ::redis::cmd("SET")
+        .arg(claim(slot - 2))
+        .arg("1")
+        .query(&mut redis_keys)
+        .unwrap();
+    assert_eq!(deliver(&server).await.status, 202);
+    assert_eq!(
+        received.lock().unwrap().len(),
+        2,
+        "the lapsed claim was taken over"
+    );
+    assert_eq!(deliver(&server).await.status, 202);
+    assert_eq!(
+        received.lock().unwrap().len(),
+        2,
+        "and recorded: no third notification"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -128,4 +128,50 @@ impl Store {
     pub fn delete_many(&self, keys: &[String]) -> Result<(), Error> {
         batch::delete_many(&self.bucket, keys).map_err(|e| self.fail(e))
     }
+
+    /// Claims the work named `name` for one worker at a time: `Some` to the one caller that
+    /// got it, `None` while another may still hold it. For work that must run once per event
+    /// however often the event is delivered: check the work's record, claim, check the
+    /// record again, do the work, write the record, then [`Claim::release`].
+    ///
+    /// A claim lapses by itself between one and two `lease`s after it was taken, so a worker
+    /// whose process died while holding it (the work neither done nor released) does not
+    /// block the work for ever; `lease` must be longer than the function's timeout, so a
+    /// live holder is never overtaken. wasi:keyvalue has no expiry: the claim is a counter
+    /// per lease-long slot of the wall clock, and a caller may claim when neither the
+    /// current slot's nor the previous slot's counter is taken.
+    pub fn claim(&self, name: &str, lease: std::time::Duration) -> Result<Option<Claim>, Error> {
+        let slot = claim_slot(lease);
+        if self.exists(&format!("{name}:claim:{}", slot.saturating_sub(1)))? {
+            return Ok(None);
+        }
+        let key = format!("{name}:claim:{slot}");
+        if self.increment(&key, 1)? != 1 {
+            return Ok(None);
+        }
+        Ok(Some(Claim { key }))
+    }
+}
+
+/// The lease-long slot of the wall clock that a claim taken now belongs to.
+fn claim_slot(lease: std::time::Duration) -> u64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    now / lease.as_secs().max(1)
+}
+
+/// Work claimed by [`Store::claim`].
+#[derive(Debug)]
+pub struct Claim {
+    key: String,
+}
+
+impl Claim {
+    /// Gives the work up: after it is done and recorded (the record now answers every
+    /// later delivery), or after it failed and may be tried again at once.
+    pub fn release(self, store: &Store) -> Result<(), Error> {
+        store.delete(&self.key)
+    }
 }

@@ -26,23 +26,31 @@ fn notify(event: CloudEvent) -> Result<(), Error> {
         return Ok(());
     }
     // One delivery at a time per event: a second one arriving while the first is still
-    // talking to the webhook is asked to come back later.
-    let claim = format!("{key}:claim");
-    if store.increment(&claim, 1)? != 1 {
+    // talking to the webhook is asked to come back later. The claim lapses after a minute
+    // or two, so an event whose host died mid-send is notified by a later redelivery.
+    let Some(claim) = store.claim(&key, LEASE)? else {
         return Err(Error::retry(format!("event {} is being notified", event.id())).retry_after(1));
+    };
+    if store.exists(&done)? {
+        claim.release(&store)?;
+        return Ok(());
     }
     match send(&url, &event) {
         Ok(()) => {
             store.set(&done, "1")?;
-            remember(&store, &key)?;
-            Ok(())
+            claim.release(&store)?;
+            remember(&store, &key)
         }
         Err(e) => {
-            store.delete(&claim)?;
+            claim.release(&store)?;
             Err(e)
         }
     }
 }
+
+/// Longer than this function's timeout (and its webhook call's), so a live send is never
+/// overtaken.
+const LEASE: std::time::Duration = std::time::Duration::from_secs(60);
 
 fn send(url: &str, event: &CloudEvent) -> Result<(), Error> {
     let data: Value = event.json().unwrap_or(Value::Null);
@@ -104,7 +112,7 @@ fn remember(store: &Store, key: &str) -> Result<(), Error> {
         && let Ok(old) = String::from_utf8(old)
         && old != key
     {
-        store.delete_many(&[format!("{old}:done"), format!("{old}:claim")])?;
+        store.delete(&format!("{old}:done"))?;
     }
     store.set(&slot, key)
 }

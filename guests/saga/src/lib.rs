@@ -70,23 +70,33 @@ pub fn once(
     if let Some((ty, order)) = store.get_json::<(String, Order)>(&key)? {
         return next(&ty, source, &order);
     }
-    let claim = format!("{key}:claim");
-    if store.increment(&claim, 1)? != 1 {
+    let Some(claim) = store.claim(&key, LEASE)? else {
         return Err(
             Error::retry(format!("{step} of {} is in progress", order.order_id)).retry_after(1),
         );
+    };
+    // Another delivery may have done the step between the look and the claim.
+    if let Some((ty, order)) = store.get_json::<(String, Order)>(&key)? {
+        claim.release(store)?;
+        return next(&ty, source, &order);
     }
     match act() {
         Ok((ty, order)) => {
             store.set_json(&key, &(&ty, &order))?;
+            claim.release(store)?;
             next(&ty, source, &order)
         }
         Err(e) => {
-            store.delete(&claim)?;
+            claim.release(store)?;
             Err(e)
         }
     }
 }
+
+/// How long a step's claim holds: longer than any saga function's timeout, so a live step
+/// is never overtaken, and short enough that a step whose host died mid-way is taken up
+/// again by a redelivery a minute or two later.
+pub const LEASE: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Units of `item` there are, from the inventory service's `stock.<item>` variable.
 pub fn stock(item: &str) -> u64 {
