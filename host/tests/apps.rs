@@ -308,6 +308,59 @@ async fn event_sourcing_refuses_stale_appends_and_replay_rebuilds_the_live_model
     );
     let stream = get(&server.url("/accounts/acc-a/events")).await.json();
     assert_eq!(stream["events"].as_array().unwrap().len(), 4);
+
+    // A host that died mid-append leaves its claim on version 3 of acc-b: while it may be
+    // live, appends are refused; once it has lapsed (two 60 s slots old), they go on.
+    let mut keys = ::redis::Client::open(redis.url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let slot = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        / 60;
+    let claim = |slot: u64| format!("wasmfn:events:append:acc-b:3:claim:{slot}");
+    let mut redis = |args: &[&str]| {
+        let mut cmd = ::redis::cmd(args[0]);
+        for a in &args[1..] {
+            cmd.arg(*a);
+        }
+        let _: () = cmd.query(&mut keys).unwrap();
+    };
+    let deposits = server.url("/accounts/acc-b/deposits");
+    let deposit = || post(&deposits, r#"{"amount_cents":5}"#);
+    redis(&["SET", &claim(slot), "1"]);
+    assert_eq!(
+        deposit().await.status,
+        409,
+        "a claim that may be live holds"
+    );
+    redis(&["DEL", &claim(slot)]);
+    redis(&["SET", &claim(slot - 2), "1"]);
+    let r = deposit().await;
+    assert_eq!(
+        (r.status, &r.json()["event"]["version"]),
+        (201, &json!(3)),
+        "{}",
+        r.text()
+    );
+    // A host that died after writing event 4 but before moving the head: the next append
+    // finds the event, repairs the head and asks the client to decide again.
+    let event = json!({"account": "acc-b", "version": 4, "kind": "deposited", "amount_cents": 7});
+    redis(&[
+        "SET",
+        "wasmfn:events:stream:acc-b:0000000004",
+        &event.to_string(),
+    ]);
+    assert_eq!(deposit().await.status, 409);
+    let r = deposit().await;
+    assert_eq!(
+        (r.status, &r.json()["event"]["version"]),
+        (201, &json!(5)),
+        "{}",
+        r.text()
+    );
 }
 
 /// A stand-in broker that keeps what the host sends its sink.

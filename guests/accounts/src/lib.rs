@@ -128,8 +128,10 @@ pub fn accounts(store: &Store) -> Result<Vec<String>, Error> {
 }
 
 /// Appends `kind` of `amount_cents` to `account`'s stream as version `expected + 1`. Each
-/// version can be claimed once (an atomic increment from 0 to 1 wins it), so of two
-/// appends that read the same version one gets 409 and must decide again.
+/// version is claimed by one append at a time and written once, so of two appends that
+/// read the same version one gets 409 and must decide again. A claim left by a host that
+/// died mid-append lapses (see `Store::claim`), and an event written without its head
+/// moving on is found and the head repaired, so a crash never blocks the stream.
 pub fn append(
     store: &Store,
     account: &str,
@@ -138,13 +140,23 @@ pub fn append(
     amount_cents: u64,
 ) -> Result<Recorded, Error> {
     let version = expected + 1;
-    if store.increment(&format!("claim:{account}:{version}"), 1)? != 1 {
-        return Err(Error::new(
+    let changed = || {
+        Error::new(
             409,
             format!(
                 "account {account} has changed since version {expected}; read it again and retry"
             ),
-        ));
+        )
+    };
+    let Some(claim) = store.claim(&format!("append:{account}:{version}"), LEASE)? else {
+        return Err(changed());
+    };
+    if store.exists(&event_key(account, version))? {
+        if head(store, account)? < version {
+            store.set(&head_key(account), version.to_string())?;
+        }
+        claim.release(store)?;
+        return Err(changed());
     }
     let recorded = Recorded {
         account: account.to_string(),
@@ -154,5 +166,9 @@ pub fn append(
     };
     store.set_json(&event_key(account, version), &recorded)?;
     store.set(&head_key(account), version.to_string())?;
+    claim.release(store)?;
     Ok(recorded)
 }
+
+/// How long an append's claim holds: longer than the command service's timeout.
+const LEASE: std::time::Duration = std::time::Duration::from_secs(60);
