@@ -147,6 +147,40 @@ async fn users_api_on_redis_keeps_emails_unique_across_two_hosts() {
         get(&a.url("/users/health/ready")).await.json()["status"],
         "ready"
     );
+
+    // A registration that died mid-way: the address names a user never written, under a
+    // claim. While the claim may be live the address is taken; once it has lapsed (two
+    // 60 s slots old), a new registration gets it.
+    let mut keys = ::redis::Client::open(redis.url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let mut redis = |args: &[&str]| {
+        let mut cmd = ::redis::cmd(args[0]);
+        for a in &args[1..] {
+            cmd.arg(*a);
+        }
+        let _: () = cmd.query(&mut keys).unwrap();
+    };
+    let slot = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        / 60;
+    let claim = |slot: u64| format!("wasmfn:users:email:ghost@example.com:claim:{slot}");
+    redis(&["SET", "wasmfn:users:email:ghost@example.com", "usr-999999"]);
+    redis(&["SET", &claim(slot), "1"]);
+    let ghost = r#"{"email":"ghost@example.com","name":"Ghost"}"#;
+    assert_eq!(post(&a.url("/users"), ghost).await.status, 409);
+    redis(&["DEL", &claim(slot)]);
+    redis(&["SET", &claim(slot - 2), "1"]);
+    let r = post(&b.url("/users"), ghost).await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert_eq!(
+        post(&a.url("/users"), ghost).await.status,
+        409,
+        "and now it is held"
+    );
 }
 
 const SAGA: &str = "order-service,inventory-service,payment-service,inventory-compensator";

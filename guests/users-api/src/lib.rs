@@ -9,11 +9,12 @@
 //! - `GET /users?limit=20&after={id}` → `{"users": [...], "next": id or null}`, by id
 //! - `GET /users/health/live`, `/users/health/ready` (ready opens the store)
 //!
-//! An email belongs to one user: it is claimed with an atomic increment before the user is
-//! written, so two requests racing for one address cannot both win.
+//! An email belongs to one user: a request takes it under a claim (`Store::claim`) held
+//! until the user's record has it, so two requests racing for one address cannot both win,
+//! and one that died mid-way blocks the address only until its claim lapses.
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use wasmfn_sdk::kv::Store;
+use wasmfn_sdk::kv::{Claim, Store};
 use wasmfn_sdk::{Error, Json, Request, Response, Router};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -75,25 +76,53 @@ fn check_name(name: &str) -> Result<String, Response> {
     Ok(name.to_string())
 }
 
-/// Claims `email` for `id`: false when another user holds it. Each generation of an
-/// address (it moves on when the address is released) has a counter, and only the request
-/// that takes it from 0 to 1 wins, so racing registrations cannot both succeed.
-fn claim(store: &Store, email: &str, id: &str) -> Result<bool, Error> {
-    let key = format!("{EMAIL}{email}");
-    let generation = store.increment(&format!("{key}:generation"), 0)?;
-    if store.increment(&format!("{key}:claims:{generation}"), 1)? != 1 {
-        return Ok(store
-            .get(&key)?
-            .is_some_and(|holder| holder == id.as_bytes()));
-    }
-    store.set(&key, id)?;
-    Ok(true)
+/// How long registering an address may take before another request may finish it for
+/// itself: longer than this function's timeout.
+const LEASE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The id of the user who holds `email`: the one its key names, if that user's record has
+/// the address. A key naming a user without it is what a request that died mid-way left
+/// behind, and holds nothing.
+fn holder(store: &Store, email: &str) -> Result<Option<String>, Error> {
+    let Some(id) = store.get(&format!("{EMAIL}{email}"))? else {
+        return Ok(None);
+    };
+    let id = String::from_utf8_lossy(&id).into_owned();
+    let user: Option<User> = store.get_json(&format!("{USER}{id}"))?;
+    Ok(user.filter(|u| u.email == email).map(|_| id))
 }
 
-fn release(store: &Store, email: &str) -> Result<(), Error> {
+/// Takes `email` for `id`, or None when another user holds it or is taking it right now.
+/// The claim is held until the user's record has the address, then released, so racing
+/// registrations cannot both succeed, and one that died mid-way blocks the address only
+/// until its claim lapses.
+fn claim(store: &Store, email: &str, id: &str) -> Result<Option<Claim>, Error> {
+    let taken = |store: &Store| -> Result<bool, Error> {
+        Ok(holder(store, email)?.is_some_and(|holder| holder != id))
+    };
+    if taken(store)? {
+        return Ok(None);
+    }
+    let Some(claim) = store.claim(&format!("{EMAIL}{email}"), LEASE)? else {
+        return Ok(None);
+    };
+    if taken(store)? {
+        claim.release(store)?;
+        return Ok(None);
+    }
+    store.set(&format!("{EMAIL}{email}"), id)?;
+    Ok(Some(claim))
+}
+
+/// Frees `email` if `id` holds it.
+fn release(store: &Store, email: &str, id: &str) -> Result<(), Error> {
     let key = format!("{EMAIL}{email}");
-    store.delete(&key)?;
-    store.increment(&format!("{key}:generation"), 1)?;
+    if store
+        .get(&key)?
+        .is_some_and(|holder| holder == id.as_bytes())
+    {
+        store.delete(&key)?;
+    }
     Ok(())
 }
 
@@ -145,12 +174,12 @@ fn create(req: Request) -> Result<Response, Error> {
     };
     let store = store()?;
     let id = format!("usr-{:06}", store.increment("users:next-id", 1)?);
-    if !claim(&store, &email, &id)? {
+    let Some(claim) = claim(&store, &email, &id)? else {
         return Err(Error::new(
             409,
             format!("email {email} is already registered"),
         ));
-    }
+    };
     let user = User {
         id: id.clone(),
         email,
@@ -158,6 +187,7 @@ fn create(req: Request) -> Result<Response, Error> {
         created_at: now(),
     };
     store.set_json(&format!("{USER}{id}"), &user)?;
+    claim.release(&store)?;
     Ok(Response::json(201, &user).with_header("location", format!("/users/{id}")))
 }
 
@@ -178,14 +208,17 @@ fn update(req: Request) -> Result<Response, Error> {
             Err(r) => return Ok(r),
         };
         if email != user.email {
-            if !claim(&store, &email, &id)? {
+            let Some(claim) = claim(&store, &email, &id)? else {
                 return Err(Error::new(
                     409,
                     format!("email {email} is already registered"),
                 ));
-            }
-            release(&store, &user.email)?;
-            user.email = email;
+            };
+            let old = std::mem::replace(&mut user.email, email);
+            store.set_json(&format!("{USER}{id}"), &user)?;
+            claim.release(&store)?;
+            release(&store, &old, &id)?;
+            return Ok(Response::json(200, &user));
         }
     }
     store.set_json(&format!("{USER}{id}"), &user)?;
@@ -197,7 +230,7 @@ fn remove(req: Request) -> Result<Response, Error> {
     let store = store()?;
     let user = load(&store, &id)?;
     store.delete(&format!("{USER}{id}"))?;
-    release(&store, &user.email)?;
+    release(&store, &user.email, &id)?;
     Ok(Response::new(204))
 }
 
