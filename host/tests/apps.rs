@@ -269,6 +269,48 @@ async fn the_saga_keeps_its_state_in_redis_and_compensates() {
         get(&server.url(&format!("/orders/{id}"))).await.json()["status"],
         "completed"
     );
+
+    // A placement that died after writing the order and before starting its saga: while
+    // its claim may be live the client's retry is asked to come back; once it has lapsed
+    // (two 60 s slots old), the retry places the order and the saga runs.
+    let mut keys = ::redis::Client::open(redis.url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let mut redis = |args: &[&str]| {
+        let mut cmd = ::redis::cmd(args[0]);
+        for a in &args[1..] {
+            cmd.arg(*a);
+        }
+        let _: () = cmd.query(&mut keys).unwrap();
+    };
+    let slot = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        / 60;
+    let claim = |slot: u64| format!("wasmfn:saga:order:ord-ghost:claim:{slot}");
+    let pending = json!({"order_id": "ord-ghost", "item": "widget", "quantity": 1,
+        "amount_cents": 500, "status": "pending"});
+    redis(&["SET", "wasmfn:saga:order:ord-ghost", &pending.to_string()]);
+    redis(&["SET", &claim(slot), "1"]);
+    let ghost = r#"{"order_id":"ord-ghost","item":"widget","quantity":1,"amount_cents":500}"#;
+    let r = post(&server.url("/orders"), ghost).await;
+    assert_eq!(r.status, 503, "{}", r.text());
+    redis(&["DEL", &claim(slot)]);
+    redis(&["SET", &claim(slot - 2), "1"]);
+    let r = post(&server.url("/orders"), ghost).await;
+    assert_eq!(r.status, 202, "{}", r.text());
+    eventually(&server.url("/orders/ord-ghost"), |o| {
+        o["status"] == "completed"
+    })
+    .await;
+    let r = post(&server.url("/orders"), ghost).await;
+    assert_eq!(
+        (r.status, r.json()["status"].as_str()),
+        (200, Some("completed")),
+        "placed once"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -52,7 +52,7 @@ fn create(req: Request) -> Result<Response, Error> {
         return Err(Error::new(422, "item: is required"));
     }
     let store = store()?;
-    let order_id = match new.order_id.filter(|id| !id.is_empty()) {
+    let (order_id, claim) = match new.order_id.filter(|id| !id.is_empty()) {
         Some(id) if id.len() > 64 || id.contains(char::is_whitespace) => {
             return Err(Error::new(
                 422,
@@ -61,12 +61,24 @@ fn create(req: Request) -> Result<Response, Error> {
         }
         Some(id) => {
             // The client's retry of an order it already placed.
-            if store.increment(&format!("order:{id}:placed"), 1)? != 1 {
+            if store.exists(&placed(&id))? {
                 return Ok(Response::json(200, &load(&store, &id)?));
             }
-            id
+            let Some(claim) = store.claim(&key(&id), LEASE)? else {
+                return Err(
+                    Error::retry(format!("order {id} is being placed; ask again")).retry_after(1),
+                );
+            };
+            if store.exists(&placed(&id))? {
+                claim.release(&store)?;
+                return Ok(Response::json(200, &load(&store, &id)?));
+            }
+            (id, Some(claim))
         }
-        None => format!("ord-{:06}", store.increment("orders:next-id", 1)?),
+        None => (
+            format!("ord-{:06}", store.increment("orders:next-id", 1)?),
+            None,
+        ),
     };
     let order = Order {
         order_id: order_id.clone(),
@@ -76,18 +88,39 @@ fn create(req: Request) -> Result<Response, Error> {
         status: "pending".to_string(),
         reason: None,
     };
+    // Written, then its saga started, then marked placed: a placement that died before the
+    // mark is done again by the client's retry (the saga's steps run once per order however
+    // often order.created arrives).
     store.set_json(&key(&order_id), &order)?;
-    // An order whose saga never starts would stay pending for ever: without the event,
-    // there is no order.
-    if let Err(e) = wasmfn_sdk::emit(next("order.created", SOURCE, &order)?) {
-        store.delete_many(&[key(&order_id), format!("order:{order_id}:placed")])?;
-        return Err(Error::retry(format!(
-            "the order was not placed: {}",
-            e.message()
-        )));
+    let started = wasmfn_sdk::emit(next("order.created", SOURCE, &order)?);
+    let result = match started {
+        // An order whose saga never starts would stay pending for ever: without the event,
+        // there is no order.
+        Err(e) => {
+            store.delete(&key(&order_id))?;
+            Err(Error::retry(format!(
+                "the order was not placed: {}",
+                e.message()
+            )))
+        }
+        Ok(()) => {
+            store.set(&placed(&order_id), "1")?;
+            Ok(Response::json(202, &order).with_header("location", format!("/orders/{order_id}")))
+        }
+    };
+    if let Some(claim) = claim {
+        claim.release(&store)?;
     }
-    Ok(Response::json(202, &order).with_header("location", format!("/orders/{order_id}")))
+    result
 }
+
+fn placed(id: &str) -> String {
+    format!("order:{id}:placed")
+}
+
+/// Longer than this function's timeout: a placement that died mid-way is retried by the
+/// client after at most two of these.
+const LEASE: std::time::Duration = std::time::Duration::from_secs(60);
 
 #[wasmfn_sdk::event]
 fn on_event(event: CloudEvent) -> Result<CloudEvent, Error> {
