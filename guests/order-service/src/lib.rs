@@ -80,24 +80,38 @@ fn create(req: Request) -> Result<Response, Error> {
             None,
         ),
     };
-    let order = Order {
-        order_id: order_id.clone(),
-        item: new.item,
-        quantity: new.quantity,
-        amount_cents: new.amount_cents,
-        status: "pending".to_string(),
-        reason: None,
-    };
     // Written, then its saga started, then marked placed: a placement that died before the
     // mark is done again by the client's retry (the saga's steps run once per order however
-    // often order.created arrives).
-    store.set_json(&key(&order_id), &order)?;
+    // often order.created arrives). The order it wrote is kept as it is: its saga may have
+    // moved it on already.
+    let written: Option<Order> = match claim {
+        Some(_) => store.get_json(&key(&order_id))?,
+        None => None,
+    };
+    let fresh = written.is_none();
+    let order = match written {
+        Some(order) => order,
+        None => {
+            let order = Order {
+                order_id: order_id.clone(),
+                item: new.item,
+                quantity: new.quantity,
+                amount_cents: new.amount_cents,
+                status: "pending".to_string(),
+                reason: None,
+            };
+            store.set_json(&key(&order_id), &order)?;
+            order
+        }
+    };
     let started = wasmfn_sdk::emit(next("order.created", SOURCE, &order)?);
     let result = match started {
         // An order whose saga never starts would stay pending for ever: without the event,
         // there is no order.
         Err(e) => {
-            store.delete(&key(&order_id))?;
+            if fresh {
+                store.delete(&key(&order_id))?;
+            }
             Err(Error::retry(format!(
                 "the order was not placed: {}",
                 e.message()
