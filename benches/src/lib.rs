@@ -1,4 +1,5 @@
-//! Helpers shared by the harnesses in `src/bin` (compare, capabilities, soak). The
+//! Helpers shared by the harnesses in `src/bin` (compare, capabilities, soak, apps, dev-loop,
+//! instructions). The
 //! criterion benches live in `benches/`; figures in README.md.
 
 use std::fmt::Write as _;
@@ -134,4 +135,36 @@ pub fn today() -> String {
         .ok()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
         .unwrap_or_default()
+}
+
+/// wrk prints latencies as `276.00us`, `1.23ms`, `1.05s` or `1.02m`: in milliseconds.
+pub fn wrk_ms(v: &str) -> f64 {
+    let (number, scale) = if let Some(n) = v.strip_suffix("us") {
+        (n, 1e-3)
+    } else if let Some(n) = v.strip_suffix("ms") {
+        (n, 1.0)
+    } else if let Some(n) = v.strip_suffix('m') {
+        (n, 60e3)
+    } else if let Some(n) = v.strip_suffix('s') {
+        (n, 1e3)
+    } else {
+        panic!("wrk latency {v:?}")
+    };
+    number.parse::<f64>().unwrap() * scale
+}
+
+/// An empty request body that does not say it is empty, like a chunked upload: the host
+/// cannot take the one-call path for it and streams it through `wasi:http`.
+pub struct UnknownLength;
+
+impl hyper::body::Body for UnknownLength {
+    type Data = bytes::Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<bytes::Bytes>, Self::Error>>> {
+        std::task::Poll::Ready(None)
+    }
 }

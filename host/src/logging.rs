@@ -117,3 +117,16 @@ pub fn init(format: LogFormat, audience: Audience) -> LogGuard {
         traces,
     }
 }
+
+/// An error and every source under it, `outer: inner: innermost`, as one line: what a
+/// client library's top-level message leaves out (the refused connection, the TLS alert).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}

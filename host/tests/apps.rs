@@ -151,29 +151,12 @@ async fn users_api_on_redis_keeps_emails_unique_across_two_hosts() {
     // A registration that died mid-way: the address names a user never written, under a
     // claim. While the claim may be live the address is taken; once it has lapsed (two
     // 60 s slots old), a new registration gets it.
-    let mut keys = ::redis::Client::open(redis.url())
-        .unwrap()
-        .get_connection()
-        .unwrap();
-    let mut redis = |args: &[&str]| {
-        let mut cmd = ::redis::cmd(args[0]);
-        for a in &args[1..] {
-            cmd.arg(*a);
-        }
-        let _: () = cmd.query(&mut keys).unwrap();
-    };
-    let slot = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        / 60;
-    let claim = |slot: u64| format!("wasmfn:users:email:ghost@example.com:claim:{slot}");
-    redis(&["SET", "wasmfn:users:email:ghost@example.com", "usr-999999"]);
-    redis(&["SET", &claim(slot), "1"]);
+    let mut dead = DeadHost::on(&redis);
+    dead.run(&["SET", "wasmfn:users:email:ghost@example.com", "usr-999999"]);
+    dead.hold("wasmfn:users:email:ghost@example.com");
     let ghost = r#"{"email":"ghost@example.com","name":"Ghost"}"#;
     assert_eq!(post(&a.url("/users"), ghost).await.status, 409);
-    redis(&["DEL", &claim(slot)]);
-    redis(&["SET", &claim(slot - 2), "1"]);
+    dead.lapse("wasmfn:users:email:ghost@example.com");
     let r = post(&b.url("/users"), ghost).await;
     assert_eq!(r.status, 201, "{}", r.text());
     assert_eq!(
@@ -273,32 +256,15 @@ async fn the_saga_keeps_its_state_in_redis_and_compensates() {
     // A placement that died after writing the order and before starting its saga: while
     // its claim may be live the client's retry is asked to come back; once it has lapsed
     // (two 60 s slots old), the retry places the order and the saga runs.
-    let mut keys = ::redis::Client::open(redis.url())
-        .unwrap()
-        .get_connection()
-        .unwrap();
-    let mut redis = |args: &[&str]| {
-        let mut cmd = ::redis::cmd(args[0]);
-        for a in &args[1..] {
-            cmd.arg(*a);
-        }
-        let _: () = cmd.query(&mut keys).unwrap();
-    };
-    let slot = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        / 60;
-    let claim = |slot: u64| format!("wasmfn:saga:order:ord-ghost:claim:{slot}");
+    let mut dead = DeadHost::on(&redis);
     let pending = json!({"order_id": "ord-ghost", "item": "widget", "quantity": 1,
         "amount_cents": 500, "status": "pending"});
-    redis(&["SET", "wasmfn:saga:order:ord-ghost", &pending.to_string()]);
-    redis(&["SET", &claim(slot), "1"]);
+    dead.run(&["SET", "wasmfn:saga:order:ord-ghost", &pending.to_string()]);
+    dead.hold("wasmfn:saga:order:ord-ghost");
     let ghost = r#"{"order_id":"ord-ghost","item":"widget","quantity":1,"amount_cents":500}"#;
     let r = post(&server.url("/orders"), ghost).await;
     assert_eq!(r.status, 503, "{}", r.text());
-    redis(&["DEL", &claim(slot)]);
-    redis(&["SET", &claim(slot - 2), "1"]);
+    dead.lapse("wasmfn:saga:order:ord-ghost");
     let r = post(&server.url("/orders"), ghost).await;
     assert_eq!(r.status, 202, "{}", r.text());
     eventually(&server.url("/orders/ord-ghost"), |o| {
@@ -387,33 +353,16 @@ async fn event_sourcing_refuses_stale_appends_and_replay_rebuilds_the_live_model
 
     // A host that died mid-append leaves its claim on version 3 of acc-b: while it may be
     // live, appends are refused; once it has lapsed (two 60 s slots old), they go on.
-    let mut keys = ::redis::Client::open(redis.url())
-        .unwrap()
-        .get_connection()
-        .unwrap();
-    let slot = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        / 60;
-    let claim = |slot: u64| format!("wasmfn:events:append:acc-b:3:claim:{slot}");
-    let mut redis = |args: &[&str]| {
-        let mut cmd = ::redis::cmd(args[0]);
-        for a in &args[1..] {
-            cmd.arg(*a);
-        }
-        let _: () = cmd.query(&mut keys).unwrap();
-    };
+    let mut dead = DeadHost::on(&redis);
     let deposits = server.url("/accounts/acc-b/deposits");
     let deposit = || post(&deposits, r#"{"amount_cents":5}"#);
-    redis(&["SET", &claim(slot), "1"]);
+    dead.hold("wasmfn:events:append:acc-b:3");
     assert_eq!(
         deposit().await.status,
         409,
         "a claim that may be live holds"
     );
-    redis(&["DEL", &claim(slot)]);
-    redis(&["SET", &claim(slot - 2), "1"]);
+    dead.lapse("wasmfn:events:append:acc-b:3");
     let r = deposit().await;
     assert_eq!(
         (r.status, &r.json()["event"]["version"]),
@@ -424,7 +373,7 @@ async fn event_sourcing_refuses_stale_appends_and_replay_rebuilds_the_live_model
     // A host that died after writing event 4 but before moving the head: the next append
     // finds the event, repairs the head and asks the client to decide again.
     let event = json!({"account": "acc-b", "version": 4, "kind": "deposited", "amount_cents": 7});
-    redis(&[
+    dead.run(&[
         "SET",
         "wasmfn:events:stream:acc-b:0000000004",
         &event.to_string(),
@@ -437,6 +386,48 @@ async fn event_sourcing_refuses_stale_appends_and_replay_rebuilds_the_live_model
         "{}",
         r.text()
     );
+}
+
+/// What a host that died mid-way leaves in a test's Redis: keys written as it wrote them,
+/// and the claims `wasmfn_sdk::kv::Store::claim` takes, in the guests' 60 s lease slots.
+struct DeadHost {
+    redis: ::redis::Connection,
+    slot: u64,
+}
+
+impl DeadHost {
+    fn on(redis: &RedisServer) -> Self {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap();
+        DeadHost {
+            redis: ::redis::Client::open(redis.url())
+                .unwrap()
+                .get_connection()
+                .unwrap(),
+            slot: now.as_secs() / 60,
+        }
+    }
+
+    /// One Redis command.
+    fn run(&mut self, args: &[&str]) {
+        let mut cmd = ::redis::cmd(args[0]);
+        for a in &args[1..] {
+            cmd.arg(*a);
+        }
+        let _: () = cmd.query(&mut self.redis).unwrap();
+    }
+
+    /// `name` claimed now, as by a holder that may still be running.
+    fn hold(&mut self, name: &str) {
+        self.run(&["SET", &format!("{name}:claim:{}", self.slot), "1"]);
+    }
+
+    /// The claim on `name` moved two slots back: its holder is long gone.
+    fn lapse(&mut self, name: &str) {
+        self.run(&["DEL", &format!("{name}:claim:{}", self.slot)]);
+        self.run(&["SET", &format!("{name}:claim:{}", self.slot - 2), "1"]);
+    }
 }
 
 /// A stand-in broker that keeps what the host sends its sink.
@@ -691,27 +682,10 @@ async fn notifications_reach_the_webhook_once_across_retries_and_restarts() {
     // A host that died mid-send leaves its claim behind, and nothing recorded. While the
     // claim may still be live, a redelivery is asked to come back; once it has lapsed (a
     // claim two 60 s slots old), the redelivery notifies.
-    let mut redis_keys = ::redis::Client::open(redis.url())
-        .unwrap()
-        .get_connection()
-        .unwrap();
-    let slot = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        / 60;
-    let claim = |slot: u64| {
-        format!("wasmfn:notifications:notified:/campaigns-api:cmp-1/active:claim:{slot}")
-    };
-    let _: () = ::redis::cmd("DEL")
-        .arg("wasmfn:notifications:notified:/campaigns-api:cmp-1/active:done")
-        .query(&mut redis_keys)
-        .unwrap();
-    let _: () = ::redis::cmd("SET")
-        .arg(claim(slot))
-        .arg("1")
-        .query(&mut redis_keys)
-        .unwrap();
+    let mut dead = DeadHost::on(&redis);
+    let event = "wasmfn:notifications:notified:/campaigns-api:cmp-1/active";
+    dead.run(&["DEL", &format!("{event}:done")]);
+    dead.hold(event);
     let r = deliver(&server).await;
     assert_eq!(
         r.status,
@@ -719,15 +693,7 @@ async fn notifications_reach_the_webhook_once_across_retries_and_restarts() {
         "a claim that may be live holds: {}",
         r.text()
     );
-    let _: () = ::redis::cmd("DEL")
-        .arg(claim(slot))
-        .query(&mut redis_keys)
-        .unwrap();
-    let _: () = ::redis::cmd("SET")
-        .arg(claim(slot - 2))
-        .arg("1")
-        .query(&mut redis_keys)
-        .unwrap();
+    dead.lapse(event);
     assert_eq!(deliver(&server).await.status, 202);
     assert_eq!(
         received.lock().unwrap().len(),

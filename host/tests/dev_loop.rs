@@ -3,7 +3,7 @@
 //! requests with none failing; `new` → `dev` → edit → `invoke`/`send` typed into a real
 //! terminal (tmux); the Python templates built by componentize-py and answering.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -14,7 +14,7 @@ use http_body_util::Full;
 use wasmfn_guest_artifacts as guests;
 
 mod common;
-use common::{Server, client, send};
+use common::{Server, client, componentize_py, send};
 
 /// Requests sent back to back by a few connections until stopped; what failed is kept.
 struct Load {
@@ -474,18 +474,6 @@ fn a_new_user_creates_runs_edits_and_calls_functions_in_a_terminal() {
         .unwrap();
     term.type_line(0, "echo \"dev exit=$?\"");
     term.wait_for(0, "dev exit=0", 1, Duration::from_secs(30));
-}
-
-fn componentize_py() -> Option<PathBuf> {
-    let candidate = std::env::var_os("COMPONENTIZE_PY")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| "componentize-py".into());
-    Command::new(&candidate)
-        .arg("--version")
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|_| candidate)
 }
 
 /// The Python templates build as written (componentize-py, from the manifest's `build`)

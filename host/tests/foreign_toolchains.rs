@@ -5,23 +5,11 @@
 //! componentize-py comes from PyPI; `.ci/run` installs it and sets `COMPONENTIZE_PY`.
 //! Where it is missing the test says so and passes without running.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 mod common;
-use common::{Server, function, get, manifest};
-
-fn componentize_py() -> Option<PathBuf> {
-    let candidate = std::env::var_os("COMPONENTIZE_PY")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| "componentize-py".into());
-    Command::new(&candidate)
-        .arg("--version")
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|_| candidate)
-}
+use common::{Server, componentize_py, function, get, manifest};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn componentize_py_component_runs_from_wasm_and_from_cwasm() {

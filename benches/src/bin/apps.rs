@@ -20,7 +20,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use wasmfn_benches::{Report, free_port, get_status, quantile, repo_root};
+use wasmfn_benches::{Report, free_port, get_status, quantile, repo_root, wrk_ms};
 
 const CLIENT_CPU: &str = "0";
 const SERVER_CPU: &str = "1";
@@ -55,20 +55,8 @@ fn main() {
     std::fs::create_dir_all(&work).unwrap();
     let mut report = Report::default();
 
-    // The root manifest, as `cargo examples` serves it, but with stock for every order the
-    // load places (the shipped manifest has 10 widgets).
-    let text = std::fs::read_to_string(root.join("wasmfn.toml"))
-        .unwrap()
-        .replace(
-            "\"guests/target",
-            &format!("\"{}/guests/target", root.display()),
-        )
-        .replace(
-            r#""stock.widget" = "10""#,
-            r#""stock.widget" = "1000000000""#,
-        );
-    let manifest = work.join("wasmfn.toml");
-    std::fs::write(&manifest, text).unwrap();
+    // The root manifest, as `cargo examples` serves it.
+    let manifest = stocked(&root, "wasmfn.toml", "guests/target", &work);
     let host = Host::start(&root, &manifest, &work.join("root"), &[]);
     let port = host.port;
     let user = request(
@@ -134,18 +122,7 @@ fn main() {
         ),
         Some(redis) => {
             let env = [("REDIS_URL", format!("redis://127.0.0.1:{}", redis.port))];
-            let text = std::fs::read_to_string(root.join("deploy/patterns.toml"))
-                .unwrap()
-                .replace(
-                    "\"../guests/target",
-                    &format!("\"{}/guests/target", root.display()),
-                )
-                .replace(
-                    r#""stock.widget" = "10""#,
-                    r#""stock.widget" = "1000000000""#,
-                );
-            let patterns = work.join("patterns.toml");
-            std::fs::write(&patterns, text).unwrap();
+            let patterns = stocked(&root, "deploy/patterns.toml", "../guests/target", &work);
             let host = Host::start(&root, &patterns, &work.join("p"), &env);
             let port = host.port;
             // Enough accounts that two of 32 connections seldom deposit to the same one at
@@ -210,6 +187,25 @@ fn main() {
         );
     }
     let _ = std::fs::remove_dir_all(&work);
+}
+
+/// A copy of the shipped manifest at `path` in `work`, its components found from there
+/// (`guests` is how it names their directory), with stock for every order the load places
+/// (the shipped manifests have 10 widgets).
+fn stocked(root: &Path, path: &str, guests: &str, work: &Path) -> std::path::PathBuf {
+    let text = std::fs::read_to_string(root.join(path))
+        .unwrap()
+        .replace(
+            &format!("\"{guests}"),
+            &format!("\"{}/guests/target", root.display()),
+        )
+        .replace(
+            r#""stock.widget" = "10""#,
+            r#""stock.widget" = "1000000000""#,
+        );
+    let copy = work.join(Path::new(path).file_name().unwrap());
+    std::fs::write(&copy, text).unwrap();
+    copy
 }
 
 const ORDER: &str = r#"{"item":"widget","quantity":1,"amount_cents":500}"#;
@@ -454,20 +450,6 @@ fn wrk(port: u16, route: &Route, work: &Path, seconds: u64) -> Load {
         requests,
         non_2xx,
     }
-}
-
-/// wrk prints latencies as `276.00us`, `1.23ms` or `1.05s`.
-fn wrk_ms(v: &str) -> f64 {
-    let (number, scale) = if let Some(n) = v.strip_suffix("us") {
-        (n, 1e-3)
-    } else if let Some(n) = v.strip_suffix("ms") {
-        (n, 1.0)
-    } else if let Some(n) = v.strip_suffix('s') {
-        (n, 1e3)
-    } else {
-        panic!("wrk latency {v:?}")
-    };
-    number.parse::<f64>().unwrap() * scale
 }
 
 fn median(mut v: Vec<f64>) -> f64 {

@@ -29,7 +29,9 @@ use http_body_util::{BodyExt, Full};
 use wasmfn::engine::{EngineOptions, PoolingMode};
 use wasmfn::server::App;
 use wasmfn::testing;
-use wasmfn_benches::{Report, free_port, get_status, quantile, repo_root, rss_kib};
+use wasmfn_benches::{
+    Report, UnknownLength, free_port, get_status, quantile, repo_root, rss_kib, wrk_ms,
+};
 
 const WASMTIME_VERSION: &str = "48.0.8";
 const COMPONENTIZE_PY_VERSION: &str = "0.25.1";
@@ -332,22 +334,6 @@ fn wrk(port: u16, path: &str, connections: u32, seconds: u64) -> Load {
         p50_ms: wrk_ms(&field("50%")),
         p99_ms: wrk_ms(&field("99%")),
     }
-}
-
-/// wrk prints latencies as `276.00us`, `1.23ms` or `1.05s`.
-fn wrk_ms(v: &str) -> f64 {
-    let (number, scale) = if let Some(n) = v.strip_suffix("us") {
-        (n, 1e-3)
-    } else if let Some(n) = v.strip_suffix("ms") {
-        (n, 1.0)
-    } else if let Some(n) = v.strip_suffix('m') {
-        (n, 60e3)
-    } else if let Some(n) = v.strip_suffix('s') {
-        (n, 1e3)
-    } else {
-        panic!("wrk latency {v:?}")
-    };
-    number.parse::<f64>().unwrap() * scale
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -755,22 +741,6 @@ async fn one(app: &App, path: &'static str) {
     let response = app.handle(request).await;
     assert_eq!(response.status(), 200);
     response.into_body().collect().await.unwrap();
-}
-
-/// An empty body that does not say it is empty, like a chunked upload: the host cannot
-/// take the one-call path for it and streams it through `wasi:http`.
-struct UnknownLength;
-
-impl hyper::body::Body for UnknownLength {
-    type Data = Bytes;
-    type Error = std::convert::Infallible;
-
-    fn poll_frame(
-        self: std::pin::Pin<&mut Self>,
-        _: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
-        std::task::Poll::Ready(None)
-    }
 }
 
 async fn one_streamed(app: &App, path: &'static str) {

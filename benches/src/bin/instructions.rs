@@ -20,23 +20,8 @@ use http_body_util::{BodyExt, Full};
 use wasmfn::engine::{EngineOptions, PoolingMode};
 use wasmfn::server::App;
 use wasmfn::testing;
+use wasmfn_benches::UnknownLength;
 use wasmfn_guest_artifacts as guests;
-
-/// An empty body that does not say it is empty, like a chunked upload: the host cannot take
-/// the one-call path for it and streams it through `wasi:http`.
-struct UnknownLength;
-
-impl hyper::body::Body for UnknownLength {
-    type Data = Bytes;
-    type Error = std::convert::Infallible;
-
-    fn poll_frame(
-        self: std::pin::Pin<&mut Self>,
-        _: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
-        std::task::Poll::Ready(None)
-    }
-}
 
 fn main() {
     // SAFETY: nothing else runs yet; a captured backtrace per error value would be counted.

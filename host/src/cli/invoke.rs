@@ -248,10 +248,9 @@ fn send_request(
                 .body(Full::new(body).map_err(|e| match e {}).boxed_unsync())?;
             runtime.block_on(async {
                 let client = crate::outbound::Client::new(None)?;
-                let response = client
-                    .send(request)
-                    .await
-                    .map_err(|e| anyhow::anyhow!("cannot reach {uri}: {}", error_chain(&e)))?;
+                let response = client.send(request).await.map_err(|e| {
+                    anyhow::anyhow!("cannot reach {uri}: {}", crate::logging::error_chain(&e))
+                })?;
                 let (parts, body) = response.into_parts();
                 let body = body
                     .collect()
@@ -283,15 +282,4 @@ fn load_in_process(
         ..HostOptions::default()
     };
     Ok(App::load_with(&manifest, &engine, options)?)
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }

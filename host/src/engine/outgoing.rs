@@ -140,17 +140,7 @@ fn internal_error(e: Box<dyn std::error::Error + Send + Sync>) -> Error {
 
 /// The `wasi:http` error code for a client error, as the guest sees it.
 fn classify(e: &hyper_util::client::legacy::Error) -> Error {
-    use std::error::Error as _;
-    let text = {
-        let mut text = e.to_string();
-        let mut source = e.source();
-        while let Some(s) = source {
-            text.push_str(": ");
-            text.push_str(&s.to_string());
-            source = s.source();
-        }
-        text
-    };
+    let text = crate::logging::error_chain(e);
     if e.is_connect() {
         let lower = text.to_ascii_lowercase();
         if lower.contains("refused") {

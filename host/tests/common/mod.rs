@@ -15,6 +15,19 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
+/// componentize-py (`COMPONENTIZE_PY`, else on PATH), if it runs; `.ci/run` installs it.
+pub fn componentize_py() -> Option<PathBuf> {
+    let candidate = std::env::var_os("COMPONENTIZE_PY")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| "componentize-py".into());
+    Command::new(&candidate)
+        .arg("--version")
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|_| candidate)
+}
+
 /// One compile cache for the whole test run, so each component compiles once.
 pub fn cache_dir() -> PathBuf {
     Path::new(env!("CARGO_TARGET_TMPDIR")).join("wasmfn-test-cache")
