@@ -83,6 +83,18 @@ pub enum Failure {
         /// Why, for the log.
         reason: String,
     },
+    /// The guest answered with a `wasi:http` error code instead of a response: 502 or 504
+    /// for the failures of a call it made upstream, 4xx for what it found wrong with the
+    /// request, 500 otherwise (the README's table lists them).
+    #[error("function `{function}` answered with the error code {code} instead of a response")]
+    ErrorCode {
+        /// The function.
+        function: String,
+        /// The code, as wasi:http names it.
+        code: String,
+        /// The status it maps to.
+        status: u16,
+    },
     /// Something in the host failed: a bug, not the guest's fault (500).
     #[error("host error: {reason}")]
     Host {
@@ -191,6 +203,11 @@ impl Failure {
             },
             InvokeError::Deadline(timeout) => Failure::Deadline { function, timeout },
             InvokeError::NoResponse(reason) => Failure::NoResponse { function, reason },
+            InvokeError::ErrorCode { code, status } => Failure::ErrorCode {
+                function,
+                code,
+                status,
+            },
             InvokeError::BadRequest(reason) => Failure::BadRequest { reason },
             InvokeError::InvalidReply(reason) => Failure::InvalidReply { function, reason },
             InvokeError::Overloaded(reason) => Failure::Overloaded { reason },
@@ -211,6 +228,9 @@ impl Failure {
             Failure::UnsupportedEventFormat { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Failure::Rejected { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Failure::Deadline { .. } => StatusCode::GATEWAY_TIMEOUT,
+            Failure::ErrorCode { status, .. } => {
+                StatusCode::from_u16(*status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+            }
             Failure::Unloadable { .. }
             | Failure::Trap { .. }
             | Failure::NoResponse { .. }
@@ -227,6 +247,7 @@ impl Failure {
             | Failure::Trap { function, .. }
             | Failure::Deadline { function, .. }
             | Failure::NoResponse { function, .. }
+            | Failure::ErrorCode { function, .. }
             | Failure::RetryRequested { function, .. }
             | Failure::Rejected { function, .. }
             | Failure::InvalidReply { function, .. }
@@ -275,6 +296,9 @@ impl Failure {
             }
             Failure::NoResponse { function, .. } => {
                 format!("function `{function}` sent no response; see the log for this request id")
+            }
+            Failure::ErrorCode { function, code, .. } => {
+                format!("function `{function}` failed with the wasi:http error code {code}")
             }
             Failure::Host { .. } => {
                 "internal error in the host; see the log for this request id".to_string()

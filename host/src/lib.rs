@@ -1,7 +1,8 @@
 //! wasmfn: a WebAssembly function platform for Knative.
 //!
 //! One host process loads many components from a manifest and serves each HTTP request
-//! and CloudEvent from a fresh instance.
+//! and CloudEvent: a WASI 0.2 component from a fresh instance (or a reused one, if its
+//! function opts in), a WASI 0.3 component from instances that serve many requests at once.
 //!
 //! # A map for newcomers
 //!
@@ -10,9 +11,11 @@
 //! host's own paths, takes a slot of the host's in-flight limit ([`admission`]), routes the
 //! path ([`router`]) and gets the function from [`functions`] (loading it on first use).
 //! The function's [`engine::Function::handle`] runs it: `engine/invocation.rs` takes the
-//! function's concurrency and an instance slot, makes a fresh store with the deadline, and
-//! the ABI file (`engine/wasi_http.rs` or, for SDK guests with small bodies,
-//! `engine/http_handler.rs`) instantiates and calls the guest. Any failure on the way is a
+//! function's concurrency and an instance slot, makes a fresh store with the deadline (or
+//! takes an idle instance, `engine/reuse.rs`), and the ABI file (`engine/wasi_http.rs` or,
+//! for SDK guests with small bodies, `engine/http_handler.rs`) instantiates and calls the
+//! guest. A WASI 0.3 function's request goes to `engine/wasi_http_p3.rs` instead, which
+//! hands it to an instance with room for it. Any failure on the way is a
 //! [`failure::Failure`], which knows its status; one exit in the server records
 //! [`metrics`], writes the log line ([`logging`]) and sets `x-request-id`.
 //!

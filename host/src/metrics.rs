@@ -92,6 +92,7 @@ pub struct Metrics {
     requests: Family<RequestLabels, Counter>,
     request_duration: Family<VersionLabels, Histogram>,
     instantiate_duration: Family<FunctionLabels, Histogram>,
+    instance_requests: Family<FunctionLabels, Histogram>,
     events: Family<EventLabels, Counter>,
     emitted: Family<ResultLabels, Counter>,
     cache: Family<ResultLabels, Counter>,
@@ -160,8 +161,16 @@ impl Metrics {
         );
         registry.register(
             "instantiate_duration_seconds",
-            "Time to instantiate a function from its pre-instance (one per request or event)",
+            "Time to instantiate a function from its pre-instance (one per request or event, or per instance where instances are reused)",
             instantiate_duration.clone(),
+        );
+        let instance_requests = Family::<FunctionLabels, Histogram>::new_with_constructor(
+            (|| Histogram::new(exponential_buckets(1.0, 2.0, 14))) as fn() -> Histogram,
+        );
+        registry.register(
+            "instance_requests",
+            "Requests each retired instance of a function that reuses instances served (a function with a fresh instance per request records none)",
+            instance_requests.clone(),
         );
         let events = Family::default();
         registry.register(
@@ -222,6 +231,7 @@ impl Metrics {
             requests,
             request_duration,
             instantiate_duration,
+            instance_requests,
             events,
             emitted,
             cache,
@@ -270,6 +280,14 @@ impl Metrics {
         self.instantiate_duration
             .get_or_create(&FunctionLabels { function })
             .observe(elapsed.as_secs_f64());
+    }
+
+    /// An instance of `function` that reuses instances was retired after serving `served`
+    /// requests.
+    pub fn instance_retired(&self, function: &'static str, served: u32) {
+        self.instance_requests
+            .get_or_create(&FunctionLabels { function })
+            .observe(f64::from(served));
     }
 
     /// One event delivered to `version` of `function`.
@@ -336,6 +354,11 @@ impl Metrics {
     /// The pool's capacity.
     pub fn set_pool_capacity(&self, instances: u32) {
         self.pool_capacity.set(i64::from(instances));
+    }
+
+    /// A second pool (the WASI 0.3 engine's) of `instances` more.
+    pub fn add_pool_capacity(&self, instances: u32) {
+        self.pool_capacity.inc_by(i64::from(instances));
     }
 
     /// Start-up finished: every function loaded, the listener bound.

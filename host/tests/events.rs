@@ -436,6 +436,15 @@ async fn the_root_manifest_serves_the_examples_as_the_readme_says() {
     let client = reqwest::Client::new();
     let hello = client.get(server.url("/hello")).send().await.unwrap();
     assert_eq!(hello.status(), 200);
+    // The WASI 0.3 component, twice in one instance.
+    let mut served = Vec::new();
+    for _ in 0..2 {
+        let r = client.get(server.url("/p3/hello")).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        served.push(r.headers()["x-served"].to_str().unwrap().to_string());
+        assert_eq!(r.text().await.unwrap(), "Hello from WASI 0.3\n");
+    }
+    assert_eq!(served, ["1", "2"]);
     // The README's curl for event-echo.
     let ping = event("dev.wasmfn.ping", "readme-1", json!({"hi": 1}));
     let reply = client

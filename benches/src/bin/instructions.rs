@@ -9,8 +9,10 @@
 //! ```
 //!
 //! Kinds: `hello` (an SDK function through the one-call `http-handler` export), `hello-wasi-http`
-//! (the same through `wasi:http`, as a body of unknown length goes) and `event-echo` (a
-//! binary-mode CloudEvent in, its reply out). The instance allocator is on-demand: valgrind
+//! (the same through `wasi:http`, as a body of unknown length goes), `hello-reuse` (`hello`
+//! with instance reuse: one instance serves them all), `event-echo` (a binary-mode
+//! CloudEvent in, its reply out) and `p3-hello` (the plain WASI 0.3 guest, whose instance
+//! serves many requests). The instance allocator is on-demand: valgrind
 //! cannot reserve the pooling allocator's address space. One current-thread runtime.
 
 use std::sync::Arc;
@@ -31,8 +33,15 @@ fn main() {
     let n: usize = args.next().and_then(|n| n.parse().ok()).unwrap_or(300);
     let (component, extra) = match kind.as_str() {
         "hello" | "hello-wasi-http" => (guests::HELLO, "variables = { greeting = \"Hello\" }\n"),
+        "hello-reuse" => (
+            guests::HELLO,
+            "variables = { greeting = \"Hello\" }\nreuse = { max_requests = 1000000, idle = \"1h\" }\n",
+        ),
+        "p3-hello" => (guests::WASI_P3_HTTP, ""),
         "event-echo" => (guests::EVENT_ECHO, ""),
-        other => panic!("unknown kind {other}: hello, hello-wasi-http or event-echo"),
+        other => panic!(
+            "unknown kind {other}: hello, hello-wasi-http, hello-reuse, event-echo or p3-hello"
+        ),
     };
     let text = if kind == "event-echo" {
         format!(
@@ -55,7 +64,8 @@ fn main() {
     rt.block_on(async {
         for _ in 0..n {
             let status = match kind.as_str() {
-                "hello" => {
+                "hello" | "hello-reuse" | "p3-hello" => {
+                    // The WASI 0.3 guest answers `/hello` by its last segment.
                     let request = http::Request::get("/hello?name=bench")
                         .header("host", "localhost")
                         .body(Full::new(Bytes::new()))

@@ -27,7 +27,7 @@ use crate::server::{App, HostOptions};
 /// The port Knative assigns through `$PORT` when it sets none.
 pub const DEFAULT_PORT: u16 = 8080;
 
-/// wasmfn: serve WebAssembly HTTP functions, a fresh instance per request.
+/// wasmfn: serve WebAssembly HTTP and event functions (WASI 0.2 and 0.3 components).
 #[derive(Debug, Parser)]
 #[command(name = "wasmfn", version, about)]
 pub struct Cli {

@@ -44,10 +44,17 @@ impl CacheDir {
     /// version or configuration never picks up an entry it cannot use.
     pub(crate) fn entry_for(&self, wasm: &[u8], engine: &wasmtime::Engine) -> PathBuf {
         let digest = Sha256::digest(wasm);
-        let mut hasher = DefaultHasher::new();
-        engine.precompile_compatibility_hash().hash(&mut hasher);
-        let name = format!("{}-{:016x}.cwasm", hex(&digest), hasher.finish());
+        let name = format!("{}-{:016x}.cwasm", hex(&digest), fingerprint(engine));
         self.dir.join(name)
+    }
+
+    /// Whether `entry` was compiled by `engine` (by its name; the host runs two engines).
+    pub(crate) fn made_by(&self, entry: &Path, engine: &wasmtime::Engine) -> bool {
+        entry
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_suffix(".cwasm"))
+            .is_some_and(|n| n.ends_with(&format!("-{:016x}", fingerprint(engine))))
     }
 
     /// The entry last stored for the file at `path` as it is now (same path, length and
@@ -92,9 +99,7 @@ impl CacheDir {
         key.update(key_path.as_os_str().as_encoded_bytes());
         key.update(meta.len().to_le_bytes());
         key.update(modified.as_nanos().to_le_bytes());
-        let mut hasher = DefaultHasher::new();
-        engine.precompile_compatibility_hash().hash(&mut hasher);
-        key.update(hasher.finish().to_le_bytes());
+        key.update(fingerprint(engine).to_le_bytes());
         Some(self.dir.join(format!("{}.index", hex(&key.finalize()))))
     }
 
@@ -115,6 +120,13 @@ impl CacheDir {
     pub fn path(&self) -> &Path {
         &self.dir
     }
+}
+
+/// What tells apart the output of engines that cannot load each other's code.
+fn fingerprint(engine: &wasmtime::Engine) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    engine.precompile_compatibility_hash().hash(&mut hasher);
+    hasher.finish()
 }
 
 fn is_writable(dir: &Path) -> bool {

@@ -1,5 +1,6 @@
 //! The `wasmfn:function/event-handler` ABI (wit/events.wit): one CloudEvent in, an optional
-//! reply event or a retry/reject verdict out, in a fresh instance per event.
+//! reply event or a retry/reject verdict out, in a fresh instance per event unless the
+//! function reuses instances.
 
 use std::time::Duration;
 
@@ -21,7 +22,7 @@ pub(crate) mod bindings {
     });
 }
 
-pub(crate) use bindings::EventHandlingPre as EventHandlerPre;
+pub(crate) use bindings::EventHandlingIndices as EventHandlerIndices;
 use emitter::bindings::wasmfn::function::types::{CloudEvent as GuestEvent, HandlerError};
 
 /// How an event handler answered.
@@ -41,27 +42,28 @@ pub enum EventOutcome {
 }
 
 impl Function {
-    /// Delivers one event to the function's event handler in a fresh instance, which is
-    /// dropped when the handler returns, traps or passes its deadline.
+    /// Delivers one event to the function's event handler in a fresh instance (or an idle
+    /// one, for a function that reuses instances), which is dropped when the handler traps
+    /// or passes its deadline.
     pub async fn handle_event(
         &self,
         event: &cloudevents::Event,
         request_id: &str,
         emit: Option<CallContext>,
     ) -> Result<EventOutcome, InvokeError> {
-        let Some(pre) = self.inner.event_handler.clone() else {
+        let Some(exports) = &self.inner.event_handler else {
             return Err(InvokeError::Host(format!(
                 "function `{}` has no event handler",
                 self.inner.name
             )));
         };
         let guest_event = emitter::to_guest(event);
-        let invocation = Invocation::begin(&self.inner, pre.engine(), request_id, emit).await?;
+        let invocation = Invocation::begin(&self.inner, request_id, emit).await?;
         let handle = async |instance: bindings::EventHandling, store: &mut Store<State>| {
             let handler = instance.wasmfn_function_event_handler();
             handler.call_handle(store, &guest_event).await
         };
-        let result = invocation.run(&pre, handle).await?;
+        let result = invocation.run(exports, handle).await?;
         outcome(result, &self.inner.name).map_err(InvokeError::InvalidReply)
     }
 }

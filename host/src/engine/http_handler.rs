@@ -24,7 +24,7 @@ pub(crate) mod bindings {
     });
 }
 
-pub(crate) use bindings::HttpHandlingPre as HttpHandlerPre;
+pub(crate) use bindings::HttpHandlingIndices as HttpHandlerIndices;
 use bindings::exports::wasmfn::function::http_handler::{Request, Response};
 
 /// Bodies up to this size, with a known length, take the one-call path; larger or
@@ -43,12 +43,12 @@ impl Function {
     /// the body, call once, send the whole response.
     pub(super) async fn call_http_handler(
         &self,
-        pre: &HttpHandlerPre<State>,
+        exports: &HttpHandlerIndices,
         request: hyper::Request<UnsyncBoxBody<Bytes, BoxError>>,
         request_id: &str,
         emit: Option<CallContext>,
     ) -> Result<hyper::Response<ResponseBody>, InvokeError> {
-        let invocation = Invocation::begin(&self.inner, pre.engine(), request_id, emit).await?;
+        let invocation = Invocation::begin(&self.inner, request_id, emit).await?;
         // Reading the body counts against the deadline, as it does when the guest reads it.
         let handle = async |instance: bindings::HttpHandling, store: &mut Store<State>| {
             let request = match read_request(request).await {
@@ -58,7 +58,7 @@ impl Function {
             let handler = instance.wasmfn_function_http_handler();
             handler.call_handle(store, &request).await.map(Ok)
         };
-        into_response(invocation.run(pre, handle).await??)
+        into_response(invocation.run(exports, handle).await??)
     }
 }
 

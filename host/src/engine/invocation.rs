@@ -1,15 +1,17 @@
-//! One invocation's frame, shared by every guest ABI. [`Invocation::begin`] takes the
-//! function's concurrency slot and an instance-pool slot (each within the queue timeout),
-//! makes a fresh store with the function's memory limit, deadline and emit context, and
-//! counts the instance live; [`Invocation::run`] runs the ABI's own instantiate-and-call
-//! under the deadline, in the `instantiate` and `handle` spans, says how it ended, and moves
-//! the guest's output to the log. The ABI files (`wasi_http.rs`, `http_handler.rs`,
-//! `event_handler.rs`) supply only the calls that differ.
+//! One invocation's frame, shared by the guest ABIs of WASI 0.2 components.
+//! [`Invocation::begin`] takes the function's concurrency slot and an instance: an idle one
+//! the function kept for reuse, or an instance-pool slot and a fresh store with the
+//! function's memory limit (each within the queue timeout); it sets the request's deadline
+//! and emit context. [`Invocation::run`] instantiates if the store is fresh, runs the ABI's
+//! call under the deadline, in the `instantiate` and `handle` spans, says how it ended, moves
+//! the guest's output to the log, and hands a healthy instance back for reuse. The ABI files
+//! (`wasi_http.rs`, `http_handler.rs`, `event_handler.rs`) supply only the calls that differ.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tracing::{Instrument, Span};
+use wasmtime::component::Instance;
 use wasmtime::{PoolConcurrencyLimitError, Store, Trap, UpdateDeadline};
 
 use super::context::CallContext;
@@ -18,58 +20,69 @@ use super::{FunctionInner, InvokeError};
 use crate::admission::Slot;
 use crate::metrics::{GaugeGuard, Refusal};
 
-/// A fresh store and the slots it holds; all returned when it is dropped.
-pub(super) struct Invocation {
-    function: Arc<FunctionInner>,
-    store: Store<State>,
-    request_id: String,
-    instantiate_span: Span,
-    handle_span: Span,
-    _function_slot: Option<Slot>,
+/// An instance's store and the slots it holds, fresh or kept from an earlier request; all
+/// returned when it is dropped.
+pub(super) struct Held {
+    pub(super) store: Store<State>,
+    /// Set once instantiated.
+    instance: Option<Instance>,
+    /// Requests it has served.
+    pub(super) served: u32,
     _instance_slot: Slot,
     _live: GaugeGuard,
 }
 
-/// A component pre-instantiated for one guest ABI (its bindgen `*Pre` type).
-pub(super) trait Instantiate {
-    /// The instance, with the typed export the ABI calls.
-    type Instance;
-    /// A fresh instance in `store`.
-    fn instantiate(
-        &self,
-        store: &mut Store<State>,
-    ) -> impl Future<Output = wasmtime::Result<Self::Instance>> + Send;
+/// A store, its instance once made, and the request it runs.
+pub(super) struct Invocation {
+    function: Arc<FunctionInner>,
+    held: Held,
+    request_id: String,
+    instantiate_span: Span,
+    handle_span: Span,
+    _function_slot: Option<Slot>,
 }
 
-/// `Instantiate` for bindgen's pre-instance types, which share the method but no trait.
-macro_rules! instantiate {
-    ($($pre:ty => $instance:ty),* $(,)?) => {$(
-        impl Instantiate for $pre {
+/// The typed exports one guest ABI calls, found in an instance (bindgen's `*Indices`).
+pub(super) trait Exports {
+    /// The exports, bound to one instance.
+    type Instance;
+    /// Finds them in `instance`.
+    fn load(
+        &self,
+        store: &mut Store<State>,
+        instance: &Instance,
+    ) -> wasmtime::Result<Self::Instance>;
+}
+
+/// `Exports` for bindgen's index types, which share the method but no trait.
+macro_rules! exports {
+    ($($indices:ty => $instance:ty),* $(,)?) => {$(
+        impl Exports for $indices {
             type Instance = $instance;
-            fn instantiate(
+            fn load(
                 &self,
                 store: &mut Store<State>,
-            ) -> impl Future<Output = wasmtime::Result<$instance>> + Send {
-                self.instantiate_async(store)
+                instance: &Instance,
+            ) -> wasmtime::Result<$instance> {
+                <$indices>::load(self, store, instance)
             }
         }
     )*};
 }
 
-instantiate!(
-    wasmtime_wasi_http::p2::bindings::ProxyPre<State> => wasmtime_wasi_http::p2::bindings::Proxy,
-    super::http_handler::HttpHandlerPre<State> => super::http_handler::bindings::HttpHandling,
-    super::event_handler::EventHandlerPre<State> => super::event_handler::bindings::EventHandling,
+exports!(
+    wasmtime_wasi_http::p2::bindings::ProxyIndices => wasmtime_wasi_http::p2::bindings::Proxy,
+    super::http_handler::HttpHandlerIndices => super::http_handler::bindings::HttpHandling,
+    super::event_handler::EventHandlerIndices => super::event_handler::bindings::EventHandling,
 );
 
 impl Invocation {
-    /// Takes a slot of the function's concurrency, then one of the instance pool, within
-    /// one queue timeout (the function's first, so a busy function waits without holding a
-    /// pool slot another function could use), and makes the store. Call it where the
-    /// request's span is current: the invocation's spans are its children.
+    /// Takes a slot of the function's concurrency, then an idle instance of the function or
+    /// a slot of the instance pool, within one queue timeout (the function's slot first, so
+    /// a busy function waits without holding a pool slot another function could use). Call
+    /// it where the request's span is current: the invocation's spans are its children.
     pub(super) async fn begin(
         function: &Arc<FunctionInner>,
-        engine: &wasmtime::Engine,
         request_id: &str,
         emit: Option<CallContext>,
     ) -> Result<Self, InvokeError> {
@@ -82,47 +95,78 @@ impl Invocation {
             })?),
             None => None,
         };
-        let left = f.queue_timeout.saturating_sub(started.elapsed());
-        let instance_slot = f.instances.enter(left).await.map_err(|full| {
-            f.metrics.refused(Refusal::Instances);
-            InvokeError::Overloaded(full.to_string())
-        })?;
+        let deadline = f.deadlines.then(|| Instant::now() + f.timeout);
+        let held = match f.reuse.as_ref().and_then(|r| r.take()) {
+            Some(mut held) => {
+                held.store.data_mut().begin_request(&f.name, emit, deadline);
+                set_deadline(&mut held.store, deadline);
+                held
+            }
+            None => {
+                let left = f.queue_timeout.saturating_sub(started.elapsed());
+                let instance_slot = f.instances.enter(left).await.map_err(|full| {
+                    f.metrics.refused(Refusal::Instances);
+                    InvokeError::Overloaded(full.to_string())
+                })?;
+                let mut store = Store::new(f.instance_pre.engine(), State::new(f, emit, deadline));
+                store.limiter(|s| &mut s.limits);
+                set_deadline(&mut store, deadline);
+                Held {
+                    store,
+                    instance: None,
+                    served: 0,
+                    _instance_slot: instance_slot,
+                    _live: f.metrics.instance(),
+                }
+            }
+        };
         Ok(Self {
             function: function.clone(),
-            store: new_store(f, engine, emit),
+            held,
             request_id: request_id.to_string(),
             instantiate_span: crate::telemetry::child_span("instantiate"),
             handle_span: crate::telemetry::child_span("handle"),
             _function_slot: function_slot,
-            _instance_slot: instance_slot,
-            _live: f.metrics.instance(),
         })
     }
 
     /// The store, for an ABI to hand the guest its arguments before [`Invocation::run`].
     pub(super) fn store_mut(&mut self) -> &mut Store<State> {
-        &mut self.store
+        &mut self.held.store
     }
 
-    /// Instantiates `pre` and runs `call` on the instance, both under the function's
-    /// deadline (the tokio timeout covers time the guest waits on I/O, the epoch deadline
-    /// time it computes) and each in its span. Then the guest's output goes to the log,
-    /// and the store and slots are dropped.
-    pub(super) async fn run<P: Instantiate, T>(
+    /// Instantiates the function if the store is fresh and runs `call` on the ABI's
+    /// `exports`, both under the function's deadline (the tokio timeout covers time the
+    /// guest waits on I/O, the epoch deadline time it computes) and each in its span. Then
+    /// the guest's output goes to the log, and the instance is kept for the function's
+    /// next request if it reuses instances and this one ended well; else it is dropped with
+    /// its slots.
+    pub(super) async fn run<E: Exports, T>(
         mut self,
-        pre: &P,
-        call: impl AsyncFnOnce(P::Instance, &mut Store<State>) -> wasmtime::Result<T>,
+        exports: &E,
+        call: impl AsyncFnOnce(E::Instance, &mut Store<State>) -> wasmtime::Result<T>,
     ) -> Result<T, InvokeError> {
         let f = self.function.clone();
+        let (instantiate_span, handle_span) = (&self.instantiate_span, &self.handle_span);
+        let held = &mut self.held;
         let work = async {
-            let started = Instant::now();
-            let instance = pre
-                .instantiate(&mut self.store)
-                .instrument(self.instantiate_span.clone())
-                .await?;
-            f.metrics.instantiated(f.label, started.elapsed());
-            call(instance, &mut self.store)
-                .instrument(self.handle_span.clone())
+            let instance = match held.instance {
+                Some(instance) => instance,
+                None => {
+                    let started = Instant::now();
+                    let instance = f
+                        .instance_pre
+                        .instantiate_async(&mut held.store)
+                        .instrument(instantiate_span.clone())
+                        .await?;
+                    f.metrics.instantiated(f.label, started.elapsed());
+                    held.instance = Some(instance);
+                    instance
+                }
+            };
+            let typed = exports.load(&mut held.store, &instance)?;
+            call(typed, &mut held.store)
+                .instrument(handle_span.clone())
                 .await
         };
         let result = match f.deadlines.then_some(f.timeout) {
@@ -134,21 +178,24 @@ impl Invocation {
             Ok(Err(e)) => Err(classify(e, f.timeout)),
             Err(_elapsed) => Err(InvokeError::Deadline(f.timeout)),
         };
-        self.store.data_mut().log_output(&f.name, &self.request_id);
+        self.held.store.data().log_output(&f.name, &self.request_id);
+        self.held.served += 1;
+        // A trap or a deadline leaves the instance in no state to serve again.
+        if let Some(reuse) = &f.reuse {
+            if result.is_ok() {
+                reuse.put(self.held);
+            } else {
+                f.metrics.instance_retired(f.label, self.held.served);
+            }
+        }
         result
     }
 }
 
-fn new_store(
-    f: &FunctionInner,
-    engine: &wasmtime::Engine,
-    context: Option<CallContext>,
-) -> Store<State> {
-    let deadline = f.deadlines.then(|| Instant::now() + f.timeout);
-    let mut store = Store::new(engine, State::new(f, context, deadline));
-    store.limiter(|s| &mut s.limits);
+/// Arms `store`'s deadline for the request about to run in it.
+fn set_deadline(store: &mut Store<State>, deadline: Option<Instant>) {
     let Some(deadline) = deadline else {
-        return store;
+        return;
     };
     // At every tick a computing guest either passes its deadline (a trap, 504) or yields
     // to the scheduler: a guest spinning on the CPU holds a worker thread for at most one
@@ -161,10 +208,10 @@ fn new_store(
         })
     });
     store.set_epoch_deadline(1);
-    store
 }
 
-fn classify(e: wasmtime::Error, timeout: Duration) -> InvokeError {
+/// What a guest's failure means for the client: a trap, the deadline, or load.
+pub(super) fn classify(e: wasmtime::Error, timeout: Duration) -> InvokeError {
     // The instance gate keeps within the pool's component instances, but a component
     // made of many core modules can still run out of the pool's core instances or
     // memories; that is load, not a fault.

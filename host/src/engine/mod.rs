@@ -1,15 +1,24 @@
 //! The one door to wasmtime: engine configuration, the pooling allocator and its probe, the
 //! epoch ticker, precompilation and the on-disk compile cache, pre-instantiation, and the
-//! per-request store. The rest of the host speaks [`Engine`], [`Function`] and
+//! stores instances run in. The rest of the host speaks [`Engine`], [`Function`] and
 //! [`InvokeError`], never wasmtime types, because wasmtime's API moves between releases.
 //!
-//! - this file: the engine, loading a component and checking its exports, [`Function`];
-//! - `invocation.rs`: the frame every call runs in (admission, store, deadline, outcome);
+//! Two wasmtime engines sit behind one [`Engine`]. WASI 0.2 components run on one built
+//! without concurrency support: with it, every 0.2 request costs 9-13% more instructions
+//! for bookkeeping it never uses (benches/README.md). WASI 0.3 components, which need it,
+//! run on a second engine, created the first time such a component is loaded, so a host
+//! that serves none pays nothing for it.
+//!
+//! - this file: the engines, loading a component and checking its exports, [`Function`];
+//! - `invocation.rs`: the frame every 0.2 call runs in (admission, store, deadline,
+//!   outcome), and `reuse.rs`: the idle instances of a 0.2 function that reuses them;
 //! - one file per guest ABI: `wasi_http.rs` (`wasi:http/incoming-handler@0.2`),
+//!   `wasi_http_p3.rs` (`wasi:http/handler@0.3`, instances serving many requests at once),
 //!   `http_handler.rs` (`wasmfn:function/http-handler`, the one-call path),
 //!   `event_handler.rs` (`wasmfn:function/event-handler`);
 //! - `emitter.rs`: the `emitter` import any function may use;
-//! - `state.rs`, `output.rs`: what a store holds; `cache.rs`, `epoch.rs`: compile cache, ticker.
+//! - `state.rs`, `output.rs`: what a store holds; `cache.rs`, `epoch.rs`: compile cache,
+//!   ticker; `wasi_version.rs`: which WASI a component is built for.
 
 mod cache;
 mod context;
@@ -21,29 +30,31 @@ mod invocation;
 mod keyvalue;
 mod outgoing;
 mod output;
+mod reuse;
 mod state;
 mod wasi_http;
+mod wasi_http_p3;
 mod wasi_version;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::combinators::UnsyncBoxBody;
-use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::component::{Component, HasSelf, InstancePre, Linker};
 use wasmtime::{Config, InstanceAllocationStrategy, PoolingAllocationConfig};
-use wasmtime_wasi_http::p2::bindings::ProxyPre;
+use wasmtime_wasi_http::p2::bindings::ProxyIndices;
 
 use crate::admission::Gate;
 use crate::manifest::FunctionSpec;
 pub use cache::CacheDir;
 pub use context::{CallContext, CallFunction, Emit, EmitError, HOP_LIMIT, NoSuchFunction};
 use epoch::EpochTicker;
-use event_handler::EventHandlerPre;
+use event_handler::EventHandlerIndices;
 pub use event_handler::EventOutcome;
-use http_handler::HttpHandlerPre;
+use http_handler::HttpHandlerIndices;
 pub use keyvalue::KeyValueGrant;
 use outgoing::OutboundGrant;
 use state::State;
@@ -203,7 +214,7 @@ pub enum LoadError {
 }
 
 /// How an invocation failed. The server maps each to a status code.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum InvokeError {
     /// The guest trapped (panic, unreachable, out of memory, ...).
     #[error("function trapped: {reason}")]
@@ -219,6 +230,14 @@ pub enum InvokeError {
     /// The guest returned without sending a response, or sent an error instead of one.
     #[error("function sent no response: {0}")]
     NoResponse(String),
+    /// The guest answered with a `wasi:http` error code instead of a response.
+    #[error("function answered with the error code {code} instead of a response")]
+    ErrorCode {
+        /// The code, as wasi:http names it (`HttpRequestDenied`, ...).
+        code: String,
+        /// The HTTP status it stands for.
+        status: u16,
+    },
     /// The request could not be handed to the guest.
     #[error("bad request: {0}")]
     BadRequest(String),
@@ -234,81 +253,203 @@ pub enum InvokeError {
     Host(String),
 }
 
-/// The wasmtime engine and linker shared by every function. Cheap to clone: the host
+impl InvokeError {
+    /// From a `wasi:http` error code of either version, by its `Debug` text (the variant's
+    /// name first, payload after; 0.2 and 0.3 name their codes alike). A code about the
+    /// request maps to the 4xx it describes; one about a call the guest made upstream to
+    /// 502, or 504 for a timeout (what a proxy answers); anything else to 500.
+    pub(crate) fn error_code(debug: String) -> Self {
+        let head = debug.split(['(', ' ', '{']).next().unwrap_or_default();
+        let name = head.rsplit("::").next().unwrap_or_default();
+        let status = match name {
+            "HttpRequestBodySize" => 413,
+            "HttpRequestHeaderSectionSize" | "HttpRequestHeaderSize" => 431,
+            "HttpRequestUriTooLong" => 414,
+            "HttpRequestLengthRequired" => 411,
+            "HttpRequestMethodInvalid"
+            | "HttpRequestUriInvalid"
+            | "HttpRequestTrailerSectionSize"
+            | "HttpRequestTrailerSize" => 400,
+            "DnsTimeout"
+            | "ConnectionTimeout"
+            | "ConnectionReadTimeout"
+            | "ConnectionWriteTimeout"
+            | "HttpResponseTimeout" => 504,
+            "LoopDetected" => 508,
+            "DnsError"
+            | "DestinationNotFound"
+            | "DestinationUnavailable"
+            | "DestinationIpProhibited"
+            | "DestinationIpUnroutable"
+            | "ConnectionRefused"
+            | "ConnectionTerminated"
+            | "ConnectionLimitReached"
+            | "TlsProtocolError"
+            | "TlsCertificateError"
+            | "TlsAlertReceived"
+            | "HttpRequestDenied"
+            | "HttpResponseIncomplete"
+            | "HttpResponseHeaderSectionSize"
+            | "HttpResponseHeaderSize"
+            | "HttpResponseBodySize"
+            | "HttpResponseTrailerSectionSize"
+            | "HttpResponseTrailerSize"
+            | "HttpResponseTransferCoding"
+            | "HttpResponseContentCoding"
+            | "HttpUpgradeFailed"
+            | "HttpProtocolError" => 502,
+            _ => 500,
+        };
+        InvokeError::ErrorCode {
+            code: debug
+                .strip_prefix(head)
+                .map(|rest| format!("{name}{rest}"))
+                .unwrap_or(debug),
+            status,
+        }
+    }
+}
+
+/// The wasmtime engines and linkers shared by every function. Cheap to clone: the host
 /// keeps one to load functions on their first request.
 #[derive(Clone)]
 pub struct Engine {
-    engine: wasmtime::Engine,
-    linker: Arc<Linker<State>>,
-    pooling: bool,
+    /// WASI 0.2 components: no concurrency support, so none of its cost.
+    p2: Arc<Core>,
+    /// WASI 0.3 components, on an engine created the first time one is loaded (or why it
+    /// could not be).
+    p3: Arc<OnceLock<Result<Arc<Core>, String>>>,
+    options: EngineOptions,
     cache: Option<CacheDir>,
     // Shared with every Function: a loaded function must never outlive its deadlines.
     epoch: Arc<EpochTicker>,
     metrics: Arc<crate::metrics::Metrics>,
-    // One slot per instance the pool holds, taken before instantiating: a full pool
-    // queues briefly and then answers 503, instead of failing inside wasmtime.
-    instances: Gate,
     queue_timeout: Duration,
     deadlines: bool,
     /// The pool's memory slot size: no function loaded later (a reload) may ask for more.
     pool_memory: Option<u64>,
 }
 
-impl Engine {
-    /// Builds the engine, probing for the pooling allocator when `options.pooling` is `Auto`.
-    pub fn new(options: &EngineOptions) -> anyhow::Result<Self> {
-        Self::build(options)
-            .map_err(|e| anyhow::anyhow!("cannot create the wasmtime engine: {e:#}"))
-    }
+/// One wasmtime engine, the linker of everything a guest may import, and its instance pool.
+struct Core {
+    wasi: Wasi,
+    engine: wasmtime::Engine,
+    linker: Linker<State>,
+    pooling: bool,
+    // One slot per instance the pool holds, taken before instantiating: a full pool
+    // queues briefly and then answers 503, instead of failing inside wasmtime.
+    instances: Gate,
+}
 
-    fn build(options: &EngineOptions) -> wasmtime::Result<Self> {
+/// Which WASI a component is built for, and so which engine runs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wasi {
+    /// WASI 0.2: a fresh instance per request unless the function opts in to reuse.
+    P2,
+    /// WASI 0.3: instances serve several requests at once.
+    P3,
+}
+
+impl Core {
+    fn new(options: &EngineOptions, wasi: Wasi) -> wasmtime::Result<Self> {
         let (engine, pooling) = match options.pooling {
-            PoolingMode::Off => (wasmtime::Engine::new(&base_config(options))?, false),
-            PoolingMode::On => (wasmtime::Engine::new(&pooling_config(options))?, true),
+            PoolingMode::Off => (wasmtime::Engine::new(&base_config(options, wasi))?, false),
+            PoolingMode::On => (wasmtime::Engine::new(&pooling_config(options, wasi))?, true),
             // Creating a pooling engine reserves the pool's address space up front, so it
             // is its own probe: where `ulimit -v` or the kernel refuses, fall back.
-            PoolingMode::Auto => match wasmtime::Engine::new(&pooling_config(options)) {
+            PoolingMode::Auto => match wasmtime::Engine::new(&pooling_config(options, wasi)) {
                 Ok(engine) => (engine, true),
                 Err(e) => {
                     tracing::warn!(error = %e, "pooling allocator unavailable, allocating instances on demand");
-                    (wasmtime::Engine::new(&base_config(options))?, false)
+                    (wasmtime::Engine::new(&base_config(options, wasi))?, false)
                 }
             },
         };
         let mut linker = Linker::new(&engine);
-        // The full WASI 0.2 surface is linked, because Rust's std imports wasi:cli and
+        // The full WASI surface is linked, because Rust's std imports wasi:cli and
         // wasi:filesystem even in a handler; the store's WasiCtx grants none of it (no
-        // environment, no preopened directories, no sockets, no inherited stdio).
+        // environment, no preopened directories, no sockets, no inherited stdio). A WASI
+        // 0.3 component built by Rust imports 0.2 interfaces too (std's), so its engine
+        // links both.
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
+        if wasi == Wasi::P3 {
+            wasmtime_wasi::p3::add_to_linker(&mut linker)?;
+            wasmtime_wasi_http::p3::add_to_linker(&mut linker)?;
+        }
         wasmtime_wasi_config::add_to_linker(&mut linker, State::config)?;
         keyvalue::bindings::Keyvalue::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s)?;
         emitter::bindings::wasmfn::function::emitter::add_to_linker::<State, HasSelf<State>>(
             &mut linker,
             |state| state,
         )?;
-        let epoch = Arc::new(EpochTicker::start(engine.clone()));
-        options
-            .metrics
-            .set_pool_capacity(if pooling { options.pool_instances } else { 0 });
         Ok(Self {
+            wasi,
             engine,
-            linker: Arc::new(linker),
+            linker,
             pooling,
+            instances: Gate::new(options.pool_instances.max(1), "the instance pool"),
+        })
+    }
+}
+
+impl Engine {
+    /// Builds the engine, probing for the pooling allocator when `options.pooling` is `Auto`.
+    pub fn new(options: &EngineOptions) -> anyhow::Result<Self> {
+        let p2 = Core::new(options, Wasi::P2)
+            .map_err(|e| anyhow::anyhow!("cannot create the wasmtime engine: {e:#}"))?;
+        let epoch = Arc::new(EpochTicker::start(p2.engine.clone()));
+        options.metrics.set_pool_capacity(if p2.pooling {
+            options.pool_instances
+        } else {
+            0
+        });
+        Ok(Self {
+            pool_memory: p2.pooling.then_some(options.max_memory),
+            p2: Arc::new(p2),
+            p3: Arc::default(),
+            options: options.clone(),
             cache: options.cache.clone(),
             epoch,
             metrics: options.metrics.clone(),
-            instances: Gate::new(options.pool_instances.max(1), "the instance pool"),
             queue_timeout: options.queue_timeout,
             deadlines: options.deadlines,
-            pool_memory: pooling.then_some(options.max_memory),
         })
+    }
+
+    /// The engine for WASI 0.3 components, created on first use.
+    fn p3(&self) -> Result<&Arc<Core>, String> {
+        self.p3
+            .get_or_init(|| {
+                let core = Core::new(&self.options, Wasi::P3).map_err(|e| {
+                    format!("cannot create the wasmtime engine for WASI 0.3 components: {e:#}")
+                })?;
+                self.epoch.add(core.engine.clone());
+                if core.pooling {
+                    self.metrics.add_pool_capacity(self.options.pool_instances);
+                }
+                tracing::debug!(pooling = core.pooling, "created the WASI 0.3 engine");
+                Ok(Arc::new(core))
+            })
+            .as_ref()
+            .map_err(Clone::clone)
+    }
+
+    fn core(&self, wasi: Wasi) -> Result<&Arc<Core>, String> {
+        match wasi {
+            Wasi::P2 => Ok(&self.p2),
+            Wasi::P3 => self.p3(),
+        }
     }
 
     /// Instance slots free right now; equal to the pool's size when nothing runs. A slot
     /// that never came back would show here (the containment tests check it).
     pub fn free_instance_slots(&self) -> u32 {
-        self.instances.available()
+        let p3 = match self.p3.get() {
+            Some(Ok(core)) => core.instances.available(),
+            _ => 0,
+        };
+        self.p2.instances.available() + p3
     }
 
     /// The metrics this engine and its functions record into.
@@ -318,13 +459,15 @@ impl Engine {
 
     /// Whether instances come from the pooling allocator.
     pub fn is_pooling(&self) -> bool {
-        self.pooling
+        self.p2.pooling
     }
 
-    /// Compiles a component to the `.cwasm` format [`Engine::load`] memory-maps.
+    /// Compiles a component to the `.cwasm` format [`Engine::load`] memory-maps, for the
+    /// engine its WASI version needs.
     pub fn precompile(&self, path: &Path) -> Result<Vec<u8>, LoadError> {
         let wasm = read(path)?;
-        self.engine
+        let core = self.core_for(path, &wasm)?;
+        core.engine
             .precompile_component(&wasm)
             .map_err(|e| invalid(path, &wasm, &e))
     }
@@ -335,19 +478,21 @@ impl Engine {
         let Some(cache) = &self.cache else {
             return Ok(None);
         };
-        let entry = cache.entry_for(&wasm, &self.engine);
-        if entry.exists() && self.deserialize(&entry).is_ok() {
-            cache.index(path, &self.engine, &entry);
+        let core = self.core_for(path, &wasm)?;
+        let entry = cache.entry_for(&wasm, &core.engine);
+        if entry.exists() && deserialize(core, &entry).is_ok() {
+            cache.index(path, &self.p2.engine, &entry);
             return Ok(Some(entry));
         }
-        self.compile_and_cache(path, &wasm)?;
+        self.compile_and_cache(core, path, &wasm)?;
         Ok(Some(entry))
     }
 
     /// Loads a function's component and pre-instantiates it, so that requests only
     /// instantiate. Rejects a component that lacks the export its manifest entry needs
-    /// (`wasi:http/incoming-handler` for routes, `wasmfn:function/event-handler` for events)
-    /// or imports something the host does not provide.
+    /// (`wasi:http/incoming-handler` or `wasi:http/handler` for routes,
+    /// `wasmfn:function/event-handler` for events) or imports something the host does not
+    /// provide.
     pub fn load(&self, spec: &FunctionSpec, grants: Grants) -> Result<Function, LoadError> {
         if let Some(max) = self.pool_memory
             && spec.memory > max
@@ -358,23 +503,23 @@ impl Engine {
                 max,
             });
         }
-        let component = self.load_component(&spec.component)?;
+        let (component, core) = self.load_component(&spec.component)?;
         let imports = component
             .component_type()
-            .imports(&self.engine)
+            .imports(&core.engine)
             .map(|(name, _)| name.to_string())
             .collect();
         let contract = |reason: String| LoadError::Contract {
             path: spec.component.clone(),
             reason,
         };
-        let instance_pre = self.linker.instantiate_pre(&component).map_err(|e| {
+        let instance_pre = core.linker.instantiate_pre(&component).map_err(|e| {
             let ty = component.component_type();
             let names = (ty
-                .imports(&self.engine)
+                .imports(&core.engine)
                 .map(|(n, _)| ("imports", n.to_string())))
             .chain(
-                ty.exports(&self.engine)
+                ty.exports(&core.engine)
                     .map(|(n, _)| ("exports", n.to_string())),
             );
             contract(match wasi_version::of_names(names) {
@@ -382,20 +527,20 @@ impl Engine {
                 None => format!("it imports something wasmfn does not provide: {e:#}"),
             })
         })?;
+        let service = wasmtime_wasi_http::p3::bindings::ServicePre::new(instance_pre.clone()).ok();
         // An export is required when the manifest entry needs it, optional otherwise.
-        let export = |pre: wasmtime::Result<_>, needed: bool, why: &str| match pre {
-            Ok(pre) => Ok(Some(pre)),
-            Err(e) if needed => Err(contract(format!("{why}: {e:#}"))),
-            Err(_) => Ok(None),
+        let wasi_http = match ProxyIndices::new(&instance_pre) {
+            Ok(indices) => Some(indices),
+            Err(e) if service.is_none() && !spec.routes.is_empty() => {
+                return Err(contract(format!(
+                    "the function has routes but the component does not export wasi:http/incoming-handler@0.2.x or wasi:http/handler@0.3.x, the HTTP handler interfaces: {e:#}"
+                )));
+            }
+            Err(_) => None,
         };
-        let wasi_http = export(
-            ProxyPre::new(instance_pre.clone()),
-            !spec.routes.is_empty(),
-            "the function has routes but the component does not export wasi:http/incoming-handler@0.2.x, the HTTP handler interface",
-        )?;
-        let http_handler = HttpHandlerPre::new(instance_pre.clone()).ok();
-        let event_handler = match EventHandlerPre::new(instance_pre) {
-            Ok(pre) => Some(pre),
+        let http_handler = HttpHandlerIndices::new(&instance_pre).ok();
+        let event_handler = match EventHandlerIndices::new(&instance_pre) {
+            Ok(indices) => Some(indices),
             Err(e) if spec.takes_events() => {
                 return Err(contract(format!(
                     "the function takes events (`events` or `schedules`) but the component does not export wasmfn:function/event-handler@0.1.0, the event handler interface: {e:#}"
@@ -403,16 +548,33 @@ impl Engine {
             }
             Err(_) => None,
         };
+        let reuse = spec.reuse.unwrap_or_default();
+        let sequential = match (&service, spec.reuse) {
+            (Some(_), _) | (None, None) => None,
+            (None, Some(_)) if reuse.max_concurrent.is_some_and(|n| n > 1) => {
+                return Err(contract(format!(
+                    "`reuse.max_concurrent` is {} but a WASI 0.2 instance serves one request at a time; leave it out or set it to 1 (a WASI 0.3 component serves several at once)",
+                    reuse.max_concurrent.unwrap_or_default()
+                )));
+            }
+            (None, Some(_)) => {
+                reuse::Reuse::sequential(&reuse, crate::metrics::intern(&spec.name), &self.metrics)
+            }
+        };
         Ok(Function {
-            inner: Arc::new(FunctionInner {
+            inner: Arc::new_cyclic(|me| FunctionInner {
                 name: spec.name.as_str().into(),
                 label: crate::metrics::intern(&spec.name),
                 metrics: self.metrics.clone(),
                 // Only beside the standard export: a component exporting the one-call
                 // interface alone would not run on any other host.
                 http_handler: http_handler.filter(|_| wasi_http.is_some()),
-                wasi_http,
+                wasi_http: wasi_http.filter(|_| service.is_none()),
+                wasi_http_p3: service
+                    .map(|pre| wasi_http_p3::Service::new(me.clone(), pre, &reuse)),
                 event_handler,
+                wasi: core.wasi,
+                instance_pre,
                 imports,
                 timeout: spec.timeout,
                 memory: spec.memory,
@@ -432,7 +594,8 @@ impl Engine {
                 concurrency: spec
                     .concurrency
                     .map(|n| Gate::new(n, format!("function `{}`'s concurrency", spec.name))),
-                instances: self.instances.clone(),
+                instances: core.instances.clone(),
+                reuse: sequential,
                 queue_timeout: self.queue_timeout,
                 deadlines: self.deadlines,
                 _epoch: self.epoch.clone(),
@@ -440,28 +603,50 @@ impl Engine {
         })
     }
 
-    fn load_component(&self, path: &Path) -> Result<Component, LoadError> {
+    /// The engine for `wasm`, by the WASI version its names say it is built for.
+    fn core_for(&self, path: &Path, wasm: &[u8]) -> Result<&Arc<Core>, LoadError> {
+        let wasi = if wasi_version::is_wasi_p3(wasm) {
+            Wasi::P3
+        } else {
+            Wasi::P2
+        };
+        self.core(wasi).map_err(|reason| LoadError::Compile {
+            path: path.to_path_buf(),
+            reason,
+        })
+    }
+
+    fn load_component(&self, path: &Path) -> Result<(Component, Arc<Core>), LoadError> {
         if path.extension().is_some_and(|e| e == "cwasm") {
             return self.load_precompiled(path);
         }
+        // The index is kept under the 0.2 engine's fingerprint for both kinds; the entry's
+        // name says which engine compiled it.
         if let Some(cache) = &self.cache
-            && let Some(entry) = cache.indexed_entry(path, &self.engine)
-            && let Ok(c) = self.deserialize(&entry)
+            && let Some(entry) = cache.indexed_entry(path, &self.p2.engine)
+            && let Ok(core) = self.core(if cache.made_by(&entry, &self.p2.engine) {
+                Wasi::P2
+            } else {
+                Wasi::P3
+            })
+            && let Ok(c) = deserialize(core, &entry)
         {
             self.metrics.cache("hit");
-            return Ok(c);
+            return Ok((c, core.clone()));
         }
         let wasm = read(path)?;
+        let core = self.core_for(path, &wasm)?.clone();
         let Some(cache) = &self.cache else {
-            return Component::new(&self.engine, &wasm).map_err(|e| invalid(path, &wasm, &e));
+            let c = Component::new(&core.engine, &wasm).map_err(|e| invalid(path, &wasm, &e))?;
+            return Ok((c, core));
         };
-        let entry = cache.entry_for(&wasm, &self.engine);
+        let entry = cache.entry_for(&wasm, &core.engine);
         if entry.exists() {
-            match self.deserialize(&entry) {
+            match deserialize(&core, &entry) {
                 Ok(c) => {
                     self.metrics.cache("hit");
-                    cache.index(path, &self.engine, &entry);
-                    return Ok(c);
+                    cache.index(path, &self.p2.engine, &entry);
+                    return Ok((c, core));
                 }
                 // A damaged entry is rebuilt, not fatal: the cache is only an accelerator.
                 Err(e) => {
@@ -472,22 +657,28 @@ impl Engine {
         } else {
             self.metrics.cache("miss");
         }
-        self.compile_and_cache(path, &wasm)
+        let c = self.compile_and_cache(&core, path, &wasm)?;
+        Ok((c, core))
     }
 
-    fn compile_and_cache(&self, path: &Path, wasm: &[u8]) -> Result<Component, LoadError> {
+    fn compile_and_cache(
+        &self,
+        core: &Core,
+        path: &Path,
+        wasm: &[u8],
+    ) -> Result<Component, LoadError> {
         let started = std::time::Instant::now();
-        let component = Component::new(&self.engine, wasm).map_err(|e| invalid(path, wasm, &e))?;
+        let component = Component::new(&core.engine, wasm).map_err(|e| invalid(path, wasm, &e))?;
         tracing::info!(component = %path.display(), elapsed_ms = started.elapsed().as_millis() as u64, "compiled");
         if let Some(cache) = &self.cache {
-            let entry = cache.entry_for(wasm, &self.engine);
+            let entry = cache.entry_for(wasm, &core.engine);
             let stored = component
                 .serialize()
                 .map_err(|e| e.to_string())
                 .and_then(|bytes| cache.store(&entry, &bytes).map_err(|e| e.to_string()));
             // Failing to cache costs the next start a compile, nothing more.
             match stored {
-                Ok(()) => cache.index(path, &self.engine, &entry),
+                Ok(()) => cache.index(path, &self.p2.engine, &entry),
                 Err(e) => {
                     tracing::warn!(entry = %entry.display(), error = %e, "could not write the compile cache")
                 }
@@ -496,7 +687,7 @@ impl Engine {
         Ok(component)
     }
 
-    fn load_precompiled(&self, path: &Path) -> Result<Component, LoadError> {
+    fn load_precompiled(&self, path: &Path) -> Result<(Component, Arc<Core>), LoadError> {
         // `detect_precompiled_file` fails or says None both for unreadable files and for
         // files that are not wasmtime's; tell the two apart for the error message.
         std::fs::metadata(path).map_err(|source| LoadError::Read {
@@ -518,35 +709,41 @@ impl Engine {
             }
             Ok(Some(wasmtime::Precompiled::Component)) => {}
         }
-        match self.deserialize(path) {
-            Ok(c) => Ok(c),
-            Err(reason) => {
-                let wasm = path.with_extension("wasm");
-                if wasm.is_file() {
-                    tracing::warn!(
-                        cwasm = %path.display(), wasm = %wasm.display(), %reason,
-                        "precompiled component is not usable by this engine; recompiling from the .wasm beside it"
-                    );
-                    return self.load_component(&wasm);
-                }
-                Err(LoadError::Incompatible {
-                    path: path.to_path_buf(),
-                    wasm: wasm
-                        .file_name()
-                        .map(|n| n.to_string_lossy().into_owned())
-                        .unwrap_or_default(),
-                    reason,
-                })
-            }
+        // Nothing in the file says which WASI it was built for: most are 0.2, so that
+        // engine tries first, and the 0.3 one only when it refuses.
+        let reason = match deserialize(&self.p2, path) {
+            Ok(c) => return Ok((c, self.p2.clone())),
+            Err(reason) => reason,
+        };
+        if let Ok(core) = self.p3()
+            && let Ok(c) = deserialize(core, path)
+        {
+            return Ok((c, core.clone()));
         }
+        let wasm = path.with_extension("wasm");
+        if wasm.is_file() {
+            tracing::warn!(
+                cwasm = %path.display(), wasm = %wasm.display(), %reason,
+                "precompiled component is not usable by this engine; recompiling from the .wasm beside it"
+            );
+            return self.load_component(&wasm);
+        }
+        Err(LoadError::Incompatible {
+            path: path.to_path_buf(),
+            wasm: wasm
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            reason,
+        })
     }
+}
 
-    fn deserialize(&self, path: &Path) -> Result<Component, String> {
-        // SAFETY: `deserialize_file` trusts the file to be wasmtime's own output. Only files
-        // the operator named in the manifest, or that this host wrote into its cache, get
-        // here, and wasmtime still checks the header, version and engine configuration.
-        unsafe { Component::deserialize_file(&self.engine, path) }.map_err(|e| format!("{e:#}"))
-    }
+fn deserialize(core: &Core, path: &Path) -> Result<Component, String> {
+    // SAFETY: `deserialize_file` trusts the file to be wasmtime's own output. Only files
+    // the operator named in the manifest, or that this host wrote into its cache, get
+    // here, and wasmtime still checks the header, version and engine configuration.
+    unsafe { Component::deserialize_file(&core.engine, path) }.map_err(|e| format!("{e:#}"))
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, LoadError> {
@@ -571,7 +768,7 @@ fn invalid(path: &Path, wasm: &[u8], e: &wasmtime::Error) -> LoadError {
     }
 }
 
-fn base_config(options: &EngineOptions) -> Config {
+fn base_config(options: &EngineOptions, wasi: Wasi) -> Config {
     let mut config = Config::new();
     // Epochs, not fuel: checking an epoch costs a load and compare at loop headers and
     // function entries, and one ticker thread serves every store (see epoch.rs).
@@ -580,13 +777,17 @@ fn base_config(options: &EngineOptions) -> Config {
         config.cranelift_opt_level(wasmtime::OptLevel::None);
     }
     config.wasm_component_model(true);
+    // Concurrency support sets up per-store state and sends every call through the
+    // concurrent call path; a WASI 0.2 request never uses either (benches/README.md).
+    config.concurrency_support(wasi == Wasi::P3);
+    config.wasm_component_model_async(wasi == Wasi::P3);
     // Copy-on-write memory images make instantiating a data-heavy component cost page
     // mappings, not copies (on by default; stated because the design depends on it).
     config.memory_init_cow(true);
     config
 }
 
-fn pooling_config(options: &EngineOptions) -> Config {
+fn pooling_config(options: &EngineOptions, wasi: Wasi) -> Config {
     let n = options.pool_instances;
     let mut pool = PoolingAllocationConfig::default();
     pool.total_component_instances(n);
@@ -615,7 +816,7 @@ fn pooling_config(options: &EngineOptions) -> Config {
     pool.linear_memory_keep_resident(KEEP_RESIDENT_BYTES);
     pool.table_keep_resident(KEEP_RESIDENT_BYTES / 8);
     pool.async_stack_keep_resident(KEEP_RESIDENT_BYTES / 8);
-    let mut config = base_config(options);
+    let mut config = base_config(options, wasi);
     config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     config
 }
@@ -630,12 +831,19 @@ struct FunctionInner {
     name: Arc<str>,
     label: &'static str,
     metrics: Arc<crate::metrics::Metrics>,
-    /// `wasi:http/incoming-handler` (wasi_http.rs).
-    wasi_http: Option<ProxyPre<State>>,
+    /// Which WASI the component is built for: the engine it runs on.
+    wasi: Wasi,
+    /// The component, linked and ready to instantiate; the exports below are found in
+    /// each instance by their indices.
+    instance_pre: InstancePre<State>,
+    /// `wasi:http/incoming-handler@0.2` (wasi_http.rs).
+    wasi_http: Option<ProxyIndices>,
+    /// `wasi:http/handler@0.3` and the instances serving it (wasi_http_p3.rs).
+    wasi_http_p3: Option<wasi_http_p3::Service>,
     /// The one-call `wasmfn:function/http-handler`, beside `wasi_http` (http_handler.rs).
-    http_handler: Option<HttpHandlerPre<State>>,
+    http_handler: Option<HttpHandlerIndices>,
     /// `wasmfn:function/event-handler` (event_handler.rs).
-    event_handler: Option<EventHandlerPre<State>>,
+    event_handler: Option<EventHandlerIndices>,
     /// The interfaces the component imports, for `wasmfn check`.
     imports: Box<[String]>,
     timeout: Duration,
@@ -645,7 +853,10 @@ struct FunctionInner {
     key_value: Arc<KeyValueGrant>,
     outbound: Option<Arc<OutboundGrant>>,
     concurrency: Option<Gate>,
+    /// The instance pool of the engine it runs on.
     instances: Gate,
+    /// For a WASI 0.2 function that reuses instances: its idle ones and the limits.
+    reuse: Option<reuse::Reuse>,
     queue_timeout: Duration,
     /// Per-request deadlines; off only in benchmarks (see [`EngineOptions::deadlines`]).
     deadlines: bool,
@@ -675,7 +886,12 @@ impl Function {
 
     /// Whether the component exports an HTTP handler.
     pub fn handles_http(&self) -> bool {
-        self.inner.wasi_http.is_some()
+        self.inner.wasi_http.is_some() || self.inner.wasi_http_p3.is_some()
+    }
+
+    /// The WASI version the component is built for.
+    pub fn wasi(&self) -> Wasi {
+        self.inner.wasi
     }
 
     /// Whether the component exports an event handler.

@@ -33,6 +33,10 @@ pub(crate) struct Outgoing {
     pub(crate) function: Arc<str>,
     pub(crate) context: Option<CallContext>,
     pub(crate) deadline: Option<Instant>,
+    /// How long a call may take where no request's deadline applies: an instance serving
+    /// several requests at once cannot tell whose call it is, so each gets the function's
+    /// timeout from when it is made.
+    pub(crate) call_timeout: std::time::Duration,
 }
 
 type Sent = Result<
@@ -54,7 +58,10 @@ impl WasiHttpHooks for Outgoing {
             self.grant.clone(),
             self.function.clone(),
             self.context.clone(),
-            self.deadline,
+            Some(
+                self.deadline
+                    .unwrap_or_else(|| Instant::now() + self.call_timeout),
+            ),
         );
         Box::new(async move {
             let response = send(grant, &function, context, deadline, request).await?;

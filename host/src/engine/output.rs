@@ -40,10 +40,13 @@ impl Captured {
         inner.dropped += dropped.len() as u64;
     }
 
-    /// What was kept, and how many bytes beyond it were dropped.
-    pub(crate) fn contents(&self) -> (Bytes, u64) {
-        let inner = self.inner.lock().unwrap();
-        (Bytes::copy_from_slice(&inner.kept), inner.dropped)
+    /// What was kept since the last call, and how many bytes beyond it were dropped; the
+    /// capture starts empty again, so an instance that serves several requests keeps
+    /// capturing for each.
+    pub(crate) fn take(&self) -> (Bytes, u64) {
+        let mut inner = self.inner.lock().unwrap();
+        let dropped = std::mem::take(&mut inner.dropped);
+        (inner.kept.split().freeze(), dropped)
     }
 }
 
@@ -113,6 +116,12 @@ mod tests {
         out.write(Bytes::from_static(b"abc")).unwrap();
         out.write(Bytes::from_static(b"defgh")).unwrap();
         assert_eq!(out.check_write().unwrap(), 64 * 1024, "never full");
-        assert_eq!(out.contents(), (Bytes::from_static(b"abcd"), 4));
+        assert_eq!(out.take(), (Bytes::from_static(b"abcd"), 4));
+        out.write(Bytes::from_static(b"ij")).unwrap();
+        assert_eq!(
+            out.take(),
+            (Bytes::from_static(b"ij"), 0),
+            "empty again after take"
+        );
     }
 }

@@ -1,4 +1,6 @@
-//! What one invocation's `Store` holds, and the views WASI and wasi-http need of it.
+//! What one instance's `Store` holds, and the views WASI and wasi-http need of it. A store
+//! lives for one request, or for several when its function reuses instances; what belongs
+//! to one request (its context, deadline and output) is set by [`State::begin_request`].
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -34,7 +36,7 @@ pub(crate) struct State {
 }
 
 impl State {
-    /// The state of one invocation of `f`, in `context`, due by `deadline`.
+    /// The state of an instance of `f`, its first request in `context`, due by `deadline`.
     pub(super) fn new(
         f: &FunctionInner,
         context: Option<CallContext>,
@@ -61,6 +63,7 @@ impl State {
                 function: f.name.clone(),
                 context: context.clone(),
                 deadline,
+                call_timeout: f.timeout,
             },
             limits: StoreLimitsBuilder::new()
                 .memory_size(usize::try_from(f.memory).unwrap_or(usize::MAX))
@@ -73,27 +76,51 @@ impl State {
         }
     }
 
+    /// Readies a reused instance for its next request: the request's context (and so where
+    /// its events go) and deadline replace the last one's.
+    pub(super) fn begin_request(
+        &mut self,
+        function: &str,
+        context: Option<CallContext>,
+        deadline: Option<Instant>,
+    ) {
+        self.hooks.deadline = deadline;
+        self.hooks.context = context.clone();
+        self.emitting = context.map(|ctx| Emitting::new(ctx, function));
+    }
+
     pub(crate) fn config(&mut self) -> WasiConfig<'_> {
         WasiConfig::from(&*self.variables)
+    }
+
+    /// Where the guest's stdout and stderr are kept, for [`log_output`] after the store is
+    /// out of reach (an instance serving several requests at once).
+    pub(super) fn output(&self) -> [super::output::Captured; 2] {
+        [self.stdout.clone(), self.stderr.clone()]
     }
 
     /// Moves what the guest printed into the host's log, attributed to function and request.
     /// Runs after the guest finished, off the path of the response head.
     pub(crate) fn log_output(&self, function: &str, request_id: &str) {
-        for (stream, pipe) in [("stdout", &self.stdout), ("stderr", &self.stderr)] {
-            let (bytes, dropped) = pipe.contents();
-            if bytes.is_empty() {
-                continue;
-            }
-            let text = String::from_utf8_lossy(&bytes);
-            let truncated = dropped > 0;
-            let output = text.trim_end();
-            // JSON escapes the text itself; in text mode Debug keeps it on one line.
-            if crate::logging::is_json() {
-                tracing::info!(target: "wasmfn::guest", function, request_id, stream, truncated, dropped_bytes = dropped, output = %output, "guest output");
-            } else {
-                tracing::info!(target: "wasmfn::guest", function, request_id, stream, truncated, dropped_bytes = dropped, output = ?output, "guest output");
-            }
+        log_output([&self.stdout, &self.stderr], function, request_id);
+    }
+}
+
+/// Moves what was captured of a guest's `[stdout, stderr]` into the host's log.
+pub(super) fn log_output(output: [&super::output::Captured; 2], function: &str, request_id: &str) {
+    for (stream, pipe) in ["stdout", "stderr"].into_iter().zip(output) {
+        let (bytes, dropped) = pipe.take();
+        if bytes.is_empty() {
+            continue;
+        }
+        let text = String::from_utf8_lossy(&bytes);
+        let truncated = dropped > 0;
+        let output = text.trim_end();
+        // JSON escapes the text itself; in text mode Debug keeps it on one line.
+        if crate::logging::is_json() {
+            tracing::info!(target: "wasmfn::guest", function, request_id, stream, truncated, dropped_bytes = dropped, output = %output, "guest output");
+        } else {
+            tracing::info!(target: "wasmfn::guest", function, request_id, stream, truncated, dropped_bytes = dropped, output = ?output, "guest output");
         }
     }
 }

@@ -18,13 +18,15 @@ use super::{BoxError, Function, InvokeError, ResponseBody, http_handler};
 use wasmtime::Store;
 
 impl Function {
-    /// Runs one request in a fresh instance and returns the guest's response once its head
-    /// is ready; the body streams on while the guest writes it. The instance and its store
-    /// are dropped when the guest returns, traps or passes its deadline. With `emit`, the
-    /// guest's `emitter.emit` calls go there; without, they fail with a reason.
+    /// Runs one request and returns the guest's response once its head is ready; the body
+    /// streams on while the guest writes it. A WASI 0.2 function runs it in a fresh
+    /// instance (or an idle one, if it reuses instances), dropped when the guest traps or
+    /// passes its deadline. With `emit`, the guest's `emitter.emit` calls go there; without,
+    /// they fail with a reason.
     ///
     /// A function that also exports `wasmfn:function/http-handler` gets a request with a
-    /// small body of known length through that one call instead (http_handler.rs).
+    /// small body of known length through that one call instead (http_handler.rs). A WASI
+    /// 0.3 function gets it in one of its instances serving several (wasi_http_p3.rs).
     pub async fn handle<B>(
         &self,
         request: hyper::Request<B>,
@@ -36,7 +38,10 @@ impl Function {
         B::Error: Into<BoxError>,
     {
         let f = &self.inner;
-        let Some(pre) = f.wasi_http.clone() else {
+        if let Some(service) = &f.wasi_http_p3 {
+            return service.handle(f, request, request_id).await;
+        }
+        let Some(exports) = f.wasi_http.clone() else {
             return Err(InvokeError::Host(format!(
                 "function `{}` has no HTTP handler",
                 f.name
@@ -52,7 +57,7 @@ impl Function {
                 .call_http_handler(one_call, request, request_id, emit)
                 .await;
         }
-        let mut invocation = Invocation::begin(f, pre.engine(), request_id, emit).await?;
+        let mut invocation = Invocation::begin(f, request_id, emit).await?;
 
         let request = request
             .map(|body| body.map_err(|e| ErrorCode::InternalError(Some(e.into().to_string()))));
@@ -82,7 +87,7 @@ impl Function {
                 let handler = proxy.wasi_http_incoming_handler();
                 handler.call_handle(store, req, out).await
             };
-            let result = invocation.run(&pre, handle).await;
+            let result = invocation.run(&exports, handle).await;
             // Before the head, `handle` turns the error into a status and the server logs
             // it; after the head, this is the only place that still knows.
             if let Err(error) = &result
@@ -100,9 +105,7 @@ impl Function {
             Ok(Ok(response)) => {
                 Ok(response.map(|body| body.map_err(BoxError::from).boxed_unsync()))
             }
-            Ok(Err(code)) => Err(InvokeError::NoResponse(format!(
-                "the function answered with an error instead of a response: {code:?}"
-            ))),
+            Ok(Err(code)) => Err(InvokeError::error_code(format!("{code:?}"))),
             // The outparam was dropped unset: the task's result says why.
             Err(_) => match task.await {
                 Ok(Ok(())) => Err(InvokeError::NoResponse(

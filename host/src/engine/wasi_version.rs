@@ -1,22 +1,21 @@
-//! Which WASI a component was built for, read from the names it imports and exports, so a
-//! component built for a WASI this host does not serve is refused with what it wants and
-//! what the host offers, rather than with the parser's or the linker's first complaint
-//! (a WASI 0.3 component fails to parse without the component-model-async feature:
-//! "'stream' requires the component model async feature").
+//! Which WASI a component was built for, read from the names it imports and exports:
+//! whether it needs the WASI 0.3 engine (see `Engine`), and, when a component is built for
+//! a WASI this host does not serve, what it wants and what the host offers, rather than the
+//! parser's or the linker's first complaint.
 
 use wasmparser::{Parser, Payload};
 
 /// What this host gives a guest, by WASI version, for the error a mismatch gets.
-pub(crate) const OFFERED: &str = "WASI 0.2 components: wasi:http/incoming-handler@0.2.x (or wasmfn:function/event-handler@0.1.0), importing wasi:cli, wasi:clocks, wasi:filesystem, wasi:io, wasi:random, wasi:sockets and wasi:http @0.2.x, wasi:keyvalue and wasi:config @0.2.0-draft";
+pub(crate) const OFFERED: &str = "WASI 0.2 components (exporting wasi:http/incoming-handler@0.2.x or wasmfn:function/event-handler@0.1.0; importing wasi:cli, wasi:clocks, wasi:filesystem, wasi:io, wasi:random, wasi:sockets and wasi:http up to @0.2.12) and WASI 0.3 components (exporting wasi:http/handler@0.3.0; importing wasi:cli, wasi:clocks, wasi:filesystem, wasi:random, wasi:sockets and wasi:http @0.3.0), either importing wasi:keyvalue and wasi:config @0.2.0-draft";
 
-/// A component's `wasi:` names whose version is not 0.2.x, with the WASI version they
-/// belong to ("0.3"). None when the component asks for no other WASI than 0.2, so a
-/// refusal has another cause.
+/// A component's `wasi:` names whose version this host does not serve, with the version
+/// the first of them wants. None when every `wasi:` name is one of the versions served, so
+/// a refusal has another cause.
 #[derive(Debug, PartialEq)]
 pub(crate) struct Mismatch {
-    /// The WASI version the first such name wants, `major.minor`.
+    /// The version the first such name wants, e.g. `0.3.0-rc-2025-09-16` or `0.4.0`.
     pub wasi: String,
-    /// `exports wasi:http/handler@0.3.0`, `imports wasi:clocks/monotonic-clock@0.3.0`, ...
+    /// `exports wasi:http/handler@0.4.0`, `imports wasi:clocks/monotonic-clock@0.4.0`, ...
     pub names: Vec<String>,
 }
 
@@ -25,7 +24,7 @@ impl std::fmt::Display for Mismatch {
         const SHOWN: usize = 4;
         write!(
             f,
-            "it is a WASI {} component ({}",
+            "it is built for WASI {}, which this host does not serve ({}",
             self.wasi,
             self.names[..self.names.len().min(SHOWN)].join(", ")
         )?;
@@ -34,14 +33,28 @@ impl std::fmt::Display for Mismatch {
         }
         write!(
             f,
-            "); this host serves {OFFERED}. Build it for WASI 0.2 (wasmfn-sdk, the `wasi` crate 0.14, or a wasi:http@0.2 world)"
+            "); this host serves {OFFERED}. Build it for WASI 0.2 (wasmfn-sdk, the `wasi` crate 0.14, or a wasi:http@0.2 world) or WASI 0.3 (the `wasip3` crate 0.7 or later)"
         )
     }
 }
 
-/// From the top-level imports and exports in a component's bytes (no validation: this is
-/// read when wasmtime has already refused the bytes).
+/// Whether the component is a WASI 0.3 one: some top-level import or export is a `wasi:`
+/// interface at 0.3.x. Such a component needs the engine with concurrency support.
+pub(crate) fn is_wasi_p3(wasm: &[u8]) -> bool {
+    names_of(wasm)
+        .iter()
+        .any(|(_, name)| version_of(name).is_some_and(|v| v.starts_with("0.3.")))
+}
+
+/// From the top-level imports and exports in a component's bytes.
 pub(crate) fn of_bytes(wasm: &[u8]) -> Option<Mismatch> {
+    of_names(names_of(wasm))
+}
+
+/// A component's top-level import and export names, without validating it (this is read
+/// before wasmtime compiles the bytes, or after it refused them; either way the compile
+/// costs far more).
+fn names_of(wasm: &[u8]) -> Vec<(&'static str, String)> {
     let mut names = Vec::new();
     let mut depth = 0usize;
     for payload in Parser::new(0).parse_all(wasm) {
@@ -64,7 +77,25 @@ pub(crate) fn of_bytes(wasm: &[u8]) -> Option<Mismatch> {
             _ => {}
         }
     }
-    of_names(names)
+    names
+}
+
+/// The version of a `wasi:` interface name, `wasi:http/types@0.3.0` → `0.3.0`.
+fn version_of(name: &str) -> Option<&str> {
+    name.strip_prefix("wasi:")
+        .and_then(|n| n.split_once('@'))
+        .map(|(_, v)| v)
+}
+
+/// Whether this host links `wasi:` interfaces at `version`: any 0.2.x, and 0.3.x releases
+/// (not release candidates, whose interfaces changed before 0.3.0 was ratified).
+fn served(version: &str) -> bool {
+    let mut parts = version.splitn(3, '.');
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some("0"), Some("2"), Some(_)) => true,
+        (Some("0"), Some("3"), Some(patch)) => patch.bytes().all(|b| b.is_ascii_digit()),
+        _ => false,
+    }
 }
 
 /// From names and whether each is imported or exported.
@@ -74,24 +105,19 @@ pub(crate) fn of_names(
     let mut wasi = None;
     let mut listed = Vec::new();
     for (direction, name) in names {
-        let Some(version) = name
-            .strip_prefix("wasi:")
-            .and_then(|n| n.split_once('@'))
-            .map(|(_, v)| v)
-        else {
+        let Some(version) = version_of(&name) else {
             continue;
         };
-        let minor = version.split('.').take(2).collect::<Vec<_>>().join(".");
-        if minor == "0.2" {
+        if served(version) {
             continue;
         }
+        wasi.get_or_insert(version.to_string());
         // Exports first: what a component exports says what it is.
         if direction == "exports" {
             listed.insert(0, format!("{direction} {name}"));
         } else {
             listed.push(format!("{direction} {name}"));
         }
-        wasi.get_or_insert(minor);
     }
     Some(Mismatch {
         wasi: wasi?,
@@ -108,13 +134,15 @@ mod tests {
     }
 
     #[test]
-    fn wasi_0_2_and_our_own_interfaces_are_no_mismatch() {
+    fn wasi_0_2_and_0_3_and_our_own_interfaces_are_no_mismatch() {
         assert_eq!(
             of_names(names(&[
                 ("imports", "wasi:io/streams@0.2.6"),
                 ("imports", "wasi:keyvalue/store@0.2.0-draft"),
+                ("imports", "wasi:clocks/monotonic-clock@0.3.0"),
                 ("imports", "wasmfn:function/emit@0.1.0"),
                 ("exports", "wasi:http/incoming-handler@0.2.0"),
+                ("exports", "wasi:http/handler@0.3.0"),
                 ("imports", "local:thing"),
             ])),
             None
@@ -122,27 +150,35 @@ mod tests {
     }
 
     #[test]
-    fn a_wasi_0_3_component_is_named_with_its_exports_first() {
+    fn a_release_candidate_or_a_later_wasi_is_named_with_its_exports_first() {
         let m = of_names(names(&[
-            ("imports", "wasi:clocks/monotonic-clock@0.3.0"),
+            ("imports", "wasi:clocks/monotonic-clock@0.3.0-rc-2025-09-16"),
             ("imports", "wasi:io/streams@0.2.6"),
-            ("exports", "wasi:http/handler@0.3.0"),
+            ("exports", "wasi:http/handler@0.3.0-rc-2025-09-16"),
         ]))
         .unwrap();
-        assert_eq!(m.wasi, "0.3");
+        assert_eq!(m.wasi, "0.3.0-rc-2025-09-16");
         assert_eq!(
             m.names,
             [
-                "exports wasi:http/handler@0.3.0",
-                "imports wasi:clocks/monotonic-clock@0.3.0"
+                "exports wasi:http/handler@0.3.0-rc-2025-09-16",
+                "imports wasi:clocks/monotonic-clock@0.3.0-rc-2025-09-16"
             ]
         );
         let text = m.to_string();
-        assert!(text.starts_with("it is a WASI 0.3 component (exports wasi:http/handler@0.3.0"));
         assert!(
-            text.contains("this host serves WASI 0.2 components"),
+            text.starts_with("it is built for WASI 0.3.0-rc-2025-09-16, which this host does not serve (exports wasi:http/handler@0.3.0-rc-2025-09-16"),
             "{text}"
         );
+        assert!(text.contains("and WASI 0.3 components"), "{text}");
+        let later = of_names(names(&[("exports", "wasi:http/handler@0.4.0")])).unwrap();
+        assert_eq!(later.wasi, "0.4.0");
+    }
+
+    #[test]
+    fn a_wasi_0_3_component_is_told_apart_by_its_names() {
+        assert!(!is_wasi_p3(b"not wasm at all"));
+        assert!(served("0.3.1") && served("0.2.12") && !served("0.3.0-rc-2025-08-15"));
     }
 
     #[test]

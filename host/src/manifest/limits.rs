@@ -20,6 +20,68 @@ pub const MIN_MEMORY: u64 = 1024 * 1024;
 /// The largest request body a function accepts when the manifest does not say.
 pub const DEFAULT_MAX_BODY: u64 = 16 * 1024 * 1024;
 
+/// Requests one instance serves before it is retired, when `reuse` does not say.
+pub const DEFAULT_REUSE_MAX_REQUESTS: u32 = 128;
+/// Requests one WASI 0.3 instance serves at once, when `reuse` does not say.
+pub const DEFAULT_REUSE_MAX_CONCURRENT: u32 = 16;
+/// How long an instance waits idle for another request, when `reuse` does not say.
+pub const DEFAULT_REUSE_IDLE: Duration = Duration::from_secs(1);
+
+/// `reuse = { max_requests, max_concurrent, idle }`: how many requests one instance serves,
+/// in all and at once, and how long it waits idle for the next. Unset keys take the
+/// defaults above, which are `wasmtime serve`'s for WASI 0.3 components. A WASI 0.3
+/// function reuses instances with or without this key; a WASI 0.2 function only with it
+/// (a fresh instance per request isolates requests from each other's globals).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Reuse {
+    /// Requests one instance serves before it is retired.
+    pub max_requests: Option<u32>,
+    /// Requests one instance serves at once (1 for WASI 0.2).
+    pub max_concurrent: Option<u32>,
+    /// How long an idle instance is kept for the next request.
+    pub idle: Option<Duration>,
+}
+
+impl Reuse {
+    /// `max_requests`, or its default.
+    pub fn max_requests_or_default(&self) -> u32 {
+        self.max_requests.unwrap_or(DEFAULT_REUSE_MAX_REQUESTS)
+    }
+
+    /// `max_concurrent`, or its default.
+    pub fn max_concurrent_or_default(&self) -> u32 {
+        self.max_concurrent.unwrap_or(DEFAULT_REUSE_MAX_CONCURRENT)
+    }
+
+    /// `idle`, or its default.
+    pub fn idle_or_default(&self) -> Duration {
+        self.idle.unwrap_or(DEFAULT_REUSE_IDLE)
+    }
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawReuse {
+    max_requests: Option<Spanned<i64>>,
+    max_concurrent: Option<Spanned<i64>>,
+    idle: Option<Spanned<String>>,
+}
+
+pub(super) fn parse_reuse(ctx: &Ctx<'_>, raw: &RawReuse) -> Result<Reuse, ManifestError> {
+    let count = |key: &str, n: &Option<Spanned<i64>>| {
+        n.as_ref().map(|n| parse_count(ctx, key, n)).transpose()
+    };
+    Ok(Reuse {
+        max_requests: count("reuse.max_requests", &raw.max_requests)?,
+        max_concurrent: count("reuse.max_concurrent", &raw.max_concurrent)?,
+        idle: raw
+            .idle
+            .as_ref()
+            .map(|t| parse_duration(ctx, "reuse.idle", t, Duration::from_secs(3600), "1h"))
+            .transpose()?,
+    })
+}
+
 /// Host-wide limits: what one host accepts before it answers 503 instead of queueing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ServerLimits {

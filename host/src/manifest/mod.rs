@@ -34,10 +34,11 @@ use crate::outbound::{AllowedHost, AllowedHosts, DEFAULT_OUTBOUND_CONCURRENCY};
 use crate::router::{RoutePattern, RouteTable};
 pub use deploy::DeploySpec;
 pub use limits::{
-    DEFAULT_LOADED_FUNCTIONS, DEFAULT_MAX_BODY, DEFAULT_MEMORY, DEFAULT_TIMEOUT, MAX_MEMORY,
-    MAX_TIMEOUT, MIN_MEMORY, ServerLimits,
+    DEFAULT_LOADED_FUNCTIONS, DEFAULT_MAX_BODY, DEFAULT_MEMORY, DEFAULT_REUSE_IDLE,
+    DEFAULT_REUSE_MAX_CONCURRENT, DEFAULT_REUSE_MAX_REQUESTS, DEFAULT_TIMEOUT, MAX_MEMORY,
+    MAX_TIMEOUT, MIN_MEMORY, Reuse, ServerLimits,
 };
-use limits::{parse_count, parse_memory, parse_size, parse_timeout, server_limits};
+use limits::{parse_count, parse_memory, parse_reuse, parse_size, parse_timeout, server_limits};
 pub use variables::Variable;
 
 /// Paths under this prefix belong to the host (health, metrics) and no function may claim them.
@@ -112,6 +113,7 @@ struct RawFunction {
     memory: Option<Spanned<String>>,
     concurrency: Option<Spanned<i64>>,
     max_body: Option<Spanned<String>>,
+    reuse: Option<Spanned<limits::RawReuse>>,
     #[serde(default)]
     variables: BTreeMap<String, Spanned<toml::Value>>,
     #[serde(default)]
@@ -211,6 +213,9 @@ pub struct FunctionSpec {
     pub concurrency: Option<u32>,
     /// The largest request body it accepts, in bytes; larger ones are answered 413.
     pub max_body: u64,
+    /// How its instances are reused, as written; `None`: a WASI 0.2 component gets a
+    /// fresh instance per request, a WASI 0.3 one the defaults.
+    pub reuse: Option<Reuse>,
     /// Values the guest reads through `wasi:config/store`, resolved at start.
     pub variables: BTreeMap<String, Variable>,
     /// The key-value stores it may open, by label.
@@ -482,6 +487,11 @@ impl Manifest {
                 None => DEFAULT_MAX_BODY,
                 Some(b) => parse_size(&ctx, "max_body", b, 0, MAX_MEMORY)?,
             };
+            let reuse = f
+                .reuse
+                .as_ref()
+                .map(|r| parse_reuse(&ctx, r.get_ref()))
+                .transpose()?;
             let mut variables = BTreeMap::new();
             for (key, value) in &f.variables {
                 if key.is_empty() {
@@ -569,6 +579,7 @@ impl Manifest {
                 memory,
                 concurrency,
                 max_body,
+                reuse,
                 variables,
                 key_value_stores,
                 allowed_outbound_hosts,
@@ -999,6 +1010,26 @@ component = "/abs/echo.cwasm"
             ("routes = [\"/.well-known/wasmfn/*\"]", "reserves"),
             ("variables = { n = 1 }", "`variables.n` must be a string"),
             ("routes = \"/x\"", "expected a sequence"),
+            (
+                "reuse = { max_requests = 0 }",
+                "`reuse.max_requests` must be a whole number from 1",
+            ),
+            (
+                "reuse = { max_concurrent = -1 }",
+                "`reuse.max_concurrent` must be a whole number from 1",
+            ),
+            (
+                "reuse = { idle = \"2h\" }",
+                "`reuse.idle` must be more than 0 and at most 1h",
+            ),
+            (
+                "reuse = { idle = \"soon\" }",
+                "`reuse.idle` must be a duration",
+            ),
+            (
+                "reuse = { max_instances = 3 }",
+                "unknown field `max_instances`",
+            ),
         ];
         for (line, expected) in cases {
             let text = format!("[[functions]]\nname = \"a\"\ncomponent = \"a.wasm\"\n{line}\n");
@@ -1053,7 +1084,7 @@ component = "/abs/echo.cwasm"
     fn limits_resolve_with_defaults_and_bad_server_keys_name_the_line() {
         let m = parse(
             "[server]\nmax_in_flight = 64\nloaded_functions = 3\nqueue_timeout = \"250ms\"\n\n\
-             [[functions]]\nname = \"a\"\ncomponent = \"a.wasm\"\nconcurrency = 4\nmax_body = \"1KiB\"\n\n\
+             [[functions]]\nname = \"a\"\ncomponent = \"a.wasm\"\nconcurrency = 4\nmax_body = \"1KiB\"\nreuse = { max_requests = 8, idle = \"5s\" }\n\n\
              [[functions]]\nname = \"b\"\ncomponent = \"b.wasm\"\n",
         )
         .unwrap();
@@ -1066,8 +1097,18 @@ component = "/abs/echo.cwasm"
         );
         assert_eq!(m.functions[0].concurrency, Some(4));
         assert_eq!(m.functions[0].max_body, 1024);
+        let reuse = m.functions[0].reuse.unwrap();
+        assert_eq!(
+            (reuse.max_requests, reuse.max_concurrent, reuse.idle),
+            (Some(8), None, Some(Duration::from_secs(5)))
+        );
+        assert_eq!(
+            reuse.max_concurrent_or_default(),
+            DEFAULT_REUSE_MAX_CONCURRENT
+        );
         assert_eq!(m.functions[1].concurrency, None);
         assert_eq!(m.functions[1].max_body, DEFAULT_MAX_BODY);
+        assert_eq!(m.functions[1].reuse, None);
 
         for (line, expected) in [
             (

@@ -167,37 +167,3 @@ pub(crate) async fn test_not_http() {
         "{msg}"
     );
 }
-
-#[tokio::test(flavor = "multi_thread")]
-pub(crate) async fn wasi_p3_hello() {
-    // A plain WASI 0.3 component (the wasip3 crate) is not served yet: the start is refused
-    // with what it is built for and what the host offers, not with the parser's complaint.
-    let manifest = Manifest::parse(
-        Path::new("/virtual/wasmfn.toml"),
-        &entry("p3", guests::WASI_P3_HELLO, &["/p3"], ""),
-    )
-    .unwrap();
-    for cache in [None, Some(common::cache_dir())] {
-        let err = App::load(&manifest, &engine(cache.as_deref()))
-            .err()
-            .expect("must be refused");
-        let msg = err.to_string();
-        assert!(msg.starts_with("/virtual/wasmfn.toml:3:"), "{msg}");
-        assert!(msg.contains("function `p3`"), "{msg}");
-        assert!(
-            msg.contains("it is a WASI 0.3 component (exports wasi:http/handler@0.3"),
-            "{msg}"
-        );
-        assert!(
-            msg.contains("this host serves WASI 0.2 components"),
-            "{msg}"
-        );
-        assert!(!msg.contains("not a valid WebAssembly component"), "{msg}");
-    }
-    // `wasmfn compile` (precompiling) says the same.
-    let err = engine(None)
-        .precompile(Path::new(guests::WASI_P3_HELLO))
-        .unwrap_err()
-        .to_string();
-    assert!(err.contains("it is a WASI 0.3 component"), "{err}");
-}

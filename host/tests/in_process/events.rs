@@ -17,7 +17,7 @@ fn binary_event<'a>(ty: &'a str, id: &'a str) -> Vec<(&'a str, &'a str)> {
     ]
 }
 
-async fn send_event(app: &App, ty: &str, data: serde_json::Value) -> Reply {
+pub(crate) async fn send_event(app: &App, ty: &str, data: serde_json::Value) -> Reply {
     call_with(
         app,
         "POST",

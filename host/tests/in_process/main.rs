@@ -23,14 +23,18 @@ mod containment;
 mod events;
 mod loading;
 mod requests;
+mod reuse;
 mod versions;
+mod wasi_p3;
 
 use apps::*;
 use capabilities::*;
 use containment::*;
 use events::*;
 use requests::*;
+use reuse::*;
 use versions::*;
+use wasi_p3::*;
 
 // A guest without a test here fails the build.
 macro_rules! assert_guest_is_tested {

@@ -1,0 +1,403 @@
+//! The `wasi:http/handler@0.3` ABI: a WASI 0.3 component's instances each serve several
+//! requests at once and many in a row, as `wasmtime serve` and Spin run them, within the
+//! function's `reuse` limits (`max_concurrent` at once, `max_requests` in all, retired after
+//! `idle` without work). wasmtime-wasi-http's `ProxyHandler` runs the instances (one worker
+//! task per instance, handing each the requests it has room for); this file supplies the
+//! host's part of it:
+//!
+//! - admission: the function's concurrency is per request, and each instance holds one
+//!   instance-pool slot for its life, taken before it is created (503 when none frees up);
+//! - deadlines: a request that has no response head by its deadline is answered 504 and
+//!   the instance takes no more requests; a guest that computes past the latest deadline of
+//!   the requests it took is interrupted by the epoch callback, and one that never lets the
+//!   event loop run again is expired from outside it;
+//! - failure: a trap retires the instance and fails the requests it was running (500, the
+//!   trap in the log under each request's id), and only those;
+//! - memory: the function's limit applies to each instance;
+//! - metrics and logs: instances live, instantiations, requests each retired instance
+//!   served; what a guest prints goes to the log under the request whose response head
+//!   followed it (an instance serving several at once cannot say whose it was).
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock, Weak};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::header;
+use http_body_util::BodyExt;
+use tracing::Instrument;
+use wasmtime::component::GuestTaskId;
+use wasmtime::{Store, StoreContextMut, UpdateDeadline};
+use wasmtime_wasi_http::handler::{
+    ExpirationError, HandlerState, Instance as Worker, InstantiationError, Proxy, ProxyHandler,
+    ShouldAccept, TrapOrPanicError, WorkerExpiration, WorkerState, WorkerStatus,
+};
+use wasmtime_wasi_http::p3::bindings::ServicePre;
+use wasmtime_wasi_http::p3::bindings::http::types::ErrorCode;
+use wasmtime_wasi_http::{WasiBody, WasiHttpView};
+
+use super::epoch::TICK;
+use super::invocation::classify;
+use super::output::Captured;
+use super::state::{State, log_output};
+use super::{BoxError, FunctionInner, InvokeError, ResponseBody};
+use crate::admission::Slot;
+use crate::manifest::Reuse;
+use crate::metrics::{GaugeGuard, Refusal};
+
+/// A WASI 0.3 function's instances and the queue of requests waiting for room in one.
+pub(super) struct Service {
+    handler: ProxyHandler<Instances>,
+}
+
+/// How a WASI 0.3 function's instances are made and how much each may take.
+struct Instances {
+    /// Weak: the function owns this, and a worker outlives neither.
+    function: Weak<FunctionInner>,
+    pre: ServicePre<State>,
+    max_requests: usize,
+    max_concurrent: usize,
+    idle: Duration,
+}
+
+/// One request, as handed to whichever instance takes it.
+struct Ticket {
+    deadline: Instant,
+    /// The instance that took it: where to learn why, if that instance fails.
+    taken_by: OnceLock<Arc<Shared>>,
+}
+
+/// What an instance's worker shares with the requests it takes.
+struct Shared {
+    /// Deadlines below are nanoseconds since this.
+    born: Instant,
+    /// The latest deadline of the requests it took: a guest computing past it is stopped.
+    deadline: AtomicU64,
+    served: AtomicU64,
+    /// Set when the worker expired it from outside the event loop: a guest that would not
+    /// yield, or requests past their deadlines.
+    expired: AtomicBool,
+    output: [Captured; 2],
+    /// How the instance ended: Ok when retired for its limits or idleness.
+    retired: tokio::sync::SetOnce<Result<(), InvokeError>>,
+}
+
+/// An instance-pool slot could not be had within the queue timeout.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct PoolFull(String);
+
+impl Service {
+    pub(super) fn new(
+        function: Weak<FunctionInner>,
+        pre: ServicePre<State>,
+        reuse: &Reuse,
+    ) -> Self {
+        Self {
+            handler: ProxyHandler::new(Instances {
+                function,
+                pre,
+                max_requests: reuse.max_requests_or_default() as usize,
+                max_concurrent: reuse.max_concurrent_or_default() as usize,
+                idle: reuse.idle_or_default(),
+            }),
+        }
+    }
+
+    /// Runs one request in an instance with room for it and returns the response once its
+    /// head is ready; the body streams on. The function's concurrency slot is held until
+    /// the body is done.
+    pub(super) async fn handle<B>(
+        &self,
+        f: &Arc<FunctionInner>,
+        request: hyper::Request<B>,
+        request_id: &str,
+    ) -> Result<hyper::Response<ResponseBody>, InvokeError>
+    where
+        B: hyper::body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let slot = match &f.concurrency {
+            Some(gate) => Some(gate.enter(f.queue_timeout).await.map_err(|full| {
+                f.metrics.refused(Refusal::Concurrency);
+                InvokeError::Overloaded(full.to_string())
+            })?),
+            None => None,
+        };
+        let ticket = Arc::new(Ticket {
+            deadline: Instant::now() + f.timeout,
+            taken_by: OnceLock::new(),
+        });
+        // The handler's own expiry covers requests an instance took; this one also covers
+        // the wait for an instance with room.
+        let result = tokio::time::timeout(
+            f.timeout + 2 * TICK,
+            self.handler.handle(ticket.clone(), wasi_request(request)),
+        )
+        .instrument(crate::telemetry::child_span("handle"))
+        .await;
+        if let Some(shared) = ticket.taken_by.get() {
+            log_output([&shared.output[0], &shared.output[1]], &f.name, request_id);
+        }
+        match result {
+            Err(_elapsed) => Err(InvokeError::Deadline(f.timeout)),
+            Ok(Ok(response)) => Ok(response.map(|body| {
+                body.map_err(BoxError::from)
+                    // The slot goes back when the body is done (or dropped).
+                    .map_frame(move |frame| {
+                        let _held: &Option<Slot> = &slot;
+                        frame
+                    })
+                    .boxed_unsync()
+            })),
+            Ok(Err(e)) => Err(failure(e, &ticket, f.timeout).await),
+        }
+    }
+}
+
+/// The request as wasi:http 0.3 hands it to the guest: an absolute URI (the guest reads the
+/// scheme and authority), and a body whose read errors are wasi:http errors.
+fn wasi_request<B>(request: hyper::Request<B>) -> http::Request<WasiBody>
+where
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    let (mut parts, body) = request.into_parts();
+    if parts.uri.authority().is_none()
+        && let Some(host) = parts
+            .headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+    {
+        let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        if let Ok(uri) = format!("http://{host}{path}").parse() {
+            parts.uri = uri;
+        }
+    }
+    let body = body
+        .map_err(|e| {
+            let e: BoxError = e.into();
+            if e.is::<http_body_util::LengthLimitError>() {
+                wasmtime_wasi_http::Error::HttpRequestBodySize(None)
+            } else {
+                wasmtime_wasi_http::Error::InternalError(Some(e.to_string()))
+            }
+        })
+        .boxed_unsync();
+    http::Request::from_parts(parts, body)
+}
+
+/// What a failed request tells its client.
+async fn failure(e: wasmtime::Error, ticket: &Ticket, timeout: Duration) -> InvokeError {
+    if e.is::<ExpirationError>() {
+        return InvokeError::Deadline(timeout);
+    }
+    if let Some(code) = e.downcast_ref::<ErrorCode>() {
+        return InvokeError::error_code(format!("{code:?}"));
+    }
+    if let Some(failed) = e.downcast_ref::<InstantiationError<Arc<Ticket>>>() {
+        if let Some(full) = failed.error.downcast_ref::<PoolFull>() {
+            return InvokeError::Overloaded(full.0.clone());
+        }
+        return InvokeError::Host(format!(
+            "instantiating the function failed: {}",
+            failed.error
+        ));
+    }
+    if e.is::<TrapOrPanicError>() {
+        // The instance running it failed; its worker records why as it retires it.
+        if let Some(shared) = ticket.taken_by.get()
+            && let Ok(Err(why)) =
+                tokio::time::timeout(Duration::from_secs(1), shared.retired.wait()).await
+        {
+            return why.clone();
+        }
+        return InvokeError::Trap {
+            reason: "the instance serving the request failed".to_string(),
+            backtrace: String::new(),
+        };
+    }
+    classify(e, timeout)
+}
+
+impl HandlerState for Instances {
+    type StoreData = State;
+    type WorkerExpiration = Expiry;
+    type WorkerState = Running;
+
+    async fn instantiate(&self) -> wasmtime::Result<Worker<State, Expiry, Running>> {
+        let f = self
+            .function
+            .upgrade()
+            .ok_or_else(|| wasmtime::format_err!("the function was unloaded"))?;
+        let slot = f.instances.enter(f.queue_timeout).await.map_err(|full| {
+            f.metrics.refused(Refusal::Instances);
+            wasmtime::Error::new(PoolFull(full.to_string()))
+        })?;
+        let state = State::new(&f, None, None);
+        let shared = Arc::new(Shared {
+            born: Instant::now(),
+            deadline: AtomicU64::new(0),
+            served: AtomicU64::new(0),
+            expired: AtomicBool::new(false),
+            output: state.output(),
+            retired: tokio::sync::SetOnce::new(),
+        });
+        let mut store = Store::new(f.instance_pre.engine(), state);
+        store.limiter(|s| &mut s.limits);
+        if f.deadlines {
+            // Instantiating runs the guest's start code: give it one timeout.
+            shared.extend(Instant::now() + f.timeout);
+            let shared = shared.clone();
+            // A computing guest yields at every tick, and is stopped once past the latest
+            // deadline of the requests it took.
+            store.epoch_deadline_callback(move |_| {
+                let now = shared.born.elapsed().as_nanos() as u64;
+                Ok(if now >= shared.deadline.load(Ordering::Relaxed) {
+                    UpdateDeadline::Interrupt
+                } else {
+                    UpdateDeadline::YieldCustom(1, Box::pin(tokio::task::yield_now()))
+                })
+            });
+            store.set_epoch_deadline(1);
+        }
+        let started = Instant::now();
+        let service = tokio::time::timeout(f.timeout, self.pre.instantiate_async(&mut store))
+            .await
+            .map_err(|_| {
+                wasmtime::format_err!("instantiation took longer than the function's timeout")
+            })??;
+        f.metrics.instantiated(f.label, started.elapsed());
+        Ok(Worker {
+            store,
+            proxy: Proxy::P3(service),
+            view: <State as WasiHttpView>::http,
+            expiration: Expiry {
+                timeout: f.timeout,
+                idle: self.idle,
+                sleep: Box::pin(tokio::time::sleep(self.idle)),
+                shared: shared.clone(),
+            },
+            state: Running {
+                max_requests: self.max_requests,
+                max_concurrent: self.max_concurrent,
+                timeout: f.timeout,
+                name: f.name.clone(),
+                label: f.label,
+                metrics: f.metrics.clone(),
+                shared,
+                _slot: slot,
+                _live: f.metrics.instance(),
+            },
+        })
+    }
+}
+
+impl Shared {
+    /// Keeps the instance running at least until `deadline`.
+    fn extend(&self, deadline: Instant) {
+        let nanos = deadline.saturating_duration_since(self.born).as_nanos() as u64;
+        self.deadline.fetch_max(nanos, Ordering::Relaxed);
+    }
+}
+
+/// One instance's limits and what it holds while it lives.
+struct Running {
+    max_requests: usize,
+    max_concurrent: usize,
+    timeout: Duration,
+    name: Arc<str>,
+    label: &'static str,
+    metrics: Arc<crate::metrics::Metrics>,
+    shared: Arc<Shared>,
+    _slot: Slot,
+    _live: GaugeGuard,
+}
+
+impl WorkerState for Running {
+    type StoreData = State;
+    type RequestData = Arc<Ticket>;
+
+    fn should_accept_request(&self, concurrent: usize, total: usize) -> ShouldAccept {
+        if total >= self.max_requests {
+            ShouldAccept::Never
+        } else if concurrent >= self.max_concurrent {
+            ShouldAccept::No
+        } else {
+            ShouldAccept::Yes
+        }
+    }
+
+    fn on_request_start(
+        &self,
+        _store: StoreContextMut<'_, State>,
+        ticket: Arc<Ticket>,
+        _task: GuestTaskId,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send + Sync>> {
+        self.shared.served.fetch_add(1, Ordering::Relaxed);
+        self.shared.extend(ticket.deadline);
+        let _ = ticket.taken_by.set(self.shared.clone());
+        Box::pin(tokio::time::sleep_until(ticket.deadline.into()))
+    }
+
+    fn drop(&self, store: Store<State>, result: wasmtime::Result<()>) {
+        let served = self.shared.served.load(Ordering::Relaxed);
+        self.metrics
+            .instance_retired(self.label, u32::try_from(served).unwrap_or(u32::MAX));
+        let outcome = result.map_err(|e| {
+            if self.shared.expired.load(Ordering::Relaxed) {
+                InvokeError::Deadline(self.timeout)
+            } else {
+                classify(e, self.timeout)
+            }
+        });
+        if let Err(error) = &outcome {
+            tracing::warn!(function = %self.name, served, %error, "instance retired after a failure; the requests it was running failed with it");
+        }
+        log_output(
+            [&self.shared.output[0], &self.shared.output[1]],
+            &self.name,
+            "",
+        );
+        let _ = self.shared.retired.set(outcome);
+        drop(store);
+    }
+}
+
+/// When an instance is retired from outside its event loop: idle for `idle`, or a
+/// request or the work after its response running past the function's timeout.
+struct Expiry {
+    timeout: Duration,
+    idle: Duration,
+    sleep: Pin<Box<tokio::time::Sleep>>,
+    shared: Arc<Shared>,
+}
+
+impl WorkerExpiration for Expiry {
+    fn poll(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        status: WorkerStatus,
+        start: Instant,
+    ) -> Poll<()> {
+        let this = self.get_mut();
+        let until = match status {
+            WorkerStatus::Idle => start + this.idle,
+            // `start` is the newest request's: past this, every request it runs is past its
+            // deadline, and each has had its 504 if the event loop could run.
+            WorkerStatus::Requests => start + this.timeout + 2 * TICK,
+            WorkerStatus::PostReturn => start + this.timeout,
+        };
+        let until = tokio::time::Instant::from_std(until);
+        if this.sleep.deadline() != until {
+            this.sleep.as_mut().reset(until);
+        }
+        let expired = this.sleep.as_mut().poll(cx);
+        if expired.is_ready() && status != WorkerStatus::Idle {
+            this.shared.expired.store(true, Ordering::Relaxed);
+        }
+        expired
+    }
+}

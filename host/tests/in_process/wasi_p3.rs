@@ -1,0 +1,252 @@
+//! WASI 0.3 components: a plain `wasip3` guest served beside 0.2 ones, its instances reused
+//! within their limits, its failures confined to the instance that failed; and a component
+//! built for a WASI this host does not serve, refused with what it wants.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::Frame;
+use wasmfn::manifest::Manifest;
+use wasmfn::server::App;
+use wasmfn_guest_artifacts as guests;
+
+use super::common::Reply;
+use super::{app, call, common, engine, entry};
+
+fn instance(r: &Reply) -> String {
+    r.headers["x-instance"].to_str().unwrap().to_string()
+}
+
+fn served(r: &Reply) -> u32 {
+    r.headers["x-served"].to_str().unwrap().parse().unwrap()
+}
+
+/// A function of the plain WASI 0.3 guest under `/p3/*`, with `extra` manifest keys.
+fn p3(extra: &str) -> String {
+    entry("p3", guests::WASI_P3_HTTP, &["/p3/*"], extra)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+pub(crate) async fn wasi_p3_http() {
+    let app = app(&(p3("max_body = \"64KiB\"") + &entry("hello", guests::HELLO, &["/hello"], "")));
+    let r = call(&app, "GET", "/p3/hello", "").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.text(), "Hello from WASI 0.3\n");
+    assert_eq!(
+        call(&app, "GET", "/hello", "").await.status,
+        200,
+        "a 0.2 function beside it"
+    );
+    assert_eq!(
+        call(&app, "GET", "/p3/nothing-here", "").await.status,
+        404,
+        "the guest's own status"
+    );
+
+    // One instance serves request after request.
+    let first = call(&app, "GET", "/p3/hello", "").await;
+    let second = call(&app, "GET", "/p3/hello", "").await;
+    assert_eq!(instance(&first), instance(&second));
+    assert_eq!(served(&second), served(&first) + 1);
+
+    // A body streamed both ways, chunk by chunk, and trailers back.
+    let chunks: Vec<Result<Frame<Bytes>, Infallible>> = (0..16)
+        .map(|i| Ok(Frame::data(Bytes::from(vec![b'a' + i as u8; 4096]))))
+        .chain([Ok(Frame::trailers({
+            let mut t = http::HeaderMap::new();
+            t.insert("x-checksum", "abc".parse().unwrap());
+            t
+        }))])
+        .collect();
+    let request = http::Request::post("/p3/echo")
+        .header("host", "example.test")
+        .body(StreamBody::new(futures_util::stream::iter(chunks)))
+        .unwrap();
+    let response = app.handle(request).await;
+    assert_eq!(response.status(), 200);
+    let collected = response.into_body().collect().await.unwrap();
+    let trailers = collected.trailers().cloned();
+    let body = collected.to_bytes();
+    assert_eq!(body.len(), 16 * 4096);
+    assert!(
+        body[..4096].iter().all(|b| *b == b'a') && body[15 * 4096..].iter().all(|b| *b == b'p')
+    );
+    assert_eq!(
+        trailers.expect("trailers came back")["x-checksum"],
+        "abc",
+        "the request's trailers, echoed"
+    );
+
+    // A body streamed out over time arrives whole.
+    let r = call(&app, "GET", "/p3/stream?chunks=20", "").await;
+    assert_eq!((r.status, r.body.len()), (200, 20 * 1024));
+
+    // A body over max_body is refused, whether announced or streamed.
+    let r = call(&app, "POST", "/p3/echo", vec![0u8; 100 * 1024]).await;
+    assert_eq!(r.status, 413, "{}", r.text());
+
+    // Error codes the guest answers with instead of a response.
+    for (code, status) in [
+        ("denied", 502),
+        ("timeout", 504),
+        ("body-size", 413),
+        ("x", 500),
+    ] {
+        let r = call(&app, "GET", format!("/p3/error?code={code}"), "").await;
+        assert_eq!(r.status, status, "{code}: {}", r.text());
+        assert_eq!(r.json()["function"], "p3");
+    }
+}
+
+/// Sends `n` requests at once and returns the replies.
+async fn at_once(app: &App, n: usize, uri: &str) -> Vec<Reply> {
+    let calls = (0..n).map(|_| call(app, "GET", uri, ""));
+    futures_util::future::join_all(calls).await
+}
+
+fn per_instance(replies: &[Reply]) -> HashMap<String, usize> {
+    let mut seen = HashMap::new();
+    for r in replies {
+        assert_eq!(r.status, 200, "{}", r.text());
+        *seen.entry(instance(r)).or_default() += 1;
+    }
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn instances_serve_within_their_reuse_limits() {
+    // max_requests: a fourth request goes to a new instance.
+    let app = app(&p3(
+        "reuse = { max_requests = 3, max_concurrent = 1, idle = \"300ms\" }",
+    ));
+    let mut replies = Vec::new();
+    for _ in 0..7 {
+        replies.push(call(&app, "GET", "/p3/hello", "").await);
+    }
+    let counts: Vec<u32> = replies.iter().map(served).collect();
+    assert_eq!(counts, [1, 2, 3, 1, 2, 3, 1]);
+    assert_eq!(instance(&replies[0]), instance(&replies[2]));
+    assert_ne!(instance(&replies[2]), instance(&replies[3]));
+    // idle: an instance left idle past it is retired.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let r = call(&app, "GET", "/p3/hello", "").await;
+    assert_eq!(served(&r), 1, "a fresh instance after the idle time");
+    // max_concurrent = 1: eight overlapping requests need eight instances.
+    let replies = at_once(&app, 8, "/p3/sleep?ms=300").await;
+    assert_eq!(per_instance(&replies).len(), 8);
+    let metrics = call(&app, "GET", "/.well-known/wasmfn/metrics", "")
+        .await
+        .text();
+    assert!(
+        metrics.contains("wasmfn_instance_requests_count{function=\"p3\"}"),
+        "{metrics}"
+    );
+
+    // max_concurrent = 4: no instance takes more than four at once, and instances do take
+    // several at once (eight waits of 300 ms end long before 8 x 300 ms).
+    let app = super::app(&p3("reuse = { max_concurrent = 4 }"));
+    call(&app, "GET", "/p3/hello", "").await;
+    let started = Instant::now();
+    let replies = at_once(&app, 8, "/p3/sleep?ms=300").await;
+    assert!(started.elapsed() < Duration::from_millis(2400));
+    let seen = per_instance(&replies);
+    assert!(seen.values().all(|n| *n <= 4), "{seen:?}");
+    assert!(
+        seen.len() < 8,
+        "some instance served several at once: {seen:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_trap_fails_only_the_requests_of_its_instance() {
+    // One request per instance at a time: the trap has an instance of its own, and the
+    // requests in the others finish.
+    let app = app(&p3("reuse = { max_concurrent = 1 }"));
+    let (slow, trapped) = tokio::join!(at_once(&app, 2, "/p3/sleep?ms=400"), async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        call(&app, "GET", "/p3/trap", "").await
+    });
+    assert_eq!(trapped.status, 500, "{}", trapped.text());
+    let id = trapped.headers["x-request-id"].to_str().unwrap();
+    assert_eq!(trapped.json()["request_id"], id);
+    assert!(trapped.text().contains("trapped"), "{}", trapped.text());
+    assert_eq!(per_instance(&slow).len(), 2, "both others finished");
+
+    // Several at a time: the trap lands in the instance already running a request, which
+    // fails with it; the next request gets a new instance.
+    let app = super::app(&p3(""));
+    let warm = call(&app, "GET", "/p3/hello", "").await;
+    let (slow, trapped) = tokio::join!(call(&app, "GET", "/p3/sleep?ms=600", ""), async {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        call(&app, "GET", "/p3/trap", "").await
+    });
+    assert_eq!(trapped.status, 500, "{}", trapped.text());
+    assert_eq!(
+        slow.status,
+        500,
+        "it shared the trapped instance: {}",
+        slow.text()
+    );
+    assert!(slow.text().contains("trapped"), "{}", slow.text());
+    let after = call(&app, "GET", "/p3/hello", "").await;
+    assert_eq!(after.status, 200);
+    assert_ne!(instance(&after), instance(&warm));
+    assert_eq!(served(&after), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_request_past_its_deadline_gets_504_and_the_rest_are_served() {
+    let app = app(&p3("timeout = \"300ms\""));
+    // Computing forever: only the epoch deadline stops it.
+    let r = call(&app, "GET", "/p3/loop", "").await;
+    r.assert_error(504, "300ms");
+    assert_eq!(call(&app, "GET", "/p3/hello", "").await.status, 200);
+
+    // Waiting too long: that request gets its 504 while another in the same instance is
+    // answered.
+    let warm = call(&app, "GET", "/p3/hello", "").await;
+    let (late, quick) = tokio::join!(call(&app, "GET", "/p3/sleep?ms=5000", ""), async {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        call(&app, "GET", "/p3/sleep?ms=10", "").await
+    });
+    late.assert_error(504, "300ms");
+    assert_eq!(quick.status, 200, "{}", quick.text());
+    assert_eq!(
+        instance(&quick),
+        instance(&warm),
+        "served beside the late one"
+    );
+    assert_eq!(call(&app, "GET", "/p3/hello", "").await.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+pub(crate) async fn test_wasi_rc() {
+    // Built for a release candidate of WASI 0.3: refused at start, at load from the cache
+    // and when precompiled, naming what it wants and what this host serves.
+    let manifest = Manifest::parse(
+        Path::new("/virtual/wasmfn.toml"),
+        &entry("rc", guests::TEST_WASI_RC, &["/rc"], ""),
+    )
+    .unwrap();
+    for cache in [None, Some(common::cache_dir())] {
+        let err = App::load(&manifest, &engine(cache.as_deref()))
+            .err()
+            .expect("must be refused");
+        let msg = err.to_string();
+        assert!(msg.starts_with("/virtual/wasmfn.toml:3:"), "{msg}");
+        assert!(msg.contains("function `rc`"), "{msg}");
+        assert!(
+            msg.contains("it is built for WASI 0.3.0-rc-2026-03-15, which this host does not serve (exports wasi:http/handler@0.3.0-rc-2026-03-15"),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("WASI 0.3 components (exporting wasi:http/handler@0.3.0"),
+            "{msg}"
+        );
+        assert!(!msg.contains("not a valid WebAssembly component"), "{msg}");
+    }
+}
