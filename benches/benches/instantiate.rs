@@ -187,7 +187,7 @@ fn bench_events(c: &mut Criterion) {
 
 /// What observability adds to one request: the metrics recorded for it (request counter
 /// and duration, instantiation histogram, live-instance gauge, first-response check), and
-/// one JSON request log line formatted and queued to the background writer.
+/// one JSON request log line formatted and handed to the batching writer.
 fn bench_observability(c: &mut Criterion) {
     use std::time::Duration;
     use wasmfn::metrics::{Metrics, intern};
@@ -223,15 +223,13 @@ fn bench_observability(c: &mut Criterion) {
             black_box(root)
         })
     });
-    let (writer, _guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(false)
-        .finish(std::io::sink());
+    let writer = wasmfn::logging::Batched::new(Box::new(std::io::sink()));
     let subscriber = tracing_subscriber::fmt()
         .json()
         .flatten_event(true)
         .with_current_span(false)
         .with_span_list(false)
-        .with_writer(writer)
+        .with_writer(writer.clone())
         .finish();
     tracing::subscriber::with_default(subscriber, || {
         group.bench_function("json-request-log-line", |b| {
@@ -249,6 +247,7 @@ fn bench_observability(c: &mut Criterion) {
             })
         });
     });
+    writer.stop();
     group.finish();
 }
 

@@ -24,7 +24,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
-use crate::admission::Gate;
+use crate::admission::{Gate, Slot};
 use crate::engine::{BoxError, ResponseBody};
 use crate::failure::{Failure, UnreadBody};
 use crate::live::LiveApp;
@@ -48,26 +48,89 @@ const CLOSE_GRACE: Duration = Duration::from_secs(1);
 const LINGER_BYTES: usize = 4 << 20;
 
 /// Serves the live app on `listener` (each request gets the app current when it arrives)
-/// until `shutdown` resolves, then stops accepting, lets every
-/// request that reached the host finish, and returns once every connection has closed or
-/// `drain` has passed.
+/// on `runtimes` threads, each with a current-thread tokio runtime of its own: this thread
+/// accepts, and deals the connections out in turn, each to run on one runtime from its
+/// first request to its last. No task or wake-up crosses threads on a request's way, which
+/// a work-stealing runtime pays for on every request (benches/README.md); handing a
+/// connection over costs two `epoll_ctl`s once. When `shutdown` resolves the host stops
+/// accepting, every request that reached it finishes, and this returns once every
+/// connection has closed or `drain` has passed.
 pub async fn serve(
     listener: TcpListener,
+    runtimes: usize,
     live: Arc<LiveApp>,
     shutdown: impl Future<Output = ()>,
     drain: Duration,
 ) -> std::io::Result<()> {
     let first = live.app();
-    let limits = *first.limits();
-    let metrics = first.metrics().clone();
-    drop(first);
-    let connections = Gate::new(limits.max_connections, "the connection limit");
     let (draining_tx, draining) = watch::channel(false);
-    let builder = auto::Builder::new(TokioExecutor::new());
-    tokio::pin!(shutdown);
-    loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
+    let accept = Accept {
+        limits: *first.limits(),
+        metrics: first.metrics().clone(),
+        connections: Gate::new(first.limits().max_connections, "the connection limit"),
+        draining,
+        live: live.clone(),
+    };
+    drop(first);
+    let mut handles = vec![tokio::runtime::Handle::current()];
+    for n in 1..runtimes.max(1) {
+        let (started, handle) = std::sync::mpsc::channel();
+        let (mut draining, connections) = (accept.draining.clone(), accept.connections.clone());
+        std::thread::Builder::new()
+            .name(format!("wasmfn-serve-{n}"))
+            .spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build();
+                let runtime = match runtime {
+                    Ok(runtime) => runtime,
+                    Err(e) => return drop(started.send(Err(e))),
+                };
+                let _ = started.send(Ok(runtime.handle().clone()));
+                // Runs the connections handed to it until the host has drained.
+                runtime.block_on(async move {
+                    let _ = draining.wait_for(|d| *d).await;
+                    connections.wait_idle().await;
+                });
+            })?;
+        handles.push(handle.recv().map_err(std::io::Error::other)??);
+    }
+    let connections = accept.connections.clone();
+    tokio::select! {
+        () = accept.run(listener, &handles) => {}
+        () = shutdown => {}
+    }
+    tracing::info!(
+        drain_timeout_ms = drain.as_millis() as u64,
+        "shutting down: stopped accepting, draining in-flight requests"
+    );
+    let _ = draining_tx.send(true);
+    match tokio::time::timeout(drain, connections.wait_idle()).await {
+        Ok(()) => tracing::info!("drained"),
+        Err(_) => tracing::warn!(
+            open = connections.capacity() - connections.available(),
+            "drain timed out; closing the remaining connections"
+        ),
+    }
+    Ok(())
+}
+
+/// What the accept loop and every connection share.
+#[derive(Clone)]
+struct Accept {
+    live: Arc<LiveApp>,
+    limits: ServerLimits,
+    metrics: Arc<crate::metrics::Metrics>,
+    connections: Gate,
+    /// Becomes true when the server drains: connections close once quiet.
+    draining: watch::Receiver<bool>,
+}
+
+impl Accept {
+    /// Accepts connections until dropped, dealing them out to `runtimes` in turn.
+    async fn run(&self, listener: TcpListener, runtimes: &[tokio::runtime::Handle]) {
+        for turn in 0.. {
+            let (stream, peer) = match listener.accept().await {
                 Ok(conn) => conn,
                 Err(e) => {
                     // Usually EMFILE/ENFILE: back off instead of spinning, keep serving.
@@ -75,20 +138,40 @@ pub async fn serve(
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
-            },
-            () = &mut shutdown => break,
-        };
-        // Responses are often one small write; without NODELAY, Nagle plus delayed ACKs
-        // can hold them back for tens of milliseconds.
-        let _ = stream.set_nodelay(true);
-        let Some(slot) = connections.try_enter() else {
-            metrics.refused(Refusal::Connections);
-            tokio::spawn(refuse(stream, limits.header_timeout));
-            continue;
-        };
+            };
+            // Responses are often one small write; without NODELAY, Nagle plus delayed ACKs
+            // can hold them back for tens of milliseconds.
+            let _ = stream.set_nodelay(true);
+            let Some(slot) = self.connections.try_enter() else {
+                self.metrics.refused(Refusal::Connections);
+                tokio::spawn(refuse(stream, self.limits.header_timeout));
+                continue;
+            };
+            let accept = self.clone();
+            let runtime = turn % runtimes.len();
+            if runtime == 0 {
+                // This runtime: the stream stays registered where it is.
+                tokio::spawn(async move { accept.connection(stream, peer, slot).await });
+                continue;
+            }
+            // Another: its reactor takes the socket over.
+            match stream.into_std() {
+                Ok(stream) => drop(runtimes[runtime].spawn(async move {
+                    match TcpStream::from_std(stream) {
+                        Ok(stream) => accept.connection(stream, peer, slot).await,
+                        Err(e) => tracing::warn!(error = %e, "could not hand a connection over"),
+                    }
+                })),
+                Err(e) => tracing::warn!(error = %e, "could not hand a connection over"),
+            }
+        }
+    }
+
+    /// Serves one connection until it ends, on the runtime this runs on.
+    async fn connection(self, stream: TcpStream, peer: std::net::SocketAddr, slot: Slot) {
         let state = Arc::new(ConnState::new());
         let service = {
-            let (live, state, draining) = (live.clone(), state.clone(), draining.clone());
+            let (live, state, draining) = (self.live.clone(), state.clone(), self.draining.clone());
             hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
                 let (app, state, draining) = (live.app(), state.clone(), draining.clone());
                 async move {
@@ -116,33 +199,16 @@ pub async fn serve(
             inner: Some(stream),
             state: state.clone(),
         });
+        let builder = auto::Builder::new(TokioExecutor::new());
         let connection = builder.serve_connection(io, service).into_owned();
-        let open = metrics.connection();
-        let metrics = metrics.clone();
-        let draining = draining.clone();
-        tokio::spawn(async move {
-            let ended = watch_connection(connection, &state, &limits, draining).await;
-            if let Some(reason) = ended.and_then(Close::refusal) {
-                metrics.refused(reason);
-                tracing::debug!(%peer, reason = reason.as_str(), "connection closed");
-            }
-            drop((slot, open));
-        });
+        let open = self.metrics.connection();
+        let ended = watch_connection(connection, &state, &self.limits, self.draining).await;
+        if let Some(reason) = ended.and_then(Close::refusal) {
+            self.metrics.refused(reason);
+            tracing::debug!(%peer, reason = reason.as_str(), "connection closed");
+        }
+        drop((slot, open));
     }
-    drop(listener);
-    tracing::info!(
-        drain_timeout_ms = drain.as_millis() as u64,
-        "shutting down: stopped accepting, draining in-flight requests"
-    );
-    let _ = draining_tx.send(true);
-    match tokio::time::timeout(drain, connections.wait_idle()).await {
-        Ok(()) => tracing::info!("drained"),
-        Err(_) => tracing::warn!(
-            open = connections.capacity() - connections.available(),
-            "drain timed out; closing the remaining connections"
-        ),
-    }
-    Ok(())
 }
 
 /// Why the host ended a connection.

@@ -168,6 +168,10 @@ struct ServeArgs {
     /// (K_SERVICE is set), where PingSources deliver them.
     #[arg(long, env = "WASMFN_SCHEDULES", value_enum, default_value = "auto")]
     schedules: SchedulesArg,
+    /// Threads serving connections, each with a runtime of its own [default: the CPUs this
+    /// process may use, as its affinity and cgroup quota allow].
+    #[arg(long, env = "WASMFN_RUNTIMES", value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    runtimes: Option<u16>,
     #[command(flatten)]
     engine: EngineArgs,
 }
@@ -430,7 +434,14 @@ fn run_server(
     with_live: impl FnOnce(Arc<LiveApp>, SocketAddr) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
     let addr = listen_addr(args.listen)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    // One current-thread runtime per core, each serving the connections it accepts
+    // (listener.rs); this thread's also runs signals, reloads, schedules and the admin
+    // endpoints.
+    let runtimes = match args.runtimes {
+        Some(n) => usize::from(n),
+        None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     let Started {
@@ -488,7 +499,7 @@ fn run_server(
             }
         });
         with_live(live.clone(), local)?;
-        crate::listener::serve(listener, live, shutdown, drain).await?;
+        crate::listener::serve(listener, runtimes, live, shutdown, drain).await?;
         Ok::<_, anyhow::Error>(())
     })?;
     drop(engine);
