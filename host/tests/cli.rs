@@ -343,6 +343,38 @@ async fn wasmfn_functions_selects_a_services_share_of_the_manifest() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn sigterm_waits_for_the_requests_a_wasi_0_3_instance_is_running() {
+    // Several requests at once in one instance (and more in others), each 600 ms long;
+    // SIGTERM arrives while all of them run: every one is answered 200, then exit 0.
+    let (_dir, path) = manifest(&function("p3", guests::WASI_P3_HTTP, &["/p3/*"], ""));
+    let server = Server::start_with(&path, &["--runtimes", "3"]);
+    assert_eq!(get(&server.url("/p3/hello")).await.status, 200);
+    let requests: Vec<_> = (0..12)
+        .map(|_| {
+            let url = server.url("/p3/sleep?ms=600");
+            tokio::spawn(async move { get(&url).await })
+        })
+        .collect();
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let status = Command::new("kill")
+        .args(["-TERM", &server.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mut instances = std::collections::HashSet::new();
+    for request in requests {
+        let r = request.await.unwrap();
+        assert_eq!(r.status, 200, "{}", r.text());
+        instances.insert(r.header("x-instance").unwrap().to_string());
+    }
+    assert!(
+        instances.len() < 12,
+        "instances took several at once: {instances:?}"
+    );
+    assert_eq!(server.wait(), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_request_mid_upload_when_sigterm_arrives_completes_with_200() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let (_dir, path) = manifest(&examples_and_failures());

@@ -12,7 +12,9 @@
 //! - `loop`: computes forever, until the host's deadline stops it;
 //! - `error?code=...`: answers with a `wasi:http` error code instead of a response
 //!   (`denied`, `body-size`, `timeout`, anything else is `internal-error`);
-//! - `stream?chunks=N`: N chunks of 1 KiB, each after a 1 ms wait.
+//! - `stream?chunks=N`: N chunks of 1 KiB, each after a 1 ms wait;
+//! - `hold?mb=N&ms=M`: allocates N MiB and holds it for M ms before answering (past the
+//!   host's memory limit the allocation traps).
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
@@ -70,6 +72,14 @@ impl wasip3::exports::http::handler::Guest for Service {
                 "timeout" => ErrorCode::HttpResponseTimeout,
                 _ => ErrorCode::InternalError(Some("asked to fail".into())),
             }),
+            "hold" => {
+                let mb: usize = param(query, "mb").and_then(|v| v.parse().ok()).unwrap_or(1);
+                let ms: u64 = param(query, "ms").and_then(|v| v.parse().ok()).unwrap_or(0);
+                let held = vec![1u8; mb << 20];
+                wasip3::clocks::monotonic_clock::wait_for(ms * 1_000_000).await;
+                let total: usize = held.iter().map(|b| usize::from(*b)).sum();
+                Ok(text(headers, &format!("held {total} bytes\n")))
+            }
             "stream" => {
                 let chunks: u32 = param(query, "chunks")
                     .and_then(|v| v.parse().ok())

@@ -69,7 +69,11 @@ pub(super) fn run(args: CheckArgs) -> anyhow::Result<()> {
                 } else {
                     format!(" (version {version})")
                 };
-                println!("ok  {}{version}  {}", f.name, what_it_serves(f));
+                let wasi = match function.wasi() {
+                    crate::engine::Wasi::P2 => "",
+                    crate::engine::Wasi::P3 => "  (WASI 0.3: instances serve many requests)",
+                };
+                println!("ok  {}{version}  {}{wasi}", f.name, what_it_serves(f));
             }
             Err(e) => problems.push(format!("function `{}`: {e}", f.name)),
         }

@@ -175,7 +175,7 @@ impl Invocation {
         };
         let result = match result {
             Ok(Ok(value)) => Ok(value),
-            Ok(Err(e)) => Err(classify(e, f.timeout)),
+            Ok(Err(e)) => Err(classify(&e, f.timeout)),
             Err(_elapsed) => Err(InvokeError::Deadline(f.timeout)),
         };
         self.held.store.data().log_output(&f.name, &self.request_id);
@@ -211,7 +211,7 @@ fn set_deadline(store: &mut Store<State>, deadline: Option<Instant>) {
 }
 
 /// What a guest's failure means for the client: a trap, the deadline, or load.
-pub(super) fn classify(e: wasmtime::Error, timeout: Duration) -> InvokeError {
+pub(super) fn classify(e: &wasmtime::Error, timeout: Duration) -> InvokeError {
     // The instance gate keeps within the pool's component instances, but a component
     // made of many core modules can still run out of the pool's core instances or
     // memories; that is load, not a fault.

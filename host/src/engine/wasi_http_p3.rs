@@ -89,6 +89,11 @@ struct Shared {
 #[error("{0}")]
 struct PoolFull(String);
 
+/// The guest's start code ran past the function's timeout.
+#[derive(Debug, thiserror::Error)]
+#[error("instantiating the function took longer than its timeout")]
+struct InstantiateTimeout;
+
 impl Service {
     pub(super) fn new(
         function: Weak<FunctionInner>,
@@ -219,7 +224,7 @@ async fn failure(e: wasmtime::Error, ticket: &Ticket, timeout: Duration) -> Invo
             backtrace: String::new(),
         };
     }
-    classify(e, timeout)
+    classify(&e, timeout)
 }
 
 impl HandlerState for Instances {
@@ -266,9 +271,7 @@ impl HandlerState for Instances {
         let started = Instant::now();
         let service = tokio::time::timeout(f.timeout, self.pre.instantiate_async(&mut store))
             .await
-            .map_err(|_| {
-                wasmtime::format_err!("instantiation took longer than the function's timeout")
-            })??;
+            .map_err(|_| wasmtime::Error::new(InstantiateTimeout))??;
         f.metrics.instantiated(f.label, started.elapsed());
         Ok(Worker {
             store,
@@ -350,7 +353,7 @@ impl WorkerState for Running {
             if self.shared.expired.load(Ordering::Relaxed) {
                 InvokeError::Deadline(self.timeout)
             } else {
-                classify(e, self.timeout)
+                classify(&e, self.timeout)
             }
         });
         if let Err(error) = &outcome {

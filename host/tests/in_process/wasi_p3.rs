@@ -224,6 +224,28 @@ async fn a_request_past_its_deadline_gets_504_and_the_rest_are_served() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn the_memory_limit_applies_to_each_instance() {
+    let app = app(&p3("memory = \"12MiB\"\nreuse = { max_concurrent = 1 }"));
+    // Two instances at once, each holding 6 MiB: each is within its own limit.
+    let (a, b) = tokio::join!(
+        call(&app, "GET", "/p3/hold?mb=6&ms=300", ""),
+        call(&app, "GET", "/p3/hold?mb=6&ms=300", "")
+    );
+    assert_eq!(
+        (a.status, b.status),
+        (200, 200),
+        "{} {}",
+        a.text(),
+        b.text()
+    );
+    assert_ne!(instance(&a), instance(&b));
+    // One instance past it traps, and the function keeps serving.
+    let r = call(&app, "GET", "/p3/hold?mb=20", "").await;
+    assert_eq!(r.status, 500, "{}", r.text());
+    assert_eq!(call(&app, "GET", "/p3/hello", "").await.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 pub(crate) async fn test_wasi_rc() {
     // Built for a release candidate of WASI 0.3: refused at start, at load from the cache
     // and when precompiled, naming what it wants and what this host serves.
