@@ -390,13 +390,15 @@ impl Drop for GaugeGuard {
 /// Function names as `&'static str` label values, one allocation per distinct name for the
 /// life of the process (the set of functions is fixed by the manifest).
 pub fn intern(name: &str) -> &'static str {
-    static NAMES: OnceLock<Mutex<Vec<&'static str>>> = OnceLock::new();
+    // A set, not a list: every function of a manifest is interned at start, and a scan
+    // per name made ten thousand functions cost seconds.
+    static NAMES: OnceLock<Mutex<std::collections::HashSet<&'static str>>> = OnceLock::new();
     let mut names = NAMES.get_or_init(Default::default).lock().unwrap();
-    if let Some(n) = names.iter().find(|n| **n == name) {
+    if let Some(n) = names.get(name) {
         return n;
     }
     let leaked: &'static str = Box::leak(name.to_string().into_boxed_str());
-    names.push(leaked);
+    names.insert(leaked);
     leaked
 }
 
