@@ -309,11 +309,7 @@ async fn compiled_cwasm_is_served_and_manifest_precompile_fills_the_cache() {
 fn sigterm_exits_zero() {
     let (_dir, path) = manifest(&function("hello", guests::HELLO, &["/hello"], ""));
     let server = Server::start(&path);
-    let status = Command::new("kill")
-        .args(["-TERM", &server.pid().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    server.sigterm();
     assert_eq!(server.wait(), Some(0));
 }
 
@@ -356,11 +352,7 @@ async fn sigterm_waits_for_the_requests_a_wasi_0_3_instance_is_running() {
         })
         .collect();
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    let status = Command::new("kill")
-        .args(["-TERM", &server.pid().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    server.sigterm();
     let mut instances = std::collections::HashSet::new();
     for request in requests {
         let r = request.await.unwrap();
@@ -391,11 +383,7 @@ async fn a_request_mid_upload_when_sigterm_arrives_completes_with_200() {
     // Let the server read the head and start the function, then ask it to stop.
     server.wait_for_log("listening");
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    let status = Command::new("kill")
-        .args(["-TERM", &server.pid().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    server.sigterm();
     let log = server.wait_for_log("SIGTERM received");
     assert!(log.contains("SIGTERM received"), "{log}");
     // The rest of the upload arrives after the signal; the request still completes.

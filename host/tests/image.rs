@@ -67,7 +67,8 @@ async fn image_runs_as_knative_runs_it_and_drains_on_docker_stop() {
     eprintln!("image {TAG}: {:.1} MB", size.parse::<f64>().unwrap() / 1e6);
 
     // As Knative runs it: PORT and K_* from the environment, read-only root, a non-root
-    // user, no capabilities.
+    // user, no capabilities; the embedded stores' emptyDir that `deploy render` mounts for
+    // a Service of one pod, here a tmpfs.
     let started = Instant::now();
     let run = docker(&[
         "run",
@@ -77,6 +78,10 @@ async fn image_runs_as_knative_runs_it_and_drains_on_docker_stop() {
         "65532:65532",
         "--cap-drop",
         "ALL",
+        "--tmpfs",
+        "/var/lib/wasmfn:uid=65532,gid=65532",
+        "-e",
+        "WASMFN_DATA_DIR=/var/lib/wasmfn",
         "-e",
         "PORT=8080",
         "-e",

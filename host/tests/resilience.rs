@@ -468,11 +468,7 @@ async fn sigterm_under_load_drops_no_request_that_reached_the_host() {
         .collect();
     tokio::time::sleep(Duration::from_millis(1500)).await;
     signalled.set(Instant::now()).unwrap();
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &server.pid().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    server.sigterm();
 
     let mut tally = std::collections::BTreeMap::<(bool, Outcome), u32>::new();
     for client in clients {

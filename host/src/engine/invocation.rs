@@ -88,13 +88,7 @@ impl Invocation {
     ) -> Result<Self, InvokeError> {
         let f = function;
         let started = Instant::now();
-        let function_slot = match &f.concurrency {
-            Some(gate) => Some(gate.enter(f.queue_timeout).await.map_err(|full| {
-                f.metrics.refused(Refusal::Concurrency);
-                InvokeError::Overloaded(full.to_string())
-            })?),
-            None => None,
-        };
+        let function_slot = f.enter().await?;
         let deadline = f.deadlines.then(|| Instant::now() + f.timeout);
         let held = match f.reuse.as_ref().and_then(|r| r.take()) {
             Some(mut held) => {

@@ -863,6 +863,23 @@ struct FunctionInner {
     _epoch: Arc<EpochTicker>,
 }
 
+impl FunctionInner {
+    /// A slot of the function's `concurrency`, if it sets one, waiting at most the queue
+    /// timeout (503 after that). Every request and event holds one while it runs.
+    async fn enter(&self) -> Result<Option<crate::admission::Slot>, InvokeError> {
+        let Some(gate) = &self.concurrency else {
+            return Ok(None);
+        };
+        gate.enter(self.queue_timeout)
+            .await
+            .map(Some)
+            .map_err(|full| {
+                self.metrics.refused(crate::metrics::Refusal::Concurrency);
+                InvokeError::Overloaded(full.to_string())
+            })
+    }
+}
+
 impl Function {
     /// The function's name from the manifest.
     pub fn name(&self) -> &str {

@@ -124,13 +124,7 @@ impl Service {
         B: hyper::body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
-        let slot = match &f.concurrency {
-            Some(gate) => Some(gate.enter(f.queue_timeout).await.map_err(|full| {
-                f.metrics.refused(Refusal::Concurrency);
-                InvokeError::Overloaded(full.to_string())
-            })?),
-            None => None,
-        };
+        let slot = f.enter().await?;
         let ticket = Arc::new(Ticket {
             deadline: Instant::now() + f.timeout,
             taken_by: OnceLock::new(),

@@ -181,6 +181,15 @@ impl Server {
         self.child.id()
     }
 
+    /// Sends SIGTERM, as Kubernetes does to stop a pod.
+    pub fn sigterm(&self) {
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
     /// Waits for the process to exit by itself and returns its exit code.
     pub fn wait(mut self) -> Option<i32> {
         let deadline = Instant::now() + Duration::from_secs(30);

@@ -10,7 +10,7 @@ use wasmfn::server::App;
 use wasmfn::testing;
 use wasmfn_guest_artifacts as guests;
 
-use super::{app, call, engine, entry};
+use super::{app, call, engine, entry, refused};
 
 /// With more functions than `[server] loaded_functions`, the rest load on their first
 /// request and the least recently used are unloaded; every one keeps answering.
@@ -64,11 +64,7 @@ async fn functions_past_the_loaded_limit_load_on_first_request_and_are_unloaded_
     let text = "[server]\nloaded_functions = 1\n\n".to_string()
         + &entry("ok", guests::HELLO, &["/ok"], "")
         + &entry("missing", "/nonexistent/missing.wasm", &["/m"], "");
-    let manifest = Manifest::parse(Path::new("/virtual/wasmfn.toml"), &text).unwrap();
-    let err = App::load(&manifest, &engine(None))
-        .err()
-        .expect("start fails")
-        .to_string();
+    let err = refused(&text, None);
     assert!(
         err.contains("missing") && err.contains("/nonexistent/missing.wasm"),
         "{err}"

@@ -52,6 +52,17 @@ fn engine(cache: Option<&Path>) -> Engine {
     })
 }
 
+/// Why the app for manifest text `manifest` does not load, on an engine caching in `cache`.
+fn refused(manifest: &str, cache: Option<&Path>) -> String {
+    let manifest =
+        wasmfn::manifest::Manifest::parse(Path::new(testing::VIRTUAL_MANIFEST), manifest)
+            .unwrap_or_else(|e| panic!("the manifest is invalid: {e}"));
+    match App::load(&manifest, &engine(cache)) {
+        Ok(_) => panic!("the app loaded; it must be refused"),
+        Err(e) => e.to_string(),
+    }
+}
+
 fn app(manifest: &str) -> Arc<App> {
     testing::app(manifest, &engine(Some(&common::cache_dir())))
 }

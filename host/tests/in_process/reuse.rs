@@ -2,17 +2,15 @@
 //! a time per instance, through every 0.2 ABI (the one-call path, `wasi:http`, events),
 //! within `max_requests` and `idle`; a trap retires the instance.
 
-use std::path::Path;
 use std::time::Duration;
 
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
-use wasmfn::manifest::Manifest;
 use wasmfn::server::App;
 use wasmfn_guest_artifacts as guests;
 
 use super::common::Reply;
-use super::{app, call, common, engine, entry};
+use super::{app, call, common, entry, refused};
 
 fn counted(r: &Reply) -> (u32, String) {
     assert_eq!(r.status, 200, "{}", r.text());
@@ -97,20 +95,15 @@ pub(crate) async fn test_instance_state() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_wasi_0_2_function_cannot_serve_several_requests_at_once() {
-    let manifest = Manifest::parse(
-        Path::new("/virtual/wasmfn.toml"),
+    let err = refused(
         &entry(
             "state",
             guests::TEST_INSTANCE_STATE,
             &["/state"],
             "reuse = { max_concurrent = 4 }",
         ),
-    )
-    .unwrap();
-    let err = App::load(&manifest, &engine(Some(&common::cache_dir())))
-        .err()
-        .expect("refused")
-        .to_string();
+        Some(&common::cache_dir()),
+    );
     assert!(err.starts_with("/virtual/wasmfn.toml:3:"), "{err}");
     assert!(
         err.contains(

@@ -4,18 +4,16 @@
 
 use std::collections::HashMap;
 use std::convert::Infallible;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
-use wasmfn::manifest::Manifest;
 use wasmfn::server::App;
 use wasmfn_guest_artifacts as guests;
 
 use super::common::Reply;
-use super::{app, call, common, engine, entry};
+use super::{app, call, common, entry, refused};
 
 fn instance(r: &Reply) -> String {
     r.headers["x-instance"].to_str().unwrap().to_string()
@@ -249,16 +247,9 @@ async fn the_memory_limit_applies_to_each_instance() {
 pub(crate) async fn test_wasi_rc() {
     // Built for a release candidate of WASI 0.3: refused at start, at load from the cache
     // and when precompiled, naming what it wants and what this host serves.
-    let manifest = Manifest::parse(
-        Path::new("/virtual/wasmfn.toml"),
-        &entry("rc", guests::TEST_WASI_RC, &["/rc"], ""),
-    )
-    .unwrap();
+    let rc = entry("rc", guests::TEST_WASI_RC, &["/rc"], "");
     for cache in [None, Some(common::cache_dir())] {
-        let err = App::load(&manifest, &engine(cache.as_deref()))
-            .err()
-            .expect("must be refused");
-        let msg = err.to_string();
+        let msg = refused(&rc, cache.as_deref());
         assert!(msg.starts_with("/virtual/wasmfn.toml:3:"), "{msg}");
         assert!(msg.contains("function `rc`"), "{msg}");
         assert!(
