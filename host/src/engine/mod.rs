@@ -319,13 +319,10 @@ pub struct Engine {
     /// WASI 0.3 components, on an engine created the first time one is loaded (or why it
     /// could not be).
     p3: Arc<OnceLock<Result<Arc<Core>, String>>>,
+    /// What it was made with: the cache, metrics and limits, and how to make the 0.3 engine.
     options: EngineOptions,
-    cache: Option<CacheDir>,
     // Shared with every Function: a loaded function must never outlive its deadlines.
     epoch: Arc<EpochTicker>,
-    metrics: Arc<crate::metrics::Metrics>,
-    queue_timeout: Duration,
-    deadlines: bool,
     /// The pool's memory slot size: no function loaded later (a reload) may ask for more.
     pool_memory: Option<u64>,
 }
@@ -409,11 +406,7 @@ impl Engine {
             p2: Arc::new(p2),
             p3: Arc::default(),
             options: options.clone(),
-            cache: options.cache.clone(),
             epoch,
-            metrics: options.metrics.clone(),
-            queue_timeout: options.queue_timeout,
-            deadlines: options.deadlines,
         })
     }
 
@@ -426,7 +419,9 @@ impl Engine {
                 })?;
                 self.epoch.add(core.engine.clone());
                 if core.pooling {
-                    self.metrics.add_pool_capacity(self.options.pool_instances);
+                    self.options
+                        .metrics
+                        .add_pool_capacity(self.options.pool_instances);
                 }
                 tracing::debug!(pooling = core.pooling, "created the WASI 0.3 engine");
                 Ok(Arc::new(core))
@@ -454,7 +449,7 @@ impl Engine {
 
     /// The metrics this engine and its functions record into.
     pub fn metrics(&self) -> &Arc<crate::metrics::Metrics> {
-        &self.metrics
+        &self.options.metrics
     }
 
     /// Whether instances come from the pooling allocator.
@@ -475,7 +470,7 @@ impl Engine {
     /// Compiles a `.wasm` into the cache (if it is not there yet) and returns the cache file.
     pub fn precompile_into_cache(&self, path: &Path) -> Result<Option<PathBuf>, LoadError> {
         let wasm = read(path)?;
-        let Some(cache) = &self.cache else {
+        let Some(cache) = &self.options.cache else {
             return Ok(None);
         };
         let core = self.core_for(path, &wasm)?;
@@ -557,15 +552,17 @@ impl Engine {
                     reuse.max_concurrent.unwrap_or_default()
                 )));
             }
-            (None, Some(_)) => {
-                reuse::Reuse::sequential(&reuse, crate::metrics::intern(&spec.name), &self.metrics)
-            }
+            (None, Some(_)) => reuse::Reuse::sequential(
+                &reuse,
+                crate::metrics::intern(&spec.name),
+                &self.options.metrics,
+            ),
         };
         Ok(Function {
             inner: Arc::new_cyclic(|me| FunctionInner {
                 name: spec.name.as_str().into(),
                 label: crate::metrics::intern(&spec.name),
-                metrics: self.metrics.clone(),
+                metrics: self.options.metrics.clone(),
                 // Only beside the standard export: a component exporting the one-call
                 // interface alone would not run on any other host.
                 http_handler: http_handler.filter(|_| wasi_http.is_some()),
@@ -596,8 +593,8 @@ impl Engine {
                     .map(|n| Gate::new(n, format!("function `{}`'s concurrency", spec.name))),
                 instances: core.instances.clone(),
                 reuse: sequential,
-                queue_timeout: self.queue_timeout,
-                deadlines: self.deadlines,
+                queue_timeout: self.options.queue_timeout,
+                deadlines: self.options.deadlines,
                 _epoch: self.epoch.clone(),
             }),
         })
@@ -622,7 +619,7 @@ impl Engine {
         }
         // The index is kept under the 0.2 engine's fingerprint for both kinds; the entry's
         // name says which engine compiled it.
-        if let Some(cache) = &self.cache
+        if let Some(cache) = &self.options.cache
             && let Some(entry) = cache.indexed_entry(path, &self.p2.engine)
             && let Ok(core) = self.core(if cache.made_by(&entry, &self.p2.engine) {
                 Wasi::P2
@@ -631,12 +628,12 @@ impl Engine {
             })
             && let Ok(c) = deserialize(core, &entry)
         {
-            self.metrics.cache("hit");
+            self.options.metrics.cache("hit");
             return Ok((c, core.clone()));
         }
         let wasm = read(path)?;
         let core = self.core_for(path, &wasm)?.clone();
-        let Some(cache) = &self.cache else {
+        let Some(cache) = &self.options.cache else {
             let c = Component::new(&core.engine, &wasm).map_err(|e| invalid(path, &wasm, &e))?;
             return Ok((c, core));
         };
@@ -644,18 +641,18 @@ impl Engine {
         if entry.exists() {
             match deserialize(&core, &entry) {
                 Ok(c) => {
-                    self.metrics.cache("hit");
+                    self.options.metrics.cache("hit");
                     cache.index(path, &self.p2.engine, &entry);
                     return Ok((c, core));
                 }
                 // A damaged entry is rebuilt, not fatal: the cache is only an accelerator.
                 Err(e) => {
-                    self.metrics.cache("rebuilt");
+                    self.options.metrics.cache("rebuilt");
                     tracing::warn!(entry = %entry.display(), error = %e, "discarding unusable cache entry")
                 }
             }
         } else {
-            self.metrics.cache("miss");
+            self.options.metrics.cache("miss");
         }
         let c = self.compile_and_cache(&core, path, &wasm)?;
         Ok((c, core))
@@ -670,7 +667,7 @@ impl Engine {
         let started = std::time::Instant::now();
         let component = Component::new(&core.engine, wasm).map_err(|e| invalid(path, wasm, &e))?;
         tracing::info!(component = %path.display(), elapsed_ms = started.elapsed().as_millis() as u64, "compiled");
-        if let Some(cache) = &self.cache {
+        if let Some(cache) = &self.options.cache {
             let entry = cache.entry_for(wasm, &core.engine);
             let stored = component
                 .serialize()
