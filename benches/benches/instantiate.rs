@@ -10,7 +10,7 @@ use bytes::Bytes;
 use criterion::{Criterion, criterion_group, criterion_main};
 use http_body_util::{BodyExt, Full};
 use wasmfn::engine::{EngineOptions, PoolingMode};
-use wasmfn::router::{RoutePattern, RouteTable};
+use wasmfn::manifest::routes::{RoutePattern, RouteTable};
 use wasmfn::server::App;
 use wasmfn::testing;
 
@@ -157,7 +157,7 @@ fn event_request() -> http::Request<Full<Bytes>> {
 /// the codec alone; compare with `hello/wasm-pooling` from the same run for the cost of the
 /// event path over a plain HTTP request.
 fn bench_events(c: &mut Criterion) {
-    use wasmfn::events::codec::{self, Mode};
+    use wasmfn::cloudevent::{self, Mode};
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -171,13 +171,19 @@ fn bench_events(c: &mut Criterion) {
     assert_eq!(runtime.block_on(send()).as_ref(), EVENT_BODY);
 
     let headers = event_request().headers().clone();
-    let event = codec::decode(Mode::Binary, &headers, EVENT_BODY).unwrap();
+    let event = cloudevent::decode(Mode::Binary, &headers, EVENT_BODY).unwrap();
     let mut group = c.benchmark_group("events");
     group.bench_function("codec-decode-binary", |b| {
-        b.iter(|| black_box(codec::decode(Mode::Binary, black_box(&headers), EVENT_BODY)))
+        b.iter(|| {
+            black_box(cloudevent::decode(
+                Mode::Binary,
+                black_box(&headers),
+                EVENT_BODY,
+            ))
+        })
     });
     group.bench_function("codec-encode-binary", |b| {
-        b.iter(|| black_box(codec::encode(Mode::Binary, black_box(&event))))
+        b.iter(|| black_box(cloudevent::encode(Mode::Binary, black_box(&event))))
     });
     group.bench_function("event-echo-binary-pooling", |b| {
         b.iter(|| black_box(runtime.block_on(send())))

@@ -6,9 +6,9 @@ use std::path::Path;
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 
-use crate::events::codec;
+use crate::cloudevent;
 use crate::manifest::Manifest;
-use crate::router::{RoutePattern, RouteTable};
+use crate::manifest::routes::{RoutePattern, RouteTable};
 
 /// An HTTP request as the fuzzer writes it: `name: value` header lines, a blank line, the
 /// body. Lines that are not valid headers are skipped, as hyper would have refused them.
@@ -37,20 +37,20 @@ fn request(data: &[u8]) -> (HeaderMap, &[u8]) {
 /// something that decodes again to the same events (we never send what we would refuse).
 pub fn cloudevents(data: &[u8]) {
     let (headers, body) = request(data);
-    let Some(mode) = codec::mode_of(&headers) else {
+    let Some(mode) = cloudevent::mode_of(&headers) else {
         return;
     };
-    let Ok(events) = codec::decode(mode, &headers, body) else {
+    let Ok(events) = cloudevent::decode(mode, &headers, body) else {
         return;
     };
-    if events.is_empty() && mode != codec::Mode::Batch {
+    if events.is_empty() && mode != cloudevent::Mode::Batch {
         panic!("{mode:?} decoded to no event");
     }
     if events.is_empty() {
         return;
     }
-    let (out_headers, out_body) = codec::encode(mode, &events);
-    let again = codec::decode(mode, &out_headers, &out_body)
+    let (out_headers, out_body) = cloudevent::encode(mode, &events);
+    let again = cloudevent::decode(mode, &out_headers, &out_body)
         .unwrap_or_else(|e| panic!("our own {mode:?} encoding of {events:?} does not decode: {e}"));
     assert_eq!(again, events, "{mode:?} round trip changed the events");
 }

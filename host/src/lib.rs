@@ -20,7 +20,7 @@
 //! [`metrics`], writes the log line ([`logging`]) and sets `x-request-id`.
 //!
 //! **A CloudEvent** takes the same way to the server, which hands a request on the events
-//! path to [`events::Dispatcher`]: [`events::codec`] decodes it, [`events::filter`] picks
+//! path to [`events::Dispatcher`]: [`cloudevent`] decodes it, [`events::filter`] picks
 //! the subscribed functions, `engine/event_handler.rs` runs each, and the reply goes back
 //! in the response. What a guest emits (`engine/emitter.rs`) goes back to the dispatcher,
 //! which sends it to the sink ([`events::sink`]) or delivers it to this host's own
@@ -52,6 +52,7 @@ pub mod admin;
 pub mod admission;
 pub mod capabilities;
 pub mod cli;
+pub mod cloudevent;
 pub mod deploy;
 pub mod engine;
 pub mod events;
@@ -66,7 +67,6 @@ pub mod logging;
 pub mod manifest;
 pub mod metrics;
 pub mod outbound;
-pub mod router;
 pub mod server;
 pub mod telemetry;
 #[doc(hidden)]

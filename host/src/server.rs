@@ -15,14 +15,15 @@ use tracing::Instrument;
 
 use crate::admission::Gate;
 use crate::capabilities::{Capabilities, CapabilityError, CapabilityOptions};
+use crate::cloudevent;
 use crate::engine::{BoxError, Engine, ResponseBody};
-use crate::events::{Dispatcher, EventOptions, Recipients, codec};
+use crate::events::{Dispatcher, EventOptions, Recipients};
 use crate::failure::{Failure, full};
 pub use crate::functions::FunctionLoadError;
 use crate::functions::Functions;
+use crate::manifest::routes::RouteTable;
 use crate::manifest::{DELIVERY_PREFIX, Manifest, RESERVED_PREFIX, ServerLimits};
 use crate::metrics::{Metrics, Refusal};
-use crate::router::RouteTable;
 use crate::telemetry::{self, TraceContext};
 use crate::traffic::VERSION_HEADER;
 
@@ -321,7 +322,7 @@ impl App {
                 let path = path.to_string();
                 return Outcome::failed(Answerer::Nobody, Failure::NoRoute { path });
             };
-            let mode = codec::mode_of(req.headers()).filter(|_| req.method() == Method::POST);
+            let mode = cloudevent::mode_of(req.headers()).filter(|_| req.method() == Method::POST);
             let Some(mode) = mode else {
                 let reason = format!(
                     "{path} takes CloudEvents, POSTed in binary, structured or batched mode"
@@ -338,7 +339,7 @@ impl App {
         if path == self.events_path
             && self.events.has_subscribers()
             && req.method() == Method::POST
-            && let Some(mode) = codec::mode_of(req.headers())
+            && let Some(mode) = cloudevent::mode_of(req.headers())
         {
             return self
                 .deliver(req, mode, Recipients::Subscribers, request_id)
@@ -433,7 +434,7 @@ impl App {
     async fn deliver<B>(
         &self,
         req: Request<B>,
-        mode: codec::Mode,
+        mode: cloudevent::Mode,
         to: Recipients,
         request_id: &str,
     ) -> Outcome<'_>

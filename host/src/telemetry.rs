@@ -108,7 +108,7 @@ impl TraceContext {
     pub fn from_event(event: &cloudevents::Event) -> Option<Self> {
         event
             .extension(Self::NAME)
-            .map(|v| Self(crate::events::codec::extension_string(v)))
+            .map(|v| Self(crate::cloudevent::extension_string(v)))
     }
 
     /// The context as sent.

@@ -14,7 +14,7 @@ use http::{HeaderName, HeaderValue, Method, Request, Response};
 use http_body_util::{BodyExt, Full};
 
 use crate::capabilities::CapabilityOptions;
-use crate::events::codec::{self, Mode};
+use crate::cloudevent::{self, Mode};
 use crate::manifest::{DELIVERY_PREFIX, Manifest};
 use crate::server::{App, HostOptions};
 
@@ -144,7 +144,7 @@ pub(super) fn send(args: SendArgs) -> anyhow::Result<()> {
         ModeArg::Binary => Mode::Binary,
         ModeArg::Structured => Mode::Structured,
     };
-    let (headers, body) = codec::encode(mode, std::slice::from_ref(&event));
+    let (headers, body) = cloudevent::encode(mode, std::slice::from_ref(&event));
     let mut request = Request::builder().method(Method::POST);
     for (name, value) in &headers {
         request = request.header(name, value);
@@ -158,8 +158,8 @@ pub(super) fn send(args: SendArgs) -> anyhow::Result<()> {
     };
     let response = send_request(&args.target, &path, request, body)?;
     let status = response.status();
-    let reply = codec::mode_of(response.headers())
-        .map(|mode| codec::decode(mode, response.headers(), response.body()));
+    let reply = cloudevent::mode_of(response.headers())
+        .map(|mode| cloudevent::decode(mode, response.headers(), response.body()));
     match reply {
         Some(Ok(events)) => {
             let mut out = std::io::stdout().lock();
@@ -196,20 +196,21 @@ fn event(args: &SendArgs) -> anyhow::Result<Event> {
         let Some((name, value)) = ext.split_once('=') else {
             bail!("--ext `{ext}` must look like name=value");
         };
-        codec::check_extension_name(name).map_err(|e| anyhow::anyhow!("--ext `{ext}`: {e}"))?;
+        cloudevent::check_extension_name(name)
+            .map_err(|e| anyhow::anyhow!("--ext `{ext}`: {e}"))?;
         builder = builder.extension(name, value);
     }
     if let Some(data) = &args.data {
         let bytes = read_data(data)?;
         builder = builder.data(
             args.content_type.as_str(),
-            codec::data_from_bytes(Some(&args.content_type), bytes.to_vec()),
+            cloudevent::data_from_bytes(Some(&args.content_type), bytes.to_vec()),
         );
     }
     let event = builder
         .build()
         .map_err(|e| anyhow::anyhow!("not a valid CloudEvent: {e}"))?;
-    codec::validate(&event).map_err(|e| anyhow::anyhow!("not a valid CloudEvent: {e}"))?;
+    cloudevent::validate(&event).map_err(|e| anyhow::anyhow!("not a valid CloudEvent: {e}"))?;
     Ok(event)
 }
 

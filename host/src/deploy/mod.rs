@@ -4,12 +4,16 @@
 //! subscription; a SinkBinding per Service so emitted events reach the Broker; optionally the
 //! Broker itself.
 
-use serde_json::{Value, json};
-
-use crate::events::Filter;
 use std::path::Path;
 
-use crate::manifest::deploy::{DeploySpec, Probe, ServiceSpec};
+use serde_json::{Value, json};
+
+use crate::manifest::delivery::{BackoffPolicy, DeadLetter, Delivery, iso8601};
+use crate::manifest::deploy::{DeploySpec, Probe, ServiceSpec, Traffic};
+use crate::manifest::flows::{Flow, FlowKind};
+use crate::manifest::schedule::Schedule;
+use crate::manifest::subscription::{Filter, Subscription};
+use crate::manifest::{DELIVERY_PREFIX, Manifest, RESERVED_PREFIX};
 use crate::manifest::{FunctionSpec, KeyValueKind, KeyValueSpec, Location, Variable};
 
 /// Where a Service that keeps embedded stores mounts its writable data volume (the root
@@ -25,11 +29,6 @@ pub struct DeployError {
     /// What is wrong and what to do.
     pub message: String,
 }
-use crate::events::Subscription;
-use crate::manifest::delivery::{BackoffPolicy, DeadLetter, Delivery, iso8601};
-use crate::manifest::flows::FlowKind;
-use crate::manifest::{DELIVERY_PREFIX, Manifest, RESERVED_PREFIX};
-
 /// Where the image keeps the manifest (see deploy/Containerfile).
 pub const IMAGE_MANIFEST: &str = "/app/wasmfn.toml";
 
@@ -83,15 +82,7 @@ pub fn objects(manifest: &Manifest, image: &str) -> Result<Vec<Value>, DeployErr
     let deploy = &manifest.deploy;
     let mut out = Vec::new();
     if deploy.create_broker {
-        let mut broker = json!({
-            "apiVersion": "eventing.knative.dev/v1",
-            "kind": "Broker",
-            "metadata": metadata(deploy, &deploy.broker),
-        });
-        if let Some(d) = &deploy.delivery {
-            broker["spec"] = json!({ "delivery": delivery(d, manifest) });
-        }
-        out.push(broker);
+        out.push(broker(manifest));
     }
     for service in &deploy.services {
         let data_volume = check_capabilities(service, &manifest.functions, &manifest.key_value)
@@ -101,146 +92,190 @@ pub fn objects(manifest: &Manifest, image: &str) -> Result<Vec<Value>, DeployErr
             })?;
         out.push(knative_service(manifest, service, image, data_volume));
     }
-    // Custom domains: a DomainMapping each (serving.knative.dev/v1beta1, the version
-    // Knative serves them at).
     for service in &deploy.services {
-        for domain in &service.domains {
-            out.push(json!({
-                "apiVersion": "serving.knative.dev/v1beta1",
-                "kind": "DomainMapping",
-                "metadata": metadata(deploy, domain),
-                "spec": { "ref": { "apiVersion": "serving.knative.dev/v1", "kind": "Service", "name": service.name } },
-            }));
-        }
+        out.extend(
+            service
+                .domains
+                .iter()
+                .map(|d| domain_mapping(deploy, service, d)),
+        );
     }
-    // One Trigger per function, whose filters admit what any of its subscriptions admits,
-    // delivering to that function's own path: the Broker delivers an event once per
-    // matching Trigger, so each subscribed function runs once.
+    for service in &deploy.services {
+        out.extend(function_triggers(manifest, service));
+    }
+    for flow in &manifest.flows {
+        out.extend(flow_objects(manifest, flow));
+    }
     for service in &deploy.services {
         for &i in &service.functions {
-            let function = &manifest.functions[i];
-            if function.events.is_empty() {
-                continue;
+            for schedule in &manifest.functions[i].schedules {
+                out.push(ping_source(manifest, service, i, schedule)?);
             }
+        }
+    }
+    for service in &deploy.services {
+        out.push(sink_binding(deploy, service));
+    }
+    Ok(out)
+}
+
+fn broker(manifest: &Manifest) -> Value {
+    let deploy = &manifest.deploy;
+    let mut broker = json!({
+        "apiVersion": "eventing.knative.dev/v1",
+        "kind": "Broker",
+        "metadata": metadata(deploy, &deploy.broker),
+    });
+    if let Some(d) = &deploy.delivery {
+        broker["spec"] = json!({ "delivery": delivery(d, manifest) });
+    }
+    broker
+}
+
+/// A custom domain (serving.knative.dev/v1beta1, the version Knative serves them at).
+fn domain_mapping(deploy: &DeploySpec, service: &ServiceSpec, domain: &str) -> Value {
+    json!({
+        "apiVersion": "serving.knative.dev/v1beta1",
+        "kind": "DomainMapping",
+        "metadata": metadata(deploy, domain),
+        "spec": { "ref": { "apiVersion": "serving.knative.dev/v1", "kind": "Service", "name": service.name } },
+    })
+}
+
+/// One Trigger per function, whose filters admit what any of its subscriptions admits,
+/// delivering to that function's own path: the Broker delivers an event once per matching
+/// Trigger, so each subscribed function runs once.
+fn function_triggers(manifest: &Manifest, service: &ServiceSpec) -> Vec<Value> {
+    service
+        .functions
+        .iter()
+        .map(|&i| &manifest.functions[i])
+        .filter(|function| !function.events.is_empty())
+        .map(|function| {
             let subscriber = destination(
                 &service.name,
                 &format!("{DELIVERY_PREFIX}{}", function.name),
             );
             let delivery = function.delivery.as_ref().map(|d| delivery(d, manifest));
-            out.push(trigger(
-                deploy,
+            trigger(
+                &manifest.deploy,
                 &function.name,
                 &function.events,
                 subscriber,
                 delivery,
-            ));
-        }
-    }
-    // Sequences and parallels, whose steps are the functions' own paths and whose replies
-    // go to the Broker; a Trigger for the events that start each.
-    for flow in &manifest.flows {
-        let step = |i: usize| {
-            let name = &manifest.functions[i].name;
-            destination(
-                service_of(manifest, name),
-                &format!("{DELIVERY_PREFIX}{name}"),
             )
-        };
-        let (kind, mut spec) = match &flow.kind {
-            FlowKind::Sequence(steps) => (
-                "Sequence",
-                json!({ "steps": steps.iter().map(|&i| step(i)).collect::<Vec<_>>() }),
-            ),
-            FlowKind::Parallel(branches) => {
-                let branches: Vec<Value> = branches
-                    .iter()
-                    .map(|b| {
-                        let mut branch = json!({ "subscriber": step(b.subscriber) });
-                        if let Some(filter) = b.filter {
-                            branch["filter"] = step(filter);
-                        }
-                        branch
-                    })
-                    .collect();
-                ("Parallel", json!({ "branches": branches }))
-            }
-        };
-        if flow.reply {
-            spec["reply"] = json!({
-                "ref": { "apiVersion": "eventing.knative.dev/v1", "kind": "Broker", "name": deploy.broker },
-            });
+        })
+        .collect()
+}
+
+/// A Sequence or Parallel, whose steps are the functions' own paths and whose replies go
+/// to the Broker, and a Trigger for the events that start it.
+fn flow_objects(manifest: &Manifest, flow: &Flow) -> Vec<Value> {
+    let deploy = &manifest.deploy;
+    let step = |i: usize| {
+        let name = &manifest.functions[i].name;
+        destination(
+            service_of(manifest, name),
+            &format!("{DELIVERY_PREFIX}{name}"),
+        )
+    };
+    let (kind, mut spec) = match &flow.kind {
+        FlowKind::Sequence(steps) => (
+            "Sequence",
+            json!({ "steps": steps.iter().map(|&i| step(i)).collect::<Vec<_>>() }),
+        ),
+        FlowKind::Parallel(branches) => {
+            let branches: Vec<Value> = branches
+                .iter()
+                .map(|b| {
+                    let mut branch = json!({ "subscriber": step(b.subscriber) });
+                    if let Some(filter) = b.filter {
+                        branch["filter"] = step(filter);
+                    }
+                    branch
+                })
+                .collect();
+            ("Parallel", json!({ "branches": branches }))
         }
-        out.push(json!({
-            "apiVersion": "flows.knative.dev/v1",
-            "kind": kind,
-            "metadata": metadata(deploy, &flow.name),
-            "spec": spec,
-        }));
-        if flow.events.is_empty() {
-            continue;
-        }
+    };
+    if flow.reply {
+        spec["reply"] = json!({
+            "ref": { "apiVersion": "eventing.knative.dev/v1", "kind": "Broker", "name": deploy.broker },
+        });
+    }
+    let mut out = vec![json!({
+        "apiVersion": "flows.knative.dev/v1",
+        "kind": kind,
+        "metadata": metadata(deploy, &flow.name),
+        "spec": spec,
+    })];
+    if !flow.events.is_empty() {
         let subscriber = json!({
             "ref": { "apiVersion": "flows.knative.dev/v1", "kind": kind, "name": flow.name },
         });
         out.push(trigger(deploy, &flow.name, &flow.events, subscriber, None));
     }
-    // A PingSource per schedule, delivering to its function's own path.
-    for service in &deploy.services {
-        for &i in &service.functions {
-            let function = &manifest.functions[i];
-            for schedule in &function.schedules {
-                if schedule.seconds {
-                    return Err(DeployError {
-                        at: function.component_at.clone(),
-                        message: format!(
-                            "function `{}`'s schedule `{}` ({:?}) has a seconds field, which only `wasmfn serve` fires; Knative's PingSource takes 5 fields (minute hour day month weekday)",
-                            function.name, schedule.name, schedule.cron
-                        ),
-                    });
+    out
+}
+
+/// A PingSource for one of function `i`'s schedules, delivering to its own path.
+fn ping_source(
+    manifest: &Manifest,
+    service: &ServiceSpec,
+    i: usize,
+    schedule: &Schedule,
+) -> Result<Value, DeployError> {
+    let function = &manifest.functions[i];
+    if schedule.seconds {
+        return Err(DeployError {
+            at: function.component_at.clone(),
+            message: format!(
+                "function `{}`'s schedule `{}` ({:?}) has a seconds field, which only `wasmfn serve` fires; Knative's PingSource takes 5 fields (minute hour day month weekday)",
+                function.name, schedule.name, schedule.cron
+            ),
+        });
+    }
+    let mut spec = json!({
+        "schedule": schedule.cron,
+        "ceOverrides": { "extensions": { "schedule": schedule.name } },
+        "sink": destination(&service.name, &format!("{DELIVERY_PREFIX}{}", function.name)),
+    });
+    if let Some(tz) = &schedule.timezone {
+        spec["timezone"] = json!(tz);
+    }
+    if let Some((data, content_type)) = &schedule.data {
+        spec["data"] = json!(data);
+        spec["contentType"] = json!(content_type);
+    }
+    Ok(json!({
+        "apiVersion": "sources.knative.dev/v1",
+        "kind": "PingSource",
+        "metadata": metadata(&manifest.deploy, &format!("{}-{}", function.name, schedule.name)),
+        "spec": spec,
+    }))
+}
+
+/// Points the Service's `K_SINK` at the Broker, where emitted events go.
+fn sink_binding(deploy: &DeploySpec, service: &ServiceSpec) -> Value {
+    json!({
+        "apiVersion": "sources.knative.dev/v1",
+        "kind": "SinkBinding",
+        "metadata": metadata(deploy, &format!("{}-sink", service.name)),
+        "spec": {
+            "subject": {
+                "apiVersion": "serving.knative.dev/v1",
+                "kind": "Service",
+                "name": service.name,
+            },
+            "sink": {
+                "ref": {
+                    "apiVersion": "eventing.knative.dev/v1",
+                    "kind": "Broker",
+                    "name": deploy.broker,
                 }
-                let mut spec = json!({
-                    "schedule": schedule.cron,
-                    "ceOverrides": { "extensions": { "schedule": schedule.name } },
-                    "sink": destination(&service.name, &format!("{DELIVERY_PREFIX}{}", function.name)),
-                });
-                if let Some(tz) = &schedule.timezone {
-                    spec["timezone"] = json!(tz);
-                }
-                if let Some((data, content_type)) = &schedule.data {
-                    spec["data"] = json!(data);
-                    spec["contentType"] = json!(content_type);
-                }
-                out.push(json!({
-                    "apiVersion": "sources.knative.dev/v1",
-                    "kind": "PingSource",
-                    "metadata": metadata(deploy, &format!("{}-{}", function.name, schedule.name)),
-                    "spec": spec,
-                }));
             }
         }
-    }
-    for service in &deploy.services {
-        out.push(json!({
-            "apiVersion": "sources.knative.dev/v1",
-            "kind": "SinkBinding",
-            "metadata": metadata(deploy, &format!("{}-sink", service.name)),
-            "spec": {
-                "subject": {
-                    "apiVersion": "serving.knative.dev/v1",
-                    "kind": "Service",
-                    "name": service.name,
-                },
-                "sink": {
-                    "ref": {
-                        "apiVersion": "eventing.knative.dev/v1",
-                        "kind": "Broker",
-                        "name": deploy.broker,
-                    }
-                }
-            }
-        }));
-    }
-    Ok(out)
+    })
 }
 
 /// [`objects`] as a YAML stream.
@@ -532,8 +567,6 @@ fn knative_service(
     image: &str,
     data_volume: bool,
 ) -> Value {
-    let deploy = &manifest.deploy;
-    let port = deploy.port;
     // Knative's request timeout covers the slowest function (unless the service sets a
     // longer one), rounded up to whole seconds.
     let timeout = service.timeout.unwrap_or_else(|| {
@@ -545,25 +578,64 @@ fn knative_service(
             .unwrap_or_default()
     });
     let timeout_seconds = timeout.as_secs() + u64::from(timeout.subsec_nanos() > 0);
+    let (container_concurrency, target) = capacity(manifest, service);
+    let (container, volumes) = container(manifest, service, image, data_volume);
+    let mut template_metadata = json!({
+        "annotations": template_annotations(manifest.deploy.port, service, target),
+    });
+    if let Some(revision) = &service.revision {
+        template_metadata["name"] = json!(revision);
+    }
+    if !service.template_labels.is_empty() {
+        template_metadata["labels"] = json!(service.template_labels);
+    }
+    let mut template_spec = json!({
+        "timeoutSeconds": timeout_seconds,
+        "containerConcurrency": container_concurrency,
+        "containers": [container],
+    });
+    if let Some(account) = &service.service_account {
+        template_spec["serviceAccountName"] = json!(account);
+    }
+    if !volumes.is_empty() {
+        template_spec["volumes"] = json!(volumes);
+    }
+    let mut spec = json!({
+        "template": { "metadata": template_metadata, "spec": template_spec },
+    });
+    if !service.traffic.is_empty() {
+        spec["traffic"] = json!(
+            service
+                .traffic
+                .iter()
+                .map(traffic_entry)
+                .collect::<Vec<_>>()
+        );
+    }
+    let mut meta = metadata(&manifest.deploy, &service.name);
+    for (k, v) in &service.labels {
+        meta["labels"][k] = json!(v);
+    }
+    if !service.annotations.is_empty() {
+        meta["annotations"] = json!(service.annotations);
+    }
+    json!({
+        "apiVersion": "serving.knative.dev/v1",
+        "kind": "Service",
+        "metadata": meta,
+        "spec": spec,
+    })
+}
 
-    let mut env = vec![json!({ "name": "WASMFN_MANIFEST", "value": IMAGE_MANIFEST })];
-    if service.functions.len() != manifest.functions.len() {
-        let names: Vec<&str> = service
-            .functions
-            .iter()
-            .map(|&i| manifest.functions[i].name.as_str())
-            .collect();
-        env.push(json!({ "name": "WASMFN_FUNCTIONS", "value": names.join(",") }));
-    }
-    for (k, v) in &service.env {
-        env.push(json!({ "name": k, "value": v }));
-    }
-    for s in &service.secrets {
-        env.push(json!({
-            "name": s.env,
-            "valueFrom": { "secretKeyRef": { "name": s.secret, "key": s.key } },
-        }));
-    }
+/// The host's container, locked down, and the pod volumes it mounts.
+fn container(
+    manifest: &Manifest,
+    service: &ServiceSpec,
+    image: &str,
+    data_volume: bool,
+) -> (Value, Vec<Value>) {
+    let port = manifest.deploy.port;
+    let mut env = container_env(manifest, service);
     // Embedded stores need a writable directory; the root filesystem is read-only. Its
     // data lives as long as the pod (max_scale = 1 was checked with the manifest).
     let mut volumes = Vec::new();
@@ -578,30 +650,13 @@ fn knative_service(
         volumes.push(json!({ "name": name, "secret": { "secretName": files.secret } }));
         mounts.push(json!({ "name": name, "mountPath": files.path, "readOnly": true }));
     }
-
-    let probe = |path: &str, timing: &Probe| {
-        let mut probe = json!({
-            "httpGet": { "path": format!("{RESERVED_PREFIX}{path}"), "port": port },
-            "periodSeconds": timing.period_seconds.unwrap_or(1),
-        });
-        for (key, value) in [
-            ("initialDelaySeconds", timing.initial_delay_seconds),
-            ("timeoutSeconds", timing.timeout_seconds),
-            ("failureThreshold", timing.failure_threshold),
-        ] {
-            if let Some(v) = value {
-                probe[key] = json!(v);
-            }
-        }
-        probe
-    };
     let mut container = json!({
         "name": "wasmfn",
         "image": image,
         "ports": [{ "name": "h2c", "containerPort": port }],
         "env": env,
-        "readinessProbe": probe("ready", &service.readiness),
-        "livenessProbe": probe("live", &service.liveness),
+        "readinessProbe": probe(port, "ready", &service.readiness),
+        "livenessProbe": probe(port, "live", &service.liveness),
         "securityContext": {
             "allowPrivilegeEscalation": false,
             "readOnlyRootFilesystem": true,
@@ -624,8 +679,57 @@ fn knative_service(
         }
         container["resources"] = Value::Object(r);
     }
+    (container, volumes)
+}
 
-    let (container_concurrency, target) = capacity(manifest, service);
+/// Which manifest and functions the host serves, and the service's own variables.
+fn container_env(manifest: &Manifest, service: &ServiceSpec) -> Vec<Value> {
+    let mut env = vec![json!({ "name": "WASMFN_MANIFEST", "value": IMAGE_MANIFEST })];
+    if service.functions.len() != manifest.functions.len() {
+        let names: Vec<&str> = service
+            .functions
+            .iter()
+            .map(|&i| manifest.functions[i].name.as_str())
+            .collect();
+        env.push(json!({ "name": "WASMFN_FUNCTIONS", "value": names.join(",") }));
+    }
+    for (k, v) in &service.env {
+        env.push(json!({ "name": k, "value": v }));
+    }
+    for s in &service.secrets {
+        env.push(json!({
+            "name": s.env,
+            "valueFrom": { "secretKeyRef": { "name": s.secret, "key": s.key } },
+        }));
+    }
+    env
+}
+
+/// A probe of the host's own `path` under [`RESERVED_PREFIX`].
+fn probe(port: u16, path: &str, timing: &Probe) -> Value {
+    let mut probe = json!({
+        "httpGet": { "path": format!("{RESERVED_PREFIX}{path}"), "port": port },
+        "periodSeconds": timing.period_seconds.unwrap_or(1),
+    });
+    for (key, value) in [
+        ("initialDelaySeconds", timing.initial_delay_seconds),
+        ("timeoutSeconds", timing.timeout_seconds),
+        ("failureThreshold", timing.failure_threshold),
+    ] {
+        if let Some(v) = value {
+            probe[key] = json!(v);
+        }
+    }
+    probe
+}
+
+/// The revision template's annotations: the service's own, autoscaling (with the derived
+/// `target`, if any) and Prometheus' scrape settings.
+fn template_annotations(
+    port: u16,
+    service: &ServiceSpec,
+    target: Option<u32>,
+) -> serde_json::Map<String, Value> {
     let mut annotations: serde_json::Map<String, Value> = service
         .template_annotations
         .iter()
@@ -651,58 +755,19 @@ fn knative_service(
         "prometheus.io/path".into(),
         json!(format!("{RESERVED_PREFIX}metrics")),
     );
-    let mut template_metadata = json!({ "annotations": annotations });
-    if let Some(revision) = &service.revision {
-        template_metadata["name"] = json!(revision);
+    annotations
+}
+
+fn traffic_entry(t: &Traffic) -> Value {
+    let mut entry = match &t.revision {
+        Some(r) => json!({ "revisionName": r }),
+        None => json!({ "latestRevision": true }),
+    };
+    entry["percent"] = json!(t.percent);
+    if let Some(tag) = &t.tag {
+        entry["tag"] = json!(tag);
     }
-    if !service.template_labels.is_empty() {
-        template_metadata["labels"] = json!(service.template_labels);
-    }
-    let mut template_spec = json!({
-        "timeoutSeconds": timeout_seconds,
-        "containerConcurrency": container_concurrency,
-        "containers": [container],
-    });
-    if let Some(account) = &service.service_account {
-        template_spec["serviceAccountName"] = json!(account);
-    }
-    if !volumes.is_empty() {
-        template_spec["volumes"] = json!(volumes);
-    }
-    let mut spec = json!({
-        "template": { "metadata": template_metadata, "spec": template_spec },
-    });
-    if !service.traffic.is_empty() {
-        let traffic: Vec<Value> = service
-            .traffic
-            .iter()
-            .map(|t| {
-                let mut entry = match &t.revision {
-                    Some(r) => json!({ "revisionName": r }),
-                    None => json!({ "latestRevision": true }),
-                };
-                entry["percent"] = json!(t.percent);
-                if let Some(tag) = &t.tag {
-                    entry["tag"] = json!(tag);
-                }
-                entry
-            })
-            .collect();
-        spec["traffic"] = json!(traffic);
-    }
-    let mut meta = metadata(deploy, &service.name);
-    for (k, v) in &service.labels {
-        meta["labels"][k] = json!(v);
-    }
-    if !service.annotations.is_empty() {
-        meta["annotations"] = json!(service.annotations);
-    }
-    json!({
-        "apiVersion": "serving.knative.dev/v1",
-        "kind": "Service",
-        "metadata": meta,
-        "spec": spec,
-    })
+    entry
 }
 
 /// The Service's `containerConcurrency` and, where Knative's autoscaler would use its own

@@ -17,6 +17,12 @@ use crate::telemetry::TraceContext;
 /// host) may take before it is stopped as a loop.
 pub const HOP_LIMIT: u32 = 32;
 
+/// Whether a hop that would be the `hops`th of its chain is one too many. The one check
+/// both kinds of hop go through, so an event loop and a call loop stop at the same depth.
+pub fn beyond_hop_limit(hops: u32) -> bool {
+    hops > HOP_LIMIT
+}
+
 /// One invocation emits at most this many events, so a looping guest cannot flood a sink.
 pub(super) const MAX_EMITS_PER_INVOCATION: usize = 1000;
 

@@ -6,7 +6,7 @@ use cloudevents::{AttributesReader, AttributesWriter, Event, EventBuilder, Event
 
 use super::context::{CallContext, EmitError, MAX_EMITS_PER_INVOCATION};
 use super::state::State;
-use crate::events::codec;
+use crate::cloudevent;
 
 pub(crate) mod bindings {
     wasmtime::component::bindgen!({
@@ -63,14 +63,16 @@ pub(crate) fn to_guest(event: &Event) -> GuestEvent {
         source: event.source().to_string(),
         type_: event.ty().to_string(),
         subject: event.subject().map(str::to_string),
-        time: event.time().map(codec::format_time),
+        time: event.time().map(cloudevent::format_time),
         datacontenttype: event.datacontenttype().map(str::to_string),
         dataschema: event.dataschema().map(|u| u.to_string()),
         extensions: event
             .iter_extensions()
-            .map(|(k, v)| (k.to_string(), codec::extension_string(v)))
+            .map(|(k, v)| (k.to_string(), cloudevent::extension_string(v)))
             .collect(),
-        data: event.data().map(|d| codec::data_bytes(Some(d)).to_vec()),
+        data: event
+            .data()
+            .map(|d| cloudevent::data_bytes(Some(d)).to_vec()),
     }
 }
 
@@ -106,7 +108,7 @@ pub(crate) fn from_guest(e: GuestEvent, function: &str) -> Result<Event, String>
     }
     let data = e
         .data
-        .map(|bytes| codec::data_from_bytes(e.datacontenttype.as_deref(), bytes));
+        .map(|bytes| cloudevent::data_from_bytes(e.datacontenttype.as_deref(), bytes));
     if let (Some(ct), Some(data)) = (&e.datacontenttype, &data) {
         builder = builder.data(ct.clone(), data.clone());
     }
@@ -125,6 +127,6 @@ pub(crate) fn from_guest(e: GuestEvent, function: &str) -> Result<Event, String>
             .map_err(|err| format!("dataschema {schema:?} is not an absolute URI: {err}"))?;
         event.set_dataschema(Some(url));
     }
-    codec::validate(&event)?;
+    cloudevent::validate(&event)?;
     Ok(event)
 }

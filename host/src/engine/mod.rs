@@ -50,7 +50,9 @@ use wasmtime_wasi_http::p2::bindings::ProxyIndices;
 use crate::admission::Gate;
 use crate::manifest::FunctionSpec;
 pub use cache::CacheDir;
-pub use context::{CallContext, CallFunction, Emit, EmitError, HOP_LIMIT, NoSuchFunction};
+pub use context::{
+    CallContext, CallFunction, Emit, EmitError, HOP_LIMIT, NoSuchFunction, beyond_hop_limit,
+};
 use epoch::EpochTicker;
 use event_handler::EventHandlerIndices;
 pub use event_handler::EventOutcome;

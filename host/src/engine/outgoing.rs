@@ -15,9 +15,10 @@ use http_body_util::BodyExt;
 use hyper::body::{Body, Frame, SizeHint};
 use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks};
 
-use super::context::{CallContext, HOP_LIMIT};
+use super::context::{CallContext, beyond_hop_limit};
 use crate::admission::{Gate, Slot};
-use crate::outbound::{AllowedHosts, Client, internal_target};
+use crate::manifest::hosts::{AllowedHosts, internal_target};
+use crate::outbound::Client;
 use crate::telemetry::TraceContext;
 
 /// Where one function's outbound requests may go, through what, and how many at once.
@@ -114,7 +115,7 @@ async fn send(
         let Some(context) = context else {
             return Err(Error::DestinationNotFound);
         };
-        if context.hops >= HOP_LIMIT {
+        if beyond_hop_limit(context.hops + 1) {
             tracing::warn!(function, %request_id, target, hops = context.hops, "call to another function refused: it looks like a loop");
             return Err(Error::LoopDetected);
         }

@@ -15,24 +15,23 @@ use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use tracing::Instrument;
 
-use super::codec::{self, DecodeError, Mode};
-use super::filter::Subscription;
 use super::schedule::Scheduler;
 use super::sink::EventOptions;
-use crate::engine::{BoxError, CallContext, Emit, EmitError, EventOutcome, InvokeError};
+use crate::cloudevent::{self, DecodeError, Mode};
+use crate::engine::{
+    BoxError, CallContext, Emit, EmitError, EventOutcome, HOP_LIMIT, InvokeError, beyond_hop_limit,
+};
 use crate::failure::{Failure, full};
 use crate::functions::Functions;
 use crate::manifest::Manifest;
 use crate::manifest::flows::{Branch, Flow, FlowKind};
 use crate::manifest::schedule::Schedule;
+use crate::manifest::subscription::Subscription;
 use crate::metrics::Metrics;
 use crate::telemetry::{self, TraceContext};
 
 /// The largest CloudEvents request body read; larger ones get 413.
 pub const MAX_EVENT_BODY: usize = 16 * 1024 * 1024;
-/// How many in-process deliveries one chain of events may take before it is stopped as a
-/// loop (a function replying to its own events, say).
-pub const HOP_LIMIT: u32 = 32;
 
 /// Delivers events to the functions of a manifest and sends on what they emit.
 pub struct Dispatcher {
@@ -196,7 +195,7 @@ impl Dispatcher {
                 return Err(failure.into());
             }
         };
-        let events = codec::decode(mode, &parts.headers, &body).map_err(|e| {
+        let events = cloudevent::decode(mode, &parts.headers, &body).map_err(|e| {
             let failure = match e {
                 DecodeError::UnsupportedFormat(_) => Failure::UnsupportedEventFormat {
                     reason: e.to_string(),
@@ -253,7 +252,7 @@ impl Dispatcher {
             *response.status_mut() = StatusCode::ACCEPTED;
             return Ok(response);
         }
-        let (headers, body) = codec::encode(mode, &replies);
+        let (headers, body) = cloudevent::encode(mode, &replies);
         let mut response = Response::new(full(body));
         response.headers_mut().extend(headers);
         Ok(response)
@@ -466,7 +465,7 @@ impl Dispatcher {
     /// Delivers an emitted event to this host's subscribers; the emitter's path when no
     /// sink is configured. Replies travel on the same way, up to [`HOP_LIMIT`] deliveries.
     async fn dispatch_local(self: &Arc<Self>, event: Event, hops: u32) -> Result<(), EmitError> {
-        if hops > HOP_LIMIT {
+        if beyond_hop_limit(hops) {
             return Err(EmitError::NotDelivered(format!(
                 "event {} of type {} is {hops} in-process deliveries from its request; stopping what looks like a loop (limit {HOP_LIMIT})",
                 event.id(),

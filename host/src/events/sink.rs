@@ -10,7 +10,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
-use super::codec::{self, Mode};
+use crate::cloudevent::{self, Mode};
 use crate::telemetry::TraceContext;
 
 /// How many times one event is offered to the sink before emitting fails.
@@ -95,7 +95,7 @@ fn parse_overrides(json: &str) -> Result<Vec<(String, String)>, EventOptionsErro
         .extensions
         .into_iter()
         .map(|(name, value)| {
-            codec::check_extension_name(&name).map_err(EventOptionsError::OverrideName)?;
+            cloudevent::check_extension_name(&name).map_err(EventOptionsError::OverrideName)?;
             let value = match value {
                 serde_json::Value::String(s) => s,
                 other => other.to_string(),
@@ -150,7 +150,7 @@ impl Sink {
     /// POSTs `event` in binary mode, retrying what Knative retries (network errors, 404,
     /// 408, 409, 429, 5xx) with exponential backoff, honouring `Retry-After`.
     pub async fn send(&self, event: &Event) -> Result<(), SendError> {
-        let (headers, body) = codec::encode(Mode::Binary, std::slice::from_ref(event));
+        let (headers, body) = cloudevent::encode(Mode::Binary, std::slice::from_ref(event));
         let mut backoff = FIRST_BACKOFF;
         let mut last_error = String::new();
         for attempt in 1..=SINK_ATTEMPTS {

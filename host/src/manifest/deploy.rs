@@ -383,6 +383,34 @@ fn layout(
     services: &[Spanned<RawService>],
     functions: &[FunctionSpec],
 ) -> Result<DeploySpec, ManifestError> {
+    let mut spec = deploy_table(ctx, deploy)?;
+    check_dead_letters(ctx, deploy, spec.delivery.as_ref(), functions)?;
+    if services.is_empty() {
+        spec.services.push(default_service(ctx, functions.len()));
+        return Ok(spec);
+    }
+    let mut owner: Vec<Option<String>> = vec![None; functions.len()];
+    for raw in services {
+        let service = service(ctx, raw, functions, &mut owner, &spec.services)?;
+        spec.services.push(service);
+    }
+    if let Some(i) = owner.iter().position(Option::is_none) {
+        return Err(ctx.error(
+            services[0].span(),
+            format!(
+                "function `{}` is in no service; list it in one service's `functions`",
+                functions[i].name
+            ),
+        ));
+    }
+    Ok(spec)
+}
+
+/// `[deploy]`: namespace, port, Broker and its delivery.
+fn deploy_table(
+    ctx: &Ctx<'_>,
+    deploy: Option<&Spanned<RawDeploy>>,
+) -> Result<DeploySpec, ManifestError> {
     let mut spec = DeploySpec {
         namespace: None,
         port: DEFAULT_PORT,
@@ -391,43 +419,51 @@ fn layout(
         delivery: None,
         services: Vec::new(),
     };
-    if let Some(raw) = deploy {
-        let d = raw.get_ref();
-        if let Some(ns) = &d.namespace {
-            dns_label(ns.get_ref(), "namespace")
-                .map_err(|e| ctx.error(ns.span(), e.to_string()))?;
-            spec.namespace = Some(ns.get_ref().clone());
-        }
-        if let Some(port) = &d.port {
-            let p = *port.get_ref();
-            if RESERVED_PORTS.contains(&p) || p == 0 {
-                return Err(ctx.error(
-                    port.span(),
-                    format!("port {p} is reserved by Knative (8012, 8013, 8022, 9090, 9091, 8008) or invalid; 8080 is the usual choice"),
-                ));
-            }
-            spec.port = p;
-        }
-        if let Some(b) = &d.broker {
-            dns_label(b.get_ref(), "broker").map_err(|e| ctx.error(b.span(), e.to_string()))?;
-            spec.broker = b.get_ref().clone();
-        }
-        spec.create_broker = d.create_broker;
-        if let Some(delivery) = &d.delivery {
-            if !d.create_broker {
-                return Err(ctx.error(
-                    delivery.span(),
-                    "`deploy.delivery` is the Broker's, and this manifest does not create the Broker; set create_broker = true, or give each function its own `delivery`".to_string(),
-                ));
-            }
-            spec.delivery = Some(super::delivery::parse(ctx, delivery, "deploy.delivery")?);
-        }
+    let Some(raw) = deploy else {
+        return Ok(spec);
+    };
+    let d = raw.get_ref();
+    if let Some(ns) = &d.namespace {
+        dns_label(ns.get_ref(), "namespace").map_err(|e| ctx.error(ns.span(), e.to_string()))?;
+        spec.namespace = Some(ns.get_ref().clone());
     }
-    // A dead letter may be a function of this manifest: one that takes events.
-    let deliveries = spec
-        .delivery
-        .iter()
+    if let Some(port) = &d.port {
+        let p = *port.get_ref();
+        if RESERVED_PORTS.contains(&p) || p == 0 {
+            return Err(ctx.error(
+                port.span(),
+                format!("port {p} is reserved by Knative (8012, 8013, 8022, 9090, 9091, 8008) or invalid; 8080 is the usual choice"),
+            ));
+        }
+        spec.port = p;
+    }
+    if let Some(b) = &d.broker {
+        dns_label(b.get_ref(), "broker").map_err(|e| ctx.error(b.span(), e.to_string()))?;
+        spec.broker = b.get_ref().clone();
+    }
+    spec.create_broker = d.create_broker;
+    if let Some(delivery) = &d.delivery {
+        if !d.create_broker {
+            return Err(ctx.error(
+                delivery.span(),
+                "`deploy.delivery` is the Broker's, and this manifest does not create the Broker; set create_broker = true, or give each function its own `delivery`".to_string(),
+            ));
+        }
+        spec.delivery = Some(super::delivery::parse(ctx, delivery, "deploy.delivery")?);
+    }
+    Ok(spec)
+}
+
+/// A dead letter may be a function of this manifest: one that takes events.
+fn check_dead_letters(
+    ctx: &Ctx<'_>,
+    deploy: Option<&Spanned<RawDeploy>>,
+    broker: Option<&super::delivery::Delivery>,
+    functions: &[FunctionSpec],
+) -> Result<(), ManifestError> {
+    let deliveries = broker
         .map(|d| (d, ctx.location(deploy.map_or(0, |r| r.span().start))))
+        .into_iter()
         .chain(
             functions
                 .iter()
@@ -447,406 +483,481 @@ fn layout(
             });
         }
     }
+    Ok(())
+}
 
-    if services.is_empty() {
-        spec.services.push(ServiceSpec {
-            name: DEFAULT_SERVICE.to_string(),
-            functions: (0..functions.len()).collect(),
-            revision: None,
-            autoscaling: BTreeMap::from([("min-scale", "0".to_string())]),
-            container_concurrency: None,
-            resources: Resources::default(),
-            env: BTreeMap::new(),
-            secrets: Vec::new(),
-            secret_files: Vec::new(),
-            at: ctx.location(0),
-            traffic: Vec::new(),
-            timeout: None,
-            annotations: BTreeMap::new(),
-            labels: BTreeMap::new(),
-            template_annotations: BTreeMap::new(),
-            template_labels: BTreeMap::new(),
-            service_account: None,
-            readiness: Probe::default(),
-            liveness: Probe::default(),
-            domains: Vec::new(),
-        });
-        return Ok(spec);
+/// The one Service of a manifest without `[[services]]`: every function, scaled to zero.
+fn default_service(ctx: &Ctx<'_>, functions: usize) -> ServiceSpec {
+    ServiceSpec {
+        name: DEFAULT_SERVICE.to_string(),
+        functions: (0..functions).collect(),
+        revision: None,
+        autoscaling: BTreeMap::from([("min-scale", "0".to_string())]),
+        container_concurrency: None,
+        resources: Resources::default(),
+        env: BTreeMap::new(),
+        secrets: Vec::new(),
+        secret_files: Vec::new(),
+        at: ctx.location(0),
+        traffic: Vec::new(),
+        timeout: None,
+        annotations: BTreeMap::new(),
+        labels: BTreeMap::new(),
+        template_annotations: BTreeMap::new(),
+        template_labels: BTreeMap::new(),
+        service_account: None,
+        readiness: Probe::default(),
+        liveness: Probe::default(),
+        domains: Vec::new(),
     }
+}
 
-    let mut owner: Vec<Option<String>> = vec![None; functions.len()];
-    for raw in services {
-        let s = raw.get_ref();
-        let name = s.name.get_ref().clone();
-        dns_label(&name, "service name").map_err(|e| ctx.error(s.name.span(), e.to_string()))?;
-        if spec.services.iter().any(|o| o.name == name) {
-            return Err(ctx.error(s.name.span(), format!("service `{name}` is defined twice")));
+/// One `[[services]]` entry. `owner` says which service has claimed each function so far;
+/// `earlier` are the entries before this one.
+fn service(
+    ctx: &Ctx<'_>,
+    raw: &Spanned<RawService>,
+    functions: &[FunctionSpec],
+    owner: &mut [Option<String>],
+    earlier: &[ServiceSpec],
+) -> Result<ServiceSpec, ManifestError> {
+    let s = raw.get_ref();
+    let name = s.name.get_ref().clone();
+    dns_label(&name, "service name").map_err(|e| ctx.error(s.name.span(), e.to_string()))?;
+    if earlier.iter().any(|o| o.name == name) {
+        return Err(ctx.error(s.name.span(), format!("service `{name}` is defined twice")));
+    }
+    let members = members(ctx, raw, &name, functions, owner)?;
+    for key in s.env.keys() {
+        if key.is_empty() || key.starts_with("K_") || key == "PORT" {
+            return Err(ctx.error(
+                raw.span(),
+                format!("env {key:?} is empty or reserved by Knative (PORT, K_*)"),
+            ));
         }
-        let mut members = Vec::new();
-        match &s.functions {
-            Some(list) => {
-                for f in list {
-                    let Some(i) = functions.iter().position(|x| x.name == *f.get_ref()) else {
-                        return Err(
-                            ctx.error(f.span(), format!("no function is named `{}`", f.get_ref()))
-                        );
-                    };
-                    if let Some(other) = &owner[i] {
-                        return Err(ctx.error(
-                            f.span(),
-                            format!("function `{}` is already in service `{other}`; a function belongs to one service", f.get_ref()),
-                        ));
-                    }
-                    owner[i] = Some(name.clone());
-                    members.push(i);
-                }
-            }
-            None => {
-                return Err(ctx.error(
-                    raw.span(),
-                    format!("service `{name}` needs `functions = [...]`, the functions it serves"),
-                ));
-            }
-        }
+    }
+    let service_account = s
+        .service_account
+        .as_ref()
+        .map(|a| {
+            dns_label(a.get_ref(), "service_account")
+                .map(|()| a.get_ref().clone())
+                .map_err(|e| ctx.error(a.span(), e.to_string()))
+        })
+        .transpose()?;
+    Ok(ServiceSpec {
+        revision: revision(ctx, s, &name)?,
+        autoscaling: autoscaling(ctx, raw, &name)?,
+        container_concurrency: container_concurrency(ctx, s)?,
+        resources: s.resources.clone(),
+        env: s.env.clone(),
+        secrets: s.secrets.clone(),
+        secret_files: s.secret_files.clone(),
+        at: ctx.location(0),
+        traffic: traffic(ctx, raw, &name)?,
+        timeout: service_timeout(ctx, s, &name, &members, functions)?,
+        annotations: metadata(ctx, &s.annotations, "annotation")?,
+        labels: metadata(ctx, &s.labels, "label")?,
+        template_annotations: metadata(ctx, &s.template_annotations, "annotation")?,
+        template_labels: metadata(ctx, &s.template_labels, "label")?,
+        service_account,
+        readiness: probe(ctx, &s.readiness)?,
+        liveness: probe(ctx, &s.liveness)?,
+        domains: domains(ctx, s, earlier)?,
+        name,
+        functions: members,
+    })
+}
 
-        let revision = match &s.revision {
-            None => None,
-            Some(r) => {
-                let v = r.get_ref();
-                if !v.starts_with(&format!("{name}-")) {
-                    return Err(ctx.error(
-                        r.span(),
-                        format!("revision {v:?} must start with the service name and a dash (`{name}-...`), as Knative requires"),
-                    ));
-                }
-                dns_label(v, "revision").map_err(|e| ctx.error(r.span(), e.to_string()))?;
-                Some(v.clone())
-            }
+/// The functions a service serves, each claimed in `owner` (a function has one service).
+fn members(
+    ctx: &Ctx<'_>,
+    raw: &Spanned<RawService>,
+    name: &str,
+    functions: &[FunctionSpec],
+    owner: &mut [Option<String>],
+) -> Result<Vec<usize>, ManifestError> {
+    let Some(list) = &raw.get_ref().functions else {
+        return Err(ctx.error(
+            raw.span(),
+            format!("service `{name}` needs `functions = [...]`, the functions it serves"),
+        ));
+    };
+    let mut members = Vec::new();
+    for f in list {
+        let Some(i) = functions.iter().position(|x| x.name == *f.get_ref()) else {
+            return Err(ctx.error(f.span(), format!("no function is named `{}`", f.get_ref())));
         };
+        if let Some(other) = &owner[i] {
+            return Err(ctx.error(
+                f.span(),
+                format!("function `{}` is already in service `{other}`; a function belongs to one service", f.get_ref()),
+            ));
+        }
+        owner[i] = Some(name.to_string());
+        members.push(i);
+    }
+    Ok(members)
+}
 
-        let mut autoscaling = BTreeMap::new();
-        let min = s.min_scale.unwrap_or(0);
-        autoscaling.insert("min-scale", min.to_string());
-        if let Some(max) = s.max_scale {
-            if max != 0 && max < min {
-                return Err(ctx.error(
-                    raw.span(),
-                    format!("service `{name}`: max_scale {max} is below min_scale {min}"),
-                ));
-            }
-            autoscaling.insert("max-scale", max.to_string());
+fn revision(ctx: &Ctx<'_>, s: &RawService, name: &str) -> Result<Option<String>, ManifestError> {
+    let Some(r) = &s.revision else {
+        return Ok(None);
+    };
+    let v = r.get_ref();
+    if !v.starts_with(&format!("{name}-")) {
+        return Err(ctx.error(
+            r.span(),
+            format!("revision {v:?} must start with the service name and a dash (`{name}-...`), as Knative requires"),
+        ));
+    }
+    dns_label(v, "revision").map_err(|e| ctx.error(r.span(), e.to_string()))?;
+    Ok(Some(v.clone()))
+}
+
+/// The `autoscaling.knative.dev/` annotations, by key without the prefix.
+type Autoscaling = BTreeMap<&'static str, String>;
+
+fn autoscaling(
+    ctx: &Ctx<'_>,
+    raw: &Spanned<RawService>,
+    name: &str,
+) -> Result<Autoscaling, ManifestError> {
+    let mut autoscaling = scale_bounds(ctx, raw, name)?;
+    scale_windows(ctx, raw.get_ref(), &mut autoscaling)?;
+    scale_class(ctx, raw, name, &mut autoscaling)?;
+    scale_percentages(ctx, raw.get_ref(), &mut autoscaling)?;
+    Ok(autoscaling)
+}
+
+/// `min_scale`, `max_scale`, `initial_scale` and `target`.
+fn scale_bounds(
+    ctx: &Ctx<'_>,
+    raw: &Spanned<RawService>,
+    name: &str,
+) -> Result<Autoscaling, ManifestError> {
+    let s = raw.get_ref();
+    let mut autoscaling = BTreeMap::new();
+    let min = s.min_scale.unwrap_or(0);
+    autoscaling.insert("min-scale", min.to_string());
+    if let Some(max) = s.max_scale {
+        if max != 0 && max < min {
+            return Err(ctx.error(
+                raw.span(),
+                format!("service `{name}`: max_scale {max} is below min_scale {min}"),
+            ));
         }
-        if let Some(initial) = s.initial_scale {
-            autoscaling.insert("initial-scale", initial.to_string());
+        autoscaling.insert("max-scale", max.to_string());
+    }
+    if let Some(initial) = s.initial_scale {
+        autoscaling.insert("initial-scale", initial.to_string());
+    }
+    if let Some(target) = s.target {
+        if target == 0 {
+            return Err(ctx.error(
+                raw.span(),
+                format!("service `{name}`: target must be at least 1"),
+            ));
         }
-        if let Some(target) = s.target {
-            if target == 0 {
-                return Err(ctx.error(
-                    raw.span(),
-                    format!("service `{name}`: target must be at least 1"),
-                ));
-            }
-            autoscaling.insert("target", target.to_string());
+        autoscaling.insert("target", target.to_string());
+    }
+    Ok(autoscaling)
+}
+
+/// `window`, `scale_down_delay` and `scale_to_zero_retention`, as Go durations.
+fn scale_windows(
+    ctx: &Ctx<'_>,
+    s: &RawService,
+    autoscaling: &mut Autoscaling,
+) -> Result<(), ManifestError> {
+    if let Some(window) = &s.window {
+        let d = duration(ctx, "window", window)?;
+        if !(6..=3600).contains(&d.as_secs()) || d.subsec_nanos() != 0 {
+            return Err(ctx.error(
+                window.span(),
+                format!(
+                    "window must be whole seconds between 6s and 1h, got {:?}",
+                    window.get_ref()
+                ),
+            ));
         }
-        if let Some(metric) = &s.metric {
-            autoscaling.insert("metric", metric.get_ref().clone());
-        }
-        if let Some(window) = &s.window {
-            let d = duration(ctx, "window", window)?;
-            if !(6..=3600).contains(&d.as_secs()) || d.subsec_nanos() != 0 {
-                return Err(ctx.error(
-                    window.span(),
-                    format!(
-                        "window must be whole seconds between 6s and 1h, got {:?}",
-                        window.get_ref()
-                    ),
-                ));
-            }
-            autoscaling.insert("window", go_duration(window, d));
-        }
-        if let Some(delay) = &s.scale_down_delay {
-            let d = duration(ctx, "scale_down_delay", delay)?;
+        autoscaling.insert("window", go_duration(window, d));
+    }
+    for (key, annotation, value) in [
+        ("scale_down_delay", "scale-down-delay", &s.scale_down_delay),
+        (
+            "scale_to_zero_retention",
+            "scale-to-zero-pod-retention-period",
+            &s.scale_to_zero_retention,
+        ),
+    ] {
+        if let Some(v) = value {
+            let d = duration(ctx, key, v)?;
             if d.as_secs() > 3600 {
-                return Err(ctx.error(
-                    delay.span(),
-                    "scale_down_delay may be at most 1h".to_string(),
-                ));
+                return Err(ctx.error(v.span(), format!("{key} may be at most 1h")));
             }
-            autoscaling.insert("scale-down-delay", go_duration(delay, d));
+            autoscaling.insert(annotation, go_duration(v, d));
         }
-        let class = match s.class.as_ref().map(|c| (c.get_ref().as_str(), c.span())) {
-            None => None,
-            Some(("kpa", _)) => Some("kpa.autoscaling.knative.dev"),
-            Some(("hpa", _)) => Some("hpa.autoscaling.knative.dev"),
-            Some((other, span)) => {
-                return Err(ctx.error(
-                    span,
-                    format!("class must be \"kpa\" (Knative's autoscaler) or \"hpa\" (Kubernetes'), got {other:?}"),
-                ));
-            }
-        };
-        if let Some(class) = class {
-            autoscaling.insert("class", class.to_string());
+    }
+    Ok(())
+}
+
+/// `class` and the `metric` it allows.
+fn scale_class(
+    ctx: &Ctx<'_>,
+    raw: &Spanned<RawService>,
+    name: &str,
+    autoscaling: &mut Autoscaling,
+) -> Result<(), ManifestError> {
+    let s = raw.get_ref();
+    let class = match s.class.as_ref().map(|c| (c.get_ref().as_str(), c.span())) {
+        None => None,
+        Some(("kpa", _)) => Some("kpa.autoscaling.knative.dev"),
+        Some(("hpa", _)) => Some("hpa.autoscaling.knative.dev"),
+        Some((other, span)) => {
+            return Err(ctx.error(
+                span,
+                format!("class must be \"kpa\" (Knative's autoscaler) or \"hpa\" (Kubernetes'), got {other:?}"),
+            ));
         }
-        let hpa = class == Some("hpa.autoscaling.knative.dev");
-        if let Some(metric) = &s.metric {
-            let allowed: &[&str] = if hpa {
-                &["cpu", "memory"]
-            } else {
-                &["concurrency", "rps"]
-            };
-            if !allowed.contains(&metric.get_ref().as_str()) {
-                return Err(ctx.error(
-                    metric.span(),
-                    format!(
-                        "with class {:?} the metric is \"{}\" or \"{}\", got {:?}",
-                        if hpa { "hpa" } else { "kpa" },
-                        allowed[0],
-                        allowed[1],
-                        metric.get_ref()
-                    ),
-                ));
-            }
-        } else if hpa {
+    };
+    if let Some(class) = class {
+        autoscaling.insert("class", class.to_string());
+    }
+    let hpa = class == Some("hpa.autoscaling.knative.dev");
+    let Some(metric) = &s.metric else {
+        if hpa {
             return Err(ctx.error(
                 s.class.as_ref().map_or(raw.span(), |c| c.span()),
                 format!("service `{name}` scales with the hpa class, which needs metric = \"cpu\" or \"memory\" and a target"),
             ));
         }
-        for (key, annotation, value, range) in [
-            (
-                "target_utilization",
-                "target-utilization-percentage",
-                &s.target_utilization,
-                1..=100,
-            ),
-            (
-                "panic_window",
-                "panic-window-percentage",
-                &s.panic_window,
-                1..=100,
-            ),
-            (
-                "panic_threshold",
-                "panic-threshold-percentage",
-                &s.panic_threshold,
-                110..=1000,
-            ),
-            (
-                "activation_scale",
-                "activation-scale",
-                &s.activation_scale,
-                1..=1000,
-            ),
-        ] {
-            if let Some(v) = value {
-                if !range.contains(v.get_ref()) {
-                    return Err(ctx.error(
-                        v.span(),
-                        format!(
-                            "`{key}` must be {} to {}, got {}",
-                            range.start(),
-                            range.end(),
-                            v.get_ref()
-                        ),
-                    ));
-                }
-                autoscaling.insert(annotation, v.get_ref().to_string());
-            }
-        }
-        if let Some(retention) = &s.scale_to_zero_retention {
-            let d = duration(ctx, "scale_to_zero_retention", retention)?;
-            if d.as_secs() > 3600 {
-                return Err(ctx.error(
-                    retention.span(),
-                    "scale_to_zero_retention may be at most 1h".to_string(),
-                ));
-            }
-            autoscaling.insert(
-                "scale-to-zero-pod-retention-period",
-                go_duration(retention, d),
-            );
-        }
-        let container_concurrency = match &s.container_concurrency {
-            Some(c) if *c.get_ref() > 1000 => {
-                return Err(ctx.error(
-                    c.span(),
-                    format!(
-                        "container_concurrency must be 0 (unlimited) to 1000, got {}",
-                        c.get_ref()
-                    ),
-                ));
-            }
-            Some(c) => Some(*c.get_ref()),
-            None => None,
-        };
-        for key in s.env.keys() {
-            if key.is_empty() || key.starts_with("K_") || key == "PORT" {
-                return Err(ctx.error(
-                    raw.span(),
-                    format!("env {key:?} is empty or reserved by Knative (PORT, K_*)"),
-                ));
-            }
-        }
-
-        let slowest = members
-            .iter()
-            .map(|&i| (functions[i].timeout, &functions[i].name))
-            .max();
-        let timeout = match &s.timeout {
-            None => None,
-            Some(t) => {
-                let d = super::limits::parse_duration(
-                    ctx,
-                    "timeout",
-                    t,
-                    super::MAX_TIMEOUT,
-                    "600s (Knative's limit)",
-                )?;
-                if let Some((longest, function)) = slowest
-                    && longest > d
-                {
-                    return Err(ctx.error(
-                        t.span(),
-                        format!("service `{name}`'s timeout {:?} would cut off function `{function}`, whose timeout is {longest:?}", t.get_ref()),
-                    ));
-                }
-                Some(d)
-            }
-        };
-        let meta = |map: &BTreeMap<String, Spanned<String>>, what: &str| {
-            map.iter()
-                .map(|(k, v)| {
-                    qualified_name(k)
-                        .map_err(|e| ctx.error(v.span(), format!("{what} {k:?}: {e}")))?;
-                    Ok((k.clone(), v.get_ref().clone()))
-                })
-                .collect::<Result<BTreeMap<_, _>, ManifestError>>()
-        };
-        let service_account = s
-            .service_account
-            .as_ref()
-            .map(|a| {
-                dns_label(a.get_ref(), "service_account")
-                    .map(|()| a.get_ref().clone())
-                    .map_err(|e| ctx.error(a.span(), e.to_string()))
-            })
-            .transpose()?;
-        let probe = |p: &Option<Spanned<RawProbe>>| -> Result<Probe, ManifestError> {
-            let Some(p) = p else {
-                return Ok(Probe::default());
-            };
-            let p = p.get_ref();
-            let seconds = |key: &str,
-                           v: &Option<Spanned<String>>,
-                           min: u64|
-             -> Result<Option<u32>, ManifestError> {
-                let Some(v) = v else { return Ok(None) };
-                let d = duration(ctx, key, v)?;
-                if d.subsec_nanos() != 0 || d.as_secs() < min || d.as_secs() > 3600 {
-                    return Err(ctx.error(
-                        v.span(),
-                        format!(
-                            "`{key}` must be whole seconds from {min}s to 1h, got {:?}",
-                            v.get_ref()
-                        ),
-                    ));
-                }
-                Ok(Some(d.as_secs() as u32))
-            };
-            Ok(Probe {
-                initial_delay_seconds: seconds("initial_delay", &p.initial_delay, 0)?,
-                period_seconds: seconds("period", &p.period, 1)?,
-                timeout_seconds: seconds("timeout", &p.timeout, 1)?,
-                failure_threshold: p
-                    .failure_threshold
-                    .as_ref()
-                    .map(|n| match u32::try_from(*n.get_ref()) {
-                        Ok(v) if (1..=100).contains(&v) => Ok(v),
-                        _ => Err(ctx.error(
-                            n.span(),
-                            format!("`failure_threshold` must be 1 to 100, got {}", n.get_ref()),
-                        )),
-                    })
-                    .transpose()?,
-            })
-        };
-        let mut domains = Vec::new();
-        for d in &s.domains {
-            let v = d.get_ref();
-            let ok = v.len() <= 253 && v.contains('.') && v.split('.').all(dns_label_of_domain);
-            if !ok {
-                return Err(ctx.error(
-                    d.span(),
-                    format!(
-                        "domain {v:?} is not a lower-case DNS name such as \"api.example.com\""
-                    ),
-                ));
-            }
-            if spec.services.iter().any(|o| o.domains.contains(v)) || domains.contains(v) {
-                return Err(ctx.error(d.span(), format!("domain {v:?} is mapped twice")));
-            }
-            domains.push(v.clone());
-        }
-
-        let mut traffic = Vec::new();
-        for t in &s.traffic {
-            let tr = t.get_ref();
-            if tr.latest == tr.revision.is_some() {
-                return Err(ctx.error(
-                    t.span(),
-                    "a traffic entry names either `revision` or `latest = true`".to_string(),
-                ));
-            }
-            traffic.push(Traffic {
-                revision: tr.revision.clone(),
-                percent: tr.percent,
-                tag: tr.tag.clone(),
-            });
-            // Entry by entry, so an error points at the entry's line.
-            check_traffic(&name, &traffic, false)
-                .map_err(|e| ctx.error(t.span(), e.to_string()))?;
-        }
-        check_traffic(&name, &traffic, true).map_err(|e| {
-            ctx.error(
-                s.traffic.first().map_or(raw.span(), |t| t.span()),
-                e.to_string(),
-            )
-        })?;
-
-        spec.services.push(ServiceSpec {
-            name,
-            functions: members,
-            revision,
-            autoscaling,
-            container_concurrency,
-            resources: s.resources.clone(),
-            env: s.env.clone(),
-            secrets: s.secrets.clone(),
-            secret_files: s.secret_files.clone(),
-            at: ctx.location(0),
-            traffic,
-            timeout,
-            annotations: meta(&s.annotations, "annotation")?,
-            labels: meta(&s.labels, "label")?,
-            template_annotations: meta(&s.template_annotations, "annotation")?,
-            template_labels: meta(&s.template_labels, "label")?,
-            service_account,
-            readiness: probe(&s.readiness)?,
-            liveness: probe(&s.liveness)?,
-            domains,
-        });
-    }
-    if let Some(i) = owner.iter().position(Option::is_none) {
+        return Ok(());
+    };
+    let allowed: &[&str] = if hpa {
+        &["cpu", "memory"]
+    } else {
+        &["concurrency", "rps"]
+    };
+    if !allowed.contains(&metric.get_ref().as_str()) {
         return Err(ctx.error(
-            services[0].span(),
+            metric.span(),
             format!(
-                "function `{}` is in no service; list it in one service's `functions`",
-                functions[i].name
+                "with class {:?} the metric is \"{}\" or \"{}\", got {:?}",
+                if hpa { "hpa" } else { "kpa" },
+                allowed[0],
+                allowed[1],
+                metric.get_ref()
             ),
         ));
     }
-    Ok(spec)
+    autoscaling.insert("metric", metric.get_ref().clone());
+    Ok(())
+}
+
+/// The autoscaler's tuning numbers, each within Knative's range.
+fn scale_percentages(
+    ctx: &Ctx<'_>,
+    s: &RawService,
+    autoscaling: &mut Autoscaling,
+) -> Result<(), ManifestError> {
+    let tuning = [
+        (
+            "target_utilization",
+            "target-utilization-percentage",
+            &s.target_utilization,
+            1..=100,
+        ),
+        (
+            "panic_window",
+            "panic-window-percentage",
+            &s.panic_window,
+            1..=100,
+        ),
+        (
+            "panic_threshold",
+            "panic-threshold-percentage",
+            &s.panic_threshold,
+            110..=1000,
+        ),
+        (
+            "activation_scale",
+            "activation-scale",
+            &s.activation_scale,
+            1..=1000,
+        ),
+    ];
+    for (key, annotation, value, range) in tuning {
+        let Some(v) = value else { continue };
+        if !range.contains(v.get_ref()) {
+            return Err(ctx.error(
+                v.span(),
+                format!(
+                    "`{key}` must be {} to {}, got {}",
+                    range.start(),
+                    range.end(),
+                    v.get_ref()
+                ),
+            ));
+        }
+        autoscaling.insert(annotation, v.get_ref().to_string());
+    }
+    Ok(())
+}
+
+fn container_concurrency(ctx: &Ctx<'_>, s: &RawService) -> Result<Option<u32>, ManifestError> {
+    match &s.container_concurrency {
+        Some(c) if *c.get_ref() > 1000 => Err(ctx.error(
+            c.span(),
+            format!(
+                "container_concurrency must be 0 (unlimited) to 1000, got {}",
+                c.get_ref()
+            ),
+        )),
+        Some(c) => Ok(Some(*c.get_ref())),
+        None => Ok(None),
+    }
+}
+
+/// Knative's request timeout, which must not cut off the slowest of `members`.
+fn service_timeout(
+    ctx: &Ctx<'_>,
+    s: &RawService,
+    name: &str,
+    members: &[usize],
+    functions: &[FunctionSpec],
+) -> Result<Option<std::time::Duration>, ManifestError> {
+    let Some(t) = &s.timeout else {
+        return Ok(None);
+    };
+    let d = super::limits::parse_duration(
+        ctx,
+        "timeout",
+        t,
+        super::MAX_TIMEOUT,
+        "600s (Knative's limit)",
+    )?;
+    let slowest = members
+        .iter()
+        .map(|&i| (functions[i].timeout, &functions[i].name))
+        .max();
+    if let Some((longest, function)) = slowest
+        && longest > d
+    {
+        return Err(ctx.error(
+            t.span(),
+            format!("service `{name}`'s timeout {:?} would cut off function `{function}`, whose timeout is {longest:?}", t.get_ref()),
+        ));
+    }
+    Ok(Some(d))
+}
+
+/// Annotations or labels, whose keys must be Kubernetes qualified names.
+fn metadata(
+    ctx: &Ctx<'_>,
+    map: &BTreeMap<String, Spanned<String>>,
+    what: &str,
+) -> Result<BTreeMap<String, String>, ManifestError> {
+    map.iter()
+        .map(|(k, v)| {
+            qualified_name(k).map_err(|e| ctx.error(v.span(), format!("{what} {k:?}: {e}")))?;
+            Ok((k.clone(), v.get_ref().clone()))
+        })
+        .collect()
+}
+
+fn probe(ctx: &Ctx<'_>, p: &Option<Spanned<RawProbe>>) -> Result<Probe, ManifestError> {
+    let Some(p) = p else {
+        return Ok(Probe::default());
+    };
+    let p = p.get_ref();
+    let seconds = |key: &str, v: &Option<Spanned<String>>, min: u64| {
+        let Some(v) = v else { return Ok(None) };
+        let d = duration(ctx, key, v)?;
+        if d.subsec_nanos() != 0 || d.as_secs() < min || d.as_secs() > 3600 {
+            return Err(ctx.error(
+                v.span(),
+                format!(
+                    "`{key}` must be whole seconds from {min}s to 1h, got {:?}",
+                    v.get_ref()
+                ),
+            ));
+        }
+        Ok(Some(d.as_secs() as u32))
+    };
+    let failure_threshold = p
+        .failure_threshold
+        .as_ref()
+        .map(|n| match u32::try_from(*n.get_ref()) {
+            Ok(v) if (1..=100).contains(&v) => Ok(v),
+            _ => Err(ctx.error(
+                n.span(),
+                format!("`failure_threshold` must be 1 to 100, got {}", n.get_ref()),
+            )),
+        })
+        .transpose()?;
+    Ok(Probe {
+        initial_delay_seconds: seconds("initial_delay", &p.initial_delay, 0)?,
+        period_seconds: seconds("period", &p.period, 1)?,
+        timeout_seconds: seconds("timeout", &p.timeout, 1)?,
+        failure_threshold,
+    })
+}
+
+/// Custom domains, each mapped once across all services.
+fn domains(
+    ctx: &Ctx<'_>,
+    s: &RawService,
+    earlier: &[ServiceSpec],
+) -> Result<Vec<String>, ManifestError> {
+    let mut domains = Vec::new();
+    for d in &s.domains {
+        let v = d.get_ref();
+        let ok = v.len() <= 253 && v.contains('.') && v.split('.').all(dns_label_of_domain);
+        if !ok {
+            return Err(ctx.error(
+                d.span(),
+                format!("domain {v:?} is not a lower-case DNS name such as \"api.example.com\""),
+            ));
+        }
+        if earlier.iter().any(|o| o.domains.contains(v)) || domains.contains(v) {
+            return Err(ctx.error(d.span(), format!("domain {v:?} is mapped twice")));
+        }
+        domains.push(v.clone());
+    }
+    Ok(domains)
+}
+
+fn traffic(
+    ctx: &Ctx<'_>,
+    raw: &Spanned<RawService>,
+    name: &str,
+) -> Result<Vec<Traffic>, ManifestError> {
+    let s = raw.get_ref();
+    let mut traffic = Vec::new();
+    for t in &s.traffic {
+        let tr = t.get_ref();
+        if tr.latest == tr.revision.is_some() {
+            return Err(ctx.error(
+                t.span(),
+                "a traffic entry names either `revision` or `latest = true`".to_string(),
+            ));
+        }
+        traffic.push(Traffic {
+            revision: tr.revision.clone(),
+            percent: tr.percent,
+            tag: tr.tag.clone(),
+        });
+        // Entry by entry, so an error points at the entry's line.
+        check_traffic(name, &traffic, false).map_err(|e| ctx.error(t.span(), e.to_string()))?;
+    }
+    check_traffic(name, &traffic, true).map_err(|e| {
+        ctx.error(
+            s.traffic.first().map_or(raw.span(), |t| t.span()),
+            e.to_string(),
+        )
+    })?;
+    Ok(traffic)
 }
 
 /// A traffic split Knative would refuse.

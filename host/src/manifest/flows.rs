@@ -8,7 +8,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::{Ctx, FunctionSpec, ManifestError};
-use crate::events::Subscription;
+use crate::manifest::subscription::Subscription;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]

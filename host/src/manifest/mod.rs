@@ -10,13 +10,24 @@
 //! - [`limits`]: durations, sizes and counts, and the host-wide `[server]` limits;
 //! - [`variables`]: values taken from the environment or files, resolved at start;
 //! - [`deploy`]: the `[deploy]` table and `[[services]]`, checked as Knative would check
-//!   them (the `deploy` module at the crate root only renders them).
+//!   them (the `deploy` module at the crate root only renders them);
+//! - [`delivery`], [`schedule`], [`flows`], [`versions`]: a function's `delivery`,
+//!   `schedules`, the `[[sequences]]` and `[[parallels]]`, and `versions`;
+//! - [`routes`]: route patterns and the table that maps a path to its function;
+//! - [`subscription`]: `events` entries, Knative Trigger filters, matched against events;
+//! - [`hosts`]: `allowed_outbound_hosts` and the internal names functions call each other by.
+//!
+//! Configuration sits below everything that runs: this module imports nothing of the
+//! engine, events, outbound or server, only the leaf [`crate::cloudevent`].
 
 pub mod delivery;
 pub mod deploy;
 pub mod flows;
+pub mod hosts;
 pub mod limits;
+pub mod routes;
 pub mod schedule;
+pub mod subscription;
 pub mod variables;
 pub mod versions;
 
@@ -29,16 +40,16 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::events::Subscription;
-use crate::outbound::{AllowedHost, AllowedHosts, DEFAULT_OUTBOUND_CONCURRENCY};
-use crate::router::{RoutePattern, RouteTable};
 pub use deploy::DeploySpec;
+use hosts::{AllowedHost, AllowedHosts, DEFAULT_OUTBOUND_CONCURRENCY};
 pub use limits::{
     DEFAULT_LOADED_FUNCTIONS, DEFAULT_MAX_BODY, DEFAULT_MEMORY, DEFAULT_REUSE_IDLE,
     DEFAULT_REUSE_MAX_CONCURRENT, DEFAULT_REUSE_MAX_REQUESTS, DEFAULT_TIMEOUT, MAX_MEMORY,
     MAX_TIMEOUT, MIN_MEMORY, Reuse, ServerLimits,
 };
 use limits::{parse_count, parse_memory, parse_reuse, parse_size, parse_timeout, server_limits};
+use routes::{RoutePattern, RouteTable};
+use subscription::Subscription;
 pub use variables::Variable;
 
 /// Paths under this prefix belong to the host (health, metrics) and no function may claim them.
@@ -379,17 +390,15 @@ impl Manifest {
                 &mut raw.services,
             )?;
         }
-
         let mut functions: Vec<FunctionSpec> = Vec::with_capacity(raw.functions.len());
         let mut names: std::collections::HashMap<String, usize> =
             std::collections::HashMap::with_capacity(raw.functions.len());
         let mut route_spans: Vec<(RoutePattern, usize, Range<usize>)> = Vec::new();
         for raw_fn in &raw.functions {
-            let f = raw_fn.get_ref();
-            let name = validate_name(&ctx, &f.name)?;
+            let name = validate_name(&ctx, &raw_fn.get_ref().name)?;
             if let Some(&other) = names.get(&name) {
                 return Err(ctx.error(
-                    f.name.span(),
+                    raw_fn.get_ref().name.span(),
                     format!(
                         "function name `{name}` is already used by the function at line {}",
                         functions[other].component_at.line
@@ -397,275 +406,329 @@ impl Manifest {
                 ));
             }
             names.insert(name.clone(), functions.len());
-
-            let component_path = |c: &Spanned<String>| {
-                let text = c.get_ref();
-                if !(text.ends_with(".wasm") || text.ends_with(".cwasm")) {
-                    return Err(ctx.error(
-                        c.span(),
-                        format!(
-                            "`component` must be a path to a .wasm or .cwasm file, got {text:?}"
-                        ),
-                    ));
-                }
-                Ok(base.join(text))
-            };
-            let (component, component_at, versions) = match (&f.component, f.versions.is_empty()) {
-                (Some(c), true) => {
-                    if let Some(sticky) = &f.sticky {
-                        return Err(ctx.error(
-                            sticky.span(),
-                            format!("`sticky` splits traffic between versions, and `{name}` has no `versions`"),
-                        ));
-                    }
-                    (component_path(c)?, ctx.location(c.span().start), None)
-                }
-                (None, false) => {
-                    let versions = versions::parse(
-                        &ctx,
-                        &base,
-                        raw_fn.span(),
-                        &f.versions,
-                        f.sticky.as_ref(),
-                        component_path,
-                    )?;
-                    let first = &versions.list[0];
-                    (
-                        first.component.clone(),
-                        first.component_at.clone(),
-                        Some(versions),
-                    )
-                }
-                (Some(c), false) => {
-                    return Err(ctx.error(
-                        c.span(),
-                        format!("function `{name}` has both `component` and `versions`; give each version its component and drop `component`"),
-                    ));
-                }
-                (None, true) => {
-                    return Err(ctx.error(
-                        f.name.span(),
-                        format!("function `{name}` needs a `component` (or `versions`, each with its component)"),
-                    ));
-                }
-            };
-
-            let mut routes = Vec::with_capacity(f.routes.len());
-            for route in &f.routes {
-                let pattern = RoutePattern::parse(route.get_ref())
-                    .map_err(|e| ctx.error(route.span(), e.to_string()))?;
-                if pattern.overlaps_prefix(RESERVED_PREFIX) {
-                    return Err(ctx.error(
-                        route.span(),
-                        format!("route {:?} is under {RESERVED_PREFIX}, which the host reserves for health and metrics", route.get_ref()),
-                    ));
-                }
-                route_spans.push((pattern.clone(), functions.len(), route.span()));
-                routes.push(pattern);
-            }
-
-            let mut events = Vec::with_capacity(f.events.len());
-            for (i, sub) in f.events.iter().enumerate() {
-                let parsed = Subscription::from_toml(sub.get_ref().clone()).map_err(|e| {
-                    let sep = if e.starts_with("filters") { "." } else { "" };
-                    ctx.error(sub.span(), format!("events[{i}]{sep}{e}"))
-                })?;
-                events.push(parsed);
-            }
-
-            let timeout = match &f.timeout {
-                None => DEFAULT_TIMEOUT,
-                Some(t) => parse_timeout(&ctx, t)?,
-            };
-            let memory = match &f.memory {
-                None => DEFAULT_MEMORY,
-                Some(m) => parse_memory(&ctx, m)?,
-            };
-            let concurrency = f
-                .concurrency
-                .as_ref()
-                .map(|c| parse_count(&ctx, "concurrency", c))
-                .transpose()?;
-            let max_body = match &f.max_body {
-                None => DEFAULT_MAX_BODY,
-                Some(b) => parse_size(&ctx, "max_body", b, 0, MAX_MEMORY)?,
-            };
-            let reuse = f
-                .reuse
-                .as_ref()
-                .map(|r| parse_reuse(&ctx, r.get_ref()))
-                .transpose()?;
-            let mut variables = BTreeMap::new();
-            for (key, value) in &f.variables {
-                if key.is_empty() {
-                    return Err(ctx.error(
-                        raw_fn.span(),
-                        "variable names must not be empty".to_string(),
-                    ));
-                }
-                let variable =
-                    Variable::from_toml(value.get_ref(), &base, &format!("variables.{key}"))
-                        .map_err(|e| ctx.error(value.span(), e))?;
-                variables.insert(key.clone(), variable);
-            }
-            let mut key_value_stores = Vec::new();
-            for label in &f.key_value_stores {
-                let l = label.get_ref();
-                if l != DEFAULT_STORE && !raw.key_value.contains_key(l) {
-                    return Err(ctx.error(
-                        label.span(),
-                        format!("no key-value store is labelled `{l}`; declare it as [key_value.{l}] or use \"{DEFAULT_STORE}\""),
-                    ));
-                }
-                if !key_value_stores.contains(l) {
-                    key_value_stores.push(l.clone());
-                }
-            }
-            let allowed_outbound_hosts = AllowedHosts(
-                f.allowed_outbound_hosts
-                    .iter()
-                    .map(|h| {
-                        AllowedHost::parse(h.get_ref()).map_err(|e| {
-                            ctx.error(h.span(), format!("`allowed_outbound_hosts`: {e}"))
-                        })
-                    })
-                    .collect::<Result<_, _>>()?,
+            let (function, spans) = function(&ctx, raw_fn, name, &base, &raw.key_value)?;
+            route_spans.extend(
+                spans
+                    .into_iter()
+                    .map(|(pattern, span)| (pattern, functions.len(), span)),
             );
-            let outbound_concurrency = f
-                .outbound_concurrency
-                .as_ref()
-                .map(|c| parse_count(&ctx, "outbound_concurrency", c))
-                .transpose()?
-                .unwrap_or(DEFAULT_OUTBOUND_CONCURRENCY);
-            let schedules = schedule::parse(&ctx, &name, &f.schedules)?;
-            let build = match &f.build {
-                None => None,
-                Some(b) => {
-                    let b = b.get_ref();
-                    if b.command.get_ref().trim().is_empty() {
-                        return Err(ctx.error(
-                            b.command.span(),
-                            "`build.command` must not be empty".to_string(),
-                        ));
-                    }
-                    for pattern in &b.watch {
-                        globset::Glob::new(pattern.get_ref()).map_err(|e| {
-                            ctx.error(pattern.span(), format!("`build.watch`: {e}"))
-                        })?;
-                    }
-                    Some(Build {
-                        command: b.command.get_ref().clone(),
-                        workdir: base.join(b.workdir.as_deref().unwrap_or(".")),
-                        watch: b.watch.iter().map(|w| w.get_ref().clone()).collect(),
-                    })
-                }
-            };
-            let delivery = match &f.delivery {
-                None => None,
-                Some(_) if events.is_empty() && schedules.is_empty() => {
-                    return Err(ctx.error(
-                        raw_fn.span(),
-                        format!("`delivery` sets how the Broker delivers to a function's Trigger, and `{name}` subscribes to no events"),
-                    ));
-                }
-                Some(d) => Some(delivery::parse(&ctx, d, "delivery")?),
-            };
-
-            functions.push(FunctionSpec {
-                name,
-                component,
-                component_at,
-                versions,
-                routes,
-                events,
-                timeout,
-                memory,
-                concurrency,
-                max_body,
-                reuse,
-                variables,
-                key_value_stores,
-                allowed_outbound_hosts,
-                outbound_concurrency,
-                delivery,
-                schedules,
-                in_flow: false,
-                build,
-            });
+            functions.push(function);
         }
-
-        let routes = RouteTable::build(route_spans.iter().map(|(p, i, _)| (p.clone(), *i))).map_err(
-            |dup| {
-                let (_, _, span) = &route_spans[dup.second_entry];
-                let first = &functions[dup.first_function];
-                ctx.error(
-                    span.clone(),
-                    format!(
-                        "route {} is already claimed by function `{}`; each route must belong to exactly one function",
-                        dup.pattern, first.name
-                    ),
-                )
-            },
-        )?;
-
-        let events_path = match raw.events.as_ref().and_then(|e| e.path.as_ref()) {
-            None => DEFAULT_EVENTS_PATH.to_string(),
-            Some(p) => {
-                let v = p.get_ref();
-                if !v.starts_with('/')
-                    || v.contains(['*', '?', '#'])
-                    || v.starts_with(RESERVED_PREFIX)
-                {
-                    return Err(ctx.error(
-                        p.span(),
-                        format!("`events.path` must be a plain absolute path such as \"/\" or \"/events\", outside {RESERVED_PREFIX}; got {v:?}"),
-                    ));
-                }
-                v.clone()
-            }
-        };
-
-        let server = match &raw.server {
-            None => ServerLimits::default(),
-            Some(raw) => server_limits(&ctx, raw)?,
-        };
+        let routes = route_table(&ctx, &route_spans, &functions)?;
         let flows = flows::parse(&ctx, &raw.sequences, &raw.parallels, &functions)?;
-        for flow in &flows {
-            if functions.iter().any(|f| f.name == flow.name) {
-                let at = raw
-                    .sequences
-                    .iter()
-                    .map(|s| s.span())
-                    .chain(raw.parallels.iter().map(|p| p.span()))
-                    .nth(flows.iter().position(|f| f.name == flow.name).unwrap_or(0))
-                    .unwrap_or(0..0);
-                return Err(ctx.error(
-                    at,
-                    format!(
-                        "flow `{}` has a function's name; Triggers are named after both",
-                        flow.name
-                    ),
-                ));
-            }
-            for i in flow.functions() {
-                functions[i].in_flow = true;
-            }
-        }
-        let key_value = key_value_specs(&ctx, &raw.key_value, &base, &functions)?;
-        let deploy = deploy::resolve(&ctx, raw.deploy.as_ref(), &raw.services, &functions)?;
-
+        mark_flow_members(&ctx, &raw, &flows, &mut functions)?;
         Ok(Manifest {
             path: path.to_path_buf(),
-            functions,
             routes,
-            events_path,
-            deploy,
-            server,
-            key_value,
+            events_path: events_path(&ctx, raw.events.as_ref())?,
+            server: match &raw.server {
+                None => ServerLimits::default(),
+                Some(raw) => server_limits(&ctx, raw)?,
+            },
+            key_value: key_value_specs(&ctx, &raw.key_value, &base, &functions)?,
+            deploy: deploy::resolve(&ctx, raw.deploy.as_ref(), &raw.services, &functions)?,
+            functions,
             flows,
             profile: profile.map(str::to_string),
         })
     }
+}
+
+/// One `[[functions]]` entry, named `name` (checked already), and where each of its routes
+/// is written.
+fn function(
+    ctx: &Ctx<'_>,
+    raw_fn: &Spanned<RawFunction>,
+    name: String,
+    base: &Path,
+    stores: &BTreeMap<String, Spanned<RawKeyValue>>,
+) -> Result<(FunctionSpec, Vec<(RoutePattern, Range<usize>)>), ManifestError> {
+    let f = raw_fn.get_ref();
+    let (component, component_at, versions) = component(ctx, raw_fn, &name, base)?;
+    let route_spans = routes(ctx, &f.routes)?;
+    let events = subscriptions(ctx, &f.events)?;
+    let schedules = schedule::parse(ctx, &name, &f.schedules)?;
+    let delivery = match &f.delivery {
+        None => None,
+        Some(_) if events.is_empty() && schedules.is_empty() => {
+            return Err(ctx.error(
+                raw_fn.span(),
+                format!("`delivery` sets how the Broker delivers to a function's Trigger, and `{name}` subscribes to no events"),
+            ));
+        }
+        Some(d) => Some(delivery::parse(ctx, d, "delivery")?),
+    };
+    let spec = FunctionSpec {
+        component,
+        component_at,
+        versions,
+        routes: route_spans.iter().map(|(p, _)| p.clone()).collect(),
+        events,
+        timeout: match &f.timeout {
+            None => DEFAULT_TIMEOUT,
+            Some(t) => parse_timeout(ctx, t)?,
+        },
+        memory: match &f.memory {
+            None => DEFAULT_MEMORY,
+            Some(m) => parse_memory(ctx, m)?,
+        },
+        concurrency: f
+            .concurrency
+            .as_ref()
+            .map(|c| parse_count(ctx, "concurrency", c))
+            .transpose()?,
+        max_body: match &f.max_body {
+            None => DEFAULT_MAX_BODY,
+            Some(b) => parse_size(ctx, "max_body", b, 0, MAX_MEMORY)?,
+        },
+        reuse: f
+            .reuse
+            .as_ref()
+            .map(|r| parse_reuse(ctx, r.get_ref()))
+            .transpose()?,
+        variables: variables(ctx, raw_fn, base)?,
+        key_value_stores: key_value_grants(ctx, &f.key_value_stores, stores)?,
+        allowed_outbound_hosts: allowed_hosts(ctx, &f.allowed_outbound_hosts)?,
+        outbound_concurrency: f
+            .outbound_concurrency
+            .as_ref()
+            .map(|c| parse_count(ctx, "outbound_concurrency", c))
+            .transpose()?
+            .unwrap_or(DEFAULT_OUTBOUND_CONCURRENCY),
+        delivery,
+        schedules,
+        in_flow: false,
+        build: f.build.as_ref().map(|b| build(ctx, b, base)).transpose()?,
+        name,
+    };
+    Ok((spec, route_spans))
+}
+
+/// A function's component (its first version's, with `versions`), where the manifest says
+/// it, and its versions.
+fn component(
+    ctx: &Ctx<'_>,
+    raw_fn: &Spanned<RawFunction>,
+    name: &str,
+    base: &Path,
+) -> Result<(PathBuf, Location, Option<versions::Versions>), ManifestError> {
+    let f = raw_fn.get_ref();
+    let component_path = |c: &Spanned<String>| {
+        let text = c.get_ref();
+        if !(text.ends_with(".wasm") || text.ends_with(".cwasm")) {
+            return Err(ctx.error(
+                c.span(),
+                format!("`component` must be a path to a .wasm or .cwasm file, got {text:?}"),
+            ));
+        }
+        Ok(base.join(text))
+    };
+    match (&f.component, f.versions.is_empty()) {
+        (Some(c), true) => {
+            if let Some(sticky) = &f.sticky {
+                return Err(ctx.error(
+                    sticky.span(),
+                    format!("`sticky` splits traffic between versions, and `{name}` has no `versions`"),
+                ));
+            }
+            Ok((component_path(c)?, ctx.location(c.span().start), None))
+        }
+        (None, false) => {
+            let versions = versions::parse(
+                ctx,
+                base,
+                raw_fn.span(),
+                &f.versions,
+                f.sticky.as_ref(),
+                component_path,
+            )?;
+            let first = &versions.list[0];
+            Ok((
+                first.component.clone(),
+                first.component_at.clone(),
+                Some(versions),
+            ))
+        }
+        (Some(c), false) => Err(ctx.error(
+            c.span(),
+            format!("function `{name}` has both `component` and `versions`; give each version its component and drop `component`"),
+        )),
+        (None, true) => Err(ctx.error(
+            f.name.span(),
+            format!("function `{name}` needs a `component` (or `versions`, each with its component)"),
+        )),
+    }
+}
+
+/// A function's routes, with where each is written (for a duplicate's error).
+fn routes(
+    ctx: &Ctx<'_>,
+    raw: &[Spanned<String>],
+) -> Result<Vec<(RoutePattern, Range<usize>)>, ManifestError> {
+    raw.iter()
+        .map(|route| {
+            let pattern = RoutePattern::parse(route.get_ref())
+                .map_err(|e| ctx.error(route.span(), e.to_string()))?;
+            if pattern.overlaps_prefix(RESERVED_PREFIX) {
+                return Err(ctx.error(
+                    route.span(),
+                    format!("route {:?} is under {RESERVED_PREFIX}, which the host reserves for health and metrics", route.get_ref()),
+                ));
+            }
+            Ok((pattern, route.span()))
+        })
+        .collect()
+}
+
+fn subscriptions(
+    ctx: &Ctx<'_>,
+    raw: &[Spanned<toml::Value>],
+) -> Result<Vec<Subscription>, ManifestError> {
+    raw.iter()
+        .enumerate()
+        .map(|(i, sub)| {
+            Subscription::from_toml(sub.get_ref().clone()).map_err(|e| {
+                let sep = if e.starts_with("filters") { "." } else { "" };
+                ctx.error(sub.span(), format!("events[{i}]{sep}{e}"))
+            })
+        })
+        .collect()
+}
+
+fn variables(
+    ctx: &Ctx<'_>,
+    raw_fn: &Spanned<RawFunction>,
+    base: &Path,
+) -> Result<BTreeMap<String, Variable>, ManifestError> {
+    let mut variables = BTreeMap::new();
+    for (key, value) in &raw_fn.get_ref().variables {
+        if key.is_empty() {
+            return Err(ctx.error(
+                raw_fn.span(),
+                "variable names must not be empty".to_string(),
+            ));
+        }
+        let variable = Variable::from_toml(value.get_ref(), base, &format!("variables.{key}"))
+            .map_err(|e| ctx.error(value.span(), e))?;
+        variables.insert(key.clone(), variable);
+    }
+    Ok(variables)
+}
+
+/// The stores a function names, each declared (or the implicit `default`), once each.
+fn key_value_grants(
+    ctx: &Ctx<'_>,
+    raw: &[Spanned<String>],
+    stores: &BTreeMap<String, Spanned<RawKeyValue>>,
+) -> Result<Vec<String>, ManifestError> {
+    let mut granted = Vec::new();
+    for label in raw {
+        let l = label.get_ref();
+        if l != DEFAULT_STORE && !stores.contains_key(l) {
+            return Err(ctx.error(
+                label.span(),
+                format!("no key-value store is labelled `{l}`; declare it as [key_value.{l}] or use \"{DEFAULT_STORE}\""),
+            ));
+        }
+        if !granted.contains(l) {
+            granted.push(l.clone());
+        }
+    }
+    Ok(granted)
+}
+
+fn allowed_hosts(ctx: &Ctx<'_>, raw: &[Spanned<String>]) -> Result<AllowedHosts, ManifestError> {
+    raw.iter()
+        .map(|h| {
+            AllowedHost::parse(h.get_ref())
+                .map_err(|e| ctx.error(h.span(), format!("`allowed_outbound_hosts`: {e}")))
+        })
+        .collect::<Result<_, _>>()
+        .map(AllowedHosts)
+}
+
+fn build(ctx: &Ctx<'_>, raw: &Spanned<RawBuild>, base: &Path) -> Result<Build, ManifestError> {
+    let b = raw.get_ref();
+    if b.command.get_ref().trim().is_empty() {
+        return Err(ctx.error(
+            b.command.span(),
+            "`build.command` must not be empty".to_string(),
+        ));
+    }
+    for pattern in &b.watch {
+        globset::Glob::new(pattern.get_ref())
+            .map_err(|e| ctx.error(pattern.span(), format!("`build.watch`: {e}")))?;
+    }
+    Ok(Build {
+        command: b.command.get_ref().clone(),
+        workdir: base.join(b.workdir.as_deref().unwrap_or(".")),
+        watch: b.watch.iter().map(|w| w.get_ref().clone()).collect(),
+    })
+}
+
+/// Every function's routes in one table; a route claimed twice names both claimants.
+fn route_table(
+    ctx: &Ctx<'_>,
+    route_spans: &[(RoutePattern, usize, Range<usize>)],
+    functions: &[FunctionSpec],
+) -> Result<RouteTable, ManifestError> {
+    RouteTable::build(route_spans.iter().map(|(p, i, _)| (p.clone(), *i))).map_err(|dup| {
+        let (_, _, span) = &route_spans[dup.second_entry];
+        let first = &functions[dup.first_function];
+        ctx.error(
+            span.clone(),
+            format!(
+                "route {} is already claimed by function `{}`; each route must belong to exactly one function",
+                dup.pattern, first.name
+            ),
+        )
+    })
+}
+
+fn events_path(ctx: &Ctx<'_>, raw: Option<&RawEvents>) -> Result<String, ManifestError> {
+    let Some(p) = raw.and_then(|e| e.path.as_ref()) else {
+        return Ok(DEFAULT_EVENTS_PATH.to_string());
+    };
+    let v = p.get_ref();
+    if !v.starts_with('/') || v.contains(['*', '?', '#']) || v.starts_with(RESERVED_PREFIX) {
+        return Err(ctx.error(
+            p.span(),
+            format!("`events.path` must be a plain absolute path such as \"/\" or \"/events\", outside {RESERVED_PREFIX}; got {v:?}"),
+        ));
+    }
+    Ok(v.clone())
+}
+
+/// Marks the functions flows run (they take events), refusing a flow named like a
+/// function: their Triggers would collide.
+fn mark_flow_members(
+    ctx: &Ctx<'_>,
+    raw: &RawManifest,
+    flows: &[flows::Flow],
+    functions: &mut [FunctionSpec],
+) -> Result<(), ManifestError> {
+    for (n, flow) in flows.iter().enumerate() {
+        if functions.iter().any(|f| f.name == flow.name) {
+            let at = raw
+                .sequences
+                .iter()
+                .map(|s| s.span())
+                .chain(raw.parallels.iter().map(|p| p.span()))
+                .nth(n)
+                .unwrap_or(0..0);
+            return Err(ctx.error(
+                at,
+                format!(
+                    "flow `{}` has a function's name; Triggers are named after both",
+                    flow.name
+                ),
+            ));
+        }
+        for i in flow.functions() {
+            functions[i].in_flow = true;
+        }
+    }
+    Ok(())
 }
 
 /// The stores some function is granted, checked; the implicit `default` is embedded.

@@ -8,11 +8,12 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use wasmfn::capabilities::CapabilityOptions;
+use wasmfn::engine::HOP_LIMIT;
 use wasmfn::server::{App, HostOptions};
 use wasmfn_guest_artifacts as guests;
 
 use super::common::{serve_http, text_response};
-use super::{Reply, app, call, call_with, engine, entry, post_as};
+use super::{Reply, app, call, call_with, deep_app, engine, entry, post_as};
 
 /// A manifest whose `default` store lives in memory.
 fn in_memory(functions: &str) -> String {
@@ -207,6 +208,46 @@ pub(crate) async fn outbound_call() {
         started.elapsed() < Duration::from_millis(2500),
         "waited {:?}",
         started.elapsed()
+    );
+}
+
+/// `/call` on function `caller` calling itself `calls` times in a chain, by URLs nested
+/// that deep; the innermost call asks for no further call.
+fn nested_calls(calls: u32) -> String {
+    let mut uri = "/call?n=0&url=unused".to_string();
+    for _ in 0..calls {
+        let url = format!("http://caller.wasmfn.internal{uri}");
+        uri = format!(
+            "/call?url={}",
+            url::form_urlencoded::byte_serialize(url.as_bytes()).collect::<String>()
+        );
+    }
+    uri
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn calls_between_functions_stop_at_the_hop_limit() {
+    let app = deep_app(&entry(
+        "caller",
+        guests::OUTBOUND_CALL,
+        &["/call"],
+        "allowed_outbound_hosts = [\"http://*.wasmfn.internal\"]",
+    ));
+    // HOP_LIMIT calls in a row: the innermost answers 204, and so does every caller.
+    let r = call(&app, "GET", nested_calls(HOP_LIMIT), "").await;
+    assert_eq!(
+        (r.status, r.header("x-upstream-status")),
+        (204, Some("204")),
+        "{}",
+        r.text()
+    );
+    // One more is refused as a loop, and the guest's call fails: the same depth as an event
+    // loop (events.rs).
+    let r = call(&app, "GET", nested_calls(HOP_LIMIT + 1), "").await;
+    assert!(r.status >= 500, "{} {}", r.status, r.text());
+    assert_eq!(
+        r.header("x-upstream-status"),
+        Some(r.status.to_string().as_str())
     );
 }
 

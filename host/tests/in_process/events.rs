@@ -1,10 +1,11 @@
 //! CloudEvents through `App::handle`: the binding's three modes, replies, the saga's
 //! functions one by one, several subscribers, and the in-process hop limit.
 
+use wasmfn::engine::HOP_LIMIT;
 use wasmfn::server::App;
 use wasmfn_guest_artifacts as guests;
 
-use super::{Reply, app, call_with, entry, post_as};
+use super::{Reply, app, call_with, deep_app, entry, post_as};
 
 /// Headers of a binary-mode event of type `ty` carrying JSON `data`.
 fn binary_event<'a>(ty: &'a str, id: &'a str) -> Vec<(&'a str, &'a str)> {
@@ -348,10 +349,14 @@ async fn in_process_dispatch_stops_a_loop_at_the_hop_limit() {
         saga_entry("display", guests::EVENT_DISPLAY, "[{}]", ""),
     ]
     .concat();
-    let app = app(&manifest);
+    let app = deep_app(&manifest);
     let r = send_event(&app, "ping", serde_json::json!({})).await;
     assert_eq!(r.status, 503, "{}", r.text());
     assert!(r.text().contains("looks like a loop"), "{}", r.text());
+    // The POSTed event, then one per hop: the HOP_LIMIT-th echo is delivered, the next is
+    // refused. Calls between functions stop at the same depth (capabilities.rs).
+    assert_eq!(runs(&app, "echo"), HOP_LIMIT as usize + 1);
+    assert_eq!(runs(&app, "display"), HOP_LIMIT as usize + 1);
 }
 
 /// How many times function `name` handled an event, from the app's own metrics.

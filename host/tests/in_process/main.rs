@@ -67,6 +67,17 @@ fn app(manifest: &str) -> Arc<App> {
     testing::app(manifest, &engine(Some(&common::cache_dir())))
 }
 
+/// [`app`] with room for a chain of [`wasmfn::engine::HOP_LIMIT`] in-process hops, every
+/// instance of which is live at once while the next runs.
+fn deep_app(manifest: &str) -> Arc<App> {
+    let engine = testing::engine(EngineOptions {
+        pool_instances: 4 * wasmfn::engine::HOP_LIMIT,
+        cache: Some(CacheDir::new(common::cache_dir()).unwrap()),
+        ..EngineOptions::default()
+    });
+    testing::app(manifest, &engine)
+}
+
 async fn call(app: &App, method: &str, uri: impl AsRef<str>, body: impl Into<Bytes>) -> Reply {
     let octets = [("content-type", "application/octet-stream")];
     call_with(app, method, uri.as_ref(), &octets, body).await

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use cloudevents::Event;
 use serde::Deserialize;
 
-use super::codec::attribute;
+use crate::cloudevent::attribute;
 
 /// One filter expression (Knative's `filters` dialect, without CESQL).
 #[derive(Debug, Clone, PartialEq, Eq)]
