@@ -21,7 +21,8 @@ use moka::policy::EvictionPolicy;
 
 use crate::capabilities::{Capabilities, UnresolvedVariable};
 use crate::engine::{
-    CallContext, CallFunction, Engine, Function, Grants, LoadError, NoSuchFunction, ResponseBody,
+    CallContext, CallFunction, Engine, Function, Grants, InvokeError, LoadError, NoSuchFunction,
+    ResponseBody,
 };
 use crate::failure::Failure;
 use crate::manifest::{FunctionSpec, Manifest};
@@ -60,7 +61,7 @@ pub struct Functions {
     splits: Vec<Option<Split>>,
     /// What is loaded: one per version (one for a function without versions), in manifest
     /// order.
-    slots: Vec<Slot>,
+    slots: Vec<Loadable>,
     /// Function `i`'s versions are `slots[first_slot[i]..]`.
     first_slot: Vec<usize>,
     engine: Engine,
@@ -68,7 +69,7 @@ pub struct Functions {
 }
 
 /// One loadable component: a function, or one version of it.
-struct Slot {
+struct Loadable {
     function: usize,
     /// The function's spec with this version's component and variables.
     spec: FunctionSpec,
@@ -97,7 +98,7 @@ impl Functions {
                     function: f.name.clone(),
                     reason: Box::new(e.into()),
                 })?;
-                slots.push(Slot {
+                slots.push(Loadable {
                     function: i,
                     grants,
                     version: crate::metrics::intern(f.version_name(v)),
@@ -189,7 +190,7 @@ impl Functions {
     }
 
     fn load_one(&self, slot: usize) -> Result<Function, FunctionLoadError> {
-        let Slot {
+        let Loadable {
             spec,
             grants,
             version,
@@ -208,6 +209,34 @@ impl Functions {
             "function loaded"
         );
         Ok(function)
+    }
+
+    /// The one way a function runs, for a request, an event or a call from another
+    /// function: version `v` of function `i` (chosen with [`Functions::choose`] or
+    /// [`Functions::choose_for_event`]) is loaded if it was not, `run` runs it, and a
+    /// failure of either is the [`Failure`] the caller answers with.
+    pub async fn invoke<T, F, Fut>(
+        self: &Arc<Self>,
+        i: usize,
+        v: usize,
+        run: F,
+    ) -> Result<T, Failure>
+    where
+        F: FnOnce(Function) -> Fut,
+        Fut: Future<Output = Result<T, InvokeError>>,
+    {
+        let function = self.get(i, v).await.map_err(|e| Failure::Unloadable {
+            function: self.name(i).to_string(),
+            reason: e.to_string(),
+        })?;
+        run(function)
+            .await
+            .map_err(|e| Failure::invoke(self.name(i), e))
+    }
+
+    /// Function `i`'s spec as the manifest gives it.
+    pub fn spec(&self, i: usize) -> &FunctionSpec {
+        &self.specs[i]
     }
 
     /// Version `v` of function `i` (`v` is 0 without versions), loaded if it was not.
@@ -321,16 +350,12 @@ impl CallFunction for Functions {
             let request_id = context.request_id.clone();
             let v = self.choose(i, request.headers());
             let path = request.uri().path().to_string();
-            let result = match self.get(i, v).await {
-                Ok(function) => function
-                    .handle(request, &request_id, Some(context))
-                    .await
-                    .map_err(|e| Failure::invoke(&name, e)),
-                Err(e) => Err(Failure::Unloadable {
-                    function: name.clone(),
-                    reason: e.to_string(),
-                }),
-            };
+            let id = &request_id;
+            let result = self
+                .invoke(i, v, move |function| async move {
+                    function.handle(request, id, Some(context)).await
+                })
+                .await;
             // As the HTTP front answers a client, except that the request id is the
             // caller's and there is no route: the name chose the function.
             let response = match result {

@@ -64,7 +64,7 @@ pub fn manifest(data: &[u8]) {
     let path = Path::new("/fuzz/wasmfn.toml");
     match Manifest::parse(path, text) {
         Ok(manifest) => {
-            let _ = crate::deploy::render(&manifest, "registry.example/wasmfn:fuzz");
+            let _ = crate::knative::render(&manifest, "registry.example/wasmfn:fuzz");
         }
         Err(e) => {
             let message = e.to_string();

@@ -2,7 +2,7 @@
 //! timeouts, and draining on shutdown without dropping a request that reached us.
 //!
 //! hyper serves the protocol; what it does not decide is when a connection should end.
-//! Each connection has a small [`ConnState`] fed by its socket (bytes read and written) and
+//! Each connection has a small `ConnState` fed by its socket (bytes read and written) and
 //! its service (requests started and finished), and one task that looks at it on a timer
 //! and closes the connection when a timeout or the drain says so.
 
@@ -296,7 +296,7 @@ where
 /// Answers one request on a connection over the limit with 503 and closes it.
 async fn refuse(stream: TcpStream, within: Duration) {
     let service = hyper::service::service_fn(|_req: Request<hyper::body::Incoming>| async {
-        let id = crate::server::new_request_id();
+        let id = crate::telemetry::new_request_id();
         let response = Failure::ConnectionLimit.into_response(&id, None, None);
         Ok::<_, Infallible>(crate::server::with_request_id(response, &id))
     });

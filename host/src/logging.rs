@@ -53,8 +53,8 @@ const BATCH_BYTES: usize = 64 * 1024;
 /// thread that logs it: the host slows down rather than lose lines or grow without bound.
 const MAX_PENDING_BYTES: usize = 8 << 20;
 
-/// Log lines gathered in memory and written by one thread, every [`FLUSH_EVERY`] or once
-/// [`BATCH_BYTES`] have gathered. A line costs its writer a lock and a copy; a channel
+/// Log lines gathered in memory and written by one thread, every `FLUSH_EVERY` or once
+/// `BATCH_BYTES` have gathered. A line costs its writer a lock and a copy; a channel
 /// to a writer thread would wake it for every line, which on a host pinned to one core
 /// is a context switch per request (about a tenth of a small request's cost, measured in
 /// benches/README.md). Lines are never dropped.

@@ -72,9 +72,15 @@ pub enum AppLoadError {
 enum Answerer<'a> {
     /// No function: the request was refused, or nothing is routed at its path.
     Nobody,
-    /// The function with this name and metrics label, and the version that answered
-    /// (empty for a function without versions).
-    Function(&'a str, &'static str, &'static str),
+    /// A function.
+    Function {
+        /// Its name.
+        name: &'a str,
+        /// Its name as a metrics label.
+        label: &'static str,
+        /// The version that answered (empty for a function without versions).
+        version: &'static str,
+    },
     /// The event dispatcher, which logs each delivery itself.
     Events,
 }
@@ -229,7 +235,12 @@ impl App {
         let trace_id = telemetry::trace_id(Some(&trace));
         let response = match outcome.result {
             Ok(response) => {
-                if let Answerer::Function(function, _, version) = outcome.answerer {
+                if let Answerer::Function {
+                    name: function,
+                    version,
+                    ..
+                } = outcome.answerer
+                {
                     tracing::info!(
                         function, version, %request_id, trace_id, %method, path,
                         status = response.status().as_u16(),
@@ -253,7 +264,7 @@ impl App {
             }
         };
         let (label, version) = match outcome.answerer {
-            Answerer::Function(_, label, version) => (label, version),
+            Answerer::Function { label, version, .. } => (label, version),
             Answerer::Nobody | Answerer::Events => ("", ""),
         };
         self.metrics
@@ -291,7 +302,7 @@ impl App {
 
     async fn answer<B>(
         &self,
-        mut req: Request<B>,
+        req: Request<B>,
         path: &str,
         request_id: &str,
         trace: &TraceContext,
@@ -310,30 +321,9 @@ impl App {
                 return Outcome::failed(Answerer::Nobody, Failure::Overloaded { reason });
             }
         };
-
-        // A Trigger's delivery to one function: only that function runs, once, however
-        // many of its subscriptions (or other functions') match.
         if let Some(name) = path.strip_prefix(DELIVERY_PREFIX) {
-            let function = self
-                .functions
-                .index_of(name)
-                .filter(|&i| self.events.takes_events(i));
-            let Some(i) = function else {
-                let path = path.to_string();
-                return Outcome::failed(Answerer::Nobody, Failure::NoRoute { path });
-            };
-            let mode = cloudevent::mode_of(req.headers()).filter(|_| req.method() == Method::POST);
-            let Some(mode) = mode else {
-                let reason = format!(
-                    "{path} takes CloudEvents, POSTed in binary, structured or batched mode"
-                );
-                return Outcome::failed(Answerer::Events, Failure::MalformedEvent { reason });
-            };
-            return self
-                .deliver(req, mode, Recipients::Only(i), request_id)
-                .await;
+            return self.delivery(req, path, name, request_id).await;
         }
-
         // CloudEvents on the events path go to event handlers, once any function takes
         // events; until then a function routed there may read them as plain HTTP.
         if path == self.events_path
@@ -345,47 +335,74 @@ impl App {
                 .deliver(req, mode, Recipients::Subscribers, request_id)
                 .await;
         }
+        match self.routes.lookup(path) {
+            Some(index) => self.request(index, req, request_id, trace).await,
+            None => {
+                let path = path.to_string();
+                Outcome::failed(Answerer::Nobody, Failure::NoRoute { path })
+            }
+        }
+    }
 
-        let Some(index) = self.routes.lookup(path) else {
+    /// A Trigger's delivery to function `name`: only that function runs, once, however
+    /// many of its subscriptions (or other functions') match.
+    async fn delivery<B>(
+        &self,
+        req: Request<B>,
+        path: &str,
+        name: &str,
+        request_id: &str,
+    ) -> Outcome<'_>
+    where
+        B: hyper::body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let function = self
+            .functions
+            .index_of(name)
+            .filter(|&i| self.events.takes_events(i));
+        let Some(i) = function else {
             let path = path.to_string();
             return Outcome::failed(Answerer::Nobody, Failure::NoRoute { path });
         };
-        let version = self.functions.choose(index, req.headers());
-        let answerer = Answerer::Function(
-            self.functions.name(index),
-            self.functions.label(index),
-            self.functions.version_label(index, version),
-        );
-        let function = match self.functions.get(index, version).await {
-            Ok(function) => function,
-            Err(e) => {
-                let failure = Failure::Unloadable {
-                    function: self.functions.name(index).to_string(),
-                    reason: e.to_string(),
-                };
-                return Outcome::failed(answerer, failure);
-            }
+        let mode = cloudevent::mode_of(req.headers()).filter(|_| req.method() == Method::POST);
+        let Some(mode) = mode else {
+            let reason =
+                format!("{path} takes CloudEvents, POSTed in binary, structured or batched mode");
+            return Outcome::failed(Answerer::Events, Failure::MalformedEvent { reason });
         };
+        self.deliver(req, mode, Recipients::Only(i), request_id)
+            .await
+    }
 
-        // HTTP/1.0 clients may omit Host, but wasi:http requires an authority.
-        if !req.headers().contains_key(header::HOST) && req.uri().authority().is_none() {
-            req.headers_mut()
-                .insert(header::HOST, HeaderValue::from_static("localhost"));
-        }
-        if let Ok(v) = HeaderValue::from_str(request_id) {
-            req.headers_mut().insert(REQUEST_ID, v);
-        }
-
+    /// A request for function `index`, routed at its path.
+    async fn request<B>(
+        &self,
+        index: usize,
+        mut req: Request<B>,
+        request_id: &str,
+        trace: &TraceContext,
+    ) -> Outcome<'_>
+    where
+        B: hyper::body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let version = self.functions.choose(index, req.headers());
+        let answerer = Answerer::Function {
+            name: self.functions.name(index),
+            label: self.functions.label(index),
+            version: self.functions.version_label(index, version),
+        };
         // A body announced as too large is refused before a byte of it is read; one that
         // turns out too large while streaming is cut off at the limit, and the guest's
         // answer is replaced by the same 413.
-        let max_body = function.max_body();
+        let max_body = self.functions.spec(index).max_body;
         let too_large = || {
             self.metrics.refused(Refusal::BodyTooLarge);
             Outcome::failed(
                 answerer,
                 Failure::BodyTooLarge {
-                    function: Some(function.name().to_string()),
+                    function: Some(self.functions.name(index).to_string()),
                     limit: max_body,
                 },
             )
@@ -398,36 +415,65 @@ impl App {
         if declared.is_some_and(|n| n > max_body) {
             return too_large();
         }
-        let exceeded = Arc::new(AtomicBool::new(false));
-        let req = {
-            let exceeded = exceeded.clone();
-            req.map(move |body| {
-                Limited::new(body, usize::try_from(max_body).unwrap_or(usize::MAX)).map_err(
-                    move |e| {
-                        if e.is::<http_body_util::LengthLimitError>() {
-                            exceeded.store(true, Ordering::Relaxed);
-                        }
-                        e
-                    },
-                )
-            })
-        };
-
-        let span = telemetry::root_span("request", function.name(), request_id, Some(trace));
+        // HTTP/1.0 clients may omit Host, but wasi:http requires an authority.
+        if !req.headers().contains_key(header::HOST) && req.uri().authority().is_none() {
+            req.headers_mut()
+                .insert(header::HOST, HeaderValue::from_static("localhost"));
+        }
+        if let Ok(v) = HeaderValue::from_str(request_id) {
+            req.headers_mut().insert(REQUEST_ID, v);
+        }
+        let (req, exceeded) = limit_body(req, max_body);
+        let span = telemetry::root_span(
+            "request",
+            self.functions.name(index),
+            request_id,
+            Some(trace),
+        );
         let emit = self.events.emit_context(0, Some(trace.clone()), request_id);
-        let result = function
-            .handle(req, request_id, Some(emit))
-            .instrument(span)
+        let result = self
+            .functions
+            .invoke(index, version, move |function| async move {
+                function
+                    .handle(req, request_id, Some(emit))
+                    .instrument(span)
+                    .await
+            })
             .await;
         if exceeded.load(Ordering::Relaxed) {
             return too_large();
         }
         Outcome {
             answerer,
-            result: result.map_err(|e| Failure::invoke(function.name(), e)),
+            result,
             event_id: None,
         }
     }
+}
+
+/// `req` with its body cut off past `max_body` bytes, and whether that happened.
+fn limit_body<B>(
+    req: Request<B>,
+    max_body: u64,
+) -> (
+    Request<impl hyper::body::Body<Data = Bytes, Error = BoxError> + Send + 'static>,
+    Arc<AtomicBool>,
+)
+where
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    let exceeded = Arc::new(AtomicBool::new(false));
+    let flag = exceeded.clone();
+    let req = req.map(move |body| {
+        Limited::new(body, usize::try_from(max_body).unwrap_or(usize::MAX)).map_err(move |e| {
+            if e.is::<http_body_util::LengthLimitError>() {
+                flag.store(true, Ordering::Relaxed);
+            }
+            e
+        })
+    });
+    (req, exceeded)
 }
 
 impl App {
@@ -469,7 +515,7 @@ fn log_failure(
     let status = failure.status().as_u16();
     let elapsed_us = elapsed.as_micros() as u64;
     let function = match answerer {
-        Answerer::Function(name, _, _) => name,
+        Answerer::Function { name, .. } => name,
         Answerer::Events => {
             tracing::debug!(%request_id, status, error = %failure, "events request not accepted");
             return;
@@ -500,12 +546,7 @@ fn request_id<B>(req: &Request<B>) -> String {
     {
         return id.to_string();
     }
-    new_request_id()
-}
-
-/// A fresh request id.
-pub(crate) fn new_request_id() -> String {
-    uuid::Uuid::new_v4().simple().to_string()
+    telemetry::new_request_id()
 }
 
 pub(crate) fn with_request_id(

@@ -143,6 +143,12 @@ impl TraceContext {
     }
 }
 
+/// A fresh request id: what a request without a usable `x-request-id`, and an event the
+/// host sends itself, is logged under.
+pub fn new_request_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
 /// The trace id of an optional context, for log lines (empty without one).
 pub fn trace_id(trace: Option<&TraceContext>) -> &str {
     trace.and_then(TraceContext::trace_id).unwrap_or_default()

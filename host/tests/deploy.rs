@@ -601,7 +601,7 @@ fn capabilities_render_as_knative_needs_them_or_fail_with_the_line() {
     for (text, expected) in cases {
         // A manifest that serves as it is on this machine, and would not on Knative.
         let manifest = Manifest::parse(Path::new("/m/wasmfn.toml"), &text).unwrap();
-        let err = wasmfn::deploy::render(&manifest, "registry.example/wasmfn:v1")
+        let err = wasmfn::knative::render(&manifest, "registry.example/wasmfn:v1")
             .unwrap_err()
             .to_string();
         assert!(err.contains(expected), "{err}");
@@ -771,7 +771,7 @@ fn schedules_render_as_pingsources_or_fail_with_the_line() {
     // Seconds fire locally only: render refuses them, naming the function's line.
     let seconds = text.replace("*/5 * * * *", "*/5 * * * * *");
     let manifest = Manifest::parse(Path::new("/m/wasmfn.toml"), &seconds).unwrap();
-    let err = wasmfn::deploy::render(&manifest, "x")
+    let err = wasmfn::knative::render(&manifest, "x")
         .unwrap_err()
         .to_string();
     assert!(
@@ -985,7 +985,7 @@ fn serving_settings_and_profiles_are_checked_with_the_line() {
         &format!("{base}env = {{ FOO = \"1\", LOG_LEVEL = \"warn\" }}\n"),
     )
     .unwrap();
-    let warnings = wasmfn::deploy::warnings(&manifest);
+    let warnings = wasmfn::knative::warnings(&manifest);
     assert_eq!(warnings.len(), 1, "{warnings:?}");
     assert!(
         warnings[0].contains("sets FOO, which nothing reads"),

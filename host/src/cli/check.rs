@@ -79,10 +79,10 @@ pub(super) fn run(args: CheckArgs) -> anyhow::Result<()> {
         }
     }
     // The image is the operator's to choose at render time; any name checks the rest.
-    if let Err(e) = crate::deploy::render(&manifest, "wasmfn-check.invalid/image") {
+    if let Err(e) = crate::knative::render(&manifest, "wasmfn-check.invalid/image") {
         problems.push(format!("the Knative render: {e}"));
     }
-    warnings.extend(crate::deploy::warnings(&manifest));
+    warnings.extend(crate::knative::warnings(&manifest));
     for warning in &warnings {
         eprintln!("warning: {warning}");
     }

@@ -35,7 +35,7 @@ pub(super) fn run(mut args: DevArgs) -> anyhow::Result<()> {
         let port = std::env::var("PORT")
             .ok()
             .and_then(|p| p.parse().ok())
-            .unwrap_or(super::DEFAULT_PORT);
+            .unwrap_or(crate::manifest::deploy::DEFAULT_PORT);
         args.serve.listen = Some(std::net::SocketAddr::from(([127, 0, 0, 1], port)));
     }
     let manifest = Manifest::load(&args.serve.manifest)?;

@@ -22,10 +22,8 @@ use crate::engine::{CacheDir, Engine, EngineOptions, PoolingMode};
 use crate::events::EventOptions;
 use crate::live::LiveApp;
 use crate::manifest::Manifest;
+use crate::manifest::deploy::DEFAULT_PORT;
 use crate::server::{App, HostOptions};
-
-/// The port Knative assigns through `$PORT` when it sets none.
-pub const DEFAULT_PORT: u16 = 8080;
 
 /// wasmfn: serve WebAssembly HTTP and event functions (WASI 0.2 and 0.3 components).
 #[derive(Debug, Parser)]
@@ -113,18 +111,18 @@ struct EngineArgs {
     #[arg(long, env = "WASMFN_CACHE_DIR", value_name = "DIR")]
     cache_dir: Option<PathBuf>,
     /// Instance allocator: auto probes for the pooling allocator and falls back.
-    #[arg(long, env = "WASMFN_POOLING", value_enum, default_value = "auto")]
-    pooling: PoolingArg,
+    #[arg(long, env = "WASMFN_POOLING", default_value = "auto", value_parser = pooling_mode())]
+    pooling: PoolingMode,
     /// Instances the pooling allocator holds, across all functions.
     #[arg(long, env = "WASMFN_POOL_INSTANCES", default_value_t = crate::engine::DEFAULT_POOL_INSTANCES)]
     pool_instances: u32,
 }
 
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-enum PoolingArg {
-    Auto,
-    On,
-    Off,
+/// The engine's own [`PoolingMode`], with its values listed in `--help`.
+fn pooling_mode() -> impl clap::builder::TypedValueParser<Value = PoolingMode> {
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new(["auto", "on", "off"])
+        .try_map(|s| s.parse::<PoolingMode>())
 }
 
 #[derive(Debug, Args)]
@@ -245,11 +243,7 @@ fn engine_options(
         None => CacheDir::default_location(),
     };
     Ok(EngineOptions {
-        pooling: match args.pooling {
-            PoolingArg::Auto => PoolingMode::Auto,
-            PoolingArg::On => PoolingMode::On,
-            PoolingArg::Off => PoolingMode::Off,
-        },
+        pooling: args.pooling,
         pool_instances: args.pool_instances,
         max_memory,
         cache,
@@ -349,8 +343,8 @@ fn render(args: RenderArgs) -> anyhow::Result<()> {
         target.traffic = crate::manifest::deploy::parse_traffic(service, entries)
             .map_err(|e| anyhow::anyhow!("--traffic {spec:?}: {e}"))?;
     }
-    let yaml = crate::deploy::render(&manifest, &args.image)?;
-    for warning in crate::deploy::warnings(&manifest) {
+    let yaml = crate::knative::render(&manifest, &args.image)?;
+    for warning in crate::knative::warnings(&manifest) {
         eprintln!("warning: {warning}");
     }
     print!("{yaml}");

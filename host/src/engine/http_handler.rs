@@ -5,6 +5,9 @@
 //! guest task, which is most of what a small request costs after instantiation
 //! (benches/README.md).
 
+use std::future::Future;
+use std::sync::Arc;
+
 use bytes::Bytes;
 use http::header;
 use http_body_util::combinators::UnsyncBoxBody;
@@ -13,7 +16,7 @@ use http_body_util::{BodyExt, Full};
 use super::context::CallContext;
 use super::invocation::Invocation;
 use super::state::State;
-use super::{BoxError, Function, InvokeError, ResponseBody};
+use super::{BoxError, FunctionInner, HttpExecutor, InvokeError, ResponseBody};
 use wasmtime::Store;
 
 pub(crate) mod bindings {
@@ -38,28 +41,44 @@ pub(crate) fn fits<B: hyper::body::Body>(request: &hyper::Request<B>) -> bool {
         .is_some_and(|n| n <= MAX_BODY)
 }
 
-impl Function {
-    /// [`Function::handle`] for a request that [`fits`], through the one-call export: read
-    /// the body, call once, send the whole response.
-    pub(super) async fn call_http_handler(
+impl HttpExecutor for HttpHandlerIndices {
+    /// For a request that [`fits`]: read the body, call once, send the whole response.
+    fn execute<B>(
         &self,
-        exports: &HttpHandlerIndices,
-        request: hyper::Request<UnsyncBoxBody<Bytes, BoxError>>,
+        f: &Arc<FunctionInner>,
+        request: hyper::Request<B>,
         request_id: &str,
         emit: Option<CallContext>,
-    ) -> Result<hyper::Response<ResponseBody>, InvokeError> {
-        let invocation = Invocation::begin(&self.inner, request_id, emit).await?;
-        // Reading the body counts against the deadline, as it does when the guest reads it.
-        let handle = async |instance: bindings::HttpHandling, store: &mut Store<State>| {
-            let request = match read_request(request).await {
-                Ok(r) => r,
-                Err(e) => return Ok(Err(e)),
-            };
-            let handler = instance.wasmfn_function_http_handler();
-            handler.call_handle(store, &request).await.map(Ok)
-        };
-        into_response(invocation.run(exports, handle).await??)
+    ) -> impl Future<Output = Result<hyper::Response<ResponseBody>, InvokeError>> + Send
+    where
+        B: hyper::body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        // Boxed here, before any await: a body type carrying the caller's closures in the
+        // future trips rustc's check that the future is Send.
+        let request = request.map(|body| body.map_err(Into::into).boxed_unsync());
+        call(f, self, request, request_id, emit)
     }
+}
+
+async fn call(
+    f: &Arc<FunctionInner>,
+    exports: &HttpHandlerIndices,
+    request: hyper::Request<UnsyncBoxBody<Bytes, BoxError>>,
+    request_id: &str,
+    emit: Option<CallContext>,
+) -> Result<hyper::Response<ResponseBody>, InvokeError> {
+    let invocation = Invocation::begin(f, request_id, emit).await?;
+    // Reading the body counts against the deadline, as it does when the guest reads it.
+    let handle = async |instance: bindings::HttpHandling, store: &mut Store<State>| {
+        let request = match read_request(request).await {
+            Ok(r) => r,
+            Err(e) => return Ok(Err(e)),
+        };
+        let handler = instance.wasmfn_function_http_handler();
+        handler.call_handle(store, &request).await.map(Ok)
+    };
+    into_response(invocation.run(exports, handle).await??)
 }
 
 /// Reads a request whose body is at most [`MAX_BODY`] into the guest's record.

@@ -37,6 +37,7 @@ mod wasi_http_p3;
 mod wasi_version;
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -86,6 +87,19 @@ pub enum PoolingMode {
     On,
     /// Allocate every instance on demand.
     Off,
+}
+
+impl std::str::FromStr for PoolingMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "on" => Ok(Self::On),
+            "off" => Ok(Self::Off),
+            other => Err(format!("pooling is auto, on or off, not {other:?}")),
+        }
+    }
 }
 
 /// Engine settings taken from the command line and environment.
@@ -256,61 +270,71 @@ pub enum InvokeError {
 }
 
 impl InvokeError {
-    /// From a `wasi:http` error code of either version, by its `Debug` text (the variant's
-    /// name first, payload after; 0.2 and 0.3 name their codes alike). A code about the
-    /// request maps to the 4xx it describes; one about a call the guest made upstream to
-    /// 502, or 504 for a timeout (what a proxy answers); anything else to 500.
-    pub(crate) fn error_code(debug: String) -> Self {
+    /// From a `wasi:http` error code: its `Debug` text for the log, and the status
+    /// [`error_code_status!`] maps it to.
+    pub(crate) fn error_code(code: &impl std::fmt::Debug, status: u16) -> Self {
+        // `ErrorCode::DnsError(..)` reads as `DnsError(..)`: the variant's name first.
+        let debug = format!("{code:?}");
         let head = debug.split(['(', ' ', '{']).next().unwrap_or_default();
-        let name = head.rsplit("::").next().unwrap_or_default();
-        let status = match name {
-            "HttpRequestBodySize" => 413,
-            "HttpRequestHeaderSectionSize" | "HttpRequestHeaderSize" => 431,
-            "HttpRequestUriTooLong" => 414,
-            "HttpRequestLengthRequired" => 411,
-            "HttpRequestMethodInvalid"
-            | "HttpRequestUriInvalid"
-            | "HttpRequestTrailerSectionSize"
-            | "HttpRequestTrailerSize" => 400,
-            "DnsTimeout"
-            | "ConnectionTimeout"
-            | "ConnectionReadTimeout"
-            | "ConnectionWriteTimeout"
-            | "HttpResponseTimeout" => 504,
-            "LoopDetected" => 508,
-            "DnsError"
-            | "DestinationNotFound"
-            | "DestinationUnavailable"
-            | "DestinationIpProhibited"
-            | "DestinationIpUnroutable"
-            | "ConnectionRefused"
-            | "ConnectionTerminated"
-            | "ConnectionLimitReached"
-            | "TlsProtocolError"
-            | "TlsCertificateError"
-            | "TlsAlertReceived"
-            | "HttpRequestDenied"
-            | "HttpResponseIncomplete"
-            | "HttpResponseHeaderSectionSize"
-            | "HttpResponseHeaderSize"
-            | "HttpResponseBodySize"
-            | "HttpResponseTrailerSectionSize"
-            | "HttpResponseTrailerSize"
-            | "HttpResponseTransferCoding"
-            | "HttpResponseContentCoding"
-            | "HttpUpgradeFailed"
-            | "HttpProtocolError" => 502,
-            _ => 500,
+        let code = match head.rsplit_once("::") {
+            Some((path, _)) => debug[path.len() + 2..].to_string(),
+            None => debug,
         };
-        InvokeError::ErrorCode {
-            code: debug
-                .strip_prefix(head)
-                .map(|rest| format!("{name}{rest}"))
-                .unwrap_or(debug),
-            status,
-        }
+        InvokeError::ErrorCode { code, status }
     }
 }
+
+/// `fn $name(&$ErrorCode) -> u16`: the status a `wasi:http` error code stands for, for the
+/// `ErrorCode` of one WASI version (0.2 and 0.3 name their codes alike). A code about the
+/// request maps to the 4xx it describes; one about a call the guest made upstream to 502,
+/// or 504 for a timeout (what a proxy answers); anything else to 500. No catch-all arm: a
+/// code a new wasmtime adds breaks the build instead of silently answering 500.
+macro_rules! error_code_status {
+    ($name:ident, $E:ident) => {
+        fn $name(code: &$E) -> u16 {
+            match code {
+                $E::HttpRequestBodySize { .. } => 413,
+                $E::HttpRequestHeaderSectionSize { .. } | $E::HttpRequestHeaderSize { .. } => 431,
+                $E::HttpRequestUriTooLong => 414,
+                $E::HttpRequestLengthRequired => 411,
+                $E::HttpRequestMethodInvalid
+                | $E::HttpRequestUriInvalid
+                | $E::HttpRequestTrailerSectionSize { .. }
+                | $E::HttpRequestTrailerSize { .. } => 400,
+                $E::DnsTimeout
+                | $E::ConnectionTimeout
+                | $E::ConnectionReadTimeout
+                | $E::ConnectionWriteTimeout
+                | $E::HttpResponseTimeout => 504,
+                $E::LoopDetected => 508,
+                $E::DnsError { .. }
+                | $E::DestinationNotFound
+                | $E::DestinationUnavailable
+                | $E::DestinationIpProhibited
+                | $E::DestinationIpUnroutable
+                | $E::ConnectionRefused
+                | $E::ConnectionTerminated
+                | $E::ConnectionLimitReached
+                | $E::TlsProtocolError
+                | $E::TlsCertificateError
+                | $E::TlsAlertReceived { .. }
+                | $E::HttpRequestDenied
+                | $E::HttpResponseIncomplete
+                | $E::HttpResponseHeaderSectionSize { .. }
+                | $E::HttpResponseHeaderSize { .. }
+                | $E::HttpResponseBodySize { .. }
+                | $E::HttpResponseTrailerSectionSize { .. }
+                | $E::HttpResponseTrailerSize { .. }
+                | $E::HttpResponseTransferCoding { .. }
+                | $E::HttpResponseContentCoding { .. }
+                | $E::HttpUpgradeFailed
+                | $E::HttpProtocolError => 502,
+                $E::ConfigurationError | $E::InternalError { .. } => 500,
+            }
+        }
+    };
+}
+pub(crate) use error_code_status;
 
 /// The wasmtime engines and linkers shared by every function. Cheap to clone: the host
 /// keeps one to load functions on their first request.
@@ -535,7 +559,7 @@ impl Engine {
             }
             Err(_) => None,
         };
-        let http_handler = HttpHandlerIndices::new(&instance_pre).ok();
+        let one_call = HttpHandlerIndices::new(&instance_pre).ok();
         let event_handler = match EventHandlerIndices::new(&instance_pre) {
             Ok(indices) => Some(indices),
             Err(e) if spec.takes_events() => {
@@ -554,7 +578,7 @@ impl Engine {
                     reuse.max_concurrent.unwrap_or_default()
                 )));
             }
-            (None, Some(_)) => reuse::Reuse::sequential(
+            (None, Some(_)) => reuse::IdleInstances::sequential(
                 &reuse,
                 crate::metrics::intern(&spec.name),
                 &self.options.metrics,
@@ -565,12 +589,17 @@ impl Engine {
                 name: spec.name.as_str().into(),
                 label: crate::metrics::intern(&spec.name),
                 metrics: self.options.metrics.clone(),
-                // Only beside the standard export: a component exporting the one-call
-                // interface alone would not run on any other host.
-                http_handler: http_handler.filter(|_| wasi_http.is_some()),
-                wasi_http: wasi_http.filter(|_| service.is_none()),
-                wasi_http_p3: service
-                    .map(|pre| wasi_http_p3::Service::new(me.clone(), pre, &reuse)),
+                http: match (service, wasi_http) {
+                    (Some(pre), _) => Some(HttpAbi::WasiP3(wasi_http_p3::P3Instances::new(
+                        me.clone(),
+                        pre,
+                        &reuse,
+                    ))),
+                    // The one-call export only beside the standard one: a component
+                    // exporting it alone would not run on any other host.
+                    (None, Some(proxy)) => Some(HttpAbi::WasiP2 { proxy, one_call }),
+                    (None, None) => None,
+                },
                 event_handler,
                 wasi: core.wasi,
                 instance_pre,
@@ -826,6 +855,74 @@ pub struct Function {
     inner: Arc<FunctionInner>,
 }
 
+/// One guest ABI's way into a guest for an HTTP request (Spin's executor pattern): each
+/// ABI file implements it, and [`Function::handle`] chooses one per request.
+trait HttpExecutor {
+    /// Runs `request` in function `f` and returns the guest's response once its head is
+    /// ready; the body streams on while the guest writes it. With `emit`, the guest's calls
+    /// and events go on in that context.
+    fn execute<B>(
+        &self,
+        f: &Arc<FunctionInner>,
+        request: hyper::Request<B>,
+        request_id: &str,
+        emit: Option<CallContext>,
+    ) -> impl Future<Output = Result<hyper::Response<ResponseBody>, InvokeError>> + Send
+    where
+        B: hyper::body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>;
+}
+
+/// How a function takes HTTP requests, chosen once, when it is loaded.
+enum HttpAbi {
+    /// `wasi:http/incoming-handler@0.2` (wasi_http.rs), and the one-call
+    /// `wasmfn:function/http-handler` beside it if the component exports that too
+    /// (http_handler.rs).
+    WasiP2 {
+        proxy: ProxyIndices,
+        one_call: Option<HttpHandlerIndices>,
+    },
+    /// `wasi:http/handler@0.3` and the instances serving it (wasi_http_p3.rs).
+    WasiP3(wasi_http_p3::P3Instances),
+}
+
+impl Function {
+    /// Runs one request and returns the guest's response once its head is ready; the body
+    /// streams on while the guest writes it. A WASI 0.2 function runs it in a fresh
+    /// instance (or an idle one, if it reuses instances); a request with a small body of
+    /// known length goes through the one-call export when the component has one. A WASI
+    /// 0.3 function gets it in one of its instances serving several. With `emit`, the
+    /// guest's `emitter.emit` calls go there; without, they fail with a reason.
+    pub async fn handle<B>(
+        &self,
+        request: hyper::Request<B>,
+        request_id: &str,
+        emit: Option<CallContext>,
+    ) -> Result<hyper::Response<ResponseBody>, InvokeError>
+    where
+        B: hyper::body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let f = &self.inner;
+        match &f.http {
+            Some(HttpAbi::WasiP2 {
+                one_call: Some(one_call),
+                ..
+            }) if http_handler::fits(&request) => {
+                one_call.execute(f, request, request_id, emit).await
+            }
+            Some(HttpAbi::WasiP2 { proxy, .. }) => {
+                proxy.execute(f, request, request_id, emit).await
+            }
+            Some(HttpAbi::WasiP3(service)) => service.execute(f, request, request_id, emit).await,
+            None => Err(InvokeError::Host(format!(
+                "function `{}` has no HTTP handler",
+                f.name
+            ))),
+        }
+    }
+}
+
 struct FunctionInner {
     name: Arc<str>,
     label: &'static str,
@@ -835,12 +932,8 @@ struct FunctionInner {
     /// The component, linked and ready to instantiate; the exports below are found in
     /// each instance by their indices.
     instance_pre: InstancePre<State>,
-    /// `wasi:http/incoming-handler@0.2` (wasi_http.rs).
-    wasi_http: Option<ProxyIndices>,
-    /// `wasi:http/handler@0.3` and the instances serving it (wasi_http_p3.rs).
-    wasi_http_p3: Option<wasi_http_p3::Service>,
-    /// The one-call `wasmfn:function/http-handler`, beside `wasi_http` (http_handler.rs).
-    http_handler: Option<HttpHandlerIndices>,
+    /// How it takes HTTP requests, if it does.
+    http: Option<HttpAbi>,
     /// `wasmfn:function/event-handler` (event_handler.rs).
     event_handler: Option<EventHandlerIndices>,
     /// The interfaces the component imports, for `wasmfn check`.
@@ -855,7 +948,7 @@ struct FunctionInner {
     /// The instance pool of the engine it runs on.
     instances: Gate,
     /// For a WASI 0.2 function that reuses instances: its idle ones and the limits.
-    reuse: Option<reuse::Reuse>,
+    reuse: Option<reuse::IdleInstances>,
     queue_timeout: Duration,
     /// Per-request deadlines; off only in benchmarks (see [`EngineOptions::deadlines`]).
     deadlines: bool,
@@ -902,7 +995,7 @@ impl Function {
 
     /// Whether the component exports an HTTP handler.
     pub fn handles_http(&self) -> bool {
-        self.inner.wasi_http.is_some() || self.inner.wasi_http_p3.is_some()
+        self.inner.http.is_some()
     }
 
     /// The WASI version the component is built for.

@@ -9,10 +9,10 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use super::invocation::Held;
-use crate::manifest::Reuse as ReuseSpec;
+use crate::manifest::Reuse;
 
 /// A function's reuse limits and its idle instances.
-pub(super) struct Reuse {
+pub(super) struct IdleInstances {
     max_requests: u32,
     idle: Duration,
     label: &'static str,
@@ -27,11 +27,11 @@ struct Idle {
     sweeping: bool,
 }
 
-impl Reuse {
+impl IdleInstances {
     /// The reuse a WASI 0.2 function asked for; None when it would serve one request per
     /// instance anyway.
     pub(super) fn sequential(
-        spec: &ReuseSpec,
+        spec: &Reuse,
         label: &'static str,
         metrics: &Arc<crate::metrics::Metrics>,
     ) -> Option<Self> {

@@ -18,6 +18,7 @@
 //!   served; what a guest prints goes to the log under the request whose response head
 //!   followed it (an instance serving several at once cannot say whose it was).
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
@@ -38,22 +39,23 @@ use wasmtime_wasi_http::p3::bindings::ServicePre;
 use wasmtime_wasi_http::p3::bindings::http::types::ErrorCode;
 use wasmtime_wasi_http::{WasiBody, WasiHttpView};
 
+use super::context::CallContext;
 use super::epoch::TICK;
 use super::invocation::classify;
 use super::output::Captured;
 use super::state::{State, log_output};
-use super::{BoxError, FunctionInner, InvokeError, ResponseBody};
+use super::{BoxError, FunctionInner, HttpExecutor, InvokeError, ResponseBody};
 use crate::admission::Slot;
 use crate::manifest::Reuse;
 use crate::metrics::{GaugeGuard, Refusal};
 
 /// A WASI 0.3 function's instances and the queue of requests waiting for room in one.
-pub(super) struct Service {
-    handler: ProxyHandler<Instances>,
+pub(super) struct P3Instances {
+    handler: ProxyHandler<InstanceFactory>,
 }
 
 /// How a WASI 0.3 function's instances are made and how much each may take.
-struct Instances {
+struct InstanceFactory {
     /// Weak: the function owns this, and a worker outlives neither.
     function: Weak<FunctionInner>,
     pre: ServicePre<State>,
@@ -66,11 +68,11 @@ struct Instances {
 struct Ticket {
     deadline: Instant,
     /// The instance that took it: where to learn why, if that instance fails.
-    taken_by: OnceLock<Arc<Shared>>,
+    taken_by: OnceLock<Arc<InstanceShared>>,
 }
 
 /// What an instance's worker shares with the requests it takes.
-struct Shared {
+struct InstanceShared {
     /// Deadlines below are nanoseconds since this.
     born: Instant,
     /// The latest deadline of the requests it took: a guest computing past it is stopped.
@@ -94,14 +96,14 @@ struct PoolFull(String);
 #[error("instantiating the function took longer than its timeout")]
 struct InstantiateTimeout;
 
-impl Service {
+impl P3Instances {
     pub(super) fn new(
         function: Weak<FunctionInner>,
         pre: ServicePre<State>,
         reuse: &Reuse,
     ) -> Self {
         Self {
-            handler: ProxyHandler::new(Instances {
+            handler: ProxyHandler::new(InstanceFactory {
                 function,
                 pre,
                 max_requests: reuse.max_requests_or_default() as usize,
@@ -114,7 +116,7 @@ impl Service {
     /// Runs one request in an instance with room for it and returns the response once its
     /// head is ready; the body streams on. The function's concurrency slot is held until
     /// the body is done.
-    pub(super) async fn handle<B>(
+    async fn handle<B>(
         &self,
         f: &Arc<FunctionInner>,
         request: hyper::Request<B>,
@@ -156,6 +158,23 @@ impl Service {
     }
 }
 
+impl HttpExecutor for P3Instances {
+    /// 0.3 guests get no per-request call context yet: `emit` is not passed on.
+    fn execute<B>(
+        &self,
+        f: &Arc<FunctionInner>,
+        request: hyper::Request<B>,
+        request_id: &str,
+        _emit: Option<CallContext>,
+    ) -> impl Future<Output = Result<hyper::Response<ResponseBody>, InvokeError>> + Send
+    where
+        B: hyper::body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        self.handle(f, request, request_id)
+    }
+}
+
 /// The request as wasi:http 0.3 hands it to the guest: an absolute URI (the guest reads the
 /// scheme and authority), and a body whose read errors are wasi:http errors.
 fn wasi_request<B>(request: hyper::Request<B>) -> http::Request<WasiBody>
@@ -194,7 +213,7 @@ async fn failure(e: wasmtime::Error, ticket: &Ticket, timeout: Duration) -> Invo
         return InvokeError::Deadline(timeout);
     }
     if let Some(code) = e.downcast_ref::<ErrorCode>() {
-        return InvokeError::error_code(format!("{code:?}"));
+        return InvokeError::error_code(code, status(code));
     }
     if let Some(failed) = e.downcast_ref::<InstantiationError<Arc<Ticket>>>() {
         if let Some(full) = failed.error.downcast_ref::<PoolFull>() {
@@ -221,12 +240,12 @@ async fn failure(e: wasmtime::Error, ticket: &Ticket, timeout: Duration) -> Invo
     classify(&e, timeout)
 }
 
-impl HandlerState for Instances {
+impl HandlerState for InstanceFactory {
     type StoreData = State;
-    type WorkerExpiration = Expiry;
-    type WorkerState = Running;
+    type WorkerExpiration = InstanceExpiry;
+    type WorkerState = LiveInstance;
 
-    async fn instantiate(&self) -> wasmtime::Result<Worker<State, Expiry, Running>> {
+    async fn instantiate(&self) -> wasmtime::Result<Worker<State, InstanceExpiry, LiveInstance>> {
         let f = self
             .function
             .upgrade()
@@ -236,7 +255,7 @@ impl HandlerState for Instances {
             wasmtime::Error::new(PoolFull(full.to_string()))
         })?;
         let state = State::new(&f, None, None);
-        let shared = Arc::new(Shared {
+        let shared = Arc::new(InstanceShared {
             born: Instant::now(),
             deadline: AtomicU64::new(0),
             served: AtomicU64::new(0),
@@ -271,13 +290,13 @@ impl HandlerState for Instances {
             store,
             proxy: Proxy::P3(service),
             view: <State as WasiHttpView>::http,
-            expiration: Expiry {
+            expiration: InstanceExpiry {
                 timeout: f.timeout,
                 idle: self.idle,
                 sleep: Box::pin(tokio::time::sleep(self.idle)),
                 shared: shared.clone(),
             },
-            state: Running {
+            state: LiveInstance {
                 max_requests: self.max_requests,
                 max_concurrent: self.max_concurrent,
                 timeout: f.timeout,
@@ -292,7 +311,7 @@ impl HandlerState for Instances {
     }
 }
 
-impl Shared {
+impl InstanceShared {
     /// Keeps the instance running at least until `deadline`.
     fn extend(&self, deadline: Instant) {
         let nanos = deadline.saturating_duration_since(self.born).as_nanos() as u64;
@@ -301,19 +320,19 @@ impl Shared {
 }
 
 /// One instance's limits and what it holds while it lives.
-struct Running {
+struct LiveInstance {
     max_requests: usize,
     max_concurrent: usize,
     timeout: Duration,
     name: Arc<str>,
     label: &'static str,
     metrics: Arc<crate::metrics::Metrics>,
-    shared: Arc<Shared>,
+    shared: Arc<InstanceShared>,
     _slot: Slot,
     _live: GaugeGuard,
 }
 
-impl WorkerState for Running {
+impl WorkerState for LiveInstance {
     type StoreData = State;
     type RequestData = Arc<Ticket>;
 
@@ -365,14 +384,14 @@ impl WorkerState for Running {
 
 /// When an instance is retired from outside its event loop: idle for `idle`, or a
 /// request or the work after its response running past the function's timeout.
-struct Expiry {
+struct InstanceExpiry {
     timeout: Duration,
     idle: Duration,
     sleep: Pin<Box<tokio::time::Sleep>>,
-    shared: Arc<Shared>,
+    shared: Arc<InstanceShared>,
 }
 
-impl WorkerExpiration for Expiry {
+impl WorkerExpiration for InstanceExpiry {
     fn poll(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -398,3 +417,5 @@ impl WorkerExpiration for Expiry {
         expired
     }
 }
+
+super::error_code_status!(status, ErrorCode);

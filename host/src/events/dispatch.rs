@@ -19,7 +19,7 @@ use super::schedule::Scheduler;
 use super::sink::EventOptions;
 use crate::cloudevent::{self, DecodeError, Mode};
 use crate::engine::{
-    BoxError, CallContext, Emit, EmitError, EventOutcome, HOP_LIMIT, InvokeError, beyond_hop_limit,
+    BoxError, CallContext, Emit, EmitError, EventOutcome, HOP_LIMIT, beyond_hop_limit,
 };
 use crate::failure::{Failure, full};
 use crate::functions::Functions;
@@ -135,7 +135,7 @@ impl Dispatcher {
     /// Delivers `event` to function `i` alone, as a Broker or PingSource would: a reply is
     /// sent on, a failure logged.
     pub async fn deliver_to(self: &Arc<Self>, i: usize, event: Event) -> Result<(), Failure> {
-        let request_id = uuid::Uuid::new_v4().simple().to_string();
+        let request_id = telemetry::new_request_id();
         let trace = TraceContext::from_event(&event);
         self.deliver(&event, Recipients::Only(i), &request_id, 0, trace, false)
             .await
@@ -270,6 +270,29 @@ impl Dispatcher {
         trace: Option<TraceContext>,
         inline_reply: bool,
     ) -> Result<Option<Event>, Failure> {
+        let targets = self.targets(event, to);
+        if targets.is_empty() {
+            return Err(Failure::NoSubscriber {
+                ty: event.ty().to_string(),
+                event_source: event.source().to_string(),
+            });
+        }
+        // An event that brought no trace starts one (see App::handle).
+        let trace = trace.unwrap_or_else(TraceContext::start);
+        let emit = self.emit_context(hops, Some(trace.clone()), request_id);
+        let run = |target| self.run(target, event, request_id, &emit);
+        let results = if let [only] = targets[..] {
+            vec![run(only).await]
+        } else {
+            futures_util::future::join_all(targets.iter().map(|&t| run(t))).await
+        };
+        let inline = inline_reply && results.len() == 1;
+        self.settle(results, event, request_id, hops, &trace, inline)
+            .await
+    }
+
+    /// Who takes `event`: each subscribed function once, and each flow it starts.
+    fn targets(&self, event: &Event, to: Recipients) -> Vec<Target> {
         let mut targets: Vec<Target> = Vec::new();
         match to {
             Recipients::Only(i) => targets.push(Target::Function(i)),
@@ -287,84 +310,73 @@ impl Dispatcher {
                 }
             }
         }
-        if targets.is_empty() {
-            return Err(Failure::NoSubscriber {
-                ty: event.ty().to_string(),
-                event_source: event.source().to_string(),
-            });
-        }
-        // An event that brought no trace starts one (see App::handle).
-        let trace = Some(trace.unwrap_or_else(TraceContext::start));
-        let emit = self.emit_context(hops, trace.clone(), request_id);
-        let trace_id = telemetry::trace_id(trace.as_ref());
-        let run = |target: Target| {
-            let emit = emit.clone();
-            let trace = trace.clone();
-            async move {
-                let i = match target {
-                    Target::Function(i) => i,
-                    Target::Flow(f) => {
-                        let flow = &self.flows[f];
-                        let result = self
-                            .run_flow(flow, event, request_id, hops, trace)
-                            .await
-                            .map(|reply| {
-                                EventOutcome::Reply(reply.filter(|_| flow.reply).map(Box::new))
-                            });
-                        return (flow.name.clone(), result);
-                    }
-                };
-                let started = Instant::now();
-                let v = self.functions.choose_for_event(i);
-                let version = self.functions.version_label(i, v);
-                let function = match self.functions.get(i, v).await {
-                    Ok(function) => function,
-                    Err(e) => {
-                        self.metrics
-                            .event(self.functions.label(i), version, event.ty(), "error");
-                        let function = self.functions.name(i).to_string();
-                        let failure = Failure::Unloadable {
-                            function: function.clone(),
-                            reason: e.to_string(),
-                        };
-                        return (function, Err(failure));
-                    }
-                };
-                let span =
-                    telemetry::root_span("event", function.name(), request_id, emit.trace.as_ref());
-                let result = function
-                    .handle_event(event, request_id, Some(emit))
-                    .instrument(span)
-                    .await;
-                let outcome = outcome_label(&result);
-                self.metrics
-                    .event(function.label(), version, event.ty(), outcome);
-                tracing::info!(
-                    function = function.name(), version, %request_id,
-                    trace_id,
-                    event_id = event.id(), event_type = event.ty(),
-                    result = outcome,
-                    elapsed_us = started.elapsed().as_micros() as u64, "event"
-                );
-                let name = function.name().to_string();
-                let result = result.map_err(|e| Failure::invoke(&name, e));
-                (name, result)
+        targets
+    }
+
+    /// Runs one target on `event`: what it answered, under the name it answers for.
+    async fn run(
+        self: &Arc<Self>,
+        target: Target,
+        event: &Event,
+        request_id: &str,
+        emit: &CallContext,
+    ) -> (String, Result<EventOutcome, Failure>) {
+        let i = match target {
+            Target::Function(i) => i,
+            Target::Flow(f) => {
+                let flow = &self.flows[f];
+                let result = self
+                    .run_flow(flow, event, request_id, emit.hops, emit.trace.clone())
+                    .await
+                    .map(|reply| EventOutcome::Reply(reply.filter(|_| flow.reply).map(Box::new)));
+                return (flow.name.clone(), result);
             }
         };
-        let results = if let [only] = targets[..] {
-            vec![run(only).await]
-        } else {
-            futures_util::future::join_all(targets.iter().map(|&t| run(t))).await
-        };
-        let inline = inline_reply && results.len() == 1;
+        let started = Instant::now();
+        let v = self.functions.choose_for_event(i);
+        let (name, version) = (self.functions.name(i), self.functions.version_label(i, v));
+        let span = telemetry::root_span("event", name, request_id, emit.trace.as_ref());
+        let trace_id = telemetry::trace_id(emit.trace.as_ref());
+        let emit = emit.clone();
+        let result = self
+            .functions
+            .invoke(i, v, move |function| async move {
+                function
+                    .handle_event(event, request_id, Some(emit))
+                    .instrument(span)
+                    .await
+            })
+            .await;
+        let outcome = outcome_label(&result);
+        self.metrics
+            .event(self.functions.label(i), version, event.ty(), outcome);
+        tracing::info!(
+            function = name, version, %request_id,
+            trace_id,
+            event_id = event.id(), event_type = event.ty(),
+            result = outcome,
+            elapsed_us = started.elapsed().as_micros() as u64, "event"
+        );
+        (name.to_string(), result)
+    }
+
+    /// What the recipients of `event` answered, as one answer: replies sent on (or the
+    /// one returned, when `inline`), and the failure that decides, a retryable one first.
+    async fn settle(
+        self: &Arc<Self>,
+        results: Vec<(String, Result<EventOutcome, Failure>)>,
+        event: &Event,
+        request_id: &str,
+        hops: u32,
+        trace: &TraceContext,
+        inline: bool,
+    ) -> Result<Option<Event>, Failure> {
         let (mut retryable, mut rejected, mut reply) = (None, None, None);
         for (function, result) in results {
             match result {
                 Ok(EventOutcome::Reply(None)) => {}
                 Ok(EventOutcome::Reply(Some(mut out))) => {
-                    if let Some(trace) = &trace {
-                        trace.apply_to(&mut out);
-                    }
+                    trace.apply_to(&mut out);
                     if inline {
                         reply = Some(*out);
                     } else if let Err(e) = self.clone().emit(*out, hops + 1).await {
@@ -472,7 +484,7 @@ impl Dispatcher {
                 event.ty()
             )));
         }
-        let request_id = uuid::Uuid::new_v4().simple().to_string();
+        let request_id = telemetry::new_request_id();
         let trace = TraceContext::from_event(&event);
         let to = Recipients::Subscribers;
         match self
@@ -525,7 +537,7 @@ enum Target {
 }
 
 /// How a delivery ended, as the `result` of its log line and metric.
-fn outcome_label(result: &Result<EventOutcome, InvokeError>) -> &'static str {
+fn outcome_label(result: &Result<EventOutcome, Failure>) -> &'static str {
     match result {
         Ok(EventOutcome::Reply(Some(_))) => "reply",
         Ok(EventOutcome::Reply(None)) => "accepted",

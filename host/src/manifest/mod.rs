@@ -10,7 +10,7 @@
 //! - [`limits`]: durations, sizes and counts, and the host-wide `[server]` limits;
 //! - [`variables`]: values taken from the environment or files, resolved at start;
 //! - [`deploy`]: the `[deploy]` table and `[[services]]`, checked as Knative would check
-//!   them (the `deploy` module at the crate root only renders them);
+//!   them ([`crate::knative`] only renders them);
 //! - [`delivery`], [`schedule`], [`flows`], [`versions`]: a function's `delivery`,
 //!   `schedules`, the `[[sequences]]` and `[[parallels]]`, and `versions`;
 //! - [`routes`]: route patterns and the table that maps a path to its function;
@@ -442,7 +442,7 @@ fn function(
     name: String,
     base: &Path,
     stores: &BTreeMap<String, Spanned<RawKeyValue>>,
-) -> Result<(FunctionSpec, Vec<(RoutePattern, Range<usize>)>), ManifestError> {
+) -> Result<(FunctionSpec, Vec<RouteAt>), ManifestError> {
     let f = raw_fn.get_ref();
     let (component, component_at, versions) = component(ctx, raw_fn, &name, base)?;
     let route_spans = routes(ctx, &f.routes)?;
@@ -560,11 +560,11 @@ fn component(
     }
 }
 
-/// A function's routes, with where each is written (for a duplicate's error).
-fn routes(
-    ctx: &Ctx<'_>,
-    raw: &[Spanned<String>],
-) -> Result<Vec<(RoutePattern, Range<usize>)>, ManifestError> {
+/// A route and where the manifest writes it (for a duplicate's error).
+type RouteAt = (RoutePattern, Range<usize>);
+
+/// A function's routes.
+fn routes(ctx: &Ctx<'_>, raw: &[Spanned<String>]) -> Result<Vec<RouteAt>, ManifestError> {
     raw.iter()
         .map(|route| {
             let pattern = RoutePattern::parse(route.get_ref())
