@@ -62,11 +62,12 @@ fn main() {
     .unwrap();
 }
 
-/// Every guest component: each directory of guests/ whose Cargo.toml builds a cdylib
-/// (shared libraries such as `saga` are not components).
+/// Every guest component: each directory of guests/examples and guests/fixtures whose
+/// Cargo.toml builds a cdylib (shared libraries such as `saga` are not components).
 fn guest_names(guests: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(guests)
-        .unwrap()
+    let mut names: Vec<String> = ["examples", "fixtures"]
+        .into_iter()
+        .flat_map(|dir| std::fs::read_dir(guests.join(dir)).unwrap())
         .filter_map(|e| e.ok())
         .filter(|e| {
             std::fs::read_to_string(e.path().join("Cargo.toml"))

@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use moka::policy::EvictionPolicy;
+use tracing::Instrument;
 
 use crate::capabilities::{Capabilities, UnresolvedVariable};
 use crate::engine::{
@@ -27,6 +28,7 @@ use crate::engine::{
 use crate::failure::Failure;
 use crate::manifest::{FunctionSpec, Manifest};
 use crate::outbound::OutboundBody;
+use crate::telemetry;
 use crate::traffic::Split;
 
 /// A function that could not be loaded, named with where the manifest declares it.
@@ -214,11 +216,13 @@ impl Functions {
     /// The one way a function runs, for a request, an event or a call from another
     /// function: version `v` of function `i` (chosen with [`Functions::choose`] or
     /// [`Functions::choose_for_event`]) is loaded if it was not, `run` runs it, and a
-    /// failure of either is the [`Failure`] the caller answers with.
+    /// failure of either is the [`Failure`] the caller answers with. The run is traced
+    /// under `span`.
     pub async fn invoke<T, F, Fut>(
         self: &Arc<Self>,
         i: usize,
         v: usize,
+        span: tracing::Span,
         run: F,
     ) -> Result<T, Failure>
     where
@@ -230,6 +234,7 @@ impl Functions {
             reason: e.to_string(),
         })?;
         run(function)
+            .instrument(span)
             .await
             .map_err(|e| Failure::invoke(self.name(i), e))
     }
@@ -351,8 +356,9 @@ impl CallFunction for Functions {
             let v = self.choose(i, request.headers());
             let path = request.uri().path().to_string();
             let id = &request_id;
+            let span = telemetry::root_span("request", &name, id, context.trace.as_ref());
             let result = self
-                .invoke(i, v, move |function| async move {
+                .invoke(i, v, span, move |function| async move {
                     function.handle(request, id, Some(context)).await
                 })
                 .await;

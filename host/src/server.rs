@@ -11,12 +11,11 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Limited};
-use tracing::Instrument;
 
 use crate::admission::Gate;
 use crate::capabilities::{Capabilities, CapabilityError, CapabilityOptions};
 use crate::cloudevent;
-use crate::engine::{BoxError, Engine, ResponseBody};
+use crate::engine::{BoxError, Engine, RequestBody, ResponseBody};
 use crate::events::{Dispatcher, EventOptions, Recipients};
 use crate::failure::{Failure, full};
 pub use crate::functions::FunctionLoadError;
@@ -207,11 +206,7 @@ impl App {
     }
 
     /// Answers one request. Never fails: every error becomes a response.
-    pub async fn handle<B>(&self, req: Request<B>) -> Response<ResponseBody>
-    where
-        B: hyper::body::Body<Data = Bytes> + Send + 'static,
-        B::Error: Into<BoxError>,
-    {
+    pub async fn handle<B: RequestBody>(&self, req: Request<B>) -> Response<ResponseBody> {
         let started = Instant::now();
         let request_id = request_id(&req);
         let path = req.uri().path().to_string();
@@ -300,17 +295,13 @@ impl App {
         Some(response)
     }
 
-    async fn answer<B>(
+    async fn answer<B: RequestBody>(
         &self,
         req: Request<B>,
         path: &str,
         request_id: &str,
         trace: &TraceContext,
-    ) -> Outcome<'_>
-    where
-        B: hyper::body::Body<Data = Bytes> + Send + 'static,
-        B::Error: Into<BoxError>,
-    {
+    ) -> Outcome<'_> {
         // Waiting here is bounded: a host at its limit answers 503 and the client (or
         // Knative's queue-proxy) retries, rather than queueing without end.
         let _in_flight = match self.in_flight.enter(self.limits.queue_timeout).await {
@@ -346,17 +337,13 @@ impl App {
 
     /// A Trigger's delivery to function `name`: only that function runs, once, however
     /// many of its subscriptions (or other functions') match.
-    async fn delivery<B>(
+    async fn delivery<B: RequestBody>(
         &self,
         req: Request<B>,
         path: &str,
         name: &str,
         request_id: &str,
-    ) -> Outcome<'_>
-    where
-        B: hyper::body::Body<Data = Bytes> + Send + 'static,
-        B::Error: Into<BoxError>,
-    {
+    ) -> Outcome<'_> {
         let function = self
             .functions
             .index_of(name)
@@ -376,17 +363,13 @@ impl App {
     }
 
     /// A request for function `index`, routed at its path.
-    async fn request<B>(
+    async fn request<B: RequestBody>(
         &self,
         index: usize,
         mut req: Request<B>,
         request_id: &str,
         trace: &TraceContext,
-    ) -> Outcome<'_>
-    where
-        B: hyper::body::Body<Data = Bytes> + Send + 'static,
-        B::Error: Into<BoxError>,
-    {
+    ) -> Outcome<'_> {
         let version = self.functions.choose(index, req.headers());
         let answerer = Answerer::Function {
             name: self.functions.name(index),
@@ -424,20 +407,13 @@ impl App {
             req.headers_mut().insert(REQUEST_ID, v);
         }
         let (req, exceeded) = limit_body(req, max_body);
-        let span = telemetry::root_span(
-            "request",
-            self.functions.name(index),
-            request_id,
-            Some(trace),
-        );
+        let name = self.functions.name(index);
+        let span = telemetry::root_span("request", name, request_id, Some(trace));
         let emit = self.events.emit_context(0, Some(trace.clone()), request_id);
         let result = self
             .functions
-            .invoke(index, version, move |function| async move {
-                function
-                    .handle(req, request_id, Some(emit))
-                    .instrument(span)
-                    .await
+            .invoke(index, version, span, move |function| async move {
+                function.handle(req, request_id, Some(emit)).await
             })
             .await;
         if exceeded.load(Ordering::Relaxed) {
@@ -452,17 +428,13 @@ impl App {
 }
 
 /// `req` with its body cut off past `max_body` bytes, and whether that happened.
-fn limit_body<B>(
+fn limit_body<B: RequestBody>(
     req: Request<B>,
     max_body: u64,
 ) -> (
     Request<impl hyper::body::Body<Data = Bytes, Error = BoxError> + Send + 'static>,
     Arc<AtomicBool>,
-)
-where
-    B: hyper::body::Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<BoxError>,
-{
+) {
     let exceeded = Arc::new(AtomicBool::new(false));
     let flag = exceeded.clone();
     let req = req.map(move |body| {
@@ -477,17 +449,13 @@ where
 }
 
 impl App {
-    async fn deliver<B>(
+    async fn deliver<B: RequestBody>(
         &self,
         req: Request<B>,
         mode: cloudevent::Mode,
         to: Recipients,
         request_id: &str,
-    ) -> Outcome<'_>
-    where
-        B: hyper::body::Body<Data = Bytes> + Send + 'static,
-        B::Error: Into<BoxError>,
-    {
+    ) -> Outcome<'_> {
         let (result, event_id) = match self.events.handle_request(req, mode, to, request_id).await {
             Ok(response) => (Ok(response), None),
             Err(refused) => (Err(refused.failure), refused.event_id),

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http_body_util::BodyExt;
 
-use crate::engine::{BoxError, Engine, EngineOptions};
+use crate::engine::{Engine, EngineOptions, RequestBody};
 use crate::manifest::Manifest;
 use crate::server::{App, HostOptions};
 
@@ -35,11 +35,10 @@ pub fn app_with(text: &str, engine: &Engine, options: HostOptions) -> Arc<App> {
 
 /// `request` answered by `app`, its body read whole (a body that fails part-way reads as
 /// empty; a test of cut-off bodies reads the response itself).
-pub async fn respond<B>(app: &App, request: http::Request<B>) -> http::Response<Bytes>
-where
-    B: hyper::body::Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<BoxError>,
-{
+pub async fn respond<B: RequestBody>(
+    app: &App,
+    request: http::Request<B>,
+) -> http::Response<Bytes> {
     let (parts, body) = app.handle(request).await.into_parts();
     let body = body
         .collect()

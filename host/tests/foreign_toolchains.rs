@@ -28,7 +28,7 @@ async fn componentize_py_component_runs_from_wasm_and_from_cwasm() {
         .arg("-d")
         .arg(repo.join("wit"))
         .args(["-w", "wasi:http/proxy@0.2.12", "componentize", "app", "-p"])
-        .arg(repo.join("guests/python-hello"))
+        .arg(repo.join("guests/examples/python-hello"))
         .arg("-o")
         .arg(&wasm)
         .current_dir(out.path())

@@ -141,7 +141,7 @@ fn tools() -> Tools {
     }
 }
 
-/// Builds `guests/python-hello` with componentize-py (installed into a venv in the cache
+/// Builds `guests/examples/python-hello` with componentize-py (installed into a venv in the cache
 /// dir): an 18 MB interpreter-based component. None, saying why, where PyPI is unreachable.
 fn python_component(work: &Path) -> Option<PathBuf> {
     let venv = cache_dir().join("py");
@@ -168,7 +168,7 @@ fn python_component(work: &Path) -> Option<PathBuf> {
         .arg("-d")
         .arg(root.join("wit"))
         .args(["-w", "wasi:http/proxy@0.2.12", "componentize", "app", "-p"])
-        .arg(root.join("guests/python-hello"))
+        .arg(root.join("guests/examples/python-hello"))
         .arg("-o")
         .arg(&out)
         .current_dir(work)

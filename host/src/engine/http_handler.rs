@@ -16,7 +16,10 @@ use http_body_util::{BodyExt, Full};
 use super::context::CallContext;
 use super::invocation::Invocation;
 use super::state::State;
-use super::{BoxError, FunctionInner, HttpExecutor, InvokeError, ResponseBody};
+use super::{
+    BoxError, FunctionInner, HttpCall, HttpExecutor, InvokeError, RequestBody, Responded,
+    ResponseBody,
+};
 use wasmtime::Store;
 
 pub(crate) mod bindings {
@@ -43,25 +46,20 @@ pub(crate) fn fits<B: hyper::body::Body>(request: &hyper::Request<B>) -> bool {
 
 impl HttpExecutor for HttpHandlerIndices {
     /// For a request that [`fits`]: read the body, call once, send the whole response.
-    fn execute<B>(
+    fn execute<B: RequestBody>(
         &self,
-        f: &Arc<FunctionInner>,
-        request: hyper::Request<B>,
-        request_id: &str,
-        emit: Option<CallContext>,
-    ) -> impl Future<Output = Result<hyper::Response<ResponseBody>, InvokeError>> + Send
-    where
-        B: hyper::body::Body<Data = Bytes> + Send + 'static,
-        B::Error: Into<BoxError>,
-    {
+        call: HttpCall<'_, B>,
+    ) -> impl Future<Output = Responded> + Send {
         // Boxed here, before any await: a body type carrying the caller's closures in the
         // future trips rustc's check that the future is Send.
-        let request = request.map(|body| body.map_err(Into::into).boxed_unsync());
-        call(f, self, request, request_id, emit)
+        let request = call
+            .request
+            .map(|body| body.map_err(Into::into).boxed_unsync());
+        call_once(call.function, self, request, call.request_id, call.emit)
     }
 }
 
-async fn call(
+async fn call_once(
     f: &Arc<FunctionInner>,
     exports: &HttpHandlerIndices,
     request: hyper::Request<UnsyncBoxBody<Bytes, BoxError>>,

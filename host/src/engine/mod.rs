@@ -9,14 +9,18 @@
 //! run on a second engine, created the first time such a component is loaded, so a host
 //! that serves none pays nothing for it.
 //!
-//! - this file: the engines, loading a component and checking its exports, [`Function`];
+//! - this file: the engines, loading a component and checking its exports, [`Function`],
+//!   and the one place a request's ABI is chosen (`HttpAbi`, fixed at load);
 //! - `invocation.rs`: the frame every 0.2 call runs in (admission, store, deadline,
 //!   outcome), and `reuse.rs`: the idle instances of a 0.2 function that reuses them;
-//! - one file per guest ABI: `wasi_http.rs` (`wasi:http/incoming-handler@0.2`),
-//!   `wasi_http_p3.rs` (`wasi:http/handler@0.3`, instances serving many requests at once),
-//!   `http_handler.rs` (`wasmfn:function/http-handler`, the one-call path),
-//!   `event_handler.rs` (`wasmfn:function/event-handler`);
-//! - `emitter.rs`: the `emitter` import any function may use;
+//! - one file per guest ABI, each HTTP one an `HttpExecutor`: `wasi_http.rs`
+//!   (`wasi:http/incoming-handler@0.2`), `wasi_http_p3.rs` (`wasi:http/handler@0.3`,
+//!   instances serving many requests at once), `http_handler.rs`
+//!   (`wasmfn:function/http-handler`, the one-call path), and `event_handler.rs`
+//!   (`wasmfn:function/event-handler`);
+//! - `context.rs`: what an invocation reaches beyond its instance, through traits the
+//!   layers above implement, and the hop limit; `emitter.rs`, `outgoing.rs`,
+//!   `keyvalue.rs`: the imports any function may use (events, outbound HTTP, key-value);
 //! - `state.rs`, `output.rs`: what a store holds; `cache.rs`, `epoch.rs`: compile cache,
 //!   ticker; `wasi_version.rs`: which WASI a component is built for.
 
@@ -66,6 +70,19 @@ use state::State;
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// The body of a response the host sends.
 pub type ResponseBody = UnsyncBoxBody<Bytes, BoxError>;
+/// A guest's response, once its head is ready, or why there is none.
+pub type Responded = Result<hyper::Response<ResponseBody>, InvokeError>;
+
+/// A request body the host can hand to a guest: whatever hyper, a test or another
+/// function sends.
+pub trait RequestBody:
+    hyper::body::Body<Data = Bytes, Error: Into<BoxError>> + Send + 'static
+{
+}
+impl<B> RequestBody for B where
+    B: hyper::body::Body<Data = Bytes, Error: Into<BoxError>> + Send + 'static
+{
+}
 
 /// How many instances may be live at once across all functions when pooling; each needs a
 /// memory slot, so this also bounds the address space the pool reserves. Every slot costs
@@ -858,19 +875,21 @@ pub struct Function {
 /// One guest ABI's way into a guest for an HTTP request (Spin's executor pattern): each
 /// ABI file implements it, and [`Function::handle`] chooses one per request.
 trait HttpExecutor {
-    /// Runs `request` in function `f` and returns the guest's response once its head is
-    /// ready; the body streams on while the guest writes it. With `emit`, the guest's calls
-    /// and events go on in that context.
-    fn execute<B>(
+    /// Runs the call's request in its function and returns the guest's response once its
+    /// head is ready; the body streams on while the guest writes it.
+    fn execute<B: RequestBody>(
         &self,
-        f: &Arc<FunctionInner>,
-        request: hyper::Request<B>,
-        request_id: &str,
-        emit: Option<CallContext>,
-    ) -> impl Future<Output = Result<hyper::Response<ResponseBody>, InvokeError>> + Send
-    where
-        B: hyper::body::Body<Data = Bytes> + Send + 'static,
-        B::Error: Into<BoxError>;
+        call: HttpCall<'_, B>,
+    ) -> impl Future<Output = Responded> + Send;
+}
+
+/// One request for an [`HttpExecutor`].
+struct HttpCall<'a, B> {
+    function: &'a Arc<FunctionInner>,
+    request: hyper::Request<B>,
+    request_id: &'a str,
+    /// Where the guest's emitted events and calls to other functions go, if anywhere.
+    emit: Option<CallContext>,
 }
 
 /// How a function takes HTTP requests, chosen once, when it is loaded.
@@ -893,28 +912,26 @@ impl Function {
     /// known length goes through the one-call export when the component has one. A WASI
     /// 0.3 function gets it in one of its instances serving several. With `emit`, the
     /// guest's `emitter.emit` calls go there; without, they fail with a reason.
-    pub async fn handle<B>(
+    pub async fn handle<B: RequestBody>(
         &self,
         request: hyper::Request<B>,
         request_id: &str,
         emit: Option<CallContext>,
-    ) -> Result<hyper::Response<ResponseBody>, InvokeError>
-    where
-        B: hyper::body::Body<Data = Bytes> + Send + 'static,
-        B::Error: Into<BoxError>,
-    {
+    ) -> Result<hyper::Response<ResponseBody>, InvokeError> {
         let f = &self.inner;
+        let call = HttpCall {
+            function: f,
+            request,
+            request_id,
+            emit,
+        };
         match &f.http {
             Some(HttpAbi::WasiP2 {
                 one_call: Some(one_call),
                 ..
-            }) if http_handler::fits(&request) => {
-                one_call.execute(f, request, request_id, emit).await
-            }
-            Some(HttpAbi::WasiP2 { proxy, .. }) => {
-                proxy.execute(f, request, request_id, emit).await
-            }
-            Some(HttpAbi::WasiP3(service)) => service.execute(f, request, request_id, emit).await,
+            }) if http_handler::fits(&call.request) => one_call.execute(call).await,
+            Some(HttpAbi::WasiP2 { proxy, .. }) => proxy.execute(call).await,
+            Some(HttpAbi::WasiP3(service)) => service.execute(call).await,
             None => Err(InvokeError::Host(format!(
                 "function `{}` has no HTTP handler",
                 f.name

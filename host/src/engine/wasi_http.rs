@@ -6,48 +6,35 @@ use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use bytes::Bytes;
 use http_body_util::BodyExt;
 use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
 use wasmtime_wasi_http::p2::bindings::{Proxy, ProxyIndices};
 
-use super::context::CallContext;
 use super::invocation::Invocation;
 use super::state::State;
-use super::{BoxError, FunctionInner, HttpExecutor, InvokeError, ResponseBody};
+use super::{BoxError, HttpCall, HttpExecutor, InvokeError, RequestBody, Responded};
 use wasmtime::Store;
 
 impl HttpExecutor for ProxyIndices {
     /// In a fresh instance (or an idle one, if the function reuses instances), dropped
     /// when the guest traps or passes its deadline; the guest runs in its own task, so the
     /// body streams on after the head.
-    fn execute<B>(
+    fn execute<B: RequestBody>(
         &self,
-        f: &Arc<FunctionInner>,
-        request: hyper::Request<B>,
-        request_id: &str,
-        emit: Option<CallContext>,
-    ) -> impl Future<Output = Result<hyper::Response<ResponseBody>, InvokeError>> + Send
-    where
-        B: hyper::body::Body<Data = Bytes> + Send + 'static,
-        B::Error: Into<BoxError>,
-    {
-        handle(f, self.clone(), request, request_id, emit)
+        call: HttpCall<'_, B>,
+    ) -> impl Future<Output = Responded> + Send {
+        handle(self.clone(), call)
     }
 }
 
-async fn handle<B>(
-    f: &Arc<FunctionInner>,
-    exports: ProxyIndices,
-    request: hyper::Request<B>,
-    request_id: &str,
-    emit: Option<CallContext>,
-) -> Result<hyper::Response<ResponseBody>, InvokeError>
-where
-    B: hyper::body::Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<BoxError>,
-{
+async fn handle<B: RequestBody>(exports: ProxyIndices, call: HttpCall<'_, B>) -> Responded {
+    let HttpCall {
+        function: f,
+        request,
+        request_id,
+        emit,
+    } = call;
     let mut invocation = Invocation::begin(f, request_id, emit).await?;
 
     let request =

@@ -25,7 +25,6 @@ use std::sync::{Arc, OnceLock, Weak};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use http::header;
 use http_body_util::BodyExt;
 use tracing::Instrument;
@@ -39,12 +38,14 @@ use wasmtime_wasi_http::p3::bindings::ServicePre;
 use wasmtime_wasi_http::p3::bindings::http::types::ErrorCode;
 use wasmtime_wasi_http::{WasiBody, WasiHttpView};
 
-use super::context::CallContext;
 use super::epoch::TICK;
 use super::invocation::classify;
 use super::output::Captured;
 use super::state::{State, log_output};
-use super::{BoxError, FunctionInner, HttpExecutor, InvokeError, ResponseBody};
+use super::{
+    BoxError, FunctionInner, HttpCall, HttpExecutor, InvokeError, RequestBody, Responded,
+    ResponseBody,
+};
 use crate::admission::Slot;
 use crate::manifest::Reuse;
 use crate::metrics::{GaugeGuard, Refusal};
@@ -116,16 +117,12 @@ impl P3Instances {
     /// Runs one request in an instance with room for it and returns the response once its
     /// head is ready; the body streams on. The function's concurrency slot is held until
     /// the body is done.
-    async fn handle<B>(
+    async fn handle<B: RequestBody>(
         &self,
         f: &Arc<FunctionInner>,
         request: hyper::Request<B>,
         request_id: &str,
-    ) -> Result<hyper::Response<ResponseBody>, InvokeError>
-    where
-        B: hyper::body::Body<Data = Bytes> + Send + 'static,
-        B::Error: Into<BoxError>,
-    {
+    ) -> Result<hyper::Response<ResponseBody>, InvokeError> {
         let slot = f.enter().await?;
         let ticket = Arc::new(Ticket {
             deadline: Instant::now() + f.timeout,
@@ -159,29 +156,18 @@ impl P3Instances {
 }
 
 impl HttpExecutor for P3Instances {
-    /// 0.3 guests get no per-request call context yet: `emit` is not passed on.
-    fn execute<B>(
+    /// 0.3 guests get no per-request call context yet: the call's `emit` is not passed on.
+    fn execute<B: RequestBody>(
         &self,
-        f: &Arc<FunctionInner>,
-        request: hyper::Request<B>,
-        request_id: &str,
-        _emit: Option<CallContext>,
-    ) -> impl Future<Output = Result<hyper::Response<ResponseBody>, InvokeError>> + Send
-    where
-        B: hyper::body::Body<Data = Bytes> + Send + 'static,
-        B::Error: Into<BoxError>,
-    {
-        self.handle(f, request, request_id)
+        call: HttpCall<'_, B>,
+    ) -> impl Future<Output = Responded> + Send {
+        self.handle(call.function, call.request, call.request_id)
     }
 }
 
 /// The request as wasi:http 0.3 hands it to the guest: an absolute URI (the guest reads the
 /// scheme and authority), and a body whose read errors are wasi:http errors.
-fn wasi_request<B>(request: hyper::Request<B>) -> http::Request<WasiBody>
-where
-    B: hyper::body::Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<BoxError>,
-{
+fn wasi_request<B: RequestBody>(request: hyper::Request<B>) -> http::Request<WasiBody> {
     let (mut parts, body) = request.into_parts();
     if parts.uri.authority().is_none()
         && let Some(host) = parts

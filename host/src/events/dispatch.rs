@@ -13,13 +13,12 @@ use bytes::Bytes;
 use cloudevents::{AttributesReader, Event};
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
-use tracing::Instrument;
 
 use super::schedule::Scheduler;
 use super::sink::EventOptions;
 use crate::cloudevent::{self, DecodeError, Mode};
 use crate::engine::{
-    BoxError, CallContext, Emit, EmitError, EventOutcome, HOP_LIMIT, beyond_hop_limit,
+    CallContext, Emit, EmitError, EventOutcome, HOP_LIMIT, RequestBody, beyond_hop_limit,
 };
 use crate::failure::{Failure, full};
 use crate::functions::Functions;
@@ -165,17 +164,13 @@ impl Dispatcher {
 
     /// Answers a request that carries CloudEvents in `mode`: decode, deliver each to `to`,
     /// reply in the mode the events came in.
-    pub async fn handle_request<B>(
+    pub async fn handle_request<B: RequestBody>(
         self: &Arc<Self>,
         req: Request<B>,
         mode: Mode,
         to: Recipients,
         request_id: &str,
-    ) -> Result<Response<crate::engine::ResponseBody>, Refused>
-    where
-        B: hyper::body::Body<Data = Bytes> + Send + 'static,
-        B::Error: Into<BoxError>,
-    {
+    ) -> Result<Response<crate::engine::ResponseBody>, Refused> {
         let started = Instant::now();
         let (parts, body) = req.into_parts();
         let body = match Limited::new(body, MAX_EVENT_BODY).collect().await {
@@ -340,11 +335,8 @@ impl Dispatcher {
         let emit = emit.clone();
         let result = self
             .functions
-            .invoke(i, v, move |function| async move {
-                function
-                    .handle_event(event, request_id, Some(emit))
-                    .instrument(span)
-                    .await
+            .invoke(i, v, span, move |function| async move {
+                function.handle_event(event, request_id, Some(emit)).await
             })
             .await;
         let outcome = outcome_label(&result);

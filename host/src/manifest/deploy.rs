@@ -28,50 +28,63 @@ pub(crate) struct RawDeploy {
     delivery: Option<Spanned<super::delivery::RawDelivery>>,
 }
 
-#[derive(Deserialize, Clone)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct RawService {
-    name: Spanned<String>,
-    functions: Option<Vec<Spanned<String>>>,
-    revision: Option<Spanned<String>>,
-    min_scale: Option<u32>,
-    max_scale: Option<u32>,
-    initial_scale: Option<u32>,
-    target: Option<u32>,
-    metric: Option<Spanned<String>>,
-    window: Option<Spanned<String>>,
-    scale_down_delay: Option<Spanned<String>>,
-    container_concurrency: Option<Spanned<u32>>,
-    #[serde(default)]
-    resources: Resources,
-    #[serde(default)]
-    env: BTreeMap<String, String>,
-    #[serde(default)]
-    secrets: Vec<SecretRef>,
-    #[serde(default)]
-    secret_files: Vec<SecretFiles>,
-    #[serde(default)]
-    traffic: Vec<Spanned<RawTraffic>>,
-    class: Option<Spanned<String>>,
-    target_utilization: Option<Spanned<i64>>,
-    panic_window: Option<Spanned<i64>>,
-    panic_threshold: Option<Spanned<i64>>,
-    scale_to_zero_retention: Option<Spanned<String>>,
-    activation_scale: Option<Spanned<i64>>,
-    timeout: Option<Spanned<String>>,
-    #[serde(default)]
-    annotations: BTreeMap<String, Spanned<String>>,
-    #[serde(default)]
-    labels: BTreeMap<String, Spanned<String>>,
-    #[serde(default)]
-    template_annotations: BTreeMap<String, Spanned<String>>,
-    #[serde(default)]
-    template_labels: BTreeMap<String, Spanned<String>>,
-    service_account: Option<Spanned<String>>,
-    readiness: Option<Spanned<RawProbe>>,
-    liveness: Option<Spanned<RawProbe>>,
-    #[serde(default)]
-    domains: Vec<Spanned<String>>,
+/// Declares a `[[services]]` entry's raw form with the keys a profile may also set, so the
+/// two are written once: `$extra` are the fields only that form has.
+macro_rules! with_service_settings {
+    ($(#[$meta:meta])* $vis:vis struct $name:ident { $($extra:tt)* }) => {
+        $(#[$meta])*
+        $vis struct $name {
+            $($extra)*
+            revision: Option<Spanned<String>>,
+            min_scale: Option<u32>,
+            max_scale: Option<u32>,
+            initial_scale: Option<u32>,
+            target: Option<u32>,
+            metric: Option<Spanned<String>>,
+            window: Option<Spanned<String>>,
+            scale_down_delay: Option<Spanned<String>>,
+            container_concurrency: Option<Spanned<u32>>,
+            class: Option<Spanned<String>>,
+            target_utilization: Option<Spanned<i64>>,
+            panic_window: Option<Spanned<i64>>,
+            panic_threshold: Option<Spanned<i64>>,
+            scale_to_zero_retention: Option<Spanned<String>>,
+            activation_scale: Option<Spanned<i64>>,
+            timeout: Option<Spanned<String>>,
+            #[serde(default)]
+            env: BTreeMap<String, String>,
+            #[serde(default)]
+            annotations: BTreeMap<String, Spanned<String>>,
+            #[serde(default)]
+            labels: BTreeMap<String, Spanned<String>>,
+            #[serde(default)]
+            template_annotations: BTreeMap<String, Spanned<String>>,
+            #[serde(default)]
+            template_labels: BTreeMap<String, Spanned<String>>,
+        }
+    };
+}
+
+with_service_settings! {
+    #[derive(Deserialize, Clone)]
+    #[serde(deny_unknown_fields)]
+    pub(crate) struct RawService {
+        name: Spanned<String>,
+        functions: Option<Vec<Spanned<String>>>,
+        #[serde(default)]
+        resources: Resources,
+        #[serde(default)]
+        secrets: Vec<SecretRef>,
+        #[serde(default)]
+        secret_files: Vec<SecretFiles>,
+        #[serde(default)]
+        traffic: Vec<Spanned<RawTraffic>>,
+        service_account: Option<Spanned<String>>,
+        readiness: Option<Spanned<RawProbe>>,
+        liveness: Option<Spanned<RawProbe>>,
+        #[serde(default)]
+        domains: Vec<Spanned<String>>,
+    }
 }
 
 /// A named set of overrides (`[profiles.<name>]`), chosen with `deploy render --profile`:
@@ -84,41 +97,17 @@ pub(crate) struct RawProfile {
     services: BTreeMap<String, Spanned<RawServiceOverride>>,
 }
 
-/// What a profile may change of a `[[services]]` entry: maps are merged key by key, lists
-/// and values replace the entry's.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawServiceOverride {
-    revision: Option<Spanned<String>>,
-    min_scale: Option<u32>,
-    max_scale: Option<u32>,
-    initial_scale: Option<u32>,
-    target: Option<u32>,
-    metric: Option<Spanned<String>>,
-    window: Option<Spanned<String>>,
-    scale_down_delay: Option<Spanned<String>>,
-    container_concurrency: Option<Spanned<u32>>,
-    class: Option<Spanned<String>>,
-    target_utilization: Option<Spanned<i64>>,
-    panic_window: Option<Spanned<i64>>,
-    panic_threshold: Option<Spanned<i64>>,
-    scale_to_zero_retention: Option<Spanned<String>>,
-    activation_scale: Option<Spanned<i64>>,
-    timeout: Option<Spanned<String>>,
-    resources: Option<Resources>,
-    #[serde(default)]
-    env: BTreeMap<String, String>,
-    secrets: Option<Vec<SecretRef>>,
-    #[serde(default)]
-    annotations: BTreeMap<String, Spanned<String>>,
-    #[serde(default)]
-    labels: BTreeMap<String, Spanned<String>>,
-    #[serde(default)]
-    template_annotations: BTreeMap<String, Spanned<String>>,
-    #[serde(default)]
-    template_labels: BTreeMap<String, Spanned<String>>,
-    domains: Option<Vec<Spanned<String>>>,
-    traffic: Option<Vec<Spanned<RawTraffic>>>,
+with_service_settings! {
+    /// What a profile may change of a `[[services]]` entry: maps are merged key by key,
+    /// lists and values replace the entry's.
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct RawServiceOverride {
+        resources: Option<Resources>,
+        secrets: Option<Vec<SecretRef>>,
+        domains: Option<Vec<Spanned<String>>>,
+        traffic: Option<Vec<Spanned<RawTraffic>>>,
+    }
 }
 
 impl RawService {
@@ -585,9 +574,7 @@ fn members(
     };
     let mut members = Vec::new();
     for f in list {
-        let Some(i) = functions.iter().position(|x| x.name == *f.get_ref()) else {
-            return Err(ctx.error(f.span(), format!("no function is named `{}`", f.get_ref())));
-        };
+        let i = super::function_index(ctx, f, functions)?;
         if let Some(other) = &owner[i] {
             return Err(ctx.error(
                 f.span(),

@@ -103,32 +103,6 @@ fn name(ctx: &Ctx<'_>, n: &Spanned<String>, taken: &[Flow]) -> Result<String, Ma
     Ok(v.clone())
 }
 
-fn function(
-    ctx: &Ctx<'_>,
-    f: &Spanned<String>,
-    functions: &[FunctionSpec],
-) -> Result<usize, ManifestError> {
-    functions
-        .iter()
-        .position(|x| x.name == *f.get_ref())
-        .ok_or_else(|| ctx.error(f.span(), format!("no function is named `{}`", f.get_ref())))
-}
-
-fn subscriptions(
-    ctx: &Ctx<'_>,
-    raw: &[Spanned<toml::Value>],
-) -> Result<Vec<Subscription>, ManifestError> {
-    raw.iter()
-        .enumerate()
-        .map(|(i, sub)| {
-            Subscription::from_toml(sub.get_ref().clone()).map_err(|e| {
-                let sep = if e.starts_with("filters") { "." } else { "" };
-                ctx.error(sub.span(), format!("events[{i}]{sep}{e}"))
-            })
-        })
-        .collect()
-}
-
 fn reply(ctx: &Ctx<'_>, r: &Option<Spanned<String>>) -> Result<bool, ManifestError> {
     match r.as_ref().map(|r| (r.get_ref().as_str(), r.span())) {
         None | Some(("broker", _)) => Ok(true),
@@ -159,12 +133,12 @@ pub(super) fn parse(
         let steps = s
             .steps
             .iter()
-            .map(|f| function(ctx, f, functions))
+            .map(|f| super::function_index(ctx, f, functions))
             .collect::<Result<_, _>>()?;
         flows.push(Flow {
             name,
             kind: FlowKind::Sequence(steps),
-            events: subscriptions(ctx, &s.events)?,
+            events: super::subscriptions(ctx, &s.events)?,
             reply: reply(ctx, &s.reply)?,
         });
     }
@@ -185,11 +159,11 @@ pub(super) fn parse(
             .map(|b| {
                 let b = b.get_ref();
                 Ok(Branch {
-                    subscriber: function(ctx, &b.subscriber, functions)?,
+                    subscriber: super::function_index(ctx, &b.subscriber, functions)?,
                     filter: b
                         .filter
                         .as_ref()
-                        .map(|f| function(ctx, f, functions))
+                        .map(|f| super::function_index(ctx, f, functions))
                         .transpose()?,
                 })
             })
@@ -197,7 +171,7 @@ pub(super) fn parse(
         flows.push(Flow {
             name,
             kind: FlowKind::Parallel(branches),
-            events: subscriptions(ctx, &p.events)?,
+            events: super::subscriptions(ctx, &p.events)?,
             reply: reply(ctx, &p.reply)?,
         });
     }

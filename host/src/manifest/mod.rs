@@ -580,6 +580,7 @@ fn routes(ctx: &Ctx<'_>, raw: &[Spanned<String>]) -> Result<Vec<RouteAt>, Manife
         .collect()
 }
 
+/// A function's (or a flow's) `events`.
 fn subscriptions(
     ctx: &Ctx<'_>,
     raw: &[Spanned<toml::Value>],
@@ -593,6 +594,18 @@ fn subscriptions(
             })
         })
         .collect()
+}
+
+/// The function `f` names, by its index.
+fn function_index(
+    ctx: &Ctx<'_>,
+    f: &Spanned<String>,
+    functions: &[FunctionSpec],
+) -> Result<usize, ManifestError> {
+    functions
+        .iter()
+        .position(|x| x.name == *f.get_ref())
+        .ok_or_else(|| ctx.error(f.span(), format!("no function is named `{}`", f.get_ref())))
 }
 
 fn variables(

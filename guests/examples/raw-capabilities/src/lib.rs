@@ -11,7 +11,7 @@
 use std::fmt::Write as _;
 
 wit_bindgen::generate!({
-    path: "../../wit",
+    path: "../../../wit",
     inline: "
         package test:raw-capabilities;
         world raw-capabilities {
