@@ -1,7 +1,7 @@
 //! What a client sees when it does not get a function's own answer. Every refusal and
 //! failure, of a request or of an event, is one variant of [`Failure`], which knows its
 //! status, the message the client may read, and its headers; its `Display` is the whole
-//! story, for the log line under the request id. The README's table "What clients see"
+//! story, for the log line under the request id. docs/clients.md
 //! has one row per variant.
 
 use std::convert::Infallible;
@@ -85,7 +85,7 @@ pub enum Failure {
     },
     /// The guest answered with a `wasi:http` error code instead of a response: 502 or 504
     /// for the failures of a call it made upstream, 4xx for what it found wrong with the
-    /// request, 500 otherwise (the README's table lists them).
+    /// request, 500 otherwise (docs/clients.md lists them).
     #[error("function `{function}` answered with the error code {code} instead of a response")]
     ErrorCode {
         /// The function.

@@ -233,8 +233,10 @@ impl Functions {
             function: self.name(i).to_string(),
             reason: e.to_string(),
         })?;
-        run(function)
-            .instrument(span)
+        // Boxed: the guest's call is the largest future on the request path, and every
+        // layer above would otherwise copy it whole as it is nested (callgrind: ~1.5k
+        // instructions a request, against one allocation).
+        Box::pin(run(function).instrument(span))
             .await
             .map_err(|e| Failure::invoke(self.name(i), e))
     }
@@ -313,6 +315,11 @@ impl Functions {
         self.specs.is_empty()
     }
 
+    /// Whether version `v` of function `i` is loaded right now.
+    pub fn is_loaded(&self, i: usize, v: usize) -> bool {
+        self.loaded.contains_key(&(self.first_slot[i] + v))
+    }
+
     /// How many components are loaded right now.
     pub fn loaded(&self) -> u64 {
         self.loaded.run_pending_tasks();
@@ -358,8 +365,8 @@ impl CallFunction for Functions {
             let id = &request_id;
             let span = telemetry::root_span("request", &name, id, context.trace.as_ref());
             let result = self
-                .invoke(i, v, span, move |function| async move {
-                    function.handle(request, id, Some(context)).await
+                .invoke(i, v, span, move |function| {
+                    function.handle(request, id, Some(context))
                 })
                 .await;
             // As the HTTP front answers a client, except that the request id is the

@@ -412,8 +412,8 @@ impl App {
         let emit = self.events.emit_context(0, Some(trace.clone()), request_id);
         let result = self
             .functions
-            .invoke(index, version, span, move |function| async move {
-                function.handle(req, request_id, Some(emit)).await
+            .invoke(index, version, span, move |function| {
+                function.handle(req, request_id, Some(emit))
             })
             .await;
         if exceeded.load(Ordering::Relaxed) {

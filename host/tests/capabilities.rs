@@ -69,15 +69,9 @@ async fn redis_going_away_fails_store_operations_not_the_host() {
     assert_eq!(post(&host.url("/counter/x"), "").await.text(), "1\n");
 
     redis.stop();
-    let started = Instant::now();
     let r = post(&host.url("/counter/x"), "").await;
     // The guest got an error from the store, and said retry: a broker would redeliver.
     r.assert_error(503, "store `default` is unavailable");
-    assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "{:?}",
-        started.elapsed()
-    );
     assert_eq!(
         get(&host.url("/hello")).await.status,
         200,
@@ -115,4 +109,22 @@ async fn the_embedded_store_is_shared_by_two_hosts_and_kept_across_a_restart() {
     let again = Server::spawn(&path, &args, &[]);
     assert_eq!(get(&again.url("/counter/shared")).await.text(), "200\n");
     assert!(data.path().join("default.sqlite").is_file());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_redis_that_is_down_at_start_does_not_stop_the_host() {
+    // Nothing listens on this port: the store cannot connect, and the host starts and
+    // serves anyway; only the store's operations fail, retryably.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("redis://127.0.0.1:{port}");
+    let (_dir, path) = manifest(&counter_manifest(REDIS_STORE));
+    let host = Server::spawn(&path, &["--listen", "127.0.0.1:0"], &[("REDIS_URL", &url)]);
+    assert_eq!(get(&host.url("/hello")).await.status, 200);
+    post(&host.url("/counter/x"), "")
+        .await
+        .assert_error(503, "store `default` is unavailable");
 }

@@ -775,3 +775,36 @@ fn invoke_and_send_answer_in_process_and_fail_on_error_statuses() {
     assert!(!ok);
     assert!(err.contains("--ext"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_missing_variable_stops_serve_and_a_resolved_one_is_never_logged() {
+    let text = function(
+        "hello",
+        guests::HELLO,
+        &["/hello"],
+        "variables = { greeting = { env = \"WASMFN_TEST_GREETING\" } }",
+    );
+    // Unset: the start fails, naming the function and the variable.
+    let (err, _) = serve_refuses(&text);
+    assert!(err.contains("function `hello`"), "{err}");
+    assert!(
+        err.contains("variable `greeting`") && err.contains("WASMFN_TEST_GREETING is not set"),
+        "{err}"
+    );
+    // Set: the function uses it, and no log line carries it.
+    let (_dir, path) = manifest(&text);
+    let secret = "Sesame-7f3a9c";
+    let server = Server::spawn(
+        &path,
+        &["--listen", "127.0.0.1:0"],
+        &[("WASMFN_TEST_GREETING", secret), ("RUST_LOG", "debug")],
+    );
+    let r = common::get(&server.url("/hello?name=Ada")).await;
+    assert_eq!(r.text(), format!("{secret}, Ada!\n"));
+    let log = server.log();
+    assert!(log.contains("function loaded"), "{log}");
+    assert!(
+        !log.contains(secret),
+        "a resolved value reached the log:\n{log}"
+    );
+}

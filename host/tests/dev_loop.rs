@@ -352,8 +352,9 @@ impl Drop for Tmux {
 #[test]
 fn a_new_user_creates_runs_edits_and_calls_functions_in_a_terminal() {
     if !Tmux::available() {
-        eprintln!(
-            "SKIPPED a_new_user_creates_runs_edits_and_calls_functions_in_a_terminal: tmux not found (apt-get install tmux)"
+        common::skip(
+            "a_new_user_creates_runs_edits_and_calls_functions_in_a_terminal",
+            "tmux not found (apt-get install tmux)",
         );
         return;
     }
@@ -481,8 +482,9 @@ fn a_new_user_creates_runs_edits_and_calls_functions_in_a_terminal() {
 #[test]
 fn python_templates_build_and_answer() {
     let Some(tool) = componentize_py() else {
-        eprintln!(
-            "SKIPPED python_templates_build_and_answer: componentize-py not found (pip install componentize-py, or set COMPONENTIZE_PY)"
+        common::skip(
+            "python_templates_build_and_answer",
+            "componentize-py not found (pip install componentize-py, or set COMPONENTIZE_PY)",
         );
         return;
     };

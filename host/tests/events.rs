@@ -292,6 +292,17 @@ impl Broker {
                                 if let Some(tp) = h("traceparent") {
                                     b = b.extension("traceparent", tp);
                                 }
+                                // Extensions, as the binding carries them.
+                                for (name, value) in &parts.headers {
+                                    let Some(ext) = name.as_str().strip_prefix("ce-") else {
+                                        continue;
+                                    };
+                                    if !["specversion", "id", "source", "type", "subject", "time"]
+                                        .contains(&ext)
+                                    {
+                                        b = b.extension(ext, value.to_str().unwrap());
+                                    }
+                                }
                                 let data: serde_json::Value =
                                     serde_json::from_slice(&body).unwrap();
                                 let e = b.data(h("content-type").unwrap(), data).build().unwrap();
@@ -668,7 +679,7 @@ async fn a_broker_delivering_per_trigger_runs_each_subscribed_function_once() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_schedule_fires_from_the_host_outside_knative() {
     // Every second (with seconds, which only the host fires): the function gets Knative's
-    // ping event, with the schedule's name and data, once a tick.
+    // ping event, with the schedule's name and data, tick after tick.
     let (_dir, path) = manifest(&function(
         "ticker",
         guests::EVENT_DISPLAY,
@@ -691,6 +702,11 @@ async fn a_schedule_fires_from_the_host_outside_knative() {
     assert!(
         fired.contains("source: /apis/v1/namespaces/default/pingsources/ticker-tick"),
         "{fired}"
+    );
+    assert!(fired.contains("schedule: tick"), "{fired}");
+    assert!(
+        fired.contains(r#"{"n":1}"#) || fired.contains(r#"{\"n\":1}"#),
+        "the schedule's data: {fired}"
     );
 
     // On Knative (K_SERVICE set) the PingSource delivers; the host does not fire.
@@ -764,4 +780,27 @@ async fn a_request_without_a_trace_starts_one_that_the_whole_saga_logs() {
         shown["output"].as_str().unwrap().contains("time: 20"),
         "{shown}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn k_ce_overrides_are_set_on_every_emitted_event() {
+    // What Knative's SinkBinding sets beside K_SINK: extensions for every event sent.
+    let broker = Broker::start().await;
+    let (_dir, path) = saga_manifest("");
+    let sink = format!("http://{}/", broker.addr);
+    let server = Server::spawn(
+        &path,
+        &["--listen", "127.0.0.1:0", "--sink", &sink],
+        &[("K_CE_OVERRIDES", r#"{"extensions":{"tenant":"acme"}}"#)],
+    );
+    place_order(&server, "o-ext", 1, 100).await;
+    let received: Vec<Event> = broker.received.lock().unwrap().drain(..).collect();
+    assert!(!received.is_empty(), "the order service emitted nothing");
+    for event in &received {
+        assert_eq!(
+            event.extension("tenant").map(|v| v.to_string()),
+            Some("acme".to_string()),
+            "{event}"
+        );
+    }
 }

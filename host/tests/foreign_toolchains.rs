@@ -3,7 +3,7 @@
 //! in in_process/requests.rs as `raw_wasi_http`.)
 //!
 //! componentize-py comes from PyPI; `.ci/run` installs it and sets `COMPONENTIZE_PY`.
-//! Where it is missing the test says so and passes without running.
+//! Where it is missing the test says so and passes without running, except under CI.
 
 use std::path::Path;
 use std::process::Command;
@@ -14,8 +14,9 @@ use common::{Server, componentize_py, function, get, manifest};
 #[tokio::test(flavor = "multi_thread")]
 async fn componentize_py_component_runs_from_wasm_and_from_cwasm() {
     let Some(tool) = componentize_py() else {
-        eprintln!(
-            "SKIPPED componentize_py_component_runs_from_wasm_and_from_cwasm: componentize-py not found (pip install componentize-py, or set COMPONENTIZE_PY)"
+        common::skip(
+            "componentize_py_component_runs_from_wasm_and_from_cwasm",
+            "componentize-py not found (pip install componentize-py, or set COMPONENTIZE_PY)",
         );
         return;
     };

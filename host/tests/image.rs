@@ -4,13 +4,16 @@
 //!
 //!     cargo test -p wasmfn --test image -- --ignored --nocapture
 //!
-//! Without a Docker Engine it says so and passes without running.
+//! Without a Docker Engine it says so and passes without running, except under CI
+//! (`.ci/run` runs this command too, after the README's).
 
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use wasmfn_guest_artifacts as guests;
+
+mod common;
 
 const TAG: &str = "wasmfn:image-test";
 
@@ -53,7 +56,10 @@ async fn image_runs_as_knative_runs_it_and_drains_on_docker_stop() {
         .map(|o| !o.status.success())
         .unwrap_or(true)
     {
-        eprintln!("SKIPPED: no Docker Engine answers `docker info`; the image test did not run");
+        common::skip(
+            "image_runs_as_knative_runs_it_and_drains_on_docker_stop",
+            "no Docker Engine answers `docker info`",
+        );
         return;
     }
     let repo = std::path::Path::new(guests::GUESTS_DIR).join("..");

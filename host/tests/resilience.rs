@@ -71,12 +71,14 @@ fn in_flight(app: &App) -> i64 {
 }
 
 // Two workers, four guests spinning on the CPU: if a spinning guest held its thread until
-// its deadline, hello could not run until two of them had been stopped.
+// its deadline, hello could not run until two of them had been stopped. The order is what
+// is checked (hello answers while every spinner still runs); the spinners' deadline is
+// long enough that no loaded machine could take that long to answer hello.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_spinning_guest_does_not_hold_up_other_functions() {
     let engine = engine(32, Duration::from_secs(1));
     let app = load(
-        &(function("spin", guests::TEST_SPIN, &["/spin"], "timeout = \"3s\"")
+        &(function("spin", guests::TEST_SPIN, &["/spin"], "timeout = \"10s\"")
             + &function("hello", guests::HELLO, &["/hello"], "")),
         &engine,
     );

@@ -212,6 +212,20 @@ async fn switching_weights_under_load_drops_no_request() {
         &failures[..failures.len().min(5)]
     );
     assert!(sent > 200, "only {sent} requests sent");
+    // A switch takes effect from the next request: all of them go where the weights say.
+    for (weights, answer) in [
+        (r#"{"blue": 0, "green": 100}"#, "Green, world!\n"),
+        (r#"{"blue": 100, "green": 0}"#, "Blue, world!\n"),
+    ] {
+        assert_eq!(set_weights(&admin, "api", weights).await.status, 200);
+        for _ in 0..20 {
+            assert_eq!(
+                common::get(&server.url("/api")).await.text(),
+                answer,
+                "{weights}"
+            );
+        }
+    }
     let r = set_weights(&admin, "api", r#"{"blue": 60, "green": 30}"#).await;
     assert_eq!(r.status, 400, "weights summing to 90 are refused");
     assert!(r.text().contains("sum to 90"), "{}", r.text());

@@ -9,8 +9,9 @@
 //!
 //! - **throughput**: wrk (1 thread) pinned to CPU 0, the server to CPU 1, keep-alive, the
 //!   servers alternated round by round; requests/s, p50, p99.
-//! - **cold start**: exec to the first 200, every scenario interleaved run by run.
-//! - **memory**: idle RSS; 1,000 functions configured, first-hit latency and RSS.
+//! - **cold start**: exec to the first 200, every scenario interleaved run by run; the
+//!   `.wasm` rows compile at every start (wasmfn's cache wiped, wasmtime's turned off).
+//! - **memory**: idle RSS; 10,000 functions configured, first-hit latency and RSS.
 //! - **in process**: one request through `App::handle` (route, fresh instance, handler,
 //!   body), p50/p99, and the throughput lost to per-request deadlines (on vs off).
 //!
@@ -194,7 +195,7 @@ struct Server {
 impl Server {
     fn native(tools: &Tools) -> Self {
         Server {
-            name: "native hyper hello".into(),
+            name: NATIVE.into(),
             program: tools.native.clone(),
             args: vec!["--listen".into(), "127.0.0.1:{port}".into()],
             path: "/hello?name=bench".into(),
@@ -235,6 +236,16 @@ impl Server {
             ],
             path: path.into(),
         }
+    }
+
+    /// This `wasmtime serve` with its compile cache off.
+    fn uncached(mut self) -> Self {
+        let component = self.args.len() - 1;
+        self.args.splice(
+            component..component,
+            ["-C".to_string(), "cache=n".to_string()],
+        );
+        self
     }
 
     /// Starts the server on a fresh port, pinned to `cpu` if given.
@@ -412,6 +423,23 @@ fn wasmtime_compile(tools: &Tools, wasm: &Path, out: &Path) {
     );
 }
 
+/// The native server's row, the baseline of every ratio.
+const NATIVE: &str = "native hyper hello";
+/// The row of `wasmtime serve` without instance reuse, which a wasmfn row is set against.
+const WASMTIME_FRESH: &str =
+    "wasmtime serve, WASI 0.3 hello, no reuse (--max-instance-reuse-count 1)";
+/// The cold-start row every other is also set against.
+const WASMTIME_CWASM: &str = "wasmtime serve, 1 function, .cwasm";
+
+/// The index of the server named `name` among `servers`: rows are found by name, so adding
+/// or moving one cannot set a figure against the wrong baseline.
+fn row<T>(servers: &[(Server, T)], name: &str) -> usize {
+    servers
+        .iter()
+        .position(|(s, _)| s.name == name)
+        .unwrap_or_else(|| panic!("no row named {name:?}"))
+}
+
 /// What a throughput row is set against.
 #[derive(Clone, Copy)]
 enum Versus {
@@ -419,8 +447,8 @@ enum Versus {
     Native,
     /// Native hyper's requests/s and p99.
     NativeRps,
-    /// The `wasmtime serve` row at this index (same component), and native's p99.
-    Wasmtime(usize),
+    /// The `wasmtime serve` row of this name (same component), and native's p99.
+    Wasmtime(&'static str),
 }
 
 /// The report: rows of the table, in order.
@@ -455,12 +483,7 @@ fn throughput(o: &Options, tools: &Tools, work: &Path, report: &mut Report) {
         &(p3_entry.clone() + "reuse = { max_requests = 1 }\n"),
         true,
     );
-    let mut wasmtime_fresh = Server::wasmtime(
-        tools,
-        "wasmtime serve, WASI 0.3 hello, no reuse (--max-instance-reuse-count 1)",
-        &p3_cwasm,
-        "/p3/hello",
-    );
+    let mut wasmtime_fresh = Server::wasmtime(tools, WASMTIME_FRESH, &p3_cwasm, "/p3/hello");
     wasmtime_fresh.args.splice(
         1..1,
         ["--max-instance-reuse-count".to_string(), "1".to_string()],
@@ -495,7 +518,7 @@ fn throughput(o: &Options, tools: &Tools, work: &Path, report: &mut Report) {
                 &work.join("raw.cache"),
                 "/raw/bench",
             ),
-            Versus::Wasmtime(4),
+            Versus::Wasmtime("wasmtime serve, standard wasi:http echo"),
         ),
         (
             Server::wasmtime(
@@ -514,7 +537,7 @@ fn throughput(o: &Options, tools: &Tools, work: &Path, report: &mut Report) {
                 &work.join("p3.cache"),
                 "/p3/hello",
             ),
-            Versus::Wasmtime(6),
+            Versus::Wasmtime("wasmtime serve, WASI 0.3 hello (instance reuse)"),
         ),
         (
             Server::wasmtime(
@@ -533,7 +556,7 @@ fn throughput(o: &Options, tools: &Tools, work: &Path, report: &mut Report) {
                 &work.join("p3-fresh.cache"),
                 "/p3/hello",
             ),
-            Versus::Wasmtime(8),
+            Versus::Wasmtime(WASMTIME_FRESH),
         ),
         (wasmtime_fresh, Versus::NativeRps),
     ];
@@ -564,8 +587,9 @@ fn throughput(o: &Options, tools: &Tools, work: &Path, report: &mut Report) {
     let med =
         |i: usize, c: usize, f: fn(&Load) -> f64| median(results[i][c].iter().map(f).collect());
     for (c, &n) in connections.iter().enumerate() {
-        let native_rps = med(0, c, |l| l.rps);
-        let native_p99 = med(0, c, |l| l.p99_ms);
+        let native = row(&servers, NATIVE);
+        let native_rps = med(native, c, |l| l.rps);
+        let native_p99 = med(native, c, |l| l.p99_ms);
         for (i, (server, versus)) in servers.iter().enumerate() {
             let rps: Vec<f64> = results[i][c].iter().map(|l| l.rps).collect();
             let p50: Vec<f64> = results[i][c].iter().map(|l| l.p50_ms).collect();
@@ -578,12 +602,15 @@ fn throughput(o: &Options, tools: &Tools, work: &Path, report: &mut Report) {
                     rps_m / native_rps,
                     p99_m / native_p99
                 ),
-                Versus::Wasmtime(w) => format!(
-                    "{:.2}x wasmtime serve rps, p99 {:.2}x wasmtime serve's; {:.2}x native rps",
-                    rps_m / med(w, c, |l| l.rps),
-                    p99_m / med(w, c, |l| l.p99_ms),
-                    rps_m / native_rps
-                ),
+                Versus::Wasmtime(name) => {
+                    let w = row(&servers, name);
+                    format!(
+                        "{:.2}x wasmtime serve rps, p99 {:.2}x wasmtime serve's; {:.2}x native rps",
+                        rps_m / med(w, c, |l| l.rps),
+                        p99_m / med(w, c, |l| l.p99_ms),
+                        rps_m / native_rps
+                    )
+                }
             };
             report.row(
                 format!("{}, {n} conn", server.name),
@@ -661,16 +688,19 @@ fn cold_start(o: &Options, tools: &Tools, work: &Path, report: &mut Report) {
             Some(empty.clone()),
         ),
         (
-            Server::wasmtime(
-                tools,
-                "wasmtime serve, 1 function, .cwasm",
-                &raw_cwasm,
-                "/raw/x",
-            ),
+            Server::wasmtime(tools, WASMTIME_CWASM, &raw_cwasm, "/raw/x"),
             None,
         ),
+        // Like for like with wasmfn's `.wasm` rows, whose cache is wiped before each run:
+        // wasmtime's own compile cache is off, so it compiles at every start too.
         (
-            Server::wasmtime(tools, "wasmtime serve, 1 function, .wasm", raw, "/raw/x"),
+            Server::wasmtime(
+                tools,
+                "wasmtime serve, 1 function, .wasm (compiled at start)",
+                raw,
+                "/raw/x",
+            )
+            .uncached(),
             None,
         ),
         (
@@ -740,8 +770,8 @@ fn cold_start(o: &Options, tools: &Tools, work: &Path, report: &mut Report) {
         "Cold start: exec to the first 200, {} runs per scenario, interleaved",
         o.runs
     ));
-    let native = median(samples[0].clone());
-    let wasmtime_cwasm = median(samples[5].clone());
+    let native = median(samples[row(&scenarios, NATIVE)].clone());
+    let wasmtime_cwasm = median(samples[row(&scenarios, WASMTIME_CWASM)].clone());
     for (i, (server, _)) in scenarios.iter().enumerate() {
         let mut s = samples[i].clone();
         let p50 = quantile(&mut s, 0.5);

@@ -264,7 +264,17 @@ fn send_request(
         None => {
             let app = load_in_process(&target.manifest, target.cache_dir.as_deref())?;
             let request = request.uri(path).body(Full::new(body))?;
-            Ok(runtime.block_on(crate::testing::respond(&app, request)))
+            runtime.block_on(async {
+                let (parts, body) = app.handle(request).await.into_parts();
+                // A body the function cut off is an error here, as it is over a socket.
+                let body = body
+                    .collect()
+                    .await
+                    .map_err(|e| anyhow::anyhow!(crate::logging::error_chain(&*e)))
+                    .with_context(|| format!("reading the response of {path}: it was cut off"))?
+                    .to_bytes();
+                Ok(Response::from_parts(parts, body))
+            })
         }
     }
 }

@@ -130,3 +130,36 @@ pub(crate) fn from_guest(e: GuestEvent, function: &str) -> Result<Event, String>
     cloudevent::validate(&event)?;
     Ok(event)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn guest_event(id: &str, source: &str) -> GuestEvent {
+        GuestEvent {
+            id: id.into(),
+            source: source.into(),
+            type_: "order.created".into(),
+            subject: None,
+            time: None,
+            datacontenttype: None,
+            dataschema: None,
+            extensions: vec![],
+            data: None,
+        }
+    }
+
+    #[test]
+    fn an_emitted_event_without_id_source_or_time_gets_them() {
+        let event = from_guest(guest_event("", ""), "orders").unwrap();
+        assert!(uuid::Uuid::parse_str(event.id()).is_ok(), "{}", event.id());
+        assert_eq!(event.source().to_string(), "/wasmfn/orders");
+        assert!(event.time().is_some());
+        // What the guest set is kept.
+        let event = from_guest(guest_event("o-1", "/saga/orders"), "orders").unwrap();
+        assert_eq!(
+            (event.id(), event.source().as_str()),
+            ("o-1", "/saga/orders")
+        );
+    }
+}

@@ -46,7 +46,7 @@ impl Function {
     /// one, for a function that reuses instances), which is dropped when the handler traps
     /// or passes its deadline.
     pub async fn handle_event(
-        &self,
+        self,
         event: &cloudevents::Event,
         request_id: &str,
         emit: Option<CallContext>,

@@ -504,7 +504,7 @@ impl Engine {
     /// engine its WASI version needs.
     pub fn precompile(&self, path: &Path) -> Result<Vec<u8>, LoadError> {
         let wasm = read(path)?;
-        let core = self.core_for(path, &wasm)?;
+        let core = self.core_to_precompile(path, &wasm)?;
         core.engine
             .precompile_component(&wasm)
             .map_err(|e| invalid(path, &wasm, &e))
@@ -516,7 +516,7 @@ impl Engine {
         let Some(cache) = &self.options.cache else {
             return Ok(None);
         };
-        let core = self.core_for(path, &wasm)?;
+        let core = self.core_to_precompile(path, &wasm)?;
         let entry = cache.entry_for(&wasm, &core.engine);
         if entry.exists() && deserialize(core, &entry).is_ok() {
             cache.index(path, &self.p2.engine, &entry);
@@ -649,6 +649,19 @@ impl Engine {
     }
 
     /// The engine for `wasm`, by the WASI version its names say it is built for.
+    /// The engine for compiling a component ahead of its load: one built for a WASI this
+    /// host does not serve is refused here, as loading it would be (wasmtime would compile
+    /// it, and fail only when it is linked).
+    fn core_to_precompile(&self, path: &Path, wasm: &[u8]) -> Result<&Arc<Core>, LoadError> {
+        if let Some(mismatch) = wasi_version::of_bytes(wasm) {
+            return Err(LoadError::Contract {
+                path: path.to_path_buf(),
+                reason: mismatch.to_string(),
+            });
+        }
+        self.core_for(path, wasm)
+    }
+
     fn core_for(&self, path: &Path, wasm: &[u8]) -> Result<&Arc<Core>, LoadError> {
         let wasi = if wasi_version::is_wasi_p3(wasm) {
             Wasi::P3
@@ -913,7 +926,7 @@ impl Function {
     /// 0.3 function gets it in one of its instances serving several. With `emit`, the
     /// guest's `emitter.emit` calls go there; without, they fail with a reason.
     pub async fn handle<B: RequestBody>(
-        &self,
+        self,
         request: hyper::Request<B>,
         request_id: &str,
         emit: Option<CallContext>,

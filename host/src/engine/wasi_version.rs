@@ -41,7 +41,11 @@ impl std::fmt::Display for Mismatch {
 /// Whether the component is a WASI 0.3 one: some top-level import or export is a `wasi:`
 /// interface at 0.3.x. Such a component needs the engine with concurrency support.
 pub(crate) fn is_wasi_p3(wasm: &[u8]) -> bool {
-    names_of(wasm)
+    names_are_p3(&names_of(wasm))
+}
+
+fn names_are_p3(names: &[(&'static str, String)]) -> bool {
+    names
         .iter()
         .any(|(_, name)| version_of(name).is_some_and(|v| v.starts_with("0.3.")))
 }
@@ -177,6 +181,14 @@ mod tests {
 
     #[test]
     fn a_wasi_0_3_component_is_told_apart_by_its_names() {
+        assert!(names_are_p3(&names(&[
+            ("imports", "wasi:cli/environment@0.2.6"),
+            ("exports", "wasi:http/handler@0.3.0"),
+        ])));
+        assert!(!names_are_p3(&names(&[(
+            "exports",
+            "wasi:http/incoming-handler@0.2.12"
+        )])));
         assert!(!is_wasi_p3(b"not wasm at all"));
         assert!(served("0.3.1") && served("0.2.12") && !served("0.3.0-rc-2025-08-15"));
     }

@@ -335,8 +335,8 @@ impl Dispatcher {
         let emit = emit.clone();
         let result = self
             .functions
-            .invoke(i, v, span, move |function| async move {
-                function.handle_event(event, request_id, Some(emit)).await
+            .invoke(i, v, span, move |function| {
+                function.handle_event(event, request_id, Some(emit))
             })
             .await;
         let outcome = outcome_label(&result);

@@ -456,9 +456,10 @@ pub(crate) async fn account_queries() {
 
 #[tokio::test(flavor = "multi_thread")]
 pub(crate) async fn metrics_aggregator() {
-    // Windows of an hour: the test's events all fall in the current one; closing it is
-    // the schedule's ping, sent here as a PingSource would, an hour later in effect (a
-    // window whose end is past). Late events are refused.
+    // Windows of an hour: the test's events all fall in the current one and are counted;
+    // an event for a window that has closed, or a negative value, is refused. Windows
+    // closed by the schedule's ping are tested in the spawned host (apps.rs, with a
+    // per-second schedule).
     let app = app(&(stores(&["aggregates"])
         + &entry(
             "aggregator",

@@ -329,6 +329,11 @@ async fn several_subscribers_all_run_and_replies_are_emitted() {
     let app = app(&manifest);
     let r = send_event(&app, "order.created", order("o1", 1, 100)).await;
     assert_eq!((r.status, r.body.len()), (202, 0), "{}", r.text());
+    // Both subscribers ran once; inventory's reply reached payment; display, subscribed to
+    // everything, saw the order, inventory's reply and payment's.
+    assert_eq!(runs(&app, "inventory"), 1);
+    assert_eq!(runs(&app, "payment"), 1);
+    assert_eq!(runs(&app, "display"), 3);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -416,4 +421,27 @@ events = [{ type = "par.start" }]
     );
     // Steps run through the flow only: on their own they subscribe to nothing.
     assert_eq!(runs(&app, "first"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_events_request_over_16_mib_is_413_and_an_unreadable_one_400() {
+    let app = app(&saga_entry("echo", guests::EVENT_ECHO, "[{}]", ""));
+    let big = vec![b' '; wasmfn::events::MAX_EVENT_BODY + 1];
+    let r = call_with(&app, "POST", "/", &binary_event("ping", "big"), big).await;
+    r.assert_error(413, "at most 16777216 bytes");
+
+    // A body that fails while it is read.
+    let failing = futures_util::stream::iter([
+        Ok(hyper::body::Frame::data(bytes::Bytes::from_static(b"{"))),
+        Err(std::io::Error::other("the client went away")),
+    ]);
+    let mut request = http::Request::post("/").header("host", "example.test");
+    for (name, value) in binary_event("ping", "cut") {
+        request = request.header(name, value);
+    }
+    let request = request
+        .body(http_body_util::StreamBody::new(failing))
+        .unwrap();
+    let r: Reply = wasmfn::testing::respond(&app, request).await.into();
+    r.assert_error(400, "reading the request body failed");
 }

@@ -87,11 +87,26 @@ pub(crate) async fn test_instance_state() {
     tokio::time::sleep(Duration::from_millis(900)).await;
     assert_eq!(counted(&call(&short, "GET", "/state/a", "").await).0, 1);
 
-    // Many requests at once: each instance serves one at a time, and every request is
-    // answered.
+    // Many requests at once: every one is answered, and no instance serves more than its
+    // max_requests (each count an instance gives is its own, and at most 4).
     let replies =
         futures_util::future::join_all((0..64).map(|_| call(&app, "GET", "/state/a", ""))).await;
-    assert!(replies.iter().all(|r| r.status == 200));
+    let mut served: std::collections::HashMap<String, Vec<u32>> = Default::default();
+    for r in &replies {
+        let (n, instance) = counted(r);
+        served.entry(instance).or_default().push(n);
+    }
+    for counts in served.values_mut() {
+        counts.sort();
+        let distinct = counts.len();
+        counts.dedup();
+        assert_eq!(
+            counts.len(),
+            distinct,
+            "an instance gave a count twice: {counts:?}"
+        );
+        assert!(counts.iter().all(|&n| n <= 4), "{counts:?}");
+    }
     let metrics = call(&app, "GET", "/.well-known/wasmfn/metrics", "")
         .await
         .text();

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::convert::Infallible;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, StreamBody};
@@ -83,7 +83,9 @@ pub(crate) async fn wasi_p3_http() {
     let r = call(&app, "GET", "/p3/stream?chunks=20", "").await;
     assert_eq!((r.status, r.body.len()), (200, 20 * 1024));
 
-    // A body over max_body is refused, whether announced or streamed.
+    // A body announced over max_body is refused before the guest runs. (One that turns
+    // out too large while the guest streams its answer cannot get a 413 once the head is
+    // out, and today arrives as a clean 200: issue 30's cut-off responses.)
     let r = call(&app, "POST", "/p3/echo", vec![0u8; 100 * 1024]).await;
     assert_eq!(r.status, 413, "{}", r.text());
 
@@ -119,7 +121,7 @@ fn per_instance(replies: &[Reply]) -> HashMap<String, usize> {
 async fn instances_serve_within_their_reuse_limits() {
     // max_requests: a fourth request goes to a new instance.
     let app = app(&p3(
-        "reuse = { max_requests = 3, max_concurrent = 1, idle = \"300ms\" }",
+        "reuse = { max_requests = 3, max_concurrent = 1, idle = \"1h\" }",
     ));
     let mut replies = Vec::new();
     for _ in 0..7 {
@@ -129,9 +131,12 @@ async fn instances_serve_within_their_reuse_limits() {
     assert_eq!(counts, [1, 2, 3, 1, 2, 3, 1]);
     assert_eq!(instance(&replies[0]), instance(&replies[2]));
     assert_ne!(instance(&replies[2]), instance(&replies[3]));
-    // idle: an instance left idle past it is retired.
+    // idle: an instance left idle past it is retired (a lower-bound wait: 800 ms is past
+    // an idle of 200 ms however slow the machine).
+    let short = super::app(&p3("reuse = { idle = \"200ms\" }"));
+    assert_eq!(served(&call(&short, "GET", "/p3/hello", "").await), 1);
     tokio::time::sleep(Duration::from_millis(800)).await;
-    let r = call(&app, "GET", "/p3/hello", "").await;
+    let r = call(&short, "GET", "/p3/hello", "").await;
     assert_eq!(served(&r), 1, "a fresh instance after the idle time");
     // max_concurrent = 1: eight overlapping requests need eight instances.
     let replies = at_once(&app, 8, "/p3/sleep?ms=300").await;
@@ -145,12 +150,10 @@ async fn instances_serve_within_their_reuse_limits() {
     );
 
     // max_concurrent = 4: no instance takes more than four at once, and instances do take
-    // several at once (eight waits of 300 ms end long before 8 x 300 ms).
+    // several at once.
     let app = super::app(&p3("reuse = { max_concurrent = 4 }"));
     call(&app, "GET", "/p3/hello", "").await;
-    let started = Instant::now();
     let replies = at_once(&app, 8, "/p3/sleep?ms=300").await;
-    assert!(started.elapsed() < Duration::from_millis(2400));
     let seen = per_instance(&replies);
     assert!(seen.values().all(|n| *n <= 4), "{seen:?}");
     assert!(
@@ -247,6 +250,14 @@ async fn the_memory_limit_applies_to_each_instance() {
 pub(crate) async fn test_wasi_rc() {
     // Built for a release candidate of WASI 0.3: refused at start, at load from the cache
     // and when precompiled, naming what it wants and what this host serves.
+    let precompiled = super::engine(None)
+        .precompile(std::path::Path::new(guests::TEST_WASI_RC))
+        .expect_err("an rc component is not precompiled")
+        .to_string();
+    assert!(
+        precompiled.contains("WASI 0.3.0-rc-2026-03-15"),
+        "{precompiled}"
+    );
     let rc = entry("rc", guests::TEST_WASI_RC, &["/rc"], "");
     for cache in [None, Some(common::cache_dir())] {
         let msg = refused(&rc, cache.as_deref());
