@@ -218,6 +218,7 @@ impl Functions {
     /// [`Functions::choose_for_event`]) is loaded if it was not, `run` runs it, and a
     /// failure of either is the [`Failure`] the caller answers with. The run is traced
     /// under `span`.
+    #[inline(always)]
     pub async fn invoke<T, F, Fut>(
         self: &Arc<Self>,
         i: usize,
@@ -233,10 +234,8 @@ impl Functions {
             function: self.name(i).to_string(),
             reason: e.to_string(),
         })?;
-        // Boxed: the guest's call is the largest future on the request path, and every
-        // layer above would otherwise copy it whole as it is nested (callgrind: ~1.5k
-        // instructions a request, against one allocation).
-        Box::pin(run(function).instrument(span))
+        run(function)
+            .instrument(span)
             .await
             .map_err(|e| Failure::invoke(self.name(i), e))
     }

@@ -363,6 +363,7 @@ impl App {
     }
 
     /// A request for function `index`, routed at its path.
+    #[inline(always)]
     async fn request<B: RequestBody>(
         &self,
         index: usize,

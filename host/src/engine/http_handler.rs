@@ -5,21 +5,14 @@
 //! guest task, which is most of what a small request costs after instantiation
 //! (benches/README.md).
 
-use std::future::Future;
-use std::sync::Arc;
-
 use bytes::Bytes;
 use http::header;
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full};
 
-use super::context::CallContext;
 use super::invocation::Invocation;
 use super::state::State;
-use super::{
-    BoxError, FunctionInner, HttpCall, HttpExecutor, InvokeError, RequestBody, Responded,
-    ResponseBody,
-};
+use super::{BoxError, HttpCall, HttpExecutor, InvokeError, RequestBody, Responded, ResponseBody};
 use wasmtime::Store;
 
 pub(crate) mod bindings {
@@ -46,37 +39,25 @@ pub(crate) fn fits<B: hyper::body::Body>(request: &hyper::Request<B>) -> bool {
 
 impl HttpExecutor for HttpHandlerIndices {
     /// For a request that [`fits`]: read the body, call once, send the whole response.
-    fn execute<B: RequestBody>(
-        &self,
-        call: HttpCall<'_, B>,
-    ) -> impl Future<Output = Responded> + Send {
+    async fn execute<B: RequestBody>(&self, call: HttpCall<'_, B>) -> Responded {
         // Boxed here, before any await: a body type carrying the caller's closures in the
         // future trips rustc's check that the future is Send.
-        let request = call
+        let request: hyper::Request<UnsyncBoxBody<Bytes, BoxError>> = call
             .request
             .map(|body| body.map_err(Into::into).boxed_unsync());
-        call_once(call.function, self, request, call.request_id, call.emit)
-    }
-}
-
-async fn call_once(
-    f: &Arc<FunctionInner>,
-    exports: &HttpHandlerIndices,
-    request: hyper::Request<UnsyncBoxBody<Bytes, BoxError>>,
-    request_id: &str,
-    emit: Option<CallContext>,
-) -> Result<hyper::Response<ResponseBody>, InvokeError> {
-    let invocation = Invocation::begin(f, request_id, emit).await?;
-    // Reading the body counts against the deadline, as it does when the guest reads it.
-    let handle = async |instance: bindings::HttpHandling, store: &mut Store<State>| {
-        let request = match read_request(request).await {
-            Ok(r) => r,
-            Err(e) => return Ok(Err(e)),
+        let exports = self;
+        let invocation = Invocation::begin(call.function, call.request_id, call.emit).await?;
+        // Reading the body counts against the deadline, as it does when the guest reads it.
+        let handle = async |instance: bindings::HttpHandling, store: &mut Store<State>| {
+            let request = match read_request(request).await {
+                Ok(r) => r,
+                Err(e) => return Ok(Err(e)),
+            };
+            let handler = instance.wasmfn_function_http_handler();
+            handler.call_handle(store, &request).await.map(Ok)
         };
-        let handler = instance.wasmfn_function_http_handler();
-        handler.call_handle(store, &request).await.map(Ok)
-    };
-    into_response(invocation.run(exports, handle).await??)
+        into_response(invocation.run(exports, handle).await??)
+    }
 }
 
 /// Reads a request whose body is at most [`MAX_BODY`] into the guest's record.

@@ -2,7 +2,6 @@
 //! the request and the response outparam are resources in the store, and the guest runs in
 //! its own task so it can stream the body on after the response head has gone out.
 
-use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -20,76 +19,72 @@ impl HttpExecutor for ProxyIndices {
     /// In a fresh instance (or an idle one, if the function reuses instances), dropped
     /// when the guest traps or passes its deadline; the guest runs in its own task, so the
     /// body streams on after the head.
-    fn execute<B: RequestBody>(
-        &self,
-        call: HttpCall<'_, B>,
-    ) -> impl Future<Output = Responded> + Send {
-        handle(self.clone(), call)
-    }
-}
+    async fn execute<B: RequestBody>(&self, call: HttpCall<'_, B>) -> Responded {
+        let exports = self.clone();
+        let HttpCall {
+            function: f,
+            request,
+            request_id,
+            emit,
+        } = call;
+        let mut invocation = Invocation::begin(f, request_id, emit).await?;
 
-async fn handle<B: RequestBody>(exports: ProxyIndices, call: HttpCall<'_, B>) -> Responded {
-    let HttpCall {
-        function: f,
-        request,
-        request_id,
-        emit,
-    } = call;
-    let mut invocation = Invocation::begin(f, request_id, emit).await?;
-
-    let request =
-        request.map(|body| body.map_err(|e| ErrorCode::InternalError(Some(e.into().to_string()))));
-    let (sender, receiver) = tokio::sync::oneshot::channel();
-    // Set when the guest hands over its response head. After that the client can only
-    // see a failure as a cut-off body, so the guest's task must log it itself.
-    let head_sent = Arc::new(AtomicBool::new(false));
-    let (req, out) = {
-        let mut http = invocation.store_mut().data_mut().http();
-        let req = http
-            .new_incoming_request(Scheme::Http, request)
-            .map_err(|e| InvokeError::BadRequest(format!("{e:#}")))?;
-        let flag = head_sent.clone();
-        let out = http
-            .new_response_outparam_from_callback(move |response| {
-                flag.store(response.is_ok(), Ordering::Release);
-                // The receiver is gone only if the request was abandoned; nothing to do.
-                let _ = sender.send(response);
-            })
-            .map_err(|e| InvokeError::Host(format!("{e:#}")))?;
-        (req, out)
-    };
-
-    let (name, id) = (f.name.clone(), request_id.to_string());
-    let task = tokio::spawn(async move {
-        let handle = async |proxy: Proxy, store: &mut Store<State>| {
-            let handler = proxy.wasi_http_incoming_handler();
-            handler.call_handle(store, req, out).await
+        let request = request
+            .map(|body| body.map_err(|e| ErrorCode::InternalError(Some(e.into().to_string()))));
+        let (sender, receiver) = tokio::sync::oneshot::channel();
+        // Set when the guest hands over its response head. After that the client can only
+        // see a failure as a cut-off body, so the guest's task must log it itself.
+        let head_sent = Arc::new(AtomicBool::new(false));
+        let (req, out) = {
+            let mut http = invocation.store_mut().data_mut().http();
+            let req = http
+                .new_incoming_request(Scheme::Http, request)
+                .map_err(|e| InvokeError::BadRequest(format!("{e:#}")))?;
+            let flag = head_sent.clone();
+            let out = http
+                .new_response_outparam_from_callback(move |response| {
+                    flag.store(response.is_ok(), Ordering::Release);
+                    // The receiver is gone only if the request was abandoned; nothing to do.
+                    let _ = sender.send(response);
+                })
+                .map_err(|e| InvokeError::Host(format!("{e:#}")))?;
+            (req, out)
         };
-        let result = invocation.run(&exports, handle).await;
-        // Before the head, `handle` turns the error into a status and the server logs
-        // it; after the head, this is the only place that still knows.
-        if let Err(error) = &result
-            && head_sent.load(Ordering::Acquire)
-        {
-            tracing::error!(
-                function = %name, request_id = %id, %error,
-                "function failed after sending its response head; the body was cut off"
-            );
-        }
-        result
-    });
 
-    match receiver.await {
-        Ok(Ok(response)) => Ok(response.map(|body| body.map_err(BoxError::from).boxed_unsync())),
-        Ok(Err(code)) => Err(InvokeError::error_code(&code, status(&code))),
-        // The outparam was dropped unset: the task's result says why.
-        Err(_) => match task.await {
-            Ok(Ok(())) => Err(InvokeError::NoResponse(
-                "the handler returned without calling response-outparam.set".to_string(),
-            )),
-            Ok(Err(e)) => Err(e),
-            Err(join) => Err(InvokeError::Host(format!("invocation task failed: {join}"))),
-        },
+        let (name, id) = (f.name.clone(), request_id.to_string());
+        let task = tokio::spawn(async move {
+            let handle = async |proxy: Proxy, store: &mut Store<State>| {
+                let handler = proxy.wasi_http_incoming_handler();
+                handler.call_handle(store, req, out).await
+            };
+            let result = invocation.run(&exports, handle).await;
+            // Before the head, `handle` turns the error into a status and the server logs
+            // it; after the head, this is the only place that still knows.
+            if let Err(error) = &result
+                && head_sent.load(Ordering::Acquire)
+            {
+                tracing::error!(
+                    function = %name, request_id = %id, %error,
+                    "function failed after sending its response head; the body was cut off"
+                );
+            }
+            result
+        });
+
+        match receiver.await {
+            Ok(Ok(response)) => {
+                Ok(response.map(|body| body.map_err(BoxError::from).boxed_unsync()))
+            }
+            Ok(Err(code)) => Err(InvokeError::error_code(&code, status(&code))),
+            // The outparam was dropped unset: the task's result says why.
+            Err(_) => match task.await {
+                Ok(Ok(())) => Err(InvokeError::NoResponse(
+                    "the handler returned without calling response-outparam.set".to_string(),
+                )),
+                Ok(Err(e)) => Err(e),
+                Err(join) => Err(InvokeError::Host(format!("invocation task failed: {join}"))),
+            },
+        }
     }
 }
 

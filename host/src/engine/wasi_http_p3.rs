@@ -157,11 +157,9 @@ impl P3Instances {
 
 impl HttpExecutor for P3Instances {
     /// 0.3 guests get no per-request call context yet: the call's `emit` is not passed on.
-    fn execute<B: RequestBody>(
-        &self,
-        call: HttpCall<'_, B>,
-    ) -> impl Future<Output = Responded> + Send {
+    async fn execute<B: RequestBody>(&self, call: HttpCall<'_, B>) -> Responded {
         self.handle(call.function, call.request, call.request_id)
+            .await
     }
 }
 

@@ -208,6 +208,8 @@ impl Sink {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
 
     #[test]
@@ -238,6 +240,104 @@ mod tests {
             .unwrap()
             .sink
             .is_some()
+        );
+    }
+
+    /// A sink on loopback answering the scripted statuses in turn (with `Retry-After`
+    /// where given), then 200; and how many requests it got.
+    async fn scripted(
+        script: &[(u16, Option<&'static str>)],
+    ) -> (Sink, Arc<std::sync::atomic::AtomicUsize>) {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let attempts = Arc::new(AtomicUsize::new(0));
+        let (count, script) = (attempts.clone(), Arc::new(script.to_vec()));
+        tokio::spawn(async move {
+            loop {
+                let (stream, _) = listener.accept().await.unwrap();
+                let (count, script) = (count.clone(), script.clone());
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |_req| {
+                        let n = count.fetch_add(1, Ordering::SeqCst);
+                        let (status, after) = script.get(n).copied().unwrap_or((200, None));
+                        let mut response = http::Response::new(Full::new(Bytes::new()));
+                        *response.status_mut() = http::StatusCode::from_u16(status).unwrap();
+                        if let Some(after) = after {
+                            response.headers_mut().insert(
+                                http::header::RETRY_AFTER,
+                                http::HeaderValue::from_static(after),
+                            );
+                        }
+                        async move { Ok::<_, std::convert::Infallible>(response) }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        (Sink::new(&format!("http://{addr}/")).unwrap(), attempts)
+    }
+
+    fn event() -> Event {
+        use cloudevents::{EventBuilder, EventBuilderV10};
+        EventBuilderV10::new()
+            .id("1")
+            .source("/tests")
+            .ty("t")
+            .build()
+            .unwrap()
+    }
+
+    fn attempts(a: &std::sync::atomic::AtomicUsize) -> usize {
+        a.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    #[tokio::test]
+    async fn the_sink_retries_what_knative_retries_and_nothing_else() {
+        // 404, 408, 409, 429 and 5xx are retried, up to the fifth attempt.
+        let retried = [(404, None), (408, None), (409, None), (429, None)];
+        let (sink, count) = scripted(&retried).await;
+        sink.send(&event()).await.unwrap();
+        assert_eq!(attempts(&count), 5);
+        let (sink, count) = scripted(&[(500, None); 5]).await;
+        let e = sink.send(&event()).await.unwrap_err();
+        assert!(matches!(e, SendError::GaveUp { .. }), "{e}");
+        assert_eq!(attempts(&count), SINK_ATTEMPTS as usize);
+        // Any other refusal is final.
+        for status in [400, 403, 413] {
+            let (sink, count) = scripted(&[(status, None)]).await;
+            let e = sink.send(&event()).await.unwrap_err();
+            assert!(matches!(e, SendError::Refused { .. }), "{status}: {e}");
+            assert_eq!(attempts(&count), 1, "{status}");
+        }
+        // A network error is retried too: a port nothing listens on is tried every time.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let e = Sink::new(&format!("http://127.0.0.1:{port}/"))
+            .unwrap()
+            .send(&event())
+            .await
+            .unwrap_err();
+        assert!(matches!(e, SendError::GaveUp { .. }), "{e}");
+    }
+
+    #[tokio::test]
+    async fn the_sink_waits_as_long_as_retry_after_says() {
+        // The backoff alone would wait 100 ms; Retry-After asks for a second (a lower
+        // bound, which no machine can undercut).
+        let (sink, count) = scripted(&[(503, Some("1"))]).await;
+        let started = std::time::Instant::now();
+        sink.send(&event()).await.unwrap();
+        assert_eq!(attempts(&count), 2);
+        assert!(
+            started.elapsed() >= Duration::from_secs(1),
+            "{:?}",
+            started.elapsed()
         );
     }
 }
