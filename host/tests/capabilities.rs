@@ -128,3 +128,28 @@ async fn a_redis_that_is_down_at_start_does_not_stop_the_host() {
         .await
         .assert_error(503, "store `default` is unavailable");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_denied_outbound_request_is_logged_with_function_request_and_authority() {
+    let (_dir, path) = manifest(&function(
+        "caller",
+        guests::OUTBOUND_CALL,
+        &["/call"],
+        "allowed_outbound_hosts = [\"http://127.0.0.1:1\"]",
+    ));
+    let host = Server::spawn(&path, &["--listen", "127.0.0.1:0"], &[]);
+    let request = http::Request::get(host.url("/call?url=http://denied.example:8080/x"))
+        .header("x-request-id", "req-denied-1")
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .unwrap();
+    let r = common::send(&common::client(false), request).await;
+    assert_eq!(r.status, 500, "{}", r.text());
+    let log = host.wait_for_log("outbound request denied");
+    let line = log
+        .lines()
+        .find(|l| l.contains("outbound request denied"))
+        .unwrap_or_else(|| panic!("no denial logged:\n{log}"));
+    for needle in ["caller", "req-denied-1", "denied.example:8080"] {
+        assert!(line.contains(needle), "{needle} missing from: {line}");
+    }
+}

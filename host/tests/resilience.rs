@@ -233,7 +233,7 @@ async fn every_full_limit_answers_503_with_retry_after_never_500() {
         &engine,
     );
     let (a, b) = tokio::join!(call(&app, "/probe/sleep?ms=1000"), async {
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        common::until_instances(&app, 1).await;
         call(&app, "/probe/sleep?ms=0").await
     });
     assert_eq!(a.status, 200);
@@ -242,7 +242,7 @@ async fn every_full_limit_answers_503_with_retry_after_never_500() {
     assert_eq!(refused(&app, "in_flight"), 1);
     // Health checks are not requests to a function and are never refused.
     let (a, health) = tokio::join!(call(&app, "/probe/sleep?ms=500"), async {
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        common::until_instances(&app, 1).await;
         call(&app, "/.well-known/wasmfn/ready").await
     });
     assert_eq!((a.status, health.status), (200, 200));

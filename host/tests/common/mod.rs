@@ -344,6 +344,32 @@ pub fn text_response(status: u16, body: impl Into<Bytes>) -> http::Response<Full
         .unwrap()
 }
 
+/// Waits until `app` has at least `n` instances live (its `wasmfn_instances_in_flight`
+/// gauge): the signal that requests sent before have reached their guests, in place of a
+/// sleep that guesses how long that takes. Bounded: never getting there fails the test.
+pub async fn until_instances(app: &wasmfn::server::App, n: i64) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let live = app
+            .metrics()
+            .encode()
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("wasmfn_instances_in_flight ")
+                    .and_then(|v| v.trim().parse::<i64>().ok())
+            })
+            .unwrap_or(0);
+        if live >= n {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never {n} instances live (now {live})"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
 /// Says that `test` cannot run on this machine, and why. Outside CI the test then returns
 /// and passes, saying so on stderr; under CI (`CI=true`, as `.ci/run` runs) a skip is a
 /// failure, so a run that lacks a tool cannot pass without testing what it claims.

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use wasmfn_guest_artifacts as guests;
 
 use super::common::{serve_http, text_response};
-use super::{Reply, app, call_with, entry};
+use super::{Reply, app, call_with, entry, post_as};
 
 fn stores(labels: &[&str]) -> String {
     labels
@@ -312,6 +312,48 @@ pub(crate) async fn notification_service() {
     assert_eq!(got.len(), 1, "{got:?}");
     assert_eq!(got[0]["event_id"], "n-1");
     assert_eq!(got[0]["text"], "Order o-1 is confirmed.");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn in_a_batch_a_retry_fails_the_whole_batch_and_beats_a_rejection() {
+    // Two notifiers: one whose webhook refuses for good (400: the handler rejects the
+    // event), one whose webhook is busy (503: the handler asks for a retry).
+    let refusing = serve_http(|_| async { text_response(400, "no") }).await;
+    let busy = serve_http(|_| async { text_response(503, "busy") }).await;
+    let notifier = |name: &str, ty: &str, addr: std::net::SocketAddr| {
+        entry(
+            name,
+            guests::NOTIFICATION_SERVICE,
+            &[],
+            &format!(
+                "events = [{{ type = \"{ty}\" }}, {{ type = \"order.both\" }}]\nkey_value_stores = [\"notifications\"]\n\
+                 variables = {{ webhook_url = \"http://{addr}/hook\" }}\nallowed_outbound_hosts = [\"http://{addr}\"]"
+            ),
+        )
+    };
+    let app = app(&(stores(&["notifications"])
+        + &notifier("refusing", "order.refused", refusing)
+        + &notifier("busy", "order.busy", busy)));
+    let order = json!({"order_id": "o-9", "item": "widget", "quantity": 1, "amount_cents": 5});
+    let batch = |types: &[&str]| {
+        let events: Vec<Value> = types
+            .iter()
+            .enumerate()
+            .map(|(i, ty)| json!({"specversion": "1.0", "id": format!("b-{i}-{ty}"), "source": "/tests", "type": ty, "data": order}))
+            .collect();
+        Value::Array(events).to_string()
+    };
+    let batched = "application/cloudevents-batch+json";
+    // A rejection alone is the batch's answer: 422, for the broker to dead-letter.
+    let r = post_as(&app, "/", batched, batch(&["order.refused"])).await;
+    assert_eq!(r.status, 422, "{}", r.text());
+    // A retryable failure anywhere fails the whole batch, rejections before it included:
+    // the broker redelivers all of it.
+    let r = post_as(&app, "/", batched, batch(&["order.refused", "order.busy"])).await;
+    assert_eq!(r.status, 503, "{}", r.text());
+    // One event both reject and retry: the retry wins.
+    let r = post_as(&app, "/", batched, batch(&["order.both"])).await;
+    assert_eq!(r.status, 503, "{}", r.text());
 }
 
 fn accounts_manifest() -> String {

@@ -1,8 +1,6 @@
 //! Guests that fail or probe their sandbox: a trap, a spin past the deadline, memory past
 //! the limit, a trap after the response head, and every way out of the sandbox refused.
 
-use std::time::Duration;
-
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use wasmfn_guest_artifacts as guests;
@@ -35,7 +33,7 @@ pub(crate) async fn test_spin() {
     );
     // The guest never yields to the host, so only the epoch deadline can stop it.
     let (spun, hello) = tokio::join!(call(&app, "GET", "/spin", ""), async {
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        super::common::until_instances(&app, 1).await;
         call(&app, "GET", "/hello", "").await
     });
     spun.assert_error(504, "200ms");

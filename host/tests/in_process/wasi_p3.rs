@@ -168,7 +168,7 @@ async fn a_trap_fails_only_the_requests_of_its_instance() {
     // requests in the others finish.
     let app = app(&p3("reuse = { max_concurrent = 1 }"));
     let (slow, trapped) = tokio::join!(at_once(&app, 2, "/p3/sleep?ms=400"), async {
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        common::until_instances(&app, 2).await;
         call(&app, "GET", "/p3/trap", "").await
     });
     assert_eq!(trapped.status, 500, "{}", trapped.text());
