@@ -1036,3 +1036,50 @@ fn traffic_can_be_shifted_from_the_command_line() {
         assert!(stderr.contains(says), "{bad}: {stderr}");
     }
 }
+
+/// What the rendered Service derives rather than copies, asserted on the objects
+/// themselves (not only through the committed YAML): the concurrency the pod can really
+/// run and 70% of it as the target, the `h2c` port, the 1 s probes on the host's paths.
+#[test]
+fn the_service_derives_its_concurrency_target_port_and_probes() {
+    let text = format!(
+        "[[functions]]\nname = \"a\"\ncomponent = \"{hello}\"\nroutes = [\"/a\"]\nconcurrency = 10\n\n\
+         [[functions]]\nname = \"b\"\ncomponent = \"{hello}\"\nroutes = [\"/b\"]\nconcurrency = 20\n",
+        hello = guests::HELLO
+    );
+    let manifest = Manifest::parse(Path::new("/virtual/wasmfn.toml"), &text).unwrap();
+    let objects = wasmfn::knative::objects(&manifest, "registry.example/wasmfn:v1").unwrap();
+    let service = objects
+        .iter()
+        .find(|o| o["kind"] == "Service")
+        .expect("a Service");
+    let template = &service["spec"]["template"];
+    // The two functions' concurrency (10 + 20) is below max_in_flight and the pool.
+    assert_eq!(template["spec"]["containerConcurrency"], 30);
+    assert_eq!(
+        template["metadata"]["annotations"]["autoscaling.knative.dev/target"],
+        "21"
+    );
+    let container = &template["spec"]["containers"][0];
+    assert_eq!(
+        container["ports"],
+        json!([{ "name": "h2c", "containerPort": 8080 }])
+    );
+    for (probe, path) in [
+        ("readinessProbe", "/.well-known/wasmfn/ready"),
+        ("livenessProbe", "/.well-known/wasmfn/live"),
+    ] {
+        assert_eq!(container[probe]["periodSeconds"], 1, "{probe}");
+        assert_eq!(container[probe]["httpGet"]["path"], path, "{probe}");
+    }
+    // A function without `concurrency` leaves only the host's limits: max_in_flight
+    // (1,000) and the pool (256) bound it.
+    let text = text.replace("concurrency = 20\n", "");
+    let manifest = Manifest::parse(Path::new("/virtual/wasmfn.toml"), &text).unwrap();
+    let objects = wasmfn::knative::objects(&manifest, "registry.example/wasmfn:v1").unwrap();
+    let service = objects.iter().find(|o| o["kind"] == "Service").unwrap();
+    assert_eq!(
+        service["spec"]["template"]["spec"]["containerConcurrency"],
+        wasmfn::engine::DEFAULT_POOL_INSTANCES
+    );
+}

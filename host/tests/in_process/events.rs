@@ -386,11 +386,34 @@ async fn flows_run_in_the_host_in_their_order_without_a_broker() {
         echo("branch-a"),
         echo("branch-b"),
         entry("holds-back", guests::EVENT_DISPLAY, &[], ""),
+        echo("quiet-branch"),
+        entry(
+            "listener",
+            guests::EVENT_DISPLAY,
+            &[],
+            "events = [{ type = \"quiet.start.echo\" }, { type = \"loud.start.echo\" }]",
+        ),
         r#"
 [[sequences]]
 name = "pipeline"
 steps = ["first", "second", "third"]
 events = [{ type = "seq.start" }]
+
+[[sequences]]
+name = "stops-early"
+steps = ["second", "holds-back", "third"]
+events = [{ type = "stop.start" }]
+
+[[parallels]]
+name = "quiet"
+branches = [{ subscriber = "quiet-branch" }]
+reply = "none"
+events = [{ type = "quiet.start" }]
+
+[[parallels]]
+name = "loud"
+branches = [{ subscriber = "quiet-branch" }]
+events = [{ type = "loud.start" }]
 
 [[parallels]]
 name = "fan-out"
@@ -421,6 +444,20 @@ events = [{ type = "par.start" }]
     );
     // Steps run through the flow only: on their own they subscribe to nothing.
     assert_eq!(runs(&app, "first"), 1);
+
+    // A step that replies with nothing ends its sequence: no answer, no later step.
+    let r = send_event(&app, "stop.start", serde_json::json!({})).await;
+    assert_eq!((r.status, r.body.len()), (202, 0), "{}", r.text());
+    assert_eq!((runs(&app, "second"), runs(&app, "third")), (2, 1));
+
+    // A parallel's branch replies go on as events by default, and nowhere with
+    // `reply = "none"`.
+    let r = send_event(&app, "quiet.start", serde_json::json!({})).await;
+    assert_eq!(r.status, 202, "{}", r.text());
+    assert_eq!((runs(&app, "quiet-branch"), runs(&app, "listener")), (1, 0));
+    let r = send_event(&app, "loud.start", serde_json::json!({})).await;
+    assert_eq!(r.status, 202, "{}", r.text());
+    assert_eq!((runs(&app, "quiet-branch"), runs(&app, "listener")), (2, 1));
 }
 
 #[tokio::test(flavor = "multi_thread")]
