@@ -279,7 +279,9 @@ where
             }
             continue;
         }
-        match state.verdict(limits, drain_started) {
+        let drain_started =
+            drain_started.map(|d| d.saturating_duration_since(state.opened).as_millis() as u64);
+        match state.verdict(limits, state.now(), drain_started) {
             Verdict::Keep => {}
             // Nothing of a request is in flight: drop the socket.
             Verdict::Drop(reason) => return Some(reason),
@@ -378,12 +380,14 @@ impl ConnState {
         self.last_io.store(self.now(), Ordering::Relaxed);
     }
 
-    fn verdict(&self, limits: &ServerLimits, drain_started: Option<Instant>) -> Verdict {
+    /// What to do with the connection at `now`; `now` and `drain_started` are in
+    /// milliseconds since it was accepted, like the marks it keeps, so the rules read no
+    /// clock of their own.
+    fn verdict(&self, limits: &ServerLimits, now: u64, drain_started: Option<u64>) -> Verdict {
         if self.active.load(Ordering::Acquire) > 0 {
             // A running request is bounded by its function's deadline, not by us.
             return Verdict::Keep;
         }
-        let now = self.now();
         let header_ms = limits.header_timeout.as_millis() as u64;
         let head = self.head_started.load(Ordering::Relaxed);
         if !self.seen_request.load(Ordering::Relaxed) {
@@ -404,8 +408,7 @@ impl ConnState {
             if self.h2.load(Ordering::Relaxed) {
                 return Verdict::Close(Close::Drain);
             }
-            let since_drain = drain_started.duration_since(self.opened).as_millis() as u64;
-            let quiet_since = since_drain.max(self.last_io.load(Ordering::Relaxed));
+            let quiet_since = drain_started.max(self.last_io.load(Ordering::Relaxed));
             return if now.saturating_sub(quiet_since) >= DRAIN_QUIET.as_millis() as u64 {
                 Verdict::Close(Close::Drain)
             } else {
@@ -555,6 +558,8 @@ impl AsyncWrite for TrackedIo {
 
 #[cfg(test)]
 mod tests {
+    //! The rules at chosen instants: every time below is milliseconds since the accept,
+    //! passed in, so no test depends on how fast it runs.
     use super::*;
 
     fn limits() -> ServerLimits {
@@ -565,82 +570,75 @@ mod tests {
         }
     }
 
-    fn aged(ms: u64) -> ConnState {
-        let mut state = ConnState::new();
-        state.opened = Instant::now() - Duration::from_millis(ms);
+    const QUIET: u64 = DRAIN_QUIET.as_millis() as u64;
+
+    /// A connection whose one request finished at `ended`, with its last byte then.
+    fn served_once(version: Version, ended: u64) -> Arc<ConnState> {
+        let state = Arc::new(ConnState::new());
+        drop(state.start_request(version));
+        state.last_request_end.store(ended, Ordering::Relaxed);
+        state.last_io.store(ended, Ordering::Relaxed);
         state
     }
 
     #[test]
     fn a_connection_that_sends_no_request_in_time_is_dropped() {
-        assert_eq!(aged(50).verdict(&limits(), None), Verdict::Keep);
+        let state = ConnState::new();
+        assert_eq!(state.verdict(&limits(), 99, None), Verdict::Keep);
         assert_eq!(
-            aged(150).verdict(&limits(), None),
+            state.verdict(&limits(), 100, None),
             Verdict::Drop(Close::HeaderTimeout)
         );
     }
 
     #[test]
     fn a_slow_head_is_dropped_and_an_idle_connection_closed() {
-        let state = Arc::new(aged(1_000));
-        drop(state.start_request(Version::HTTP_11));
-        // Finished just now: neither idle nor sending.
-        assert_eq!(state.verdict(&limits(), None), Verdict::Keep);
-        // The first byte of the next head arrived 200 ms ago and the head is not done.
-        state
-            .head_started
-            .store(state.now() - 200, Ordering::Relaxed);
+        let state = served_once(Version::HTTP_11, 1_000);
+        assert_eq!(state.verdict(&limits(), 1_000, None), Verdict::Keep);
+        // The first byte of the next head arrived at 1 100 and the head is not done.
+        state.head_started.store(1_100, Ordering::Relaxed);
+        assert_eq!(state.verdict(&limits(), 1_199, None), Verdict::Keep);
         assert_eq!(
-            state.verdict(&limits(), None),
+            state.verdict(&limits(), 1_200, None),
             Verdict::Drop(Close::HeaderTimeout)
         );
-        // No head on its way, nothing for longer than the idle timeout.
+        // No head on its way: idle until 300 ms after the last request.
         state.head_started.store(NONE, Ordering::Relaxed);
-        state
-            .last_request_end
-            .store(state.now() - 400, Ordering::Relaxed);
+        assert_eq!(state.verdict(&limits(), 1_299, None), Verdict::Keep);
         assert_eq!(
-            state.verdict(&limits(), None),
+            state.verdict(&limits(), 1_300, None),
             Verdict::Close(Close::IdleTimeout)
         );
     }
 
     #[test]
     fn a_request_in_flight_keeps_its_connection_whatever_the_clock_says() {
-        let state = Arc::new(aged(10_000));
+        let state = Arc::new(ConnState::new());
         let _request = state.start_request(Version::HTTP_11);
-        assert_eq!(state.verdict(&limits(), None), Verdict::Keep);
-        assert_eq!(
-            state.verdict(&limits(), Some(Instant::now())),
-            Verdict::Keep
-        );
+        assert_eq!(state.verdict(&limits(), 10_000, None), Verdict::Keep);
+        assert_eq!(state.verdict(&limits(), 10_000, Some(0)), Verdict::Keep);
     }
 
     #[test]
     fn draining_closes_http1_once_quiet_and_http2_at_once() {
-        let state = Arc::new(aged(1_000));
-        drop(state.start_request(Version::HTTP_11));
-        state.wrote();
+        let state = served_once(Version::HTTP_11, 1_000);
+        // Drain starts at 1 000, when the last byte went out: a request may already be on
+        // its way until the connection has been quiet for DRAIN_QUIET.
         assert_eq!(
-            state.verdict(&limits(), Some(Instant::now())),
+            state.verdict(&limits(), 1_000 + QUIET - 1, Some(1_000)),
             Verdict::Keep,
             "a request may already be on its way"
         );
-        let long_ago = Instant::now() - DRAIN_QUIET * 2;
-        state.last_io.store(
-            state.now() - 2 * DRAIN_QUIET.as_millis() as u64,
-            Ordering::Relaxed,
-        );
         assert_eq!(
-            state.verdict(&limits(), Some(long_ago)),
+            state.verdict(&limits(), 1_000 + QUIET, Some(1_000)),
             Verdict::Close(Close::Drain)
         );
+        // Quiet since long before the drain: the wait counts from the drain.
+        assert_eq!(state.verdict(&limits(), 5_000, Some(5_000)), Verdict::Keep);
 
-        let h2 = Arc::new(aged(1_000));
-        drop(h2.start_request(Version::HTTP_2));
-        h2.wrote();
+        let h2 = served_once(Version::HTTP_2, 1_000);
         assert_eq!(
-            h2.verdict(&limits(), Some(Instant::now())),
+            h2.verdict(&limits(), 1_000, Some(1_000)),
             Verdict::Close(Close::Drain)
         );
     }

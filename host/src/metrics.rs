@@ -97,6 +97,7 @@ pub struct Metrics {
     emitted: Family<ResultLabels, Counter>,
     cache: Family<ResultLabels, Counter>,
     instances: Gauge,
+    in_flight: Gauge,
     pool_capacity: Gauge,
     connections: Gauge,
     refused: Family<ReasonLabels, Counter>,
@@ -196,6 +197,12 @@ impl Metrics {
             "Live function instances",
             instances.clone(),
         );
+        let in_flight = Gauge::default();
+        registry.register(
+            "requests_in_flight",
+            "Requests admitted and not yet answered with a response head: what [server] max_in_flight limits",
+            in_flight.clone(),
+        );
         let pool_capacity = Gauge::default();
         registry.register(
             "pool_capacity_instances",
@@ -236,6 +243,7 @@ impl Metrics {
             emitted,
             cache,
             instances,
+            in_flight,
             pool_capacity,
             connections,
             refused,
@@ -334,6 +342,12 @@ impl Metrics {
     pub fn instance(&self) -> GaugeGuard {
         self.instances.inc();
         GaugeGuard(self.instances.clone())
+    }
+
+    /// A request was admitted; it counts as in flight until the guard is dropped.
+    pub fn request_admitted(&self) -> GaugeGuard {
+        self.in_flight.inc();
+        GaugeGuard(self.in_flight.clone())
     }
 
     /// A connection opened; it counts as open until the guard is dropped.

@@ -312,6 +312,7 @@ impl App {
                 return Outcome::failed(Answerer::Nobody, Failure::Overloaded { reason });
             }
         };
+        let _counted = self.metrics.request_admitted();
         if let Some(name) = path.strip_prefix(DELIVERY_PREFIX) {
             return self.delivery(req, path, name, request_id).await;
         }

@@ -340,18 +340,18 @@ async fn wasmfn_functions_selects_a_services_share_of_the_manifest() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_waits_for_the_requests_a_wasi_0_3_instance_is_running() {
-    // Several requests at once in one instance (and more in others), each 600 ms long;
+    // Several requests at once in one instance (and more in others), each 1.5 s long;
     // SIGTERM arrives while all of them run: every one is answered 200, then exit 0.
     let (_dir, path) = manifest(&function("p3", guests::WASI_P3_HTTP, &["/p3/*"], ""));
     let server = Server::start_with(&path, &["--runtimes", "3"]);
     assert_eq!(get(&server.url("/p3/hello")).await.status, 200);
     let requests: Vec<_> = (0..12)
         .map(|_| {
-            let url = server.url("/p3/sleep?ms=600");
+            let url = server.url("/p3/sleep?ms=1500");
             tokio::spawn(async move { get(&url).await })
         })
         .collect();
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    server.until_requests(12).await;
     server.sigterm();
     let mut instances = std::collections::HashSet::new();
     for request in requests {
@@ -380,9 +380,8 @@ async fn a_request_mid_upload_when_sigterm_arrives_completes_with_200() {
     stream.write_all(head.as_bytes()).await.unwrap();
     stream.write_all(&body[..1000]).await.unwrap();
     stream.flush().await.unwrap();
-    // Let the server read the head and start the function, then ask it to stop.
-    server.wait_for_log("listening");
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    // Once the server has read the head and started the function, ask it to stop.
+    server.until_requests(1).await;
     server.sigterm();
     let log = server.wait_for_log("SIGTERM received");
     assert!(log.contains("SIGTERM received"), "{log}");

@@ -82,6 +82,9 @@ struct InstanceShared {
     /// Set when the worker expired it from outside the event loop: a guest that would not
     /// yield, or requests past their deadlines.
     expired: AtomicBool,
+    /// Set when a request it took passed its deadline: it takes no more, or one sent just
+    /// then would land in an instance about to be expired and fail with it.
+    missed_deadline: AtomicBool,
     output: [Captured; 2],
     /// How the instance ended: Ok when retired for its limits or idleness.
     retired: tokio::sync::SetOnce<Result<(), InvokeError>>,
@@ -244,6 +247,7 @@ impl HandlerState for InstanceFactory {
             deadline: AtomicU64::new(0),
             served: AtomicU64::new(0),
             expired: AtomicBool::new(false),
+            missed_deadline: AtomicBool::new(false),
             output: state.output(),
             retired: tokio::sync::SetOnce::new(),
         });
@@ -321,7 +325,7 @@ impl WorkerState for LiveInstance {
     type RequestData = Arc<Ticket>;
 
     fn should_accept_request(&self, concurrent: usize, total: usize) -> ShouldAccept {
-        if total >= self.max_requests {
+        if total >= self.max_requests || self.shared.missed_deadline.load(Ordering::Relaxed) {
             ShouldAccept::Never
         } else if concurrent >= self.max_concurrent {
             ShouldAccept::No
@@ -339,7 +343,12 @@ impl WorkerState for LiveInstance {
         self.shared.served.fetch_add(1, Ordering::Relaxed);
         self.shared.extend(ticket.deadline);
         let _ = ticket.taken_by.set(self.shared.clone());
-        Box::pin(tokio::time::sleep_until(ticket.deadline.into()))
+        // The handler answers the request 504 when this resolves first.
+        let shared = self.shared.clone();
+        Box::pin(async move {
+            tokio::time::sleep_until(ticket.deadline.into()).await;
+            shared.missed_deadline.store(true, Ordering::Relaxed);
+        })
     }
 
     fn drop(&self, store: Store<State>, result: wasmtime::Result<()>) {

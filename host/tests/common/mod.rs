@@ -181,6 +181,24 @@ impl Server {
         self.child.id()
     }
 
+    /// Waits until `n` requests are in flight in the process (its
+    /// `wasmfn_requests_in_flight` gauge): each has reached its function, unanswered.
+    pub async fn until_requests(&self, n: i64) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let metrics = get(&self.url("/.well-known/wasmfn/metrics")).await.text();
+            let now = gauge(&metrics, "wasmfn_requests_in_flight");
+            if now >= n {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "never {n} requests in flight (now {now})"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
     /// Sends SIGTERM, as Kubernetes does to stop a pod.
     pub fn sigterm(&self) {
         let status = std::process::Command::new("kill")
@@ -348,23 +366,55 @@ pub fn text_response(status: u16, body: impl Into<Bytes>) -> http::Response<Full
 /// gauge): the signal that requests sent before have reached their guests, in place of a
 /// sleep that guesses how long that takes. Bounded: never getting there fails the test.
 pub async fn until_instances(app: &wasmfn::server::App, n: i64) {
+    until_gauge(|| app.metrics().encode(), "wasmfn_instances_in_flight", n).await;
+}
+
+/// Waits until `app` has no instance live: those that served earlier requests are retired.
+pub async fn until_no_instances(app: &wasmfn::server::App) {
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let live = app
-            .metrics()
-            .encode()
-            .lines()
-            .find_map(|l| {
-                l.strip_prefix("wasmfn_instances_in_flight ")
-                    .and_then(|v| v.trim().parse::<i64>().ok())
-            })
-            .unwrap_or(0);
-        if live >= n {
+        let live = gauge(&app.metrics().encode(), "wasmfn_instances_in_flight");
+        if live == 0 {
             return;
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "never {n} instances live (now {live})"
+            "instances never retired (still {live})"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// Waits until `n` requests are admitted and unanswered (`wasmfn_requests_in_flight`): they
+/// have reached their function, which has not answered.
+pub async fn until_requests(app: &wasmfn::server::App, n: i64) {
+    until_gauge(|| app.metrics().encode(), "wasmfn_requests_in_flight", n).await;
+}
+
+/// The value of the unlabelled gauge `name` in a metrics exposition (0 when absent).
+pub fn gauge(metrics: &str, name: &str) -> i64 {
+    metrics
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(name)?
+                .strip_prefix(' ')
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Polls `metrics` until gauge `name` reaches `n`: a signal to wait on instead of a sleep.
+/// The 30 s bound only turns a hang into a failure.
+async fn until_gauge(metrics: impl Fn() -> String, name: &str, n: i64) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let now = gauge(&metrics(), name);
+        if now >= n {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{name} never reached {n} (now {now})"
         );
         tokio::time::sleep(Duration::from_millis(2)).await;
     }

@@ -177,26 +177,60 @@ async fn a_trap_fails_only_the_requests_of_its_instance() {
     assert!(trapped.text().contains("trapped"), "{}", trapped.text());
     assert_eq!(per_instance(&slow).len(), 2, "both others finished");
 
-    // Several at a time: the trap lands in the instance already running a request, which
-    // fails with it; the next request gets a new instance.
+    // Several at a time: the trap lands in the instance already running a request, whose
+    // answer is cut off with it; the next request gets a new instance.
     let app = super::app(&p3(""));
     let warm = call(&app, "GET", "/p3/hello", "").await;
-    let (slow, trapped) = tokio::join!(call(&app, "GET", "/p3/sleep?ms=600", ""), async {
-        tokio::time::sleep(Duration::from_millis(150)).await;
-        call(&app, "GET", "/p3/trap", "").await
-    });
+    let (held, mut running) = held_echo(&app).await;
+    assert_eq!(instance_of(running.headers()), instance(&warm));
+    let trapped = call(&app, "GET", "/p3/trap", "").await;
     assert_eq!(trapped.status, 500, "{}", trapped.text());
-    assert_eq!(
-        slow.status,
-        500,
-        "it shared the trapped instance: {}",
-        slow.text()
+    // The rest of its body finds no guest to echo it. (The cut shows as a clean end of
+    // the body today, not as an error: issue 30's cut-off responses.)
+    let _ = held
+        .send(Ok(Frame::data(Bytes::from_static(b" and the rest"))))
+        .await;
+    drop(held);
+    let rest = running.body_mut().collect().await.map(|b| b.to_bytes());
+    assert!(
+        !rest.as_ref().is_ok_and(|b| !b.is_empty()),
+        "it shared the trapped instance, yet went on: {rest:?}"
     );
-    assert!(slow.text().contains("trapped"), "{}", slow.text());
     let after = call(&app, "GET", "/p3/hello", "").await;
     assert_eq!(after.status, 200);
     assert_ne!(instance(&after), instance(&warm));
     assert_eq!(served(&after), 1);
+}
+
+/// A request the p3 guest is provably running: a POST to `echo` whose body stays open
+/// until the sender is dropped. Its response head and the echo of its first chunk are back,
+/// so the guest holds it (the rest of the body is the caller's to read).
+async fn held_echo(
+    app: &App,
+) -> (
+    tokio::sync::mpsc::Sender<Result<Frame<Bytes>, Infallible>>,
+    http::Response<wasmfn::engine::ResponseBody>,
+) {
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let frames = futures_util::stream::unfold(rx, |mut rx| async {
+        rx.recv().await.map(|frame| (frame, rx))
+    });
+    let request = http::Request::post("/p3/echo")
+        .header("host", "example.test")
+        .body(StreamBody::new(frames))
+        .unwrap();
+    tx.send(Ok(Frame::data(Bytes::from_static(b"first"))))
+        .await
+        .unwrap();
+    let mut response = app.handle(request).await;
+    assert_eq!(response.status(), 200);
+    let first = response.body_mut().frame().await.unwrap().unwrap();
+    assert_eq!(first.into_data().unwrap(), "first", "the guest echoed it");
+    (tx, response)
+}
+
+fn instance_of(headers: &http::HeaderMap) -> String {
+    headers["x-instance"].to_str().unwrap().to_string()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -207,21 +241,30 @@ async fn a_request_past_its_deadline_gets_504_and_the_rest_are_served() {
     r.assert_error(504, "300ms");
     assert_eq!(call(&app, "GET", "/p3/hello", "").await.status, 200);
 
-    // Waiting too long: that request gets its 504 while another in the same instance is
-    // answered.
+    // Waiting too long: that request gets its 504; one sent once it was admitted is served
+    // by the same instance. An instance that let a request miss its deadline takes no
+    // more: the next request starts a new one.
     let warm = call(&app, "GET", "/p3/hello", "").await;
-    let (late, quick) = tokio::join!(call(&app, "GET", "/p3/sleep?ms=5000", ""), async {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        call(&app, "GET", "/p3/sleep?ms=10", "").await
+    let late = tokio::spawn({
+        let app = app.clone();
+        async move { call(&app, "GET", "/p3/sleep?ms=5000", "").await }
     });
-    late.assert_error(504, "300ms");
+    common::until_requests(&app, 1).await;
+    let quick = call(&app, "GET", "/p3/sleep?ms=10", "").await;
     assert_eq!(quick.status, 200, "{}", quick.text());
     assert_eq!(
         instance(&quick),
         instance(&warm),
         "served beside the late one"
     );
-    assert_eq!(call(&app, "GET", "/p3/hello", "").await.status, 200);
+    late.await.unwrap().assert_error(504, "300ms");
+    // Its instance is retired soon after (a request sent in that moment can land in it and
+    // fail with it: issue 30), so wait for that before the next.
+    common::until_no_instances(&app).await;
+    let after = call(&app, "GET", "/p3/hello", "").await;
+    assert_eq!(after.status, 200, "{}", after.text());
+    assert_ne!(instance(&after), instance(&warm));
+    assert_eq!(served(&after), 1);
 }
 
 #[tokio::test(flavor = "multi_thread")]
