@@ -47,6 +47,13 @@ impl State {
 
 impl store::Host for State {
     async fn open(&mut self, identifier: String) -> Result<Resource<Store>> {
+        // `wasmtime serve -S keyvalue` serves one store, which its guests open by the empty
+        // identifier: here that is the function's `default` store.
+        let identifier = if identifier.is_empty() {
+            crate::manifest::DEFAULT_STORE.to_string()
+        } else {
+            identifier
+        };
         let grant = &self.kv;
         let Some(store) = grant.stores.iter().find(|s| s.label() == identifier) else {
             return Ok(Err(if grant.declared.contains(&identifier) {

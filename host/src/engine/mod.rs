@@ -624,6 +624,7 @@ impl Engine {
                 memory: spec.memory,
                 max_body: spec.max_body,
                 variables: Arc::new(grants.variables.iter().collect()),
+                environment: spec.environment.clone().into(),
                 key_value: Arc::new(grants.key_value),
                 outbound: grants.outbound.map(|client| {
                     Arc::new(OutboundGrant {
@@ -970,6 +971,8 @@ struct FunctionInner {
     memory: u64,
     max_body: u64,
     variables: Arc<wasmtime_wasi_config::WasiConfigVariables>,
+    /// The guest's whole environment, as its manifest entry declares it.
+    environment: Arc<[(String, String)]>,
     key_value: Arc<KeyValueGrant>,
     outbound: Option<Arc<OutboundGrant>>,
     concurrency: Option<Gate>,

@@ -44,10 +44,12 @@ impl State {
     ) -> Self {
         let stdout = super::output::Captured::new(OUTPUT_CAPTURE_BYTES);
         let stderr = super::output::Captured::new(OUTPUT_CAPTURE_BYTES);
-        // Nothing ambient: no environment, arguments, preopened directories or sockets.
-        // The guest's inputs are its request, its variables, the stores and hosts it is
+        // Nothing ambient: no arguments, preopened directories or sockets, and of the
+        // environment only what its manifest entry declares (never the host's). The guest's
+        // inputs are its request, its variables and environment, the stores and hosts it is
         // granted, and the clock.
         let wasi = WasiCtx::builder()
+            .envs(&f.environment)
             .stdout(stdout.clone())
             .stderr(stderr.clone())
             .allow_tcp(false)

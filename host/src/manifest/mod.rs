@@ -128,6 +128,8 @@ struct RawFunction {
     #[serde(default)]
     variables: BTreeMap<String, Spanned<toml::Value>>,
     #[serde(default)]
+    environment: BTreeMap<String, Spanned<String>>,
+    #[serde(default)]
     key_value_stores: Vec<Spanned<String>>,
     #[serde(default)]
     allowed_outbound_hosts: Vec<Spanned<String>>,
@@ -229,6 +231,8 @@ pub struct FunctionSpec {
     pub reuse: Option<Reuse>,
     /// Values the guest reads through `wasi:config/store`, resolved at start.
     pub variables: BTreeMap<String, Variable>,
+    /// The guest's environment (`wasi:cli/environment`): these variables and no others.
+    pub environment: Vec<(String, String)>,
     /// The key-value stores it may open, by label.
     pub key_value_stores: Vec<String>,
     /// Where its outbound HTTP requests may go; empty: nowhere.
@@ -487,6 +491,7 @@ fn function(
             .map(|r| parse_reuse(ctx, r.get_ref()))
             .transpose()?,
         variables: variables(ctx, raw_fn, base)?,
+        environment: environment(ctx, &f.environment)?,
         key_value_stores: key_value_grants(ctx, &f.key_value_stores, stores)?,
         allowed_outbound_hosts: allowed_hosts(ctx, &f.allowed_outbound_hosts)?,
         outbound_concurrency: f
@@ -626,6 +631,33 @@ fn variables(
         variables.insert(key.clone(), variable);
     }
     Ok(variables)
+}
+
+/// A function's `environment`: names a process environment can hold (not empty, no `=`),
+/// values without NUL.
+fn environment(
+    ctx: &Ctx<'_>,
+    raw: &BTreeMap<String, Spanned<String>>,
+) -> Result<Vec<(String, String)>, ManifestError> {
+    raw.iter()
+        .map(|(name, value)| {
+            if name.is_empty() || name.contains(['=', '\0']) {
+                return Err(ctx.error(
+                    value.span(),
+                    format!(
+                        "environment variable name {name:?} must be non-empty, without `=` or NUL"
+                    ),
+                ));
+            }
+            if value.get_ref().contains('\0') {
+                return Err(ctx.error(
+                    value.span(),
+                    format!("environment variable {name}'s value must not contain NUL"),
+                ));
+            }
+            Ok((name.clone(), value.get_ref().clone()))
+        })
+        .collect()
 }
 
 /// The stores a function names, each declared (or the implicit `default`), once each.
@@ -1000,6 +1032,25 @@ component = "/abs/echo.cwasm"
             "{err}"
         );
         assert!(err.contains("`timeout`"), "{err}");
+    }
+
+    #[test]
+    fn a_functions_environment_is_read_and_checked() {
+        let m = parse("[[functions]]\nname = \"a\"\ncomponent = \"a.wasm\"\nenvironment = { B = \"2\", A = \"\" }\n")
+            .unwrap();
+        let env = &m.functions[0].environment;
+        assert_eq!(
+            env,
+            &[("A".into(), String::new()), ("B".into(), "2".into())]
+        );
+        let err = parse("[[functions]]\nname = \"a\"\ncomponent = \"a.wasm\"\nenvironment = { \"A=B\" = \"x\" }\n")
+            .unwrap_err();
+        assert!(err.starts_with("/app/wasmfn.toml:4:"), "{err}");
+        assert!(err.contains("without `=`"), "{err}");
+        let err =
+            parse("[[functions]]\nname = \"a\"\ncomponent = \"a.wasm\"\nenvironment = { A = 1 }\n")
+                .unwrap_err();
+        assert!(err.starts_with("/app/wasmfn.toml:4:"), "{err}");
     }
 
     #[test]
