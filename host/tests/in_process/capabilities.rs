@@ -4,6 +4,7 @@
 //! servers on loopback (a test CA for HTTPS), and calls to other functions of the host.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -206,6 +207,41 @@ pub(crate) async fn outbound_call() {
     assert!(matches!(r.status, 502 | 504), "{} {}", r.status, r.text());
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn outbound_concurrency_bounds_a_functions_calls_at_once() {
+    // An upstream that holds each request a while and counts how many it holds at once.
+    let (now, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (held, peak) = (now.clone(), most.clone());
+    let up = serve_http(move |_| {
+        let (held, peak) = (held.clone(), peak.clone());
+        async move {
+            let at_once = held.fetch_add(1, Ordering::SeqCst) + 1;
+            peak.fetch_max(at_once, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            held.fetch_sub(1, Ordering::SeqCst);
+            text_response(200, "held")
+        }
+    })
+    .await;
+    let app = app(&entry(
+        "call",
+        guests::OUTBOUND_CALL,
+        &["/call"],
+        &format!(
+            "allowed_outbound_hosts = [\"http://{up}\"]\noutbound_concurrency = 2\ntimeout = \"30s\""
+        ),
+    ));
+    let url = format!("http://{up}/");
+    let calls = (0..6).map(|_| fetch(&app, &url));
+    for r in futures_util::future::join_all(calls).await {
+        assert_eq!((r.status, r.text().as_str()), (200, "held"));
+    }
+    // Six instances called at once; the upstream never held more than two of their calls,
+    // and the waiting ones went on as slots freed (all six answered).
+    assert_eq!(most.load(Ordering::SeqCst), 2);
+    assert_eq!(now.load(Ordering::SeqCst), 0);
+}
+
 /// `/call` on function `caller` calling itself `calls` times in a chain, by URLs nested
 /// that deep; the innermost call asks for no further call.
 fn nested_calls(calls: u32) -> String {
@@ -376,6 +412,9 @@ pub(crate) async fn raw_capabilities() {
     assert_eq!(kv("default", "increment", b"n".to_vec()).await, "1");
     assert_eq!(kv("default", "increment", b"n".to_vec()).await, "2");
     assert_eq!(kv("default", "get", b"n".to_vec()).await, "value: 2");
+    // A guest written for `wasmtime serve -S keyvalue` opens the empty identifier: it is
+    // the `default` store.
+    assert_eq!(kv("", "get", b"n".to_vec()).await, "value: 2");
     assert_eq!(
         kv("sessions", "open", vec![]).await,
         "error: Error::AccessDenied"

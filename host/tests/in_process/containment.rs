@@ -1,5 +1,6 @@
 //! Guests that fail or probe their sandbox: a trap, a spin past the deadline, memory past
-//! the limit, a trap after the response head, and every way out of the sandbox refused.
+//! the limit, a trap after the response head, a 0.2 handler that answers with an error code
+//! or nothing, an invalid reply event, and every way out of the sandbox refused.
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -78,6 +79,69 @@ pub(crate) async fn test_late_trap() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+pub(crate) async fn test_error_codes() {
+    // The status for each `wasi:http` error code a 0.2 handler sets its outparam to: the
+    // README's table, on the 0.2 path (wasi_p3.rs has the 0.3 one).
+    let app = app(&entry("codes", guests::TEST_ERROR_CODES, &["/code/*"], ""));
+    for (code, status) in [
+        ("body-size", 413),
+        ("header-size", 431),
+        ("header-section-size", 431),
+        ("uri-too-long", 414),
+        ("length-required", 411),
+        ("method-invalid", 400),
+        ("connection-timeout", 504),
+        ("loop-detected", 508),
+        ("denied", 502),
+        ("destination-not-found", 502),
+        ("internal", 500),
+    ] {
+        let r = call(&app, "GET", format!("/code/{code}"), "").await;
+        assert_eq!(r.status, status, "{code}: {}", r.text());
+        assert_eq!(r.json()["function"], "codes", "{code}");
+        assert_eq!(
+            r.json()["request_id"],
+            r.headers["x-request-id"].to_str().unwrap()
+        );
+    }
+    // Returning without setting the outparam: no valid response.
+    let r = call(&app, "GET", "/code/none", "").await;
+    assert_eq!(r.status, 500, "{}", r.text());
+    assert_eq!(r.json()["function"], "codes");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+pub(crate) async fn test_bad_reply() {
+    // A reply that breaks the spec is the guest's fault: 500, naming what is wrong, and it
+    // goes nowhere. `display` takes every event, so with two subscribers the reply would
+    // be emitted to it, were it valid.
+    let app = app(&(entry(
+        "bad",
+        guests::TEST_BAD_REPLY,
+        &[],
+        "events = [{ type = \"ping\" }]",
+    ) + &entry("display", guests::EVENT_DISPLAY, &[], "events = [{}]")));
+    let r = super::send_event(&app, "ping", serde_json::json!({})).await;
+    assert_eq!(r.status, 500, "{}", r.text());
+    assert_eq!(r.json()["function"], "bad");
+    assert!(
+        r.text().contains("invalid event") && r.text().contains("RFC 3339"),
+        "{}",
+        r.text()
+    );
+    assert_eq!(r.json()["request_id"], r.header("x-request-id").unwrap());
+    let metrics = app.metrics().encode();
+    assert!(
+        metrics.contains("function=\"display\"") && metrics.contains("type=\"ping\""),
+        "display saw the ping: {metrics}"
+    );
+    assert!(
+        !metrics.contains("ping.bad"),
+        "the invalid reply went nowhere: {metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 pub(crate) async fn test_probe() {
     // Everything the guest tries is real and reachable from the host: a file the host
     // can read, a listening TCP socket, an HTTP port. The host process also has an
@@ -136,6 +200,19 @@ pub(crate) async fn test_probe() {
         );
     }
     assert!(!r.text().contains("host-only"));
+
+    // Its environment is what its entry declares, and nothing of the host's.
+    let declared = super::app(&entry(
+        "probe",
+        guests::TEST_PROBE,
+        &["/probe/*"],
+        "environment = { GREETING = \"hi there\", EMPTY = \"\" }",
+    ));
+    let r = call(&declared, "GET", &uri, "").await;
+    assert_eq!(
+        r.json()["env"]["detail"],
+        r#"[("EMPTY", ""), ("GREETING", "hi there")]"#
+    );
 
     // An idle guest waits on the host's clock without holding anything up.
     let r = call(&app, "GET", "/probe/sleep?ms=20", "").await;

@@ -337,6 +337,42 @@ async fn several_subscribers_all_run_and_replies_are_emitted() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn replies_the_sink_refuses_fail_the_delivery_with_503() {
+    // Two subscribers reply, so their replies go on to the sink, which refuses them for
+    // good (400): the broker must redeliver rather than the replies being lost.
+    let refusals = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = refusals.clone();
+    let sink = super::common::serve_http(move |_| {
+        seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        async { super::common::text_response(400, "no") }
+    })
+    .await;
+    let manifest = [
+        saga_entry("echo", guests::EVENT_ECHO, r#"[{ type = "ping" }]"#, ""),
+        saga_entry(
+            "counter",
+            guests::TEST_INSTANCE_STATE,
+            r#"[{ type = "ping" }]"#,
+            "",
+        ),
+    ]
+    .concat();
+    let options = wasmfn::server::HostOptions {
+        events: wasmfn::events::EventOptions::new(Some(&format!("http://{sink}/")), None).unwrap(),
+        ..Default::default()
+    };
+    let app = wasmfn::testing::app_with(&manifest, &super::engine(None), options);
+    let r = send_event(&app, "ping", serde_json::json!({})).await;
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert!(r.text().contains("could not be emitted"), "{}", r.text());
+    assert_eq!(r.json()["request_id"], r.header("x-request-id").unwrap());
+    assert!(
+        refusals.load(std::sync::atomic::Ordering::SeqCst) >= 1,
+        "the sink was asked"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn events_are_plain_http_until_a_function_subscribes() {
     // With no event functions, a CloudEvent POSTed to a routed path is just a request.
     let app = app(&entry("echo", guests::ECHO, &["/*"], ""));
