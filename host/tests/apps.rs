@@ -277,6 +277,11 @@ async fn the_saga_keeps_its_state_in_redis_and_compensates() {
         (200, Some("completed")),
         "placed once"
     );
+    // Each saga closed once, redeliveries and retries included.
+    assert_eq!(
+        get(&server.url("/orders")).await.json(),
+        json!({"completed": 2, "failed": 1, "compensated": 1, "closed": 4})
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

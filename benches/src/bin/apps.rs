@@ -350,23 +350,25 @@ fn load_rows(
 }
 
 /// Orders placed under load, then every saga followed to its end: whole sagas per second.
+/// A saga ends when the order service closes its order (completed, failed or compensated),
+/// which it counts at `GET /orders`.
 fn sagas(label: &str, port: u16, work: &Path, seconds: u64, hello: f64, report: &mut Report) {
-    let reserved = || -> u64 {
-        let (status, body) = request(port, "GET", "/inventory/widget", &[], "");
+    let closed = || -> u64 {
+        let (status, body) = request(port, "GET", "/orders", &[], "");
         assert_eq!(status, 200, "{body}");
-        serde_json::from_str::<serde_json::Value>(&body).unwrap()["reserved"]
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()["closed"]
             .as_u64()
             .unwrap()
     };
-    let before = reserved();
+    let before = closed();
     let started = Instant::now();
     let route = Route::post("order saga: POST /orders", "/orders", &[], ORDER);
     let accepted = wrk(port, &route, work, seconds);
     // Settled: the count has not moved for a second.
-    let (mut last, mut still_since) = (reserved(), Instant::now());
+    let (mut last, mut still_since) = (closed(), Instant::now());
     let settled = loop {
         std::thread::sleep(Duration::from_millis(100));
-        let now = reserved();
+        let now = closed();
         if now != last {
             (last, still_since) = (now, Instant::now());
         } else if still_since.elapsed() > Duration::from_secs(1) {
@@ -377,10 +379,12 @@ fn sagas(label: &str, port: u16, work: &Path, seconds: u64, hello: f64, report: 
             "the sagas did not settle"
         );
     };
+    // wrk counts the answers it read; an order placed as the run ended may be closed
+    // without being counted there, never the other way round.
     let completed = last - before;
     assert!(
-        completed as f64 >= accepted.requests as f64 * 0.99,
-        "{completed} sagas reserved stock for {} orders accepted",
+        completed >= accepted.requests,
+        "{completed} orders closed for {} accepted: sagas were lost",
         accepted.requests
     );
     let per_second = completed as f64 / (settled - started).as_secs_f64();

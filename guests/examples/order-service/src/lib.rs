@@ -5,7 +5,8 @@
 //! The saga's outcome events come back here: `payment.completed` completes the order,
 //! `inventory.failed` fails it (sold out), `inventory.released` marks it `compensated`
 //! (payment declined, stock returned); each closes the saga with `order.completed` or
-//! `order.failed`. Redelivered outcome events leave the order as it is.
+//! `order.failed`. Redelivered outcome events leave the order as it is. `GET /orders` counts
+//! the orders each outcome closed: how many sagas ran to their end.
 use saga::{Order, next, order_of, store};
 use serde::Deserialize;
 use wasmfn_sdk::kv::Store;
@@ -26,6 +27,7 @@ struct NewOrder {
 fn http(req: Request) -> Response {
     Router::new()
         .post("/orders", create)
+        .get("/orders", |_req: Request| closed().map(Json))
         .get("/orders/:id", |req: Request| {
             let id = req.param("id").unwrap_or_default().to_string();
             store().and_then(|s| load(&s, &id)).map(Json)
@@ -128,6 +130,28 @@ fn create(req: Request) -> Result<Response, Error> {
     result
 }
 
+/// The outcomes an order is closed with.
+const OUTCOMES: [&str; 3] = ["completed", "failed", "compensated"];
+
+fn closed_count(status: &str) -> String {
+    format!("orders:closed:{status}")
+}
+
+/// How many orders each outcome closed, and all of them.
+fn closed() -> Result<serde_json::Value, Error> {
+    let store = store()?;
+    let mut counts = serde_json::Map::new();
+    let mut total = 0;
+    for status in OUTCOMES {
+        // Reading a counter is adding nothing to it (wasi:keyvalue's atomics).
+        let n = store.increment(&closed_count(status), 0)?;
+        total += n;
+        counts.insert(status.to_string(), n.into());
+    }
+    counts.insert("closed".to_string(), total.into());
+    Ok(counts.into())
+}
+
 fn placed(id: &str) -> String {
     format!("order:{id}:placed")
 }
@@ -159,6 +183,8 @@ fn on_event(event: CloudEvent) -> Result<CloudEvent, Error> {
             .reason
             .or_else(|| (status != "completed").then(|| event.ty().to_string()));
         store.set_json(&key(&order.order_id), &order)?;
+        // Counted once, when the order closes: a redelivery finds it closed already.
+        store.increment(&closed_count(status), 1)?;
     }
     next(reply, SOURCE, &order)
 }
