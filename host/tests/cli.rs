@@ -807,3 +807,38 @@ async fn a_missing_variable_stops_serve_and_a_resolved_one_is_never_logged() {
         "a resolved value reached the log:\n{log}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_spin_app_is_served_and_checked_from_its_spin_toml() {
+    let spin_toml = std::path::Path::new(guests::GUESTS_DIR).join("examples/spin-hello/spin.toml");
+    let path = spin_toml.to_str().unwrap();
+    let out = wasmfn(&["check", "--manifest", path]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("ok  spin-hello"), "{stdout}");
+
+    let server = Server::start(&spin_toml);
+    let r = get(&server.url("/hello")).await;
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (200, "Hello from a Spin app\n")
+    );
+    let r = get(&server.url("/hello/env")).await;
+    assert_eq!(r.text(), "GREETING=hi from spin.toml PATH seen: false\n");
+
+    // A mistake in it is reported on its line of spin.toml.
+    let (_dir, bad) = manifest(
+        "spin_manifest_version = 2\n[application]\nname = \"a\"\n[[trigger.http]]\nroute = \"/\"\ncomponent = \"c\"\n[component.c]\nsource = \"c.wasm\"\nfiles = [\"static/**\"]\n",
+    );
+    let out = wasmfn(&["serve", "--manifest", bad.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains(&format!("{}:9:", bad.display())) && stderr.contains("`files`"),
+        "{stderr}"
+    );
+}

@@ -27,6 +27,7 @@ pub mod hosts;
 pub mod limits;
 pub mod routes;
 pub mod schedule;
+mod spin;
 pub mod subscription;
 pub mod variables;
 pub mod versions;
@@ -380,10 +381,17 @@ impl Manifest {
         profile: Option<&str>,
     ) -> Result<Self, ManifestError> {
         let ctx = Ctx::new(path, text);
-        let mut raw: RawManifest = toml::from_str(text).map_err(|e| {
-            let span = e.span().unwrap_or(0..0);
-            ctx.error(span, e.message().trim_end().to_string())
-        })?;
+        // A Spin app's manifest becomes the same raw form, with its variables beside it.
+        let (mut raw, mut spin_variables) = if spin::is_spin(text) {
+            let app = spin::read(&ctx, text)?;
+            (app.raw, app.variables)
+        } else {
+            let raw: RawManifest = toml::from_str(text).map_err(|e| {
+                let span = e.span().unwrap_or(0..0);
+                ctx.error(span, e.message().trim_end().to_string())
+            })?;
+            (raw, BTreeMap::new())
+        };
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
         if let Some(profile) = profile {
             deploy::apply_profile(
@@ -410,7 +418,10 @@ impl Manifest {
                 ));
             }
             names.insert(name.clone(), functions.len());
-            let (function, spans) = function(&ctx, raw_fn, name, &base, &raw.key_value)?;
+            let (mut function, spans) = function(&ctx, raw_fn, name, &base, &raw.key_value)?;
+            if let Some(variables) = spin_variables.remove(&function.name) {
+                function.variables = variables;
+            }
             route_spans.extend(
                 spans
                     .into_iter()

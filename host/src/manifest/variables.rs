@@ -27,6 +27,23 @@ pub enum Variable {
         /// Used when it does not exist.
         default: Option<String>,
     },
+    /// A Spin component variable: text with `{{ name }}` references to application
+    /// variables, each read from its environment variable.
+    Template(Vec<TemplatePart>),
+}
+
+/// A piece of a [`Variable::Template`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TemplatePart {
+    /// Written as it is.
+    Text(String),
+    /// An application variable: `SPIN_VARIABLE_<NAME>`, or its default.
+    Variable {
+        /// The environment variable it is read from.
+        env: String,
+        /// Used when that is not set; none for a required variable.
+        default: Option<String>,
+    },
 }
 
 // Literals are the manifest's own text; the others say where their value comes from, never
@@ -37,6 +54,16 @@ impl fmt::Debug for Variable {
             Variable::Literal(v) => write!(f, "{v:?}"),
             Variable::Env { name, .. } => write!(f, "{{ env = {name:?} }}"),
             Variable::File { path, .. } => write!(f, "{{ file = {:?} }}", path.display()),
+            Variable::Template(parts) => {
+                f.write_str("\"")?;
+                for part in parts {
+                    match part {
+                        TemplatePart::Text(t) => f.write_str(t)?,
+                        TemplatePart::Variable { env, .. } => write!(f, "{{{{ {env} }}}}")?,
+                    }
+                }
+                f.write_str("\"")
+            }
         }
     }
 }
@@ -126,6 +153,22 @@ impl Variable {
                     reason: e.to_string(),
                 }),
             },
+            Variable::Template(parts) => {
+                let mut value = String::new();
+                for part in parts {
+                    match part {
+                        TemplatePart::Text(t) => value.push_str(t),
+                        TemplatePart::Variable { env, default } => {
+                            let read = Variable::Env {
+                                name: env.clone(),
+                                default: default.clone(),
+                            };
+                            value.push_str(&read.resolve()?);
+                        }
+                    }
+                }
+                Ok(value)
+            }
         }
     }
 }

@@ -2,7 +2,7 @@
 //! guests/, without sockets, by topic: plain HTTP requests ([`requests`]), guests that fail or
 //! probe their sandbox ([`containment`]), loading and the compile cache ([`loading`]),
 //! CloudEvents ([`events`]), and what functions can use: key-value stores, config and
-//! outbound HTTP ([`capabilities`]). Every guest has a test named after it.
+//! outbound HTTP ([`capabilities`]), and Spin apps from their `spin.toml` ([`spin`]). Every guest has a test named after it.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -24,6 +24,7 @@ mod events;
 mod loading;
 mod requests;
 mod reuse;
+mod spin;
 mod versions;
 mod wasi_p3;
 
@@ -33,6 +34,7 @@ use containment::*;
 use events::*;
 use requests::*;
 use reuse::*;
+use spin::*;
 use versions::*;
 use wasi_p3::*;
 
