@@ -47,23 +47,39 @@ impl State {
 
 impl store::Host for State {
     async fn open(&mut self, identifier: String) -> Result<Resource<Store>> {
+        Ok(match self.open_store(identifier) {
+            Ok(store) => Ok(self.table.push(store)?),
+            Err(OpenError::Denied) => Err(store::Error::AccessDenied),
+            Err(OpenError::Unknown) => Err(store::Error::NoSuchStore),
+        })
+    }
+}
+
+/// Why a guest cannot open a store.
+pub(crate) enum OpenError {
+    /// The manifest declares it, but not for this function.
+    Denied,
+    /// No store has that label.
+    Unknown,
+}
+
+impl State {
+    /// The store labelled `label` if this function is granted it, for any interface a
+    /// guest opens stores through: one label, one store.
+    pub(crate) fn open_store(&self, label: String) -> std::result::Result<Store, OpenError> {
         // `wasmtime serve -S keyvalue` serves one store, which its guests open by the empty
         // identifier: here that is the function's `default` store.
-        let identifier = if identifier.is_empty() {
+        let label = if label.is_empty() {
             crate::manifest::DEFAULT_STORE.to_string()
         } else {
-            identifier
+            label
         };
         let grant = &self.kv;
-        let Some(store) = grant.stores.iter().find(|s| s.label() == identifier) else {
-            return Ok(Err(if grant.declared.contains(&identifier) {
-                store::Error::AccessDenied
-            } else {
-                store::Error::NoSuchStore
-            }));
-        };
-        let store = store.clone();
-        Ok(Ok(self.table.push(store)?))
+        match grant.stores.iter().find(|s| s.label() == label) {
+            Some(store) => Ok(store.clone()),
+            None if grant.declared.contains(&label) => Err(OpenError::Denied),
+            None => Err(OpenError::Unknown),
+        }
     }
 }
 

@@ -35,6 +35,7 @@ mod keyvalue;
 mod outgoing;
 mod output;
 mod reuse;
+mod spin;
 mod state;
 mod wasi_http;
 mod wasi_http_p3;
@@ -415,6 +416,8 @@ impl Core {
         if wasi == Wasi::P3 {
             wasmtime_wasi::p3::add_to_linker(&mut linker)?;
             wasmtime_wasi_http::p3::add_to_linker(&mut linker)?;
+            // spin-sdk 7's interfaces are async functions: a WASI 0.3 engine's.
+            spin::bindings::Spin3::add_to_linker::<State, spin::Spin>(&mut linker, |s| s)?;
         }
         wasmtime_wasi_config::add_to_linker(&mut linker, State::config)?;
         keyvalue::bindings::Keyvalue::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s)?;
@@ -624,6 +627,7 @@ impl Engine {
                 memory: spec.memory,
                 max_body: spec.max_body,
                 variables: Arc::new(grants.variables.iter().collect()),
+                variable_values: Arc::new(grants.variables.clone()),
                 environment: spec.environment.clone().into(),
                 key_value: Arc::new(grants.key_value),
                 outbound: grants.outbound.map(|client| {
@@ -971,6 +975,8 @@ struct FunctionInner {
     memory: u64,
     max_body: u64,
     variables: Arc<wasmtime_wasi_config::WasiConfigVariables>,
+    /// The same values by name, for Spin's variables interface.
+    variable_values: Arc<BTreeMap<String, String>>,
     /// The guest's whole environment, as its manifest entry declares it.
     environment: Arc<[(String, String)]>,
     key_value: Arc<KeyValueGrant>,

@@ -28,6 +28,7 @@ pub(crate) struct State {
     hooks: Outgoing,
     pub(crate) limits: StoreLimits,
     variables: Arc<WasiConfigVariables>,
+    variable_values: Arc<std::collections::BTreeMap<String, String>>,
     pub(super) kv: Arc<KeyValueGrant>,
     stdout: super::output::Captured,
     stderr: super::output::Captured,
@@ -71,6 +72,7 @@ impl State {
                 .memory_size(usize::try_from(f.memory).unwrap_or(usize::MAX))
                 .build(),
             variables: f.variables.clone(),
+            variable_values: f.variable_values.clone(),
             kv: f.key_value.clone(),
             stdout,
             stderr,
@@ -89,6 +91,11 @@ impl State {
         self.hooks.deadline = deadline;
         self.hooks.context = context.clone();
         self.emitting = context.map(|ctx| Emitting::new(ctx, function));
+    }
+
+    /// The value of the function's variable `name`, for interfaces other than wasi:config.
+    pub(crate) fn variable(&self, name: &str) -> Option<&str> {
+        self.variable_values.get(name).map(String::as_str)
     }
 
     pub(crate) fn config(&mut self) -> WasiConfig<'_> {

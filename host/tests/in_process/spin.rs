@@ -1,17 +1,18 @@
 //! Spin apps served unchanged from their own `spin.toml`: a component built with spin-sdk 7
-//! (WASI 0.3) and nothing of wasmfn, its routes, grants and environment read from Spin's
-//! manifest.
+//! (WASI 0.3) and nothing of wasmfn, its routes, grants, variables and environment read
+//! from Spin's manifest, its key-value store and variables through Spin's interfaces.
 
 use std::path::Path;
+use std::sync::Arc;
 
+use wasmfn::capabilities::CapabilityOptions;
 use wasmfn::manifest::Manifest;
-use wasmfn::server::App;
+use wasmfn::server::{App, HostOptions};
 use wasmfn_guest_artifacts as guests;
 
-use super::{call, engine};
+use super::{call, engine, entry};
 
-#[tokio::test(flavor = "multi_thread")]
-pub(crate) async fn spin_hello() {
+fn spin_app(data: &Path) -> Arc<App> {
     let path = Path::new(guests::GUESTS_DIR).join("examples/spin-hello/spin.toml");
     let manifest = Manifest::load(&path).unwrap();
     assert_eq!(
@@ -19,7 +20,26 @@ pub(crate) async fn spin_hello() {
         Path::new(guests::SPIN_HELLO),
         "its source, relative to spin.toml"
     );
-    let app = App::load(&manifest, &engine(Some(&super::common::cache_dir()))).unwrap();
+    let options = HostOptions {
+        capabilities: CapabilityOptions {
+            data_dir: Some(data.to_path_buf()),
+            ..CapabilityOptions::default()
+        },
+        ..HostOptions::default()
+    };
+    App::load_with(
+        &manifest,
+        &engine(Some(&super::common::cache_dir())),
+        options,
+    )
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+pub(crate) async fn spin_hello() {
+    let data = tempfile::tempdir().unwrap();
+    let app = spin_app(data.path());
+    // The component variable, a template over the application variable's default.
     let r = call(&app, "GET", "/hello", "").await;
     assert_eq!(
         (r.status, r.text().as_str()),
@@ -38,4 +58,56 @@ pub(crate) async fn spin_hello() {
     let r = call(&app, "GET", "/elsewhere", "").await;
     assert_eq!(r.status, 404);
     assert_eq!(r.json()["error"], "no function is routed at /elsewhere");
+
+    // Spin's key-value interface, on the embedded `default` store.
+    for n in 1..=3 {
+        let r = call(&app, "GET", "/hello/count", "").await;
+        assert_eq!(r.text(), format!("visit {n}\n"), "{}", r.status);
+    }
+    assert_eq!(
+        call(&app, "GET", "/hello/keys", "").await.text(),
+        "visits\n"
+    );
+    // Kept: a new host on the same data reads it.
+    drop(app);
+    let app = spin_app(data.path());
+    assert_eq!(
+        call(&app, "GET", "/hello/count", "").await.text(),
+        "visit 4\n"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_spin_guest_and_a_wasi_keyvalue_guest_share_a_store_by_its_label() {
+    // The Spin app beside a wasi:keyvalue component, both granted `default`.
+    let manifest = format!(
+        "[key_value.default]\ntype = \"memory\"\n\n{}{}",
+        entry(
+            "spin",
+            guests::SPIN_HELLO,
+            &["/hello/*"],
+            "key_value_stores = [\"default\"]\nvariables = { greeting = \"Hi\" }"
+        ),
+        entry(
+            "raw",
+            guests::RAW_CAPABILITIES,
+            &["/raw-caps/*"],
+            "key_value_stores = [\"default\"]"
+        ),
+    );
+    let app = super::app(&manifest);
+    assert_eq!(
+        call(&app, "GET", "/hello", "").await.text(),
+        "Hi from a Spin app\n"
+    );
+    call(&app, "GET", "/hello/count", "").await;
+    call(&app, "GET", "/hello/count", "").await;
+    let r = call(&app, "POST", "/raw-caps/kv/default/get", "visits").await;
+    assert_eq!(r.text(), "value: 2", "what the Spin guest wrote");
+    call(&app, "POST", "/raw-caps/kv/default/set?value=41", "visits").await;
+    assert_eq!(
+        call(&app, "GET", "/hello/count", "").await.text(),
+        "visit 42\n",
+        "what the wasi:keyvalue guest wrote"
+    );
 }

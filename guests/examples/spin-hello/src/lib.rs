@@ -1,18 +1,32 @@
 //! A Spin app as `spin new -t http-rust` starts one, written with spin-sdk 7 (WASI 0.3) and
 //! nothing of wasmfn, served from its own `spin.toml`:
 //!
-//! - `GET /hello` → a greeting;
+//! - `GET /hello` → a greeting made of the component variable `greeting` (Spin's
+//!   variables interface, a template over the application's variables);
 //! - `GET /hello/env` → the `GREETING` environment variable its component declares, and
 //!   whether it can see `PATH` (it must not: only what the manifest declares);
+//! - `GET /hello/count` → one more visit, counted in the `default` store (Spin's key-value
+//!   interface); `GET /hello/keys` → the store's keys;
 //! - anything under `/files/...` → the path it was asked for (a wildcard route).
 use spin_sdk::http::{IntoResponse, Request, StatusCode};
 use spin_sdk::http_service;
+use spin_sdk::key_value::Store;
 
 #[http_service]
 async fn handle(request: Request) -> impl IntoResponse {
     let path = request.uri().path().to_string();
-    match path.as_str() {
-        "/hello" => (StatusCode::OK, "Hello from a Spin app\n".to_string()),
+    match answer(&path).await {
+        Ok(found) => found,
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("error: {e}\n")),
+    }
+}
+
+async fn answer(path: &str) -> Result<(StatusCode, String), Box<dyn std::error::Error>> {
+    Ok(match path {
+        "/hello" => {
+            let greeting = spin_sdk::variables::get("greeting").await?;
+            (StatusCode::OK, format!("{greeting} from a Spin app\n"))
+        }
         "/hello/env" => {
             let greeting = std::env::var("GREETING").unwrap_or_else(|_| "(unset)".into());
             let path_seen = std::env::var("PATH").is_ok();
@@ -21,7 +35,22 @@ async fn handle(request: Request) -> impl IntoResponse {
                 format!("GREETING={greeting} PATH seen: {path_seen}\n"),
             )
         }
+        "/hello/count" => {
+            let store = Store::open_default().await?;
+            let visits = match store.get("visits").await? {
+                Some(bytes) => String::from_utf8(bytes)?.parse::<u64>()? + 1,
+                None => 1,
+            };
+            store.set("visits", visits.to_string()).await?;
+            (StatusCode::OK, format!("visit {visits}\n"))
+        }
+        "/hello/keys" => {
+            let store = Store::open_default().await?;
+            let mut keys = store.get_keys().await.collect().await?;
+            keys.sort();
+            (StatusCode::OK, format!("{}\n", keys.join(",")))
+        }
         other if other.starts_with("/files") => (StatusCode::OK, format!("asked for {other}\n")),
         other => (StatusCode::NOT_FOUND, format!("nothing at {other}\n")),
-    }
+    })
 }
