@@ -421,6 +421,7 @@ impl Core {
         }
         wasmtime_wasi_config::add_to_linker(&mut linker, State::config)?;
         keyvalue::bindings::Keyvalue::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s)?;
+        spin::v2::bindings::Spin2::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s)?;
         emitter::bindings::wasmfn::function::emitter::add_to_linker::<State, HasSelf<State>>(
             &mut linker,
             |state| state,

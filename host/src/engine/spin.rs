@@ -157,3 +157,99 @@ impl<T> variables::HostWithStore<T> for Spin {
 }
 
 impl variables::Host for &mut State {}
+
+/// The same over `fermyon:spin/key-value@2.0.0` and `fermyon:spin/variables@2.0.0`, as
+/// spin-sdk 5.2 (the Spin 3 line, WASI 0.2, synchronous to the guest) imports them.
+pub(crate) mod v2 {
+    use wasmtime::component::Resource;
+
+    use super::super::state::State;
+    use crate::keyvalue::Store;
+
+    pub(crate) mod bindings {
+        wasmtime::component::bindgen!({
+            path: ["wit/spin/fermyon-spin@2.0.0.wit", "wit/spin2.wit"],
+            world: "wasmfn:spin2-host/spin2",
+            imports: { default: async | trappable },
+            with: {
+                "fermyon:spin/key-value.store": crate::keyvalue::Store,
+            },
+        });
+    }
+
+    use bindings::fermyon::spin::key_value::{self, Error};
+    use bindings::fermyon::spin::variables;
+
+    type Result<T, E = Error> = wasmtime::Result<std::result::Result<T, E>>;
+
+    fn other(e: crate::keyvalue::KvError) -> Error {
+        Error::Other(e.to_string())
+    }
+
+    impl key_value::HostStore for State {
+        async fn open(&mut self, label: String) -> Result<Resource<Store>> {
+            use super::super::keyvalue::OpenError;
+            Ok(match self.open_store(label) {
+                Ok(store) => Ok(self.table.push(store)?),
+                Err(OpenError::Denied) => Err(Error::AccessDenied),
+                Err(OpenError::Unknown) => Err(Error::NoSuchStore),
+            })
+        }
+
+        async fn get(&mut self, this: Resource<Store>, key: String) -> Result<Option<Vec<u8>>> {
+            let store = self.table.get(&this)?.clone();
+            Ok(store.get(&key).await.map_err(other))
+        }
+
+        async fn set(&mut self, this: Resource<Store>, key: String, value: Vec<u8>) -> Result<()> {
+            let store = self.table.get(&this)?.clone();
+            Ok(store.set(&key, &value).await.map_err(other))
+        }
+
+        async fn delete(&mut self, this: Resource<Store>, key: String) -> Result<()> {
+            let store = self.table.get(&this)?.clone();
+            Ok(store.delete(&key).await.map_err(other))
+        }
+
+        async fn exists(&mut self, this: Resource<Store>, key: String) -> Result<bool> {
+            let store = self.table.get(&this)?.clone();
+            Ok(store.exists(&key).await.map_err(other))
+        }
+
+        async fn get_keys(&mut self, this: Resource<Store>) -> Result<Vec<String>> {
+            let store = self.table.get(&this)?.clone();
+            let mut keys = Vec::new();
+            let mut cursor = None;
+            loop {
+                match store.list_keys(cursor).await {
+                    Ok(page) => {
+                        keys.extend(page.keys);
+                        match page.cursor {
+                            Some(next) => cursor = Some(next),
+                            None => return Ok(Ok(keys)),
+                        }
+                    }
+                    Err(e) => return Ok(Err(other(e))),
+                }
+            }
+        }
+
+        async fn drop(&mut self, this: Resource<Store>) -> wasmtime::Result<()> {
+            self.table.delete(this)?;
+            Ok(())
+        }
+    }
+
+    impl key_value::Host for State {}
+
+    impl variables::Host for State {
+        async fn get(&mut self, name: String) -> Result<String, variables::Error> {
+            Ok(match self.variable(&name) {
+                Some(value) => Ok(value.to_string()),
+                None => Err(variables::Error::Undefined(format!(
+                    "no variable `{name}` is set for this component"
+                ))),
+            })
+        }
+    }
+}

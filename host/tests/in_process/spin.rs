@@ -12,14 +12,10 @@ use wasmfn_guest_artifacts as guests;
 
 use super::{call, engine, entry};
 
-fn spin_app(data: &Path) -> Arc<App> {
-    let path = Path::new(guests::GUESTS_DIR).join("examples/spin-hello/spin.toml");
+/// The example app `name`, from its spin.toml, keeping its stores in `data`.
+fn spin_app(name: &str, data: &Path) -> Arc<App> {
+    let path = Path::new(guests::GUESTS_DIR).join(format!("examples/{name}/spin.toml"));
     let manifest = Manifest::load(&path).unwrap();
-    assert_eq!(
-        manifest.functions[0].component.canonicalize().unwrap(),
-        Path::new(guests::SPIN_HELLO),
-        "its source, relative to spin.toml"
-    );
     let options = HostOptions {
         capabilities: CapabilityOptions {
             data_dir: Some(data.to_path_buf()),
@@ -38,7 +34,12 @@ fn spin_app(data: &Path) -> Arc<App> {
 #[tokio::test(flavor = "multi_thread")]
 pub(crate) async fn spin_hello() {
     let data = tempfile::tempdir().unwrap();
-    let app = spin_app(data.path());
+    let app = spin_app("spin-hello", data.path());
+    assert_eq!(
+        app.functions().spec(0).component.canonicalize().unwrap(),
+        Path::new(guests::SPIN_HELLO),
+        "its source, relative to spin.toml"
+    );
     // The component variable, a template over the application variable's default.
     let r = call(&app, "GET", "/hello", "").await;
     assert_eq!(
@@ -70,7 +71,7 @@ pub(crate) async fn spin_hello() {
     );
     // Kept: a new host on the same data reads it.
     drop(app);
-    let app = spin_app(data.path());
+    let app = spin_app("spin-hello", data.path());
     assert_eq!(
         call(&app, "GET", "/hello/count", "").await.text(),
         "visit 4\n"
@@ -110,4 +111,27 @@ async fn a_spin_guest_and_a_wasi_keyvalue_guest_share_a_store_by_its_label() {
         "visit 42\n",
         "what the wasi:keyvalue guest wrote"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+pub(crate) async fn spin_sdk5_counter() {
+    // The Spin 3 line: spin-sdk 5.2 on WASI 0.2, its Router and its 2.0 interfaces.
+    let data = tempfile::tempdir().unwrap();
+    let app = spin_app("spin-sdk5-counter", data.path());
+    let r = call(&app, "GET", "/counter", "").await;
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (200, "Hello from spin-sdk 5\n")
+    );
+    for n in 1..=2 {
+        let r = call(&app, "GET", "/counter/apples", "").await;
+        assert_eq!(r.text(), format!("apples {n}\n"), "{}", r.status);
+    }
+    call(&app, "GET", "/counter/pears", "").await;
+    let r = call(&app, "GET", "/counter/keys/all", "").await;
+    assert_eq!(r.text(), "apples,pears\n");
+    drop(app);
+    let app = spin_app("spin-sdk5-counter", data.path());
+    let r = call(&app, "GET", "/counter/apples", "").await;
+    assert_eq!(r.text(), "apples 3\n", "kept across a restart");
 }

@@ -1,0 +1,41 @@
+//! A Spin app of the Spin 3 line: spin-sdk 5.2 (WASI 0.2, synchronous), its Router, its
+//! key-value store and variables (`fermyon:spin/key-value@2.0.0`, `variables@2.0.0`), and
+//! nothing of wasmfn, served from its own `spin.toml`:
+//!
+//! - `GET /counter` → a greeting from the component variable `greeting`;
+//! - `GET /counter/:name` → counts one more `name` in the `default` store;
+//! - `GET /counter/keys/all` → the store's keys.
+use spin_sdk::http::{IntoResponse, Params, Request, Response, Router};
+use spin_sdk::http_component;
+use spin_sdk::key_value::Store;
+
+#[http_component]
+fn handle(request: Request) -> Response {
+    let mut router = Router::new();
+    router.get("/counter", greet);
+    router.get("/counter/keys/all", keys);
+    router.get("/counter/:name", count);
+    router.handle(request)
+}
+
+fn greet(_request: Request, _params: Params) -> anyhow::Result<impl IntoResponse> {
+    let greeting = spin_sdk::variables::get("greeting")?;
+    Ok(Response::new(200, format!("{greeting} from spin-sdk 5\n")))
+}
+
+fn count(_request: Request, params: Params) -> anyhow::Result<impl IntoResponse> {
+    let name = params.get("name").unwrap_or("visits");
+    let store = Store::open_default()?;
+    let n = match store.get(name)? {
+        Some(bytes) => String::from_utf8(bytes)?.parse::<u64>()? + 1,
+        None => 1,
+    };
+    store.set(name, n.to_string().as_bytes())?;
+    Ok(Response::new(200, format!("{name} {n}\n")))
+}
+
+fn keys(_request: Request, _params: Params) -> anyhow::Result<impl IntoResponse> {
+    let mut keys = Store::open_default()?.get_keys()?;
+    keys.sort();
+    Ok(Response::new(200, format!("{}\n", keys.join(","))))
+}
