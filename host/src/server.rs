@@ -20,7 +20,7 @@ use crate::events::{Dispatcher, EventOptions, Recipients};
 use crate::failure::{Failure, full};
 pub use crate::functions::FunctionLoadError;
 use crate::functions::Functions;
-use crate::manifest::routes::RouteTable;
+use crate::manifest::routes::{RouteMatch, RouteTable};
 use crate::manifest::{DELIVERY_PREFIX, Manifest, RESERVED_PREFIX, ServerLimits};
 use crate::metrics::{Metrics, Refusal};
 use crate::telemetry::{self, TraceContext};
@@ -327,8 +327,8 @@ impl App {
                 .deliver(req, mode, Recipients::Subscribers, request_id)
                 .await;
         }
-        match self.routes.lookup(path) {
-            Some(index) => self.request(index, req, request_id, trace).await,
+        match self.routes.matched(path) {
+            Some(route) => self.request(route, req, request_id, trace).await,
             None => {
                 let path = path.to_string();
                 Outcome::failed(Answerer::Nobody, Failure::NoRoute { path })
@@ -367,11 +367,12 @@ impl App {
     #[inline(always)]
     async fn request<B: RequestBody>(
         &self,
-        index: usize,
+        route: RouteMatch,
         mut req: Request<B>,
         request_id: &str,
         trace: &TraceContext,
     ) -> Outcome<'_> {
+        let index = route.function;
         let version = self.functions.choose(index, req.headers());
         let answerer = Answerer::Function {
             name: self.functions.name(index),
@@ -408,6 +409,9 @@ impl App {
         if let Ok(v) = HeaderValue::from_str(request_id) {
             req.headers_mut().insert(REQUEST_ID, v);
         }
+        if self.functions.spec(index).spin {
+            spin_headers(&mut req, route);
+        }
         let (req, exceeded) = limit_body(req, max_body);
         let name = self.functions.name(index);
         let span = telemetry::root_span("request", name, request_id, Some(trace));
@@ -425,6 +429,51 @@ impl App {
             answerer,
             result,
             event_id: None,
+        }
+    }
+}
+
+/// The headers Spin gives a component about the route that matched, so Spin SDK routers
+/// and apps that read them work: for route `/shop/...` and `GET /shop/cart?x=1`,
+/// `spin-full-url` `http://<host>/shop/cart?x=1`, `spin-path-info` `/cart`,
+/// `spin-matched-route` and `spin-raw-component-route` `/shop/...`,
+/// `spin-component-route` `/shop`, `spin-base-path` `/`.
+fn spin_headers<B>(req: &mut Request<B>, route: RouteMatch) {
+    let path = req.uri().path().to_string();
+    let (component_route, raw_route, path_info) = match route.prefix {
+        None => (path.clone(), path.clone(), String::new()),
+        Some(len) => {
+            let prefix = &path[..len];
+            (
+                prefix.to_string(),
+                format!("{prefix}/..."),
+                path[len..].to_string(),
+            )
+        }
+    };
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri().authority().map(|a| a.as_str()))
+        .unwrap_or("localhost")
+        .to_string();
+    let target = req
+        .uri()
+        .path_and_query()
+        .map_or(path.as_str(), |pq| pq.as_str())
+        .to_string();
+    let headers = req.headers_mut();
+    for (name, value) in [
+        ("spin-full-url", format!("http://{host}{target}")),
+        ("spin-path-info", path_info),
+        ("spin-matched-route", raw_route.clone()),
+        ("spin-raw-component-route", raw_route),
+        ("spin-component-route", component_route),
+        ("spin-base-path", "/".to_string()),
+    ] {
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            headers.insert(name, value);
         }
     }
 }

@@ -248,6 +248,8 @@ pub struct FunctionSpec {
     pub in_flow: bool,
     /// How `wasmfn build` and `wasmfn dev` build its component.
     pub build: Option<Build>,
+    /// Declared in a `spin.toml`: its requests carry the headers Spin gives a component.
+    pub spin: bool,
 }
 
 /// How a function's component is built (`build = { command, workdir, watch }`).
@@ -421,6 +423,7 @@ impl Manifest {
             let (mut function, spans) = function(&ctx, raw_fn, name, &base, &raw.key_value)?;
             if let Some(variables) = spin_variables.remove(&function.name) {
                 function.variables = variables;
+                function.spin = true;
             }
             route_spans.extend(
                 spans
@@ -514,6 +517,7 @@ fn function(
         delivery,
         schedules,
         in_flow: false,
+        spin: false,
         build: f.build.as_ref().map(|b| build(ctx, b, base)).transpose()?,
         name,
     };

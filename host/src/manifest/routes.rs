@@ -74,6 +74,16 @@ impl fmt::Display for RoutePattern {
     }
 }
 
+/// Which route a path matched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RouteMatch {
+    /// The function whose route it is.
+    pub function: usize,
+    /// For a wildcard route, how long its prefix is (the path's first so many bytes);
+    /// `None` for an exact route.
+    pub prefix: Option<usize>,
+}
+
 /// The routes of every function, ready for lookups.
 #[derive(Debug, Clone, Default)]
 pub struct RouteTable {
@@ -121,8 +131,16 @@ impl RouteTable {
 
     /// The function serving `path`, if any.
     pub fn lookup(&self, path: &str) -> Option<usize> {
-        if let Some(&f) = self.exact.get(path) {
-            return Some(f);
+        self.matched(path).map(|m| m.function)
+    }
+
+    /// The function serving `path`, and the route of its that matched.
+    pub fn matched(&self, path: &str) -> Option<RouteMatch> {
+        if let Some(&function) = self.exact.get(path) {
+            return Some(RouteMatch {
+                function,
+                prefix: None,
+            });
         }
         if self.prefix.is_empty() {
             return None;
@@ -130,8 +148,11 @@ impl RouteTable {
         // Walk up one segment at a time, so the first hit is the longest prefix.
         let mut candidate = path;
         loop {
-            if let Some(&f) = self.prefix.get(candidate) {
-                return Some(f);
+            if let Some(&function) = self.prefix.get(candidate) {
+                return Some(RouteMatch {
+                    function,
+                    prefix: Some(candidate.len()),
+                });
             }
             match candidate.rfind('/') {
                 Some(i) => candidate = &candidate[..i],

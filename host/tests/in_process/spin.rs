@@ -94,7 +94,7 @@ async fn a_spin_guest_and_a_wasi_keyvalue_guest_share_a_store_by_its_label() {
             guests::RAW_CAPABILITIES,
             &["/raw-caps/*"],
             "key_value_stores = [\"default\"]"
-        ),
+        ) + &entry("echo", guests::ECHO, &["/echo"], ""),
     );
     let app = super::app(&manifest);
     assert_eq!(
@@ -111,6 +111,10 @@ async fn a_spin_guest_and_a_wasi_keyvalue_guest_share_a_store_by_its_label() {
         "visit 42\n",
         "what the wasi:keyvalue guest wrote"
     );
+    // Spin's request headers are for components from a spin.toml only.
+    let r = call(&app, "GET", "/echo", "").await;
+    assert_eq!(r.header("x-echo-header-host"), Some("example.test"));
+    assert_eq!(r.header("x-echo-header-spin-full-url"), None);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -130,6 +134,17 @@ pub(crate) async fn spin_sdk5_counter() {
     call(&app, "GET", "/counter/pears", "").await;
     let r = call(&app, "GET", "/counter/keys/all", "").await;
     assert_eq!(r.text(), "apples,pears\n");
+    // The headers Spin gives a component, which its SDK's routers and apps read.
+    let r = call(&app, "GET", "/counter/route/info?x=1", "").await;
+    assert_eq!(
+        r.text(),
+        "spin-full-url: http://example.test/counter/route/info?x=1\n\
+         spin-path-info: /route/info\n\
+         spin-matched-route: /counter/...\n\
+         spin-component-route: /counter\n\
+         spin-raw-component-route: /counter/...\n\
+         spin-base-path: /\n"
+    );
     drop(app);
     let app = spin_app("spin-sdk5-counter", data.path());
     let r = call(&app, "GET", "/counter/apples", "").await;

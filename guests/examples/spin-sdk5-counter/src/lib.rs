@@ -4,7 +4,8 @@
 //!
 //! - `GET /counter` → a greeting from the component variable `greeting`;
 //! - `GET /counter/:name` → counts one more `name` in the `default` store;
-//! - `GET /counter/keys/all` → the store's keys.
+//! - `GET /counter/keys/all` → the store's keys;
+//! - `GET /counter/route/info` → what Spin's request headers say about the route.
 use spin_sdk::http::{IntoResponse, Params, Request, Response, Router};
 use spin_sdk::http_component;
 use spin_sdk::key_value::Store;
@@ -14,6 +15,7 @@ fn handle(request: Request) -> Response {
     let mut router = Router::new();
     router.get("/counter", greet);
     router.get("/counter/keys/all", keys);
+    router.get("/counter/route/info", route_info);
     router.get("/counter/:name", count);
     router.handle(request)
 }
@@ -38,4 +40,26 @@ fn keys(_request: Request, _params: Params) -> anyhow::Result<impl IntoResponse>
     let mut keys = Store::open_default()?.get_keys()?;
     keys.sort();
     Ok(Response::new(200, format!("{}\n", keys.join(","))))
+}
+
+fn route_info(request: Request, _params: Params) -> anyhow::Result<impl IntoResponse> {
+    let header = |name: &str| {
+        request
+            .header(name)
+            .and_then(|v| v.as_str())
+            .unwrap_or("(none)")
+            .to_string()
+    };
+    let lines: Vec<String> = [
+        "spin-full-url",
+        "spin-path-info",
+        "spin-matched-route",
+        "spin-component-route",
+        "spin-raw-component-route",
+        "spin-base-path",
+    ]
+    .iter()
+    .map(|name| format!("{name}: {}", header(name)))
+    .collect();
+    Ok(Response::new(200, lines.join("\n") + "\n"))
 }
