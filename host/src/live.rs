@@ -4,14 +4,14 @@
 //! started on, new ones get the new one, and nothing waits on a lock. A manifest or a
 //! component that does not load leaves the running app serving, and says why.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::Mutex;
 
 use arc_swap::ArcSwap;
 
 use crate::events::schedule::Scheduler;
-use crate::manifest::{Manifest, ManifestError};
+use crate::manifest::{Manifest, ManifestError, ManifestFiles};
 use crate::server::{App, AppLoadError};
 
 /// Why a reload left the running app in place.
@@ -28,7 +28,7 @@ pub enum ReloadError {
 /// The running app, and how to load the next one.
 pub struct LiveApp {
     current: ArcSwap<App>,
-    manifest: PathBuf,
+    manifest: ManifestFiles,
     /// Serve only these functions of the manifest (`--functions`); all when empty.
     selected: Vec<String>,
     /// The running app's schedule tasks, when this host fires schedules.
@@ -41,14 +41,14 @@ impl LiveApp {
     /// fires its schedules when `fire_schedules`. Needs a tokio runtime.
     pub fn new(
         app: Arc<App>,
-        manifest: &Path,
+        manifest: ManifestFiles,
         selected: Vec<String>,
         fire_schedules: bool,
     ) -> Arc<Self> {
         let schedules = fire_schedules.then(|| app.start_schedules());
         Arc::new(Self {
             current: ArcSwap::new(app),
-            manifest: manifest.to_path_buf(),
+            manifest,
             selected,
             schedules: Mutex::new(schedules),
             fire_schedules,
@@ -62,13 +62,18 @@ impl LiveApp {
 
     /// The manifest the app was loaded from.
     pub fn manifest_path(&self) -> &Path {
-        &self.manifest
+        &self.manifest.path
+    }
+
+    /// Reads the manifest again (with its runtime configuration, for a Spin app).
+    pub fn load_manifest(&self) -> Result<Manifest, ManifestError> {
+        self.manifest.load()
     }
 
     /// Reads the manifest again and swaps in the app it describes; the running app stays
     /// if anything fails. Returns the new manifest.
     pub fn reload(&self) -> Result<Manifest, ReloadError> {
-        let mut manifest = Manifest::load(&self.manifest)?;
+        let mut manifest = self.manifest.load()?;
         if !self.selected.is_empty() {
             manifest = manifest.select(&self.selected)?;
         }

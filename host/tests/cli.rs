@@ -874,3 +874,82 @@ async fn a_spin_app_is_served_and_checked_from_its_spin_toml() {
         "{stderr}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_spin_apps_runtime_config_puts_its_store_on_redis() {
+    let Some(redis) = common::RedisServer::start() else {
+        return;
+    };
+    let spin_toml = std::path::Path::new(guests::GUESTS_DIR).join("examples/spin-hello/spin.toml");
+    let dir = tempfile::tempdir().unwrap();
+    let rc = dir.path().join("runtime-config.toml");
+    std::fs::write(
+        &rc,
+        format!(
+            "[key_value_store.default]\ntype = \"redis\"\nurl = \"{}\"\n",
+            redis.url()
+        ),
+    )
+    .unwrap();
+    // Each host keeps embedded stores in a data directory of its own: only Redis is shared.
+    let serve = |data: &std::path::Path| {
+        Server::spawn(
+            &spin_toml,
+            &[
+                "--listen",
+                "127.0.0.1:0",
+                "--runtime-config-file",
+                rc.to_str().unwrap(),
+                "--data-dir",
+                data.to_str().unwrap(),
+            ],
+            &[],
+        )
+    };
+    let (first, second) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = serve(first.path());
+    assert_eq!(get(&a.url("/hello/count")).await.text(), "visit 1\n");
+    let b = serve(second.path());
+    assert_eq!(
+        get(&b.url("/hello/count")).await.text(),
+        "visit 2\n",
+        "one store, in Redis"
+    );
+    assert_eq!(get(&a.url("/hello/count")).await.text(), "visit 3\n");
+    assert!(
+        std::fs::read_dir(first.path()).unwrap().next().is_none(),
+        "no embedded store was made"
+    );
+    // A SIGHUP reload reads the runtime configuration again: the store stays Redis.
+    let status = Command::new("kill")
+        .args(["-HUP", &a.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let log = a.wait_for_log("reloaded: new requests");
+    assert!(log.contains("reloaded: new requests"), "{log}");
+    assert_eq!(get(&a.url("/hello/count")).await.text(), "visit 4\n");
+
+    // And `deploy render` takes it: the Service needs no volume and scales to zero.
+    let out = wasmfn(&[
+        "deploy",
+        "render",
+        "--manifest",
+        spin_toml.to_str().unwrap(),
+        "--runtime-config-file",
+        rc.to_str().unwrap(),
+        "--image",
+        "registry.example/shop:1",
+    ]);
+    let yaml = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        yaml.contains("autoscaling.knative.dev/min-scale: '0'"),
+        "{yaml}"
+    );
+    assert!(!yaml.contains("volumes"), "{yaml}");
+}

@@ -20,6 +20,10 @@ pub(super) struct CheckArgs {
     /// Check with `[profiles.<NAME>]` applied.
     #[arg(long, value_name = "NAME")]
     profile: Option<String>,
+    /// For a spin.toml: Spin's runtime configuration file, which says where its key-value
+    /// stores live (`[key_value_store.<label>]` of type redis or spin).
+    #[arg(long, env = "WASMFN_RUNTIME_CONFIG_FILE", value_name = "FILE")]
+    runtime_config_file: Option<PathBuf>,
     /// Where compiled components are cached, shared with `serve` [default:
     /// ~/.cache/wasmfn].
     #[arg(long, env = "WASMFN_CACHE_DIR", value_name = "DIR")]
@@ -27,7 +31,11 @@ pub(super) struct CheckArgs {
 }
 
 pub(super) fn run(args: CheckArgs) -> anyhow::Result<()> {
-    let manifest = Manifest::load_profile(&args.manifest, args.profile.as_deref())?;
+    let manifest = Manifest::load_with_runtime_config(
+        &args.manifest,
+        args.profile.as_deref(),
+        args.runtime_config_file.as_deref(),
+    )?;
     let mut problems = Vec::new();
     let mut warnings = Vec::new();
     let engine = super::one_shot_engine(&manifest, args.cache_dir.as_deref())?;

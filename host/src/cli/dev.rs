@@ -38,7 +38,7 @@ pub(super) fn run(mut args: DevArgs) -> anyhow::Result<()> {
             .unwrap_or(crate::manifest::deploy::DEFAULT_PORT);
         args.serve.listen = Some(std::net::SocketAddr::from(([127, 0, 0, 1], port)));
     }
-    let manifest = Manifest::load(&args.serve.manifest)?;
+    let manifest = args.serve.files().load()?;
     for f in manifest.functions.iter().filter(|f| f.build.is_some()) {
         if let Err(failed) = build::build(f) {
             // A component from an earlier build still serves; without one there is
@@ -97,7 +97,7 @@ fn start_watching(live: Arc<LiveApp>, runtime: tokio::runtime::Handle) -> anyhow
         watcher,
         watched: BTreeMap::new(),
     };
-    let manifest = Manifest::load(watch.live.manifest_path())?;
+    let manifest = watch.live.load_manifest()?;
     let watching = watch.update(&manifest)?;
     std::thread::Builder::new()
         .name("wasmfn-dev-watch".into())
@@ -180,7 +180,7 @@ impl Watch {
     fn changed(&mut self, paths: &BTreeSet<PathBuf>) {
         let manifest_path = self.live.manifest_path().to_path_buf();
         let manifest_changed = paths.iter().any(|p| same_file(p, &manifest_path));
-        let manifest = match Manifest::load(&manifest_path) {
+        let manifest = match self.live.load_manifest() {
             Ok(m) => m,
             Err(e) => {
                 eprintln!(

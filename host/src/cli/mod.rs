@@ -97,6 +97,10 @@ struct RenderArgs {
     /// Apply `[profiles.<NAME>]` of the manifest (an environment or a region).
     #[arg(long, value_name = "NAME")]
     profile: Option<String>,
+    /// For a spin.toml: Spin's runtime configuration file, which says where its key-value
+    /// stores live (`[key_value_store.<label>]` of type redis or spin).
+    #[arg(long, env = "WASMFN_RUNTIME_CONFIG_FILE", value_name = "FILE")]
+    runtime_config_file: Option<PathBuf>,
     /// Override a Service's traffic: `SERVICE=REVISION=PERCENT[:TAG],...`, `@latest` for the
     /// latest revision, e.g. `users-api=users-api-stable=90:stable,@latest=10:canary`.
     /// Repeat for several Services.
@@ -150,6 +154,10 @@ struct ServeArgs {
     /// `{"extensions": {"name": "value"}}`.
     #[arg(long, env = "K_CE_OVERRIDES", value_name = "JSON", hide = true)]
     ce_overrides: Option<String>,
+    /// For a spin.toml: Spin's runtime configuration file, which says where its key-value
+    /// stores live (`[key_value_store.<label>]` of type redis or spin).
+    #[arg(long, env = "WASMFN_RUNTIME_CONFIG_FILE", value_name = "FILE")]
+    runtime_config_file: Option<PathBuf>,
     /// Where embedded key-value stores keep their files [default: .wasmfn/data beside the
     /// manifest].
     #[arg(long, env = "WASMFN_DATA_DIR", value_name = "DIR")]
@@ -172,6 +180,16 @@ struct ServeArgs {
     runtimes: Option<u16>,
     #[command(flatten)]
     engine: EngineArgs,
+}
+
+impl ServeArgs {
+    /// The manifest, and the runtime configuration a Spin app's stores follow.
+    fn files(&self) -> crate::manifest::ManifestFiles {
+        crate::manifest::ManifestFiles {
+            path: self.manifest.clone(),
+            runtime_config: self.runtime_config_file.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -324,7 +342,11 @@ fn listen_addr(explicit: Option<SocketAddr>) -> anyhow::Result<SocketAddr> {
 }
 
 fn render(args: RenderArgs) -> anyhow::Result<()> {
-    let mut manifest = Manifest::load_profile(&args.manifest, args.profile.as_deref())?;
+    let mut manifest = Manifest::load_with_runtime_config(
+        &args.manifest,
+        args.profile.as_deref(),
+        args.runtime_config_file.as_deref(),
+    )?;
     if let Some(ns) = args.namespace {
         manifest.deploy.namespace = Some(ns);
     }
@@ -370,7 +392,7 @@ impl Started {
     /// Loads for `serve`; `for_dev` trades optimized guest code for compiling fast.
     fn load(args: &ServeArgs, for_dev: bool) -> anyhow::Result<Self> {
         let at = Instant::now();
-        let mut manifest = Manifest::load(&args.manifest)?;
+        let mut manifest = args.files().load()?;
         let selected: Vec<String> = args
             .functions
             .iter()
@@ -479,7 +501,7 @@ fn run_server(
         // for the response to reach the client.
         let drain = app.longest_timeout() + Duration::from_secs(1);
         drop(manifest);
-        let live = LiveApp::new(app, &args.manifest, selected, fire_schedules);
+        let live = LiveApp::new(app, args.files(), selected, fire_schedules);
         if let Some(admin) = admin {
             tracing::info!(addr = %admin.local_addr()?, "admin listening");
             tokio::spawn(crate::admin::serve(admin, live.clone()));

@@ -26,6 +26,7 @@ pub mod flows;
 pub mod hosts;
 pub mod limits;
 pub mod routes;
+mod runtime_config;
 pub mod schedule;
 mod spin;
 pub mod subscription;
@@ -351,6 +352,23 @@ pub enum ManifestError {
     },
 }
 
+/// Where a manifest is read from: the file, and for a Spin app the runtime configuration
+/// file that says where its stores live.
+#[derive(Debug, Clone)]
+pub struct ManifestFiles {
+    /// `wasmfn.toml` or `spin.toml`.
+    pub path: PathBuf,
+    /// Spin's `--runtime-config-file`.
+    pub runtime_config: Option<PathBuf>,
+}
+
+impl ManifestFiles {
+    /// Reads and validates them.
+    pub fn load(&self) -> Result<Manifest, ManifestError> {
+        Manifest::load_with_runtime_config(&self.path, None, self.runtime_config.as_deref())
+    }
+}
+
 impl Manifest {
     /// Reads and validates the manifest at `path`.
     pub fn load(path: &Path) -> Result<Self, ManifestError> {
@@ -376,17 +394,67 @@ impl Manifest {
         Self::parse_profile(path, &text, profile)
     }
 
+    /// [`Manifest::load_profile`] for a Spin app with Spin's runtime configuration file at
+    /// `runtime_config` (where its key-value stores live), if one is given.
+    pub fn load_with_runtime_config(
+        path: &Path,
+        profile: Option<&str>,
+        runtime_config: Option<&Path>,
+    ) -> Result<Self, ManifestError> {
+        let read = |path: &Path| {
+            std::fs::read_to_string(path).map_err(|source| ManifestError::Read {
+                path: path.to_path_buf(),
+                source,
+            })
+        };
+        let text = read(path)?;
+        let config = match runtime_config {
+            Some(rc) => Some((rc, read(rc)?)),
+            None => None,
+        };
+        Self::parse_full(
+            path,
+            &text,
+            profile,
+            config.as_ref().map(|(p, t)| (*p, t.as_str())),
+        )
+    }
+
     /// [`Manifest::parse`] with `[profiles.<profile>]` applied to its deploy layout.
     pub fn parse_profile(
         path: &Path,
         text: &str,
         profile: Option<&str>,
     ) -> Result<Self, ManifestError> {
+        Self::parse_full(path, text, profile, None)
+    }
+
+    /// [`Manifest::parse_profile`], with a Spin runtime configuration file's path and text.
+    pub fn parse_full(
+        path: &Path,
+        text: &str,
+        profile: Option<&str>,
+        runtime_config: Option<(&Path, &str)>,
+    ) -> Result<Self, ManifestError> {
         let ctx = Ctx::new(path, text);
         // A Spin app's manifest becomes the same raw form, with its variables beside it.
         let (mut raw, mut spin_variables) = if spin::is_spin(text) {
-            let app = spin::read(&ctx, text)?;
+            let mut app = spin::read(&ctx, text)?;
+            if let Some((rc_path, rc_text)) = runtime_config {
+                app.raw
+                    .key_value
+                    .extend(runtime_config::stores(rc_path, rc_text)?);
+            }
+            spin::check_store_labels(&ctx, &app.raw)?;
             (app.raw, app.variables)
+        } else if let Some((rc_path, _)) = runtime_config {
+            return Err(ManifestError::Invalid {
+                at: Ctx::new(rc_path, "").location(0),
+                message: format!(
+                    "a runtime configuration file goes with a spin.toml; {} declares its stores as [key_value.<label>]",
+                    path.display()
+                ),
+            });
         } else {
             let raw: RawManifest = toml::from_str(text).map_err(|e| {
                 let span = e.span().unwrap_or(0..0);

@@ -248,6 +248,23 @@ pub(super) fn read(ctx: &Ctx<'_>, text: &str) -> Result<SpinApp, ManifestError> 
     })
 }
 
+/// Every store label a component names is `default` or declared in the runtime
+/// configuration file, as Spin has it.
+pub(super) fn check_store_labels(ctx: &Ctx<'_>, raw: &RawManifest) -> Result<(), ManifestError> {
+    for f in &raw.functions {
+        for label in &f.get_ref().key_value_stores {
+            let l = label.get_ref();
+            if l != super::DEFAULT_STORE && !raw.key_value.contains_key(l) {
+                return Err(ctx.error(
+                    label.span(),
+                    format!("no key-value store is labelled `{l}`: declare it in a runtime configuration file as [key_value_store.{l}] and pass --runtime-config-file"),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// A component some trigger runs: a function, with the routes of its triggers.
 struct Routed<'a> {
     name: String,
