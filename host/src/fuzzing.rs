@@ -9,7 +9,7 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::cloudevent;
 use crate::manifest::Manifest;
-use crate::manifest::routes::{RoutePattern, RouteTable};
+use crate::manifest::routes::{RoutePattern, RouteTable, Segment};
 
 /// An HTTP request as the fuzzer writes it: `name: value` header lines, a blank line, the
 /// body. Lines that are not valid headers are skipped, as hyper would have refused them.
@@ -125,7 +125,7 @@ pub fn manifest(data: &[u8]) -> ManifestCase {
 }
 
 /// Route matching: the table agrees with the rule it documents (an exact route first,
-/// then the longest prefix), checked against a plain scan. Input: one route per line, the
+/// then a route with parameters, then the longest prefix), checked against a plain scan. Input: one route per line, the
 /// last line is the path looked up. Returns the function found, if any.
 pub fn routes(data: &[u8]) -> Option<usize> {
     let Ok(text) = std::str::from_utf8(data) else {
@@ -146,7 +146,31 @@ pub fn routes(data: &[u8]) -> Option<usize> {
         RoutePattern::Exact(e) if e == path => Some(*f),
         _ => None,
     });
-    let expected = exact.or_else(|| {
+    // Then the route with parameters that fits with the most fixed segments, the first
+    // declared among equals.
+    let parts: Option<Vec<&str>> = path.strip_prefix('/').map(|p| p.split('/').collect());
+    let with_params = parts.and_then(|parts| {
+        let mut best: Option<(usize, usize)> = None;
+        for (p, f) in &patterns {
+            let RoutePattern::Params(segments) = p else {
+                continue;
+            };
+            let fits = segments.len() == parts.len()
+                && segments.iter().zip(&parts).all(|(s, part)| match s {
+                    Segment::Fixed(t) => t == part,
+                    Segment::Param(_) => !part.is_empty(),
+                });
+            let fixed = segments
+                .iter()
+                .filter(|s| matches!(s, Segment::Fixed(_)))
+                .count();
+            if fits && best.is_none_or(|(most, _)| fixed > most) {
+                best = Some((fixed, *f));
+            }
+        }
+        best.map(|(_, f)| f)
+    });
+    let expected = exact.or(with_params).or_else(|| {
         patterns
             .iter()
             .filter_map(|(p, f)| match p {

@@ -20,7 +20,7 @@ use crate::events::{Dispatcher, EventOptions, Recipients};
 use crate::failure::{Failure, full};
 pub use crate::functions::FunctionLoadError;
 use crate::functions::Functions;
-use crate::manifest::routes::{RouteMatch, RouteTable};
+use crate::manifest::routes::{RouteMatch, RoutePattern, RouteTable, Segment};
 use crate::manifest::{DELIVERY_PREFIX, Manifest, RESERVED_PREFIX, ServerLimits};
 use crate::metrics::{Metrics, Refusal};
 use crate::telemetry::{self, TraceContext};
@@ -367,7 +367,7 @@ impl App {
     #[inline(always)]
     async fn request<B: RequestBody>(
         &self,
-        route: RouteMatch,
+        route: RouteMatch<'_>,
         mut req: Request<B>,
         request_id: &str,
         trace: &TraceContext,
@@ -438,11 +438,11 @@ impl App {
 /// `spin-full-url` `http://<host>/shop/cart?x=1`, `spin-path-info` `/cart`,
 /// `spin-matched-route` and `spin-raw-component-route` `/shop/...`,
 /// `spin-component-route` `/shop`, `spin-base-path` `/`.
-fn spin_headers<B>(req: &mut Request<B>, route: RouteMatch) {
+fn spin_headers<B>(req: &mut Request<B>, route: RouteMatch<'_>) {
     let path = req.uri().path().to_string();
-    let (component_route, raw_route, path_info) = match route.prefix {
-        None => (path.clone(), path.clone(), String::new()),
-        Some(len) => {
+    let mut params = Vec::new();
+    let (component_route, raw_route, path_info) = match (route.prefix, route.params) {
+        (Some(len), _) => {
             let prefix = &path[..len];
             (
                 prefix.to_string(),
@@ -450,6 +450,17 @@ fn spin_headers<B>(req: &mut Request<B>, route: RouteMatch) {
                 path[len..].to_string(),
             )
         }
+        // `/users/:id`: the route as written, and `spin-path-match-id` for each parameter.
+        (None, Some(segments)) => {
+            let written = RoutePattern::Params(segments.to_vec()).to_string();
+            for (segment, value) in segments.iter().zip(path.split('/').skip(1)) {
+                if let Segment::Param(name) = segment {
+                    params.push((format!("spin-path-match-{name}"), value.to_string()));
+                }
+            }
+            (written.clone(), written, String::new())
+        }
+        (None, None) => (path.clone(), path.clone(), String::new()),
     };
     let host = req
         .headers()
@@ -473,6 +484,14 @@ fn spin_headers<B>(req: &mut Request<B>, route: RouteMatch) {
         ("spin-base-path", "/".to_string()),
     ] {
         if let Ok(value) = HeaderValue::from_str(&value) {
+            headers.insert(name, value);
+        }
+    }
+    for (name, value) in params {
+        if let (Ok(name), Ok(value)) = (
+            http::HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(&value),
+        ) {
             headers.insert(name, value);
         }
     }

@@ -1,9 +1,12 @@
 //! Maps a request path to the function that serves it.
 //!
-//! Built once at start from the manifest. A route is an exact path (`/hello`) or a prefix
-//! wildcard (`/api/*`, matching `/api` and everything below it). An exact route beats any
-//! wildcard and the longest wildcard prefix wins, whatever the manifest order; two functions
-//! claiming the same route is an error reported with both, never a silent shadow.
+//! Built once at start from the manifest. A route is an exact path (`/hello`), a path with
+//! parameters (`/users/:id`, one segment each, as Spin routes them), or a prefix wildcard
+//! (`/api/*`, matching `/api` and everything below it). An exact route beats a route with
+//! parameters (the one with more fixed segments first, then the one declared first), which
+//! beats any wildcard, and the longest wildcard prefix wins, whatever the manifest order;
+//! two functions claiming the same route is an error reported with both, never a silent
+//! shadow.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -15,6 +18,17 @@ pub enum RoutePattern {
     Exact(String),
     /// Matches this path and every path below it; `""` (from `/*`) matches everything.
     Prefix(String),
+    /// Matches paths of these segments, a `:name` one matching any single segment.
+    Params(Vec<Segment>),
+}
+
+/// One segment of a route with parameters.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Segment {
+    /// This text.
+    Fixed(String),
+    /// Any one segment, named.
+    Param(String),
 }
 
 /// Why a route string is not a route.
@@ -29,6 +43,11 @@ pub enum RouteError {
     /// Queries and fragments are not part of routing.
     #[error("route {0:?} must be a path without '?' or '#'")]
     NotAPath(String),
+    /// A parameter must be named, and parameters do not mix with a wildcard.
+    #[error(
+        "route {0:?}: a parameter is a whole segment with a name, as in \"/users/:id\", and a route with parameters has no wildcard"
+    )]
+    BadParam(String),
 }
 
 impl RoutePattern {
@@ -47,6 +66,22 @@ impl RoutePattern {
         if body.contains('*') {
             return Err(RouteError::MisplacedWildcard(route.to_string()));
         }
+        if body.split('/').any(|s| s.starts_with(':')) {
+            let segments: Vec<Segment> = body[1..]
+                .split('/')
+                .map(|s| match s.strip_prefix(':') {
+                    Some(name) => Segment::Param(name.to_string()),
+                    None => Segment::Fixed(s.to_string()),
+                })
+                .collect();
+            let unnamed = segments
+                .iter()
+                .any(|s| matches!(s, Segment::Param(n) if n.is_empty() || n.contains(':')));
+            if wildcard || unnamed {
+                return Err(RouteError::BadParam(route.to_string()));
+            }
+            return Ok(RoutePattern::Params(segments));
+        }
         Ok(if wildcard {
             RoutePattern::Prefix(body.to_string())
         } else {
@@ -58,8 +93,21 @@ impl RoutePattern {
     /// '/'). A catch-all like `/*` does not: the host answers its own paths before routing.
     pub fn overlaps_prefix(&self, prefix: &str) -> bool {
         let dir = prefix.trim_end_matches('/');
+        let fixed;
         let path = match self {
             RoutePattern::Exact(p) | RoutePattern::Prefix(p) => p,
+            // Its fixed segments before the first parameter, as a path.
+            RoutePattern::Params(segments) => {
+                fixed = segments
+                    .iter()
+                    .map_while(|s| match s {
+                        Segment::Fixed(f) => Some(format!("/{f}")),
+                        Segment::Param(_) => None,
+                    })
+                    .collect::<String>()
+                    + "/";
+                &fixed
+            }
         };
         path == dir || path.starts_with(prefix)
     }
@@ -70,18 +118,29 @@ impl fmt::Display for RoutePattern {
         match self {
             RoutePattern::Exact(p) => f.write_str(p),
             RoutePattern::Prefix(p) => write!(f, "{p}/*"),
+            RoutePattern::Params(segments) => {
+                for s in segments {
+                    match s {
+                        Segment::Fixed(t) => write!(f, "/{t}")?,
+                        Segment::Param(n) => write!(f, "/:{n}")?,
+                    }
+                }
+                Ok(())
+            }
         }
     }
 }
 
 /// Which route a path matched.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RouteMatch {
+pub struct RouteMatch<'a> {
     /// The function whose route it is.
     pub function: usize,
     /// For a wildcard route, how long its prefix is (the path's first so many bytes);
-    /// `None` for an exact route.
+    /// `None` for the others.
     pub prefix: Option<usize>,
+    /// For a route with parameters, its segments (the path's segments line up with them).
+    pub params: Option<&'a [Segment]>,
 }
 
 /// The routes of every function, ready for lookups.
@@ -89,6 +148,8 @@ pub struct RouteMatch {
 pub struct RouteTable {
     exact: HashMap<String, usize>,
     prefix: HashMap<String, usize>,
+    /// Routes with parameters, most fixed segments first, then in manifest order.
+    params: Vec<(Vec<Segment>, usize)>,
 }
 
 /// Two functions claim the same route.
@@ -112,6 +173,21 @@ impl RouteTable {
             let (map, key) = match &pattern {
                 RoutePattern::Exact(p) => (&mut table.exact, p),
                 RoutePattern::Prefix(p) => (&mut table.prefix, p),
+                RoutePattern::Params(segments) => {
+                    let same = table.params.iter().find(|(s, _)| s == segments);
+                    match same {
+                        Some(&(_, first)) if first != function => {
+                            return Err(DuplicateRoute {
+                                pattern,
+                                first_function: first,
+                                second_entry: entry,
+                            });
+                        }
+                        Some(_) => {}
+                        None => table.params.push((segments.clone(), function)),
+                    }
+                    continue;
+                }
             };
             if let Some(&first) = map.get(key) {
                 // The same function listing a route twice is harmless; two functions is not.
@@ -126,6 +202,15 @@ impl RouteTable {
             }
             map.insert(key.clone(), function);
         }
+        // Stable: among as many fixed segments, the one declared first.
+        table.params.sort_by_key(|(segments, _)| {
+            std::cmp::Reverse(
+                segments
+                    .iter()
+                    .filter(|s| matches!(s, Segment::Fixed(_)))
+                    .count(),
+            )
+        });
         Ok(table)
     }
 
@@ -135,12 +220,18 @@ impl RouteTable {
     }
 
     /// The function serving `path`, and the route of its that matched.
-    pub fn matched(&self, path: &str) -> Option<RouteMatch> {
+    pub fn matched(&self, path: &str) -> Option<RouteMatch<'_>> {
         if let Some(&function) = self.exact.get(path) {
             return Some(RouteMatch {
                 function,
                 prefix: None,
+                params: None,
             });
+        }
+        if !self.params.is_empty()
+            && let Some(found) = self.with_params(path)
+        {
+            return Some(found);
         }
         if self.prefix.is_empty() {
             return None;
@@ -152,6 +243,7 @@ impl RouteTable {
                 return Some(RouteMatch {
                     function,
                     prefix: Some(candidate.len()),
+                    params: None,
                 });
             }
             match candidate.rfind('/') {
@@ -161,9 +253,25 @@ impl RouteTable {
         }
     }
 
+    fn with_params(&self, path: &str) -> Option<RouteMatch<'_>> {
+        let parts: Vec<&str> = path.strip_prefix('/')?.split('/').collect();
+        self.params.iter().find_map(|(segments, function)| {
+            let fits = segments.len() == parts.len()
+                && segments.iter().zip(&parts).all(|(s, p)| match s {
+                    Segment::Fixed(f) => f == p,
+                    Segment::Param(_) => !p.is_empty(),
+                });
+            fits.then_some(RouteMatch {
+                function: *function,
+                prefix: None,
+                params: Some(segments),
+            })
+        })
+    }
+
     /// Whether no function has a route.
     pub fn is_empty(&self) -> bool {
-        self.exact.is_empty() && self.prefix.is_empty()
+        self.exact.is_empty() && self.prefix.is_empty() && self.params.is_empty()
     }
 }
 
@@ -195,6 +303,46 @@ mod tests {
         assert_eq!(t.lookup("/api"), Some(1));
         assert_eq!(t.lookup("/apix"), Some(0));
         assert_eq!(t.lookup("/"), Some(0));
+    }
+
+    #[test]
+    fn parameters_match_one_segment_and_rank_between_exact_and_wildcard() {
+        let t = table(&[
+            ("/users/*", 0),
+            ("/users/:id", 1),
+            ("/users/me", 2),
+            ("/users/:id/orders/:order", 3),
+            ("/:any/orders/:order", 4),
+        ]);
+        assert_eq!(t.lookup("/users/me"), Some(2));
+        assert_eq!(t.lookup("/users/42"), Some(1));
+        assert_eq!(
+            t.lookup("/users/42/orders/7"),
+            Some(3),
+            "more fixed segments first"
+        );
+        assert_eq!(t.lookup("/shops/orders/7"), Some(4));
+        assert_eq!(
+            t.lookup("/users/42/x"),
+            Some(0),
+            "no parameter route fits: the wildcard"
+        );
+        assert_eq!(t.lookup("/users/"), Some(0), "a parameter is never empty");
+        let m = t.matched("/users/42").unwrap();
+        assert_eq!(
+            m.params,
+            Some(&[Segment::Fixed("users".into()), Segment::Param("id".into())][..])
+        );
+        assert_eq!(
+            RoutePattern::parse("/users/:id").unwrap().to_string(),
+            "/users/:id"
+        );
+        for bad in ["/users/:", "/users/:id/*", "/a/::b"] {
+            assert!(
+                matches!(RoutePattern::parse(bad), Err(RouteError::BadParam(_))),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -344,12 +344,6 @@ fn http_route(
             ));
         }
     };
-    if text.split('/').any(|s| s.starts_with(':')) {
-        return Err(ctx.error(
-            route.span(),
-            format!("route {text:?}: parameters (`:name`) are not routed yet; use a wildcard (\"/.../...\") and read the path"),
-        ));
-    }
     let ours = match text.strip_suffix("/...") {
         Some(prefix) => format!("{prefix}/*"),
         None if text == "..." => "/*".to_string(),
@@ -604,9 +598,9 @@ mod tests {
             ),
             (
                 &format!(
-                    "{HEAD}[[trigger.http]]\nroute = \"/u/:id\"\ncomponent = \"c\"\n[component.c]\nsource = \"c.wasm\"\n"
+                    "{HEAD}[[trigger.http]]\nroute = \"/u/:id/...\"\ncomponent = \"c\"\n[component.c]\nsource = \"c.wasm\"\n"
                 ),
-                "parameters",
+                "a route with parameters has no wildcard",
             ),
             (
                 &format!("{HEAD}[[trigger.http]]\nroute = \"/\"\ncomponent = \"nope\"\n"),

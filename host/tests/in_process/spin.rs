@@ -134,6 +134,13 @@ pub(crate) async fn spin_sdk5_counter() {
     call(&app, "GET", "/counter/pears", "").await;
     let r = call(&app, "GET", "/counter/keys/all", "").await;
     assert_eq!(r.text(), "apples,pears\n");
+    // A trigger route with a parameter, and the header Spin sets for it.
+    let r = call(&app, "GET", "/greet/ada", "").await;
+    assert_eq!(
+        r.text(),
+        "hello ada (spin-path-match-name: ada, route /greet/:name)\n"
+    );
+    assert_eq!(call(&app, "GET", "/greet/ada/x", "").await.status, 404);
     // The headers Spin gives a component, which its SDK's routers and apps read.
     let r = call(&app, "GET", "/counter/route/info?x=1", "").await;
     assert_eq!(

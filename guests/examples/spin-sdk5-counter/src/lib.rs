@@ -5,7 +5,9 @@
 //! - `GET /counter` → a greeting from the component variable `greeting`;
 //! - `GET /counter/:name` → counts one more `name` in the `default` store;
 //! - `GET /counter/keys/all` → the store's keys;
-//! - `GET /counter/route/info` → what Spin's request headers say about the route.
+//! - `GET /counter/route/info` → what Spin's request headers say about the route;
+//! - `GET /greet/:name` (a route with a parameter, in spin.toml and in the Router) → a
+//!   greeting for the name, and the `spin-path-match-name` header Spin sets for it.
 use spin_sdk::http::{IntoResponse, Params, Request, Response, Router};
 use spin_sdk::http_component;
 use spin_sdk::key_value::Store;
@@ -17,6 +19,7 @@ fn handle(request: Request) -> Response {
     router.get("/counter/keys/all", keys);
     router.get("/counter/route/info", route_info);
     router.get("/counter/:name", count);
+    router.get("/greet/:name", greet_by_name);
     router.handle(request)
 }
 
@@ -62,4 +65,23 @@ fn route_info(request: Request, _params: Params) -> anyhow::Result<impl IntoResp
     .map(|name| format!("{name}: {}", header(name)))
     .collect();
     Ok(Response::new(200, lines.join("\n") + "\n"))
+}
+
+fn greet_by_name(request: Request, params: Params) -> anyhow::Result<impl IntoResponse> {
+    let name = params.get("name").unwrap_or("nobody");
+    let header = |name: &str| {
+        request
+            .header(name)
+            .and_then(|v| v.as_str())
+            .unwrap_or("(none)")
+            .to_string()
+    };
+    Ok(Response::new(
+        200,
+        format!(
+            "hello {name} (spin-path-match-name: {}, route {})\n",
+            header("spin-path-match-name"),
+            header("spin-matched-route")
+        ),
+    ))
 }
