@@ -3,11 +3,12 @@
 //! call out. [`Capabilities::grants`] resolves one function's share (its variables' values
 //! too), which the engine keeps with the loaded function.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::engine::{Grants, KeyValueGrant};
 use crate::keyvalue::{OpenError, Stores};
+use crate::manifest::files::{FileMount, Files};
 use crate::manifest::variables::VariableError;
 use crate::manifest::{FunctionSpec, Manifest};
 use crate::outbound::{CaFileError, Client};
@@ -40,6 +41,17 @@ pub struct UnresolvedVariable {
     pub name: String,
     /// Why.
     pub error: VariableError,
+}
+
+/// Why a function's grants could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum GrantError {
+    /// One of its variables.
+    #[error(transparent)]
+    Variable(#[from] UnresolvedVariable),
+    /// Its `files`.
+    #[error("`files`: {0}")]
+    Files(String),
 }
 
 /// The stores and the client, shared by every function.
@@ -93,7 +105,7 @@ impl Capabilities {
     }
 
     /// What `spec`'s guest may reach, its variables resolved now.
-    pub fn grants(&self, spec: &FunctionSpec) -> Result<Grants, UnresolvedVariable> {
+    pub fn grants(&self, spec: &FunctionSpec) -> Result<Grants, GrantError> {
         let variables = spec
             .variables
             .iter()
@@ -108,6 +120,7 @@ impl Capabilities {
             })
             .collect::<Result<_, _>>()?;
         Ok(Grants {
+            files: stage_files(&spec.files).map_err(GrantError::Files)?,
             variables,
             key_value: KeyValueGrant {
                 stores: spec
@@ -123,4 +136,93 @@ impl Capabilities {
                 .filter(|_| !spec.allowed_outbound_hosts.is_empty()),
         })
     }
+}
+
+/// Gathers a function's `files` into a directory of their own, which its guest sees
+/// read-only as `/`: hard links where the file system allows (a start does not copy a large
+/// site), copies where not. None when it has no files.
+fn stage_files(files: &Files) -> Result<Option<Arc<tempfile::TempDir>>, String> {
+    if files.is_empty() {
+        return Ok(None);
+    }
+    let glob_set = |patterns: &mut dyn Iterator<Item = &String>| {
+        let mut set = globset::GlobSetBuilder::new();
+        for p in patterns {
+            set.add(globset::Glob::new(p).map_err(|e| e.to_string())?);
+        }
+        set.build().map_err(|e| e.to_string())
+    };
+    let exclude = glob_set(&mut files.exclude.iter())?;
+    let staged = tempfile::Builder::new()
+        .prefix("wasmfn-files-")
+        .tempdir()
+        .map_err(|e| format!("cannot make a directory for them: {e}"))?;
+    let place = |from: &Path, to: &Path| -> Result<(), String> {
+        let target = staged.path().join(to);
+        if let Some(parent) = target.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
+        }
+        std::fs::hard_link(from, &target)
+            .or_else(|_| std::fs::copy(from, &target).map(drop))
+            .map_err(|e| format!("{}: {e}", from.display()))
+    };
+    for mount in &files.mounts {
+        match mount {
+            FileMount::Glob { base, pattern } => {
+                let matcher = glob_set(&mut std::iter::once(pattern))?;
+                for rel in files_under(base)? {
+                    if matcher.is_match(&rel) && !exclude.is_match(&rel) {
+                        place(&base.join(&rel), &rel)?;
+                    }
+                }
+            }
+            FileMount::Copy {
+                base,
+                source,
+                destination,
+            } => {
+                let to = Path::new(destination.trim_start_matches('/'));
+                let from = base.join(source);
+                if from.is_dir() {
+                    for rel in files_under(&from)? {
+                        if !exclude.is_match(source.join(&rel)) {
+                            place(&from.join(&rel), &to.join(&rel))?;
+                        }
+                    }
+                } else if from.is_file() {
+                    place(&from, to)?;
+                } else {
+                    return Err(format!("{} does not exist", from.display()));
+                }
+            }
+        }
+    }
+    Ok(Some(Arc::new(staged)))
+}
+
+/// Every file under `dir`, as paths relative to it.
+fn files_under(dir: &Path) -> Result<Vec<PathBuf>, String> {
+    // A manifest named without a directory has the empty path as its directory.
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    let mut out = Vec::new();
+    let mut pending = vec![PathBuf::new()];
+    while let Some(rel) = pending.pop() {
+        let entries = std::fs::read_dir(dir.join(&rel))
+            .map_err(|e| format!("{}: {e}", dir.join(&rel).display()))?;
+        for entry in entries {
+            let entry = entry.map_err(|e| e.to_string())?;
+            let kind = entry.file_type().map_err(|e| e.to_string())?;
+            let path = rel.join(entry.file_name());
+            if kind.is_dir() {
+                pending.push(path);
+            } else if kind.is_file() {
+                out.push(path);
+            }
+        }
+    }
+    Ok(out)
 }

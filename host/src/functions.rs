@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use moka::policy::EvictionPolicy;
 use tracing::Instrument;
 
-use crate::capabilities::{Capabilities, UnresolvedVariable};
+use crate::capabilities::{Capabilities, GrantError};
 use crate::engine::{
     CallContext, CallFunction, Engine, Function, Grants, InvokeError, LoadError, NoSuchFunction,
     ResponseBody,
@@ -49,9 +49,9 @@ pub enum Unloadable {
     /// Its component.
     #[error(transparent)]
     Component(#[from] LoadError),
-    /// One of its variables.
+    /// One of its variables, or its files.
     #[error(transparent)]
-    Variable(#[from] UnresolvedVariable),
+    Grant(#[from] GrantError),
 }
 
 /// Every function of a manifest, by its index there, and each of its versions.

@@ -820,6 +820,15 @@ async fn a_spin_app_is_served_and_checked_from_its_spin_toml() {
         guests::SPIN_HELLO,
     );
     std::fs::write(copy.path().join("spin.toml"), text).unwrap();
+    for dir in ["static", "notes"] {
+        let status = Command::new("cp")
+            .arg("-r")
+            .arg(spin_toml.parent().unwrap().join(dir))
+            .arg(copy.path())
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
     let (_, out, err) = wasmfn_in(copy.path(), &["check", "--manifest", "spin.toml"]);
     assert!(
         out.contains("ok  spin-hello  /hello/* /files/*"),
@@ -864,13 +873,13 @@ async fn a_spin_app_is_served_and_checked_from_its_spin_toml() {
 
     // A mistake in it is reported on its line of spin.toml.
     let (_dir, bad) = manifest(
-        "spin_manifest_version = 2\n[application]\nname = \"a\"\n[[trigger.http]]\nroute = \"/\"\ncomponent = \"c\"\n[component.c]\nsource = \"c.wasm\"\nfiles = [\"static/**\"]\n",
+        "spin_manifest_version = 2\n[application]\nname = \"a\"\n[[trigger.http]]\nroute = \"/\"\ncomponent = \"c\"\n[component.c]\nsource = \"c.wasm\"\nsqlite_databases = [\"default\"]\n",
     );
     let out = wasmfn(&["serve", "--manifest", bad.to_str().unwrap()]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(
-        stderr.contains(&format!("{}:9:", bad.display())) && stderr.contains("`files`"),
+        stderr.contains(&format!("{}:9:", bad.display())) && stderr.contains("sqlite_databases"),
         "{stderr}"
     );
 }

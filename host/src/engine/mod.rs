@@ -166,6 +166,8 @@ impl Default for EngineOptions {
 /// outbound requests go through (where they may go is its manifest entry's).
 #[derive(Clone, Default)]
 pub struct Grants {
+    /// The directory its guest sees read-only as `/` (its `files`, gathered at start).
+    pub files: Option<Arc<tempfile::TempDir>>,
     /// Variable values, by name.
     pub variables: BTreeMap<String, String>,
     /// The stores it may open.
@@ -630,6 +632,7 @@ impl Engine {
                 variables: Arc::new(grants.variables.iter().collect()),
                 variable_values: Arc::new(grants.variables.clone()),
                 environment: spec.environment.clone().into(),
+                files: grants.files.clone(),
                 key_value: Arc::new(grants.key_value),
                 outbound: grants.outbound.map(|client| {
                     Arc::new(OutboundGrant {
@@ -980,6 +983,8 @@ struct FunctionInner {
     variable_values: Arc<BTreeMap<String, String>>,
     /// The guest's whole environment, as its manifest entry declares it.
     environment: Arc<[(String, String)]>,
+    /// Its `files`, read-only at `/`.
+    files: Option<Arc<tempfile::TempDir>>,
     key_value: Arc<KeyValueGrant>,
     outbound: Option<Arc<OutboundGrant>>,
     concurrency: Option<Gate>,

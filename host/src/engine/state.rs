@@ -49,14 +49,20 @@ impl State {
         // environment only what its manifest entry declares (never the host's). The guest's
         // inputs are its request, its variables and environment, the stores and hosts it is
         // granted, and the clock.
-        let wasi = WasiCtx::builder()
-            .envs(&f.environment)
+        let mut wasi = WasiCtx::builder();
+        wasi.envs(&f.environment)
             .stdout(stdout.clone())
             .stderr(stderr.clone())
             .allow_tcp(false)
             .allow_udp(false)
-            .allow_ip_name_lookup(false)
-            .build();
+            .allow_ip_name_lookup(false);
+        if let Some(files) = &f.files
+            && let Err(e) = wasi.preopened_dir(files.path(), "/", wasmtime_wasi::FsPerms::ReadOnly)
+        {
+            // Gathered at start and kept for the function's life: this is the host's fault.
+            tracing::error!(function = %f.name, error = %e, "the function's files cannot be opened");
+        }
+        let wasi = wasi.build();
         Self {
             table: ResourceTable::new(),
             wasi,

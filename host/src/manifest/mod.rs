@@ -22,6 +22,7 @@
 
 pub mod delivery;
 pub mod deploy;
+pub mod files;
 pub mod flows;
 pub mod hosts;
 pub mod limits;
@@ -132,6 +133,10 @@ struct RawFunction {
     #[serde(default)]
     environment: BTreeMap<String, Spanned<String>>,
     #[serde(default)]
+    files: Vec<Spanned<toml::Value>>,
+    #[serde(default)]
+    exclude_files: Vec<Spanned<String>>,
+    #[serde(default)]
     key_value_stores: Vec<Spanned<String>>,
     #[serde(default)]
     allowed_outbound_hosts: Vec<Spanned<String>>,
@@ -235,6 +240,8 @@ pub struct FunctionSpec {
     pub variables: BTreeMap<String, Variable>,
     /// The guest's environment (`wasi:cli/environment`): these variables and no others.
     pub environment: Vec<(String, String)>,
+    /// Files of the host it may read (`files`, `exclude_files`).
+    pub files: files::Files,
     /// The key-value stores it may open, by label.
     pub key_value_stores: Vec<String>,
     /// Where its outbound HTTP requests may go; empty: nowhere.
@@ -574,6 +581,7 @@ fn function(
             .transpose()?,
         variables: variables(ctx, raw_fn, base)?,
         environment: environment(ctx, &f.environment)?,
+        files: files::parse(ctx, &f.files, &f.exclude_files, base)?,
         key_value_stores: key_value_grants(ctx, &f.key_value_stores, stores)?,
         allowed_outbound_hosts: allowed_hosts(ctx, &f.allowed_outbound_hosts)?,
         outbound_concurrency: f

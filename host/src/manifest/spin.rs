@@ -102,9 +102,11 @@ struct RawComponent {
     /// For tools, not for the runtime.
     #[serde(default, rename = "tool")]
     _tool: Option<toml::Value>,
+    #[serde(default)]
+    files: Vec<Spanned<toml::Value>>,
+    #[serde(default)]
+    exclude_files: Vec<Spanned<String>>,
     // Known to Spin, not run here: each is refused with its reason.
-    files: Option<Spanned<toml::Value>>,
-    exclude_files: Option<Spanned<toml::Value>>,
     allowed_http_hosts: Option<Spanned<toml::Value>>,
     sqlite_databases: Option<Spanned<toml::Value>>,
     ai_models: Option<Spanned<toml::Value>>,
@@ -213,6 +215,8 @@ pub(super) fn read(ctx: &Ctx<'_>, text: &str) -> Result<SpinApp, ManifestError> 
                 reuse: None,
                 variables: BTreeMap::new(),
                 environment: c.environment.clone(),
+                files: c.files.clone(),
+                exclude_files: c.exclude_files.clone(),
                 key_value_stores: c.key_value_stores.clone(),
                 allowed_outbound_hosts: c.allowed_outbound_hosts.clone(),
                 outbound_concurrency: None,
@@ -370,15 +374,7 @@ fn source(
 }
 
 fn refuse_unsupported(ctx: &Ctx<'_>, c: &RawComponent) -> Result<(), ManifestError> {
-    let refusals: [(&Option<Spanned<toml::Value>>, &str); 7] = [
-        (
-            &c.files,
-            "`files` (files mounted into the component) is not served yet",
-        ),
-        (
-            &c.exclude_files,
-            "`exclude_files` goes with `files`, which is not served yet",
-        ),
+    let refusals: [(&Option<Spanned<toml::Value>>, &str); 5] = [
         (
             &c.allowed_http_hosts,
             "`allowed_http_hosts` is Spin's version 1 key: write `allowed_outbound_hosts` with a scheme, e.g. \"https://example.com\"",
@@ -565,7 +561,7 @@ mod tests {
             .unwrap_err()
         };
         for (rest, line, says) in [
-            ("files = [\"static/**\"]\n", 9, "`files`"),
+            ("files = [\"../secrets/**\"]\n", 9, "without `..`"),
             ("sqlite_databases = [\"default\"]\n", 9, "sqlite_databases"),
             (
                 "allowed_http_hosts = [\"example.com\"]\n",

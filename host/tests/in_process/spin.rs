@@ -53,8 +53,16 @@ pub(crate) async fn spin_hello() {
         "GREETING=hi from spin.toml PATH seen: false\n",
         "the component's environment, and none of the host's"
     );
-    let r = call(&app, "GET", "/files/a/b.txt", "").await;
-    assert_eq!(r.text(), "asked for /files/a/b.txt\n");
+    // Its `files`, read-only: `static/` at `/files` less what `exclude_files` takes out,
+    // and the `notes/*.txt` glob at the same relative path.
+    let r = call(&app, "GET", "/files/hello.txt", "").await;
+    assert_eq!((r.status, r.text().as_str()), (200, "Hello from a file\n"));
+    let r = call(&app, "GET", "/files/private/key.txt", "").await;
+    assert_eq!(r.status, 404, "excluded: {}", r.text());
+    let r = call(&app, "GET", "/files/?list=/notes", "").await;
+    assert_eq!(r.text(), "one.txt\n", "the glob took only the .txt");
+    let r = call(&app, "GET", "/files/?list=/", "").await;
+    assert_eq!(r.text(), "files,notes\n", "nothing else of the host");
     // No trigger routes here: the host's own 404.
     let r = call(&app, "GET", "/elsewhere", "").await;
     assert_eq!(r.status, 404);

@@ -7,7 +7,9 @@
 //!   whether it can see `PATH` (it must not: only what the manifest declares);
 //! - `GET /hello/count` → one more visit, counted in the `default` store (Spin's key-value
 //!   interface); `GET /hello/keys` → the store's keys;
-//! - anything under `/files/...` → the path it was asked for (a wildcard route).
+//! - `GET /files/...` → the file at that path in its file system (its manifest's `files`:
+//!   `static/` at `/files`, and `notes/*.txt` at `/notes`), or 404 naming the path;
+//!   `/files/?list=/notes` lists a directory.
 use spin_sdk::http::{IntoResponse, Request, StatusCode};
 use spin_sdk::http_service;
 use spin_sdk::key_value::Store;
@@ -15,13 +17,37 @@ use spin_sdk::key_value::Store;
 #[http_service]
 async fn handle(request: Request) -> impl IntoResponse {
     let path = request.uri().path().to_string();
-    match answer(&path).await {
+    let query = request.uri().query().map(str::to_string);
+    match answer(&path, query).await {
         Ok(found) => found,
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("error: {e}\n")),
     }
 }
 
-async fn answer(path: &str) -> Result<(StatusCode, String), Box<dyn std::error::Error>> {
+/// A file of the component's own file system, read with std.
+fn file(path: &str, query: Option<&str>) -> (StatusCode, String) {
+    if let Some(dir) = query.and_then(|q| q.strip_prefix("list=")) {
+        return match std::fs::read_dir(dir) {
+            Ok(entries) => {
+                let mut names: Vec<String> = entries
+                    .filter_map(|e| Some(e.ok()?.file_name().to_string_lossy().into_owned()))
+                    .collect();
+                names.sort();
+                (StatusCode::OK, format!("{}\n", names.join(",")))
+            }
+            Err(e) => (StatusCode::NOT_FOUND, format!("{dir}: {e}\n")),
+        };
+    }
+    match std::fs::read_to_string(path) {
+        Ok(text) => (StatusCode::OK, text),
+        Err(e) => (StatusCode::NOT_FOUND, format!("{path}: {e}\n")),
+    }
+}
+
+async fn answer(
+    path: &str,
+    query: Option<String>,
+) -> Result<(StatusCode, String), Box<dyn std::error::Error>> {
     Ok(match path {
         "/hello" => {
             let greeting = spin_sdk::variables::get("greeting").await?;
@@ -50,7 +76,7 @@ async fn answer(path: &str) -> Result<(StatusCode, String), Box<dyn std::error::
             keys.sort();
             (StatusCode::OK, format!("{}\n", keys.join(",")))
         }
-        other if other.starts_with("/files") => (StatusCode::OK, format!("asked for {other}\n")),
+        other if other.starts_with("/files") => file(other, query.as_deref()),
         other => (StatusCode::NOT_FOUND, format!("nothing at {other}\n")),
     })
 }
