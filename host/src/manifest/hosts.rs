@@ -159,10 +159,16 @@ impl AllowedHosts {
     }
 }
 
-/// The function a request to `http://<function>.wasmfn.internal/...` addresses.
+/// Spin's name for the same: a Spin app's local service chaining,
+/// `http://<component>.spin.internal/...`, reaches that component here too.
+pub const SPIN_INTERNAL_DOMAIN: &str = "spin.internal";
+
+/// The function a request to `http://<function>.wasmfn.internal/...` (or Spin's
+/// `.spin.internal`) addresses.
 pub fn internal_target(uri: &http::Uri) -> Option<&str> {
-    uri.host()?
-        .strip_suffix(INTERNAL_DOMAIN)?
+    let host = uri.host()?;
+    host.strip_suffix(INTERNAL_DOMAIN)
+        .or_else(|| host.strip_suffix(SPIN_INTERNAL_DOMAIN))?
         .strip_suffix('.')
         .filter(|f| !f.is_empty() && !f.contains('.'))
 }
@@ -237,6 +243,12 @@ mod tests {
             Some("users")
         );
         assert_eq!(target("http://wasmfn.internal/"), None);
+        assert_eq!(
+            target("http://pricing.spin.internal/quote").as_deref(),
+            Some("pricing"),
+            "Spin's local service chaining"
+        );
+        assert_eq!(target("http://spin.internal/"), None);
         assert_eq!(target("http://a.b.wasmfn.internal/"), None);
         assert_eq!(target("http://users.example.com/"), None);
     }
