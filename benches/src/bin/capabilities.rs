@@ -1,6 +1,8 @@
 //! What a function pays to use a capability, beside native Rust doing the same with the same
 //! client, in one run: key-value `get`, `set` and `increment` per operation in the embedded
 //! store (SQLite) and in Redis on loopback, and one outbound GET to a server on loopback.
+//! Also the same `get` from a spin-sdk 7 guest through Spin's key-value interface, against
+//! wasmfn's SDK: what the host's Spin interface adds per operation.
 //!
 //! `cargo run --release -p wasmfn-benches --bin capabilities` (needs `redis-server` on
 //! PATH for the Redis rows) writes its table into benches/README.md between the
@@ -68,8 +70,12 @@ fn main() {
     ));
         let embedded = rt.block_on(async { counter_app(&data, "type = \"embedded\"") });
         let native_sqlite = NativeSqlite::open(&data.join("native.sqlite"));
+        let mut sdk_get = 0.0;
         for op in ["get", "set", "increment"] {
-            let guest = rt.block_on(guest_per_op(&embedded, op, rounds));
+            let guest = rt.block_on(guest_per_op(&embedded, "/bench/kv", op, rounds));
+            if op == "get" {
+                sdk_get = guest;
+            }
             let native = rt.block_on(samples(rounds, || async { native_sqlite.run(op) }));
             row(
                 &mut report,
@@ -89,7 +95,7 @@ fn main() {
                 });
                 let native = rt.block_on(NativeRedis::connect(&redis.url()));
                 for op in ["get", "set", "increment"] {
-                    let guest = rt.block_on(guest_per_op(&app, op, rounds));
+                    let guest = rt.block_on(guest_per_op(&app, "/bench/kv", op, rounds));
                     let native_t = rt.block_on(samples(rounds, || native.run(op)));
                     row(
                         &mut report,
@@ -101,6 +107,39 @@ fn main() {
                 }
             }
             None => report.row("Redis rows", "skipped: no redis-server on PATH", ""),
+        }
+        // The same get from a Spin app (spin-sdk 7, WASI 0.3, spin:key-value@3.0.0) on the
+        // same kind of store, against wasmfn's SDK above.
+        // And from a spin-sdk 5.2 guest (WASI 0.2, fermyon:spin/key-value@2.0.0), which
+        // calls synchronously as wasmfn's SDK does: what the interface costs apart from
+        // the async call.
+        let spin = rt.block_on(async { spin_app(&data) });
+        for (what, path, op) in [
+            (
+                "spin-sdk 7 guest (spin:key-value@3.0.0, WASI 0.3 async)",
+                "/hello/bench",
+                "get",
+            ),
+            (
+                "spin-sdk 5.2 guest (fermyon:spin/key-value@2.0.0, WASI 0.2)",
+                "/counter/bench/get",
+                "",
+            ),
+        ] {
+            let spin_get = if op.is_empty() {
+                rt.block_on(guest_per_path(&spin, path, "/counter/bench/none", rounds))
+            } else {
+                rt.block_on(guest_per_op(&spin, path, op, rounds))
+            };
+            let ratio = spin_get / sdk_get;
+            report.row(
+                format!("embedded (SQLite), get from a {what}, vs wasmfn's SDK"),
+                format!("{:.1} us ({:.1} us)", spin_get * 1e6, sdk_get * 1e6),
+                format!(
+                    "{ratio:.2}x wasmfn's SDK (goal <= 1.2x: {})",
+                    if ratio <= 1.2 { "met" } else { "not met" }
+                ),
+            );
         }
     }
 
@@ -167,6 +206,16 @@ fn counter_app(data: &Path, store: &str) -> Arc<App> {
     app(&text, data)
 }
 
+fn spin_app(data: &Path) -> Arc<App> {
+    let text = format!(
+        "[key_value.default]\ntype = \"embedded\"\npath = {:?}\n\n[[functions]]\nname = \"spin\"\ncomponent = {:?}\nroutes = [\"/hello/*\"]\nkey_value_stores = [\"default\"]\n\n[[functions]]\nname = \"spin-sdk5\"\ncomponent = {:?}\nroutes = [\"/counter/*\"]\nkey_value_stores = [\"default\"]\n",
+        data.join("spin.sqlite"),
+        wasmfn_guest_artifacts::SPIN_HELLO,
+        wasmfn_guest_artifacts::SPIN_SDK5_COUNTER
+    );
+    app(&text, data)
+}
+
 fn app(text: &str, data: &Path) -> Arc<App> {
     let engine = testing::engine(EngineOptions {
         pooling: PoolingMode::On,
@@ -198,18 +247,30 @@ async fn get(app: &App, uri: &str) -> Bytes {
 }
 
 /// A request that does [`OPS`] of `op`, less one that does none, per operation.
-async fn guest_per_op(app: &App, op: &str, rounds: usize) -> f64 {
-    let with = format!("/bench/kv?op={op}&n={OPS}");
-    let without = format!("/bench/kv?op=none&n={OPS}");
+async fn guest_per_op(app: &App, path: &str, op: &str, rounds: usize) -> f64 {
+    let with = format!("{path}?op={op}&n={OPS}");
+    let without = format!("{path}?op=none&n={OPS}");
+    per_op(app, &with, &without, rounds).await
+}
+
+/// [`guest_per_op`] where the operation is in the path: `with` and `without` take `n`.
+async fn guest_per_path(app: &App, with: &str, without: &str, rounds: usize) -> f64 {
+    let with = format!("{with}?n={OPS}");
+    let without = format!("{without}?n={OPS}");
+    per_op(app, &with, &without, rounds).await
+}
+
+/// A request `with` [`OPS`] operations, less one `without`, per operation.
+async fn per_op(app: &App, with: &str, without: &str, rounds: usize) -> f64 {
     // Alternated, so drift in the machine touches both alike.
     let mut diffs = Vec::with_capacity(rounds);
-    get(app, &with).await;
+    get(app, with).await;
     for _ in 0..rounds {
         let started = Instant::now();
-        get(app, &without).await;
+        get(app, without).await;
         let empty = started.elapsed();
         let started = Instant::now();
-        get(app, &with).await;
+        get(app, with).await;
         let full = started.elapsed();
         diffs.push(full.saturating_sub(empty).as_secs_f64() / f64::from(OPS));
     }

@@ -6,7 +6,8 @@
 //! - `GET /hello/env` → the `GREETING` environment variable its component declares, and
 //!   whether it can see `PATH` (it must not: only what the manifest declares);
 //! - `GET /hello/count` → one more visit, counted in the `default` store (Spin's key-value
-//!   interface); `GET /hello/keys` → the store's keys;
+//!   interface); `GET /hello/keys` → the store's keys; `GET /hello/bench?op=get|none&n=N`
+//!   → N gets of one key, for the benchmarks (benches/README.md);
 //! - `GET /files/...` → the file at that path in its file system (its manifest's `files`:
 //!   `static/` at `/files`, and `notes/*.txt` at `/notes`), or 404 naming the path;
 //!   `/files/?list=/notes` lists a directory.
@@ -69,6 +70,32 @@ async fn answer(
             };
             store.set("visits", visits.to_string()).await?;
             (StatusCode::OK, format!("visit {visits}\n"))
+        }
+        "/hello/bench" => {
+            let param = |name: &str| {
+                query
+                    .as_deref()
+                    .unwrap_or_default()
+                    .split('&')
+                    .find_map(|pair| {
+                        pair.strip_prefix(name)?
+                            .strip_prefix('=')
+                            .map(str::to_string)
+                    })
+            };
+            let n: u32 = param("n").and_then(|n| n.parse().ok()).unwrap_or(1);
+            let store = Store::open_default().await?;
+            match param("op").as_deref() {
+                Some("get") => {
+                    store.set("bench:get", [7u8; 64]).await?;
+                    for _ in 0..n {
+                        store.get("bench:get").await?;
+                    }
+                }
+                Some("none") => {}
+                other => return Ok((StatusCode::BAD_REQUEST, format!("op {other:?}\n"))),
+            }
+            (StatusCode::OK, format!("{n}\n"))
         }
         "/hello/keys" => {
             let store = Store::open_default().await?;

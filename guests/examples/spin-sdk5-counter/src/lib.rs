@@ -5,6 +5,8 @@
 //! - `GET /counter` → a greeting from the component variable `greeting`;
 //! - `GET /counter/:name` → counts one more `name` in the `default` store;
 //! - `GET /counter/keys/all` → the store's keys;
+//! - `GET /counter/bench/get?n=N` (or `/counter/bench/none`) → N gets of one key, for the
+//!   benchmarks (benches/README.md);
 //! - `GET /counter/route/info` → what Spin's request headers say about the route;
 //! - `GET /greet/:name` (a route with a parameter, in spin.toml and in the Router) → a
 //!   greeting for the name, and the `spin-path-match-name` header Spin sets for it.
@@ -17,6 +19,7 @@ fn handle(request: Request) -> Response {
     let mut router = Router::new();
     router.get("/counter", greet);
     router.get("/counter/keys/all", keys);
+    router.get("/counter/bench/:op", bench);
     router.get("/counter/route/info", route_info);
     router.get("/counter/:name", count);
     router.get("/greet/:name", greet_by_name);
@@ -84,4 +87,25 @@ fn greet_by_name(request: Request, params: Params) -> anyhow::Result<impl IntoRe
             header("spin-matched-route")
         ),
     ))
+}
+
+fn bench(request: Request, params: Params) -> anyhow::Result<impl IntoResponse> {
+    let n: u32 = request
+        .query()
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("n="))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1);
+    let store = Store::open_default()?;
+    match params.get("op") {
+        Some("get") => {
+            store.set("bench:get", &[7u8; 64])?;
+            for _ in 0..n {
+                store.get("bench:get")?;
+            }
+        }
+        Some("none") => {}
+        other => return Ok(Response::new(400, format!("op {other:?}\n"))),
+    }
+    Ok(Response::new(200, format!("{n}\n")))
 }
