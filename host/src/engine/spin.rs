@@ -168,7 +168,11 @@ pub(crate) mod v2 {
 
     pub(crate) mod bindings {
         wasmtime::component::bindgen!({
-            path: ["wit/spin/fermyon-spin@2.0.0.wit", "wit/spin2.wit"],
+            path: [
+                "wit/spin/fermyon-spin@2.0.0.wit",
+                "wit/spin/wasi-config@0.2.0-draft-2024-09-27.wit",
+                "wit/spin2.wit",
+            ],
             world: "wasmfn:spin2-host/spin2",
             imports: { default: async | trappable },
             with: {
@@ -179,6 +183,7 @@ pub(crate) mod v2 {
 
     use bindings::fermyon::spin::key_value::{self, Error};
     use bindings::fermyon::spin::variables;
+    use bindings::wasi::config::store as config;
 
     type Result<T, E = Error> = wasmtime::Result<std::result::Result<T, E>>;
 
@@ -250,6 +255,16 @@ pub(crate) mod v2 {
                     "no variable `{name}` is set for this component"
                 ))),
             })
+        }
+    }
+
+    impl config::Host for State {
+        async fn get(&mut self, key: String) -> Result<Option<String>, config::Error> {
+            Ok(Ok(self.variable(&key).map(str::to_string)))
+        }
+
+        async fn get_all(&mut self) -> Result<Vec<(String, String)>, config::Error> {
+            Ok(Ok(self.variables_all()))
         }
     }
 }

@@ -99,6 +99,14 @@ impl State {
         self.emitting = context.map(|ctx| Emitting::new(ctx, function));
     }
 
+    /// Every variable of the function, by name.
+    pub(crate) fn variables_all(&self) -> Vec<(String, String)> {
+        self.variable_values
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+
     /// The value of the function's variable `name`, for interfaces other than wasi:config.
     pub(crate) fn variable(&self, name: &str) -> Option<&str> {
         self.variable_values.get(name).map(String::as_str)

@@ -135,6 +135,11 @@ pub(crate) async fn spin_sdk5_counter() {
         (r.status, r.text().as_str()),
         (200, "Hello from spin-sdk 5\n")
     );
+    // The same variable through the wasi:config draft spin-sdk 5.2 binds.
+    let r = call(&app, "GET", "/counter/config/greeting", "").await;
+    assert_eq!((r.status, r.text().as_str()), (200, "Hello\n"));
+    let r = call(&app, "GET", "/counter/config/nope", "").await;
+    assert_eq!(r.status, 404);
     for n in 1..=2 {
         let r = call(&app, "GET", "/counter/apples", "").await;
         assert_eq!(r.text(), format!("apples {n}\n"), "{}", r.status);

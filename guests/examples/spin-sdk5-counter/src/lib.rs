@@ -2,7 +2,9 @@
 //! key-value store and variables (`fermyon:spin/key-value@2.0.0`, `variables@2.0.0`), and
 //! nothing of wasmfn, served from its own `spin.toml`:
 //!
-//! - `GET /counter` → a greeting from the component variable `greeting`;
+//! - `GET /counter` → a greeting from the component variable `greeting`; `GET
+//!   /counter/config/greeting` → the same variable through the `wasi:config` draft
+//!   (`wasi:config/store@0.2.0-draft-2024-09-27`) that spin-sdk 5.2 also binds;
 //! - `GET /counter/:name` → counts one more `name` in the `default` store;
 //! - `GET /counter/keys/all` → the store's keys;
 //! - `GET /counter/bench/get?n=N` (or `/counter/bench/none`) → N gets of one key, for the
@@ -19,6 +21,7 @@ fn handle(request: Request) -> Response {
     let mut router = Router::new();
     router.get("/counter", greet);
     router.get("/counter/keys/all", keys);
+    router.get("/counter/config/:name", config);
     router.get("/counter/bench/:op", bench);
     router.get("/counter/route/info", route_info);
     router.get("/counter/:name", count);
@@ -108,4 +111,13 @@ fn bench(request: Request, params: Params) -> anyhow::Result<impl IntoResponse> 
         other => return Ok(Response::new(400, format!("op {other:?}\n"))),
     }
     Ok(Response::new(200, format!("{n}\n")))
+}
+
+fn config(_request: Request, params: Params) -> anyhow::Result<impl IntoResponse> {
+    let name = params.get("name").unwrap_or_default();
+    Ok(match spin_sdk::wit::wasi::config::store::get(name) {
+        Ok(Some(value)) => Response::new(200, format!("{value}\n")),
+        Ok(None) => Response::new(404, format!("no variable {name}\n")),
+        Err(e) => Response::new(500, format!("{e:?}\n")),
+    })
 }
