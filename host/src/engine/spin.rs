@@ -111,22 +111,9 @@ impl<T> key_value::HostStoreWithStore<T> for Spin {
         // Every page is read before the stream starts: a failure part-way is then the
         // future's error with no keys sent, rather than a list cut short without a word.
         let store = store_of(accessor, &this)?;
-        let mut keys = Vec::new();
-        let mut cursor = None;
-        let outcome = loop {
-            match store.list_keys(cursor).await {
-                Ok(page) => {
-                    keys.extend(page.keys);
-                    match page.cursor {
-                        Some(next) => cursor = Some(next),
-                        None => break Ok(()),
-                    }
-                }
-                Err(e) => {
-                    keys.clear();
-                    break Err(other(e));
-                }
-            }
+        let (keys, outcome) = match all_keys(&store).await {
+            Ok(keys) => (keys, Ok(())),
+            Err(e) => (Vec::new(), Err(other(e))),
         };
         accessor.with(|mut view| {
             let stream = StreamReader::new(&mut view, keys)?;
@@ -140,6 +127,20 @@ impl<T> key_value::HostStoreWithStore<T> for Spin {
 }
 
 impl key_value::HostStore for &mut State {}
+
+/// Every key of `store`, page after page: Spin's interfaces list them all at once.
+async fn all_keys(store: &Store) -> std::result::Result<Vec<String>, KvError> {
+    let mut keys = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = store.list_keys(cursor).await?;
+        keys.extend(page.keys);
+        match page.cursor {
+            Some(next) => cursor = Some(next),
+            None => return Ok(keys),
+        }
+    }
+}
 
 impl key_value::Host for &mut State {}
 
@@ -223,20 +224,7 @@ pub(crate) mod v2 {
 
         async fn get_keys(&mut self, this: Resource<Store>) -> Result<Vec<String>> {
             let store = self.table.get(&this)?.clone();
-            let mut keys = Vec::new();
-            let mut cursor = None;
-            loop {
-                match store.list_keys(cursor).await {
-                    Ok(page) => {
-                        keys.extend(page.keys);
-                        match page.cursor {
-                            Some(next) => cursor = Some(next),
-                            None => return Ok(Ok(keys)),
-                        }
-                    }
-                    Err(e) => return Ok(Err(other(e))),
-                }
-            }
+            Ok(super::all_keys(&store).await.map_err(other))
         }
 
         async fn drop(&mut self, this: Resource<Store>) -> wasmtime::Result<()> {

@@ -51,14 +51,16 @@ fn keys(_request: Request, _params: Params) -> anyhow::Result<impl IntoResponse>
     Ok(Response::new(200, format!("{}\n", keys.join(","))))
 }
 
+/// A request header as text, `(none)` when absent.
+fn header(request: &Request, name: &str) -> String {
+    request
+        .header(name)
+        .and_then(|v| v.as_str())
+        .unwrap_or("(none)")
+        .to_string()
+}
+
 fn route_info(request: Request, _params: Params) -> anyhow::Result<impl IntoResponse> {
-    let header = |name: &str| {
-        request
-            .header(name)
-            .and_then(|v| v.as_str())
-            .unwrap_or("(none)")
-            .to_string()
-    };
     let lines: Vec<String> = [
         "spin-full-url",
         "spin-path-info",
@@ -68,26 +70,19 @@ fn route_info(request: Request, _params: Params) -> anyhow::Result<impl IntoResp
         "spin-base-path",
     ]
     .iter()
-    .map(|name| format!("{name}: {}", header(name)))
+    .map(|name| format!("{name}: {}", header(&request, name)))
     .collect();
     Ok(Response::new(200, lines.join("\n") + "\n"))
 }
 
 fn greet_by_name(request: Request, params: Params) -> anyhow::Result<impl IntoResponse> {
     let name = params.get("name").unwrap_or("nobody");
-    let header = |name: &str| {
-        request
-            .header(name)
-            .and_then(|v| v.as_str())
-            .unwrap_or("(none)")
-            .to_string()
-    };
     Ok(Response::new(
         200,
         format!(
             "hello {name} (spin-path-match-name: {}, route {})\n",
-            header("spin-path-match-name"),
-            header("spin-matched-route")
+            header(&request, "spin-path-match-name"),
+            header(&request, "spin-matched-route")
         ),
     ))
 }
