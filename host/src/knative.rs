@@ -13,6 +13,7 @@ use crate::manifest::deploy::{DeploySpec, Probe, ServiceSpec, Traffic};
 use crate::manifest::flows::{Flow, FlowKind};
 use crate::manifest::schedule::Schedule;
 use crate::manifest::subscription::{Filter, Subscription};
+use crate::manifest::variables::TemplatePart;
 use crate::manifest::{DELIVERY_PREFIX, Manifest, RESERVED_PREFIX};
 use crate::manifest::{FunctionSpec, KeyValueKind, KeyValueSpec, Location, Variable};
 
@@ -700,6 +701,38 @@ fn container_env(manifest: &Manifest, service: &ServiceSpec) -> Vec<Value> {
         env.push(json!({
             "name": s.env,
             "valueFrom": { "secretKeyRef": { "name": s.secret, "key": s.key } },
+        }));
+    }
+    // A Spin app's variables with no default (`required = true`) are read from
+    // SPIN_VARIABLE_<NAME>: on Knative each comes from the Secret `<service>-variables`, key
+    // `<name>`, which whoever deploys creates; nothing renders a value no one sets.
+    let set: std::collections::BTreeSet<String> = env
+        .iter()
+        .filter_map(|e| e["name"].as_str().map(str::to_string))
+        .collect();
+    let required: std::collections::BTreeSet<&str> = service
+        .functions
+        .iter()
+        .flat_map(|&i| manifest.functions[i].variables.values())
+        .filter_map(|v| match v {
+            Variable::Template(parts) => Some(parts),
+            _ => None,
+        })
+        .flatten()
+        .filter_map(|part| match part {
+            TemplatePart::Variable { env, default: None } => Some(env.as_str()),
+            _ => None,
+        })
+        .filter(|env| !set.contains(*env))
+        .collect();
+    for name in required {
+        let key = name
+            .strip_prefix("SPIN_VARIABLE_")
+            .unwrap_or(name)
+            .to_ascii_lowercase();
+        env.push(json!({
+            "name": name,
+            "valueFrom": { "secretKeyRef": { "name": format!("{}-variables", service.name), "key": key } },
         }));
     }
     env

@@ -1083,3 +1083,61 @@ fn the_service_derives_its_concurrency_target_port_and_probes() {
         wasmfn::engine::DEFAULT_POOL_INSTANCES
     );
 }
+
+#[test]
+fn a_spin_app_renders_from_its_spin_toml_and_validates() {
+    // No wasmfn file: the Spin manifest, and its runtime configuration putting the store on
+    // Redis, which is what lets the Service run several pods and scale to zero.
+    let dir = tempfile::tempdir().unwrap();
+    let spin = dir.path().join("spin.toml");
+    std::fs::write(
+        &spin,
+        "spin_manifest_version = 2\n[application]\nname = \"shop\"\n\
+         [variables]\ngreeting = { default = \"Hello\" }\ntoken = { required = true, secret = true }\n\
+         [[trigger.http]]\nroute = \"/cart/...\"\ncomponent = \"cart\"\n\
+         [component.cart]\nsource = \"cart.wasm\"\nkey_value_stores = [\"default\"]\n\
+         variables = { greeting = \"{{ greeting }}\", token = \"{{ token }}\" }\n",
+    )
+    .unwrap();
+    let rc = dir.path().join("runtime-config.toml");
+    std::fs::write(
+        &rc,
+        "[key_value_store.default]\ntype = \"redis\"\nurl = \"redis://redis.shop.svc:6379\"\n",
+    )
+    .unwrap();
+    let docs = documents(&render_with(
+        &spin,
+        &[
+            "--image",
+            "registry.example/shop:1",
+            "--runtime-config-file",
+            rc.to_str().unwrap(),
+        ],
+    ));
+    let schemas = schemas();
+    for doc in &docs {
+        let p = problems(&schemas, doc);
+        assert!(p.is_empty(), "{p:#?}\n{doc:#}");
+    }
+    let service = docs.iter().find(|d| d["kind"] == "Service").unwrap();
+    let template = &service["spec"]["template"];
+    assert_eq!(
+        template["metadata"]["annotations"]["autoscaling.knative.dev/min-scale"],
+        "0"
+    );
+    let env = template["spec"]["containers"][0]["env"].as_array().unwrap();
+    // The required variable from a Secret named after the Service; the one with a default
+    // needs nothing.
+    let token = env
+        .iter()
+        .find(|e| e["name"] == "SPIN_VARIABLE_TOKEN")
+        .unwrap_or_else(|| panic!("{env:#?}"));
+    assert_eq!(
+        token["valueFrom"]["secretKeyRef"],
+        json!({ "name": "wasmfn-variables", "key": "token" })
+    );
+    assert!(
+        !env.iter().any(|e| e["name"] == "SPIN_VARIABLE_GREETING"),
+        "{env:#?}"
+    );
+}
