@@ -32,6 +32,9 @@ pub struct DeployError {
 }
 /// Where the image keeps the manifest (see deploy/Containerfile).
 pub const IMAGE_MANIFEST: &str = "/app/wasmfn.toml";
+/// Where the image holds a Spin app's runtime configuration file, when it was rendered with
+/// one.
+pub const IMAGE_RUNTIME_CONFIG: &str = "/app/runtime-config.toml";
 
 /// Environment variables the host reads (by prefix or name); a function reads only those its
 /// variables or Redis URLs name.
@@ -686,6 +689,9 @@ fn container(
 /// Which manifest and functions the host serves, and the service's own variables.
 fn container_env(manifest: &Manifest, service: &ServiceSpec) -> Vec<Value> {
     let mut env = vec![json!({ "name": "WASMFN_MANIFEST", "value": IMAGE_MANIFEST })];
+    if manifest.runtime_config.is_some() {
+        env.push(json!({ "name": "WASMFN_RUNTIME_CONFIG_FILE", "value": IMAGE_RUNTIME_CONFIG }));
+    }
     if service.functions.len() != manifest.functions.len() {
         let names: Vec<&str> = service
             .functions

@@ -1140,4 +1140,11 @@ fn a_spin_app_renders_from_its_spin_toml_and_validates() {
         !env.iter().any(|e| e["name"] == "SPIN_VARIABLE_GREETING"),
         "{env:#?}"
     );
+    // The host in the image reads the runtime configuration from where the image keeps it.
+    assert!(
+        env.contains(
+            &json!({ "name": "WASMFN_RUNTIME_CONFIG_FILE", "value": "/app/runtime-config.toml" })
+        ),
+        "{env:#?}"
+    );
 }

@@ -178,6 +178,8 @@ pub struct Manifest {
     pub flows: Vec<flows::Flow>,
     /// The `[profiles.<name>]` applied, if any.
     pub profile: Option<String>,
+    /// The Spin runtime configuration file it was read with, if any.
+    pub runtime_config: Option<PathBuf>,
 }
 
 /// A key-value store (`[key_value.<label>]`).
@@ -523,6 +525,7 @@ impl Manifest {
             functions,
             flows,
             profile: profile.map(str::to_string),
+            runtime_config: runtime_config.map(|(p, _)| p.to_path_buf()),
         })
     }
 }
