@@ -649,6 +649,16 @@ fn container(
         volumes.push(json!({ "name": "wasmfn-data", "emptyDir": {} }));
         mounts.push(json!({ "name": "wasmfn-data", "mountPath": DATA_DIR }));
     }
+    // A function's `files` are gathered into a temporary directory when it loads: under
+    // the read-only root that needs a writable /tmp of the pod's own.
+    if service
+        .functions
+        .iter()
+        .any(|&i| !manifest.functions[i].files.is_empty())
+    {
+        volumes.push(json!({ "name": "wasmfn-tmp", "emptyDir": {} }));
+        mounts.push(json!({ "name": "wasmfn-tmp", "mountPath": "/tmp" }));
+    }
     for (i, files) in service.secret_files.iter().enumerate() {
         let name = format!("secret-files-{i}");
         volumes.push(json!({ "name": name, "secret": { "secretName": files.secret } }));

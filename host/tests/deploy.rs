@@ -1096,6 +1096,7 @@ fn a_spin_app_renders_from_its_spin_toml_and_validates() {
          [variables]\ngreeting = { default = \"Hello\" }\ntoken = { required = true, secret = true }\n\
          [[trigger.http]]\nroute = \"/cart/...\"\ncomponent = \"cart\"\n\
          [component.cart]\nsource = \"cart.wasm\"\nkey_value_stores = [\"default\"]\n\
+         files = [{ source = \"static\", destination = \"/\" }]\n\
          variables = { greeting = \"{{ greeting }}\", token = \"{{ token }}\" }\n",
     )
     .unwrap();
@@ -1139,6 +1140,16 @@ fn a_spin_app_renders_from_its_spin_toml_and_validates() {
     assert!(
         !env.iter().any(|e| e["name"] == "SPIN_VARIABLE_GREETING"),
         "{env:#?}"
+    );
+    // Its `files` are gathered at load into /tmp, which the read-only root needs mounted.
+    let container = &template["spec"]["containers"][0];
+    assert_eq!(
+        container["volumeMounts"],
+        json!([{ "name": "wasmfn-tmp", "mountPath": "/tmp" }])
+    );
+    assert_eq!(
+        template["spec"]["volumes"],
+        json!([{ "name": "wasmfn-tmp", "emptyDir": {} }])
     );
     // The host in the image reads the runtime configuration from where the image keeps it.
     assert!(
