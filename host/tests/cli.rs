@@ -939,7 +939,7 @@ async fn a_spin_apps_runtime_config_puts_its_store_on_redis() {
     assert!(log.contains("reloaded: new requests"), "{log}");
     assert_eq!(get(&a.url("/hello/count")).await.text(), "visit 4\n");
 
-    // And `deploy render` takes it: the Service needs no volume and scales to zero.
+    // And `deploy render` takes it: the Service needs no data volume and scales to zero.
     let out = wasmfn(&[
         "deploy",
         "render",
@@ -960,5 +960,7 @@ async fn a_spin_apps_runtime_config_puts_its_store_on_redis() {
         yaml.contains("autoscaling.knative.dev/min-scale: '0'"),
         "{yaml}"
     );
-    assert!(!yaml.contains("volumes"), "{yaml}");
+    // No volume for an embedded store (the store is Redis); only /tmp, for its `files`.
+    assert!(!yaml.contains("wasmfn-data"), "{yaml}");
+    assert!(yaml.contains("mountPath: /tmp"), "{yaml}");
 }
