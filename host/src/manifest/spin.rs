@@ -20,13 +20,18 @@ use toml::Spanned;
 use super::variables::{TemplatePart, Variable};
 use super::{Ctx, ManifestError, RawBuild, RawFunction, RawManifest};
 
-/// Whether `text` is a Spin manifest: it says `spin_manifest_version` at the top level.
+/// Whether `text` is a Spin manifest: it sets `spin_manifest_version` at the top level,
+/// which in TOML is before the first table header. Read by lines, not parsed: every
+/// manifest passes here at start, and one of ten thousand functions should not be parsed
+/// twice.
 pub(super) fn is_spin(text: &str) -> bool {
-    #[derive(Deserialize)]
-    struct Probe {
-        spin_manifest_version: Option<toml::Value>,
-    }
-    toml::from_str::<Probe>(text).is_ok_and(|p| p.spin_manifest_version.is_some())
+    text.lines()
+        .map(str::trim_start)
+        .take_while(|line| !line.starts_with('['))
+        .any(|line| {
+            line.strip_prefix("spin_manifest_version")
+                .is_some_and(|rest| rest.trim_start().starts_with('='))
+        })
 }
 
 #[derive(Deserialize)]
@@ -632,5 +637,11 @@ mod tests {
             "[[functions]]\nname = \"a\"\ncomponent = \"a.wasm\"\n"
         ));
         assert!(is_spin("spin_manifest_version = 2\n"));
+        assert!(is_spin(
+            "# a Spin app\n\n  spin_manifest_version=2\n[application]\n"
+        ));
+        // Only at the top level, and only that key.
+        assert!(!is_spin("[application]\nspin_manifest_version = 2\n"));
+        assert!(!is_spin("spin_manifest_versions = 2\n"));
     }
 }
