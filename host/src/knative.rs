@@ -77,6 +77,14 @@ pub fn warnings(manifest: &Manifest) -> Vec<String> {
             }
         }
     }
+    // A function's `files` are read from the image at start; the image script copies only
+    // the manifest and components so far, so say so rather than let the pod fail to load it.
+    for f in manifest.functions.iter().filter(|f| !f.files.is_empty()) {
+        out.push(format!(
+            "{}: function `{}` reads `files`, which the image must hold at the paths the manifest names (beside {IMAGE_MANIFEST}); deploy/build-image.sh does not copy them yet",
+            f.component_at, f.name
+        ));
+    }
     out
 }
 
