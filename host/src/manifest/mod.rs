@@ -147,7 +147,7 @@ struct RawFunction {
     build: Option<Spanned<RawBuild>>,
 }
 
-#[derive(Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawBuild {
     command: Spanned<String>,

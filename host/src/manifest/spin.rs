@@ -227,17 +227,7 @@ pub(super) fn read(ctx: &Ctx<'_>, text: &str) -> Result<SpinApp, ManifestError> 
                 outbound_concurrency: None,
                 delivery: None,
                 schedules: Vec::new(),
-                build: c.build.as_ref().map(|b| {
-                    let b2 = b.get_ref();
-                    Spanned::new(
-                        b.span(),
-                        RawBuild {
-                            command: b2.command.clone(),
-                            workdir: b2.workdir.clone(),
-                            watch: b2.watch.clone(),
-                        },
-                    )
-                }),
+                build: c.build.clone(),
             },
         ));
     }

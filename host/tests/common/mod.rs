@@ -366,29 +366,33 @@ pub fn text_response(status: u16, body: impl Into<Bytes>) -> http::Response<Full
 /// gauge): the signal that requests sent before have reached their guests, in place of a
 /// sleep that guesses how long that takes. Bounded: never getting there fails the test.
 pub async fn until_instances(app: &wasmfn::server::App, n: i64) {
-    until_gauge(|| app.metrics().encode(), "wasmfn_instances_in_flight", n).await;
+    until(
+        || app.metrics().encode(),
+        "wasmfn_instances_in_flight",
+        |v| v >= n,
+    )
+    .await;
 }
 
 /// Waits until `app` has no instance live: those that served earlier requests are retired.
 pub async fn until_no_instances(app: &wasmfn::server::App) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let live = gauge(&app.metrics().encode(), "wasmfn_instances_in_flight");
-        if live == 0 {
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "instances never retired (still {live})"
-        );
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
+    until(
+        || app.metrics().encode(),
+        "wasmfn_instances_in_flight",
+        |live| live == 0,
+    )
+    .await;
 }
 
 /// Waits until `n` requests are admitted and unanswered (`wasmfn_requests_in_flight`): they
 /// have reached their function, which has not answered.
 pub async fn until_requests(app: &wasmfn::server::App, n: i64) {
-    until_gauge(|| app.metrics().encode(), "wasmfn_requests_in_flight", n).await;
+    until(
+        || app.metrics().encode(),
+        "wasmfn_requests_in_flight",
+        |v| v >= n,
+    )
+    .await;
 }
 
 /// The value of the unlabelled gauge `name` in a metrics exposition (0 when absent).
@@ -403,18 +407,18 @@ pub fn gauge(metrics: &str, name: &str) -> i64 {
         .unwrap_or(0)
 }
 
-/// Polls `metrics` until gauge `name` reaches `n`: a signal to wait on instead of a sleep.
-/// The 30 s bound only turns a hang into a failure.
-async fn until_gauge(metrics: impl Fn() -> String, name: &str, n: i64) {
+/// Polls `metrics` until gauge `name` satisfies `done`: a signal to wait on instead of a
+/// sleep. The 30 s bound only turns a hang into a failure.
+async fn until(metrics: impl Fn() -> String, name: &str, done: impl Fn(i64) -> bool) {
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
         let now = gauge(&metrics(), name);
-        if now >= n {
+        if done(now) {
             return;
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "{name} never reached {n} (now {now})"
+            "{name} never got where it was awaited (now {now})"
         );
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
