@@ -241,9 +241,11 @@ async fn a_request_past_its_deadline_gets_504_and_the_rest_are_served() {
     r.assert_error(504, "300ms");
     assert_eq!(call(&app, "GET", "/p3/hello", "").await.status, 200);
 
-    // Waiting too long: that request gets its 504; one sent once it was admitted is served
-    // by the same instance. An instance that let a request miss its deadline takes no
-    // more: the next request starts a new one.
+    // Waiting too long: that request gets its 504; one sent once it was admitted is served.
+    // (Which instance serves it is wasmtime's handler's choice: it starts another worker
+    // whenever none is marked available at that moment, so it is not asserted.) An
+    // instance that let a request miss its deadline takes no more: the next request
+    // starts a new one.
     let warm = call(&app, "GET", "/p3/hello", "").await;
     let late = tokio::spawn({
         let app = app.clone();
@@ -252,11 +254,6 @@ async fn a_request_past_its_deadline_gets_504_and_the_rest_are_served() {
     common::until_requests(&app, 1).await;
     let quick = call(&app, "GET", "/p3/sleep?ms=10", "").await;
     assert_eq!(quick.status, 200, "{}", quick.text());
-    assert_eq!(
-        instance(&quick),
-        instance(&warm),
-        "served beside the late one"
-    );
     late.await.unwrap().assert_error(504, "300ms");
     // Its instance is retired soon after (a request sent in that moment can land in it and
     // fail with it: issue 30), so wait for that before the next.
