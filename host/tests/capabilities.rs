@@ -58,6 +58,71 @@ async fn two_hosts_sharing_one_redis_store_count_every_increment_once() {
     }
 }
 
+/// `total` compare-and-swap additions through wasi:keyvalue@0.2.0-draft2, spread over
+/// `hosts`, 10 at a time; the tries they took beyond one each.
+async fn cas_add_over(hosts: &[&Server], total: usize) -> u64 {
+    let mut tasks = Vec::new();
+    for worker in 0..10 {
+        let urls: Vec<String> = hosts.iter().map(|h| h.url("/kv2/cas-add")).collect();
+        tasks.push(tokio::spawn(async move {
+            let mut retries = 0;
+            for i in (worker..total).step_by(10) {
+                let r = post(&urls[i % urls.len()], "").await;
+                assert_eq!(r.status, 200, "{}", r.text());
+                retries += r.text().trim().parse::<u64>().unwrap() - 1;
+            }
+            retries
+        }));
+    }
+    let mut retries = 0;
+    for task in tasks {
+        retries += task.await.unwrap();
+    }
+    retries
+}
+
+/// Two hosts adding to one value by compare-and-swap, as Spin and wasmCloud guests do
+/// through the second wasi:keyvalue draft: no addition is lost, on Redis (a script) and on
+/// the embedded SQLite file both hosts open (a write transaction).
+#[tokio::test(flavor = "multi_thread")]
+async fn compare_and_swap_from_two_hosts_loses_no_write() {
+    let draft2 = |store: &str| {
+        format!(
+            "{store}\n{}",
+            function(
+                "kv2",
+                guests::TEST_KEYVALUE_DRAFT2,
+                &["/kv2/*"],
+                "key_value_stores = [\"default\"]"
+            )
+        )
+    };
+    let redis = RedisServer::start();
+    let data = tempfile::tempdir().unwrap();
+    let data_dir = data.path().to_str().unwrap();
+    let mut stores = vec![(draft2(""), Vec::new(), "the embedded store")];
+    if let Some(redis) = &redis {
+        stores.push((
+            draft2(REDIS_STORE),
+            vec![("REDIS_URL", redis.url())],
+            "Redis",
+        ));
+    }
+    for (text, env, name) in stores {
+        let (_dir, path) = manifest(&text);
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let args = ["--listen", "127.0.0.1:0", "--data-dir", data_dir];
+        let a = Server::spawn(&path, &args, &env);
+        let b = Server::spawn(&path, &args, &env);
+        let retries = cas_add_over(&[&a, &b], 400).await;
+        let r = post(&a.url("/kv2/cas-add"), "").await;
+        let tries: u64 = r.text().trim().parse().unwrap();
+        assert_eq!(tries, 1, "{name}: nothing else writes now");
+        let r = get(&b.url("/kv2/count")).await;
+        assert_eq!(r.text(), "401\n", "{name}: {retries} retries");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn redis_going_away_fails_store_operations_not_the_host() {
     let Some(mut redis) = RedisServer::start() else {

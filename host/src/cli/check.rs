@@ -154,7 +154,11 @@ fn what_it_serves(f: &FunctionSpec) -> String {
 /// then fail at its first use. (wasi:config is left out: a variable the entry does not
 /// set reads as absent, which guests commonly treat as "use the default".)
 fn import_warnings(f: &FunctionSpec, function: &Function) -> Vec<String> {
-    let imports = |prefix: &str| function.imports().iter().any(|i| i.starts_with(prefix));
+    // A component built against Spin's whole world imports every interface, used or not:
+    // an import says nothing of what it uses.
+    let whole_world = !function.unserved().is_empty();
+    let imports =
+        |prefix: &str| !whole_world && function.imports().iter().any(|i| i.starts_with(prefix));
     let mut warnings = Vec::new();
     if imports("wasi:http/outgoing-handler") && f.allowed_outbound_hosts.is_empty() {
         warnings.push(
@@ -165,6 +169,12 @@ fn import_warnings(f: &FunctionSpec, function: &Function) -> Vec<String> {
         warnings.push(
             "its component imports wasi:keyvalue but the entry grants no store, so opening one will fail; add key_value_stores = [\"default\"]".to_string(),
         );
+    }
+    if !function.unserved().is_empty() {
+        warnings.push(format!(
+            "its component imports interfaces this host does not serve: {}; it loads, and a call to one fails with that interface's error (Spin's SDKs import every interface of Spin's world, used or not)",
+            function.unserved().join(", ")
+        ));
     }
     if function.handles_events() && !f.takes_events() && f.routes.is_empty() {
         warnings.push(

@@ -37,6 +37,7 @@ mod output;
 mod reuse;
 mod spin;
 mod state;
+mod unserved;
 mod wasi_http;
 mod wasi_http_p3;
 mod wasi_version;
@@ -423,6 +424,10 @@ impl Core {
         }
         wasmtime_wasi_config::add_to_linker(&mut linker, State::config)?;
         keyvalue::bindings::Keyvalue::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s)?;
+        keyvalue::draft2::bindings::Keyvalue2::add_to_linker::<State, HasSelf<State>>(
+            &mut linker,
+            |s| s,
+        )?;
         spin::v2::bindings::Spin2::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s)?;
         emitter::bindings::wasmfn::function::emitter::add_to_linker::<State, HasSelf<State>>(
             &mut linker,
@@ -556,7 +561,7 @@ impl Engine {
             path: spec.component.clone(),
             reason,
         };
-        let instance_pre = core.linker.instantiate_pre(&component).map_err(|e| {
+        let refused = |e: wasmtime::Error| {
             let ty = component.component_type();
             let names = (ty
                 .imports(&core.engine)
@@ -569,7 +574,27 @@ impl Engine {
                 Some(mismatch) => mismatch.to_string(),
                 None => format!("it imports something wasmfn does not provide: {e:#}"),
             })
-        })?;
+        };
+        let (instance_pre, unserved) = match core.linker.instantiate_pre(&component) {
+            Ok(pre) => (pre, Vec::new()),
+            // A component built against Spin's whole world imports interfaces it may never
+            // call: those this host lacks are linked for it alone (unserved.rs).
+            Err(e) => {
+                let mut linker = core.linker.clone();
+                match unserved::link(&mut linker, &component) {
+                    Ok(linked) if !linked.is_empty() => {
+                        let pre = linker.instantiate_pre(&component).map_err(refused)?;
+                        tracing::warn!(
+                            function = %spec.name,
+                            interfaces = %linked.join(", "),
+                            "the component imports interfaces of Spin's world that this host does not serve; a call to one fails"
+                        );
+                        (pre, linked)
+                    }
+                    _ => return Err(refused(e)),
+                }
+            }
+        };
         let service = wasmtime_wasi_http::p3::bindings::ServicePre::new(instance_pre.clone()).ok();
         // An export is required when the manifest entry needs it, optional otherwise.
         let wasi_http = match ProxyIndices::new(&instance_pre) {
@@ -626,6 +651,7 @@ impl Engine {
                 wasi: core.wasi,
                 instance_pre,
                 imports,
+                unserved: unserved.into(),
                 timeout: spec.timeout,
                 memory: spec.memory,
                 max_body: spec.max_body,
@@ -812,11 +838,14 @@ fn deserialize(core: &Core, path: &Path) -> Result<Component, String> {
     unsafe { Component::deserialize_file(&core.engine, path) }.map_err(|e| format!("{e:#}"))
 }
 
+/// A component's bytes, with the WASI 0.3 release-candidate imports this host serves
+/// renamed to the names it serves them under (wasi_version.rs).
 fn read(path: &Path) -> Result<Vec<u8>, LoadError> {
-    std::fs::read(path).map_err(|source| LoadError::Read {
+    let wasm = std::fs::read(path).map_err(|source| LoadError::Read {
         path: path.to_path_buf(),
         source,
-    })
+    })?;
+    Ok(wasi_version::serve_release_candidate(&wasm).unwrap_or(wasm))
 }
 
 /// wasmtime refused the bytes: say so, unless they are a component for a WASI version this
@@ -975,6 +1004,8 @@ struct FunctionInner {
     event_handler: Option<EventHandlerIndices>,
     /// The interfaces the component imports, for `wasmfn check`.
     imports: Box<[String]>,
+    /// Interfaces it imports that are linked to calls that fail (unserved.rs).
+    unserved: Box<[String]>,
     timeout: Duration,
     memory: u64,
     max_body: u64,
@@ -1054,5 +1085,11 @@ impl Function {
     /// The interfaces the component imports, as `package/interface@version` names.
     pub fn imports(&self) -> &[String] {
         &self.inner.imports
+    }
+
+    /// The interfaces of Spin's world it imports that this host does not serve: linked so
+    /// that it loads, each call failing with the interface's own error.
+    pub fn unserved(&self) -> &[String] {
+        &self.inner.unserved
     }
 }

@@ -6,7 +6,96 @@
 use wasmparser::{Parser, Payload};
 
 /// What this host gives a guest, by WASI version, for the error a mismatch gets.
-pub(crate) const OFFERED: &str = "WASI 0.2 components (exporting wasi:http/incoming-handler@0.2.x or wasmfn:function/event-handler@0.1.0; importing wasi:cli, wasi:clocks, wasi:filesystem, wasi:io, wasi:random, wasi:sockets and wasi:http up to @0.2.12) and WASI 0.3 components (exporting wasi:http/handler@0.3.0; importing wasi:cli, wasi:clocks, wasi:filesystem, wasi:random, wasi:sockets and wasi:http @0.3.0), either importing wasi:keyvalue and wasi:config @0.2.0-draft";
+pub(crate) const OFFERED: &str = "WASI 0.2 components (exporting wasi:http/incoming-handler@0.2.x or wasmfn:function/event-handler@0.1.0; importing wasi:cli, wasi:clocks, wasi:filesystem, wasi:io, wasi:random, wasi:sockets and wasi:http up to @0.2.12) and WASI 0.3 components (exporting wasi:http/handler@0.3.0 or @0.3.0-rc-2026-03-15; importing wasi:cli, wasi:clocks, wasi:filesystem, wasi:random, wasi:sockets and wasi:http @0.3.0 or @0.3.0-rc-2026-03-15), either importing wasi:keyvalue @0.2.0-draft or -draft2 and wasi:config @0.2.0-draft";
+
+/// The WASI 0.3 release candidate that Spin's SDKs import beside 0.3.0 (their
+/// `spin:up/platform@4.1.0` world includes both).
+pub(crate) const RELEASE_CANDIDATE: &str = "0.3.0-rc-2026-03-15";
+
+/// The candidate's interfaces whose WIT is the same as the 0.3.0 this host serves (wasmtime
+/// 48's), so 0.3.0's implementations serve them too, as Spin 4 does. A component importing
+/// a candidate interface not listed gets it linked by `unserved.rs`: it loads, and a call
+/// fails with that interface's own error.
+const SAME_AS_0_3_0: &[&str] = &[
+    "wasi:cli/environment",
+    "wasi:cli/exit",
+    "wasi:cli/types",
+    "wasi:cli/stdin",
+    "wasi:cli/stdout",
+    "wasi:cli/stderr",
+    "wasi:cli/terminal-input",
+    "wasi:cli/terminal-output",
+    "wasi:cli/terminal-stdin",
+    "wasi:cli/terminal-stdout",
+    "wasi:cli/terminal-stderr",
+    "wasi:clocks/types",
+    "wasi:clocks/monotonic-clock",
+    "wasi:clocks/system-clock",
+    "wasi:clocks/timezone",
+    "wasi:filesystem/types",
+    "wasi:filesystem/preopens",
+    "wasi:random/random",
+    "wasi:random/insecure",
+    "wasi:random/insecure-seed",
+    "wasi:sockets/types",
+    "wasi:sockets/ip-name-lookup",
+    "wasi:http/types",
+    "wasi:http/client",
+    // Exported: a component built for the candidate alone (the `wasip3` crate 0.6) serves
+    // its requests through it.
+    "wasi:http/handler",
+];
+
+/// The candidate's imports (and its `wasi:http/handler` export) that this host serves,
+/// renamed in place from
+/// `...@0.3.0-rc-2026-03-15` to `...@0.3.0+rc-2026-03-15`: the same length, so one byte
+/// changes per name, and as build metadata of 0.3.0 the name is semver-compatible with
+/// 0.3.0, so wasmtime's linker resolves it to the 0.3.0 implementation and still checks
+/// every type against it. None when the component imports no such name.
+pub(crate) fn serve_release_candidate(wasm: &[u8]) -> Option<Vec<u8>> {
+    let base = wasm.as_ptr() as usize;
+    let mut at = Vec::new();
+    let mut depth = 0usize;
+    for payload in Parser::new(0).parse_all(wasm) {
+        let Ok(payload) = payload else { return None };
+        match payload {
+            Payload::Version { .. } => depth += 1,
+            Payload::End(_) => depth = depth.saturating_sub(1),
+            Payload::ComponentImportSection(reader) if depth == 1 => {
+                let names = reader.into_iter().flatten().map(|i| i.name.name);
+                at.extend(names.filter(|n| aliased(n)).map(|n| dash(base, n)));
+            }
+            // wasmtime finds an export by the same semver-compatible lookup.
+            Payload::ComponentExportSection(reader) if depth == 1 => {
+                let names = reader.into_iter().flatten().map(|e| e.name.name);
+                at.extend(names.filter(|n| aliased(n)).map(|n| dash(base, n)));
+            }
+            _ => {}
+        }
+    }
+    if at.is_empty() {
+        return None;
+    }
+    let mut patched = wasm.to_vec();
+    for i in at {
+        debug_assert_eq!(patched[i], b'-');
+        patched[i] = b'+';
+    }
+    Some(patched)
+}
+
+/// Where in the component the `-` after `0.3.0` of `name` is: `name` is a slice of the
+/// component's bytes, which start at `base`.
+fn dash(base: usize, name: &str) -> usize {
+    name.as_ptr() as usize - base + name.len() - RELEASE_CANDIDATE.len() + "0.3.0".len()
+}
+
+/// Whether `name` is a release-candidate interface this host serves from 0.3.0.
+fn aliased(name: &str) -> bool {
+    name.split_once('@').is_some_and(|(interface, version)| {
+        version == RELEASE_CANDIDATE && SAME_AS_0_3_0.contains(&interface)
+    })
+}
 
 /// A component's `wasi:` names whose version this host does not serve, with the version
 /// the first of them wants. None when every `wasi:` name is one of the versions served, so
@@ -94,6 +183,8 @@ fn version_of(name: &str) -> Option<&str> {
 /// Whether this host links `wasi:` interfaces at `version`: any 0.2.x, and 0.3.x releases
 /// (not release candidates, whose interfaces changed before 0.3.0 was ratified).
 fn served(version: &str) -> bool {
+    // Build metadata says nothing of the interface: `0.3.0+rc-...` is a renamed candidate.
+    let version = version.split_once('+').map_or(version, |(v, _)| v);
     let mut parts = version.splitn(3, '.');
     match (parts.next(), parts.next(), parts.next()) {
         (Some("0"), Some("2"), Some(_)) => true,
@@ -112,7 +203,7 @@ pub(crate) fn of_names(
         let Some(version) = version_of(&name) else {
             continue;
         };
-        if served(version) {
+        if served(version) || aliased(&name) {
             continue;
         }
         wasi.get_or_insert(version.to_string());

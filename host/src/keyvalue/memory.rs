@@ -52,4 +52,18 @@ impl Backend for Memory {
         map.insert(key.to_string(), next.to_string().into_bytes());
         Ok(next)
     }
+
+    async fn swap_if(
+        &self,
+        key: &str,
+        expected: Option<&[u8]>,
+        value: &[u8],
+    ) -> Result<bool, BackendError> {
+        let mut map = self.map.lock().unwrap();
+        if map.get(key).map(Vec::as_slice) != expected {
+            return Ok(false);
+        }
+        map.insert(key.to_string(), value.to_vec());
+        Ok(true)
+    }
 }

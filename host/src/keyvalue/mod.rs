@@ -82,6 +82,14 @@ pub trait Backend: Send + Sync + 'static {
     async fn list_keys(&self, cursor: Option<u64>) -> Result<KeyPage, BackendError>;
     /// Adds `delta` to the counter at `key` (0 when missing) and returns the new value.
     async fn increment(&self, key: &str, delta: u64) -> Result<u64, BackendError>;
+    /// Sets `key` to `value` if its value is still `expected` (`None`: absent), atomically
+    /// among everything that shares the backend; whether it did.
+    async fn swap_if(
+        &self,
+        key: &str,
+        expected: Option<&[u8]>,
+        value: &[u8],
+    ) -> Result<bool, BackendError>;
     /// The values of `keys`, in order.
     async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, BackendError> {
         let mut out = Vec::with_capacity(keys.len());
@@ -197,6 +205,22 @@ impl Store {
         }
         self.backend
             .increment(key, delta)
+            .await
+            .map_err(|e| self.unavailable(e))
+    }
+
+    /// Sets `key` to `value` if its value is still `expected` (`None`: absent); whether it
+    /// did. What `wasi:keyvalue`'s compare-and-swap is built on.
+    pub async fn swap_if(
+        &self,
+        key: &str,
+        expected: Option<&[u8]>,
+        value: &[u8],
+    ) -> Result<bool, KvError> {
+        check_key(key)?;
+        check_value(value)?;
+        self.backend
+            .swap_if(key, expected, value)
             .await
             .map_err(|e| self.unavailable(e))
     }

@@ -160,6 +160,32 @@ impl Backend for Redis {
         u64::try_from(n).map_err(|_| not_a_counter())
     }
 
+    async fn swap_if(
+        &self,
+        key: &str,
+        expected: Option<&[u8]>,
+        value: &[u8],
+    ) -> Result<bool, BackendError> {
+        // A script runs atomically in Redis: no other client's write lands between its
+        // read and its write. ARGV[1] says whether a value is expected at all.
+        const SWAP_IF: &str = "local v = redis.call('GET', KEYS[1]) \
+            if ARGV[1] == '0' then if v then return 0 end \
+            elseif v ~= ARGV[2] then return 0 end \
+            redis.call('SET', KEYS[1], ARGV[3]) return 1";
+        let swapped: i64 = self
+            .query(
+                redis::cmd("EVAL")
+                    .arg(SWAP_IF)
+                    .arg(1)
+                    .arg(self.key(key))
+                    .arg(if expected.is_some() { "1" } else { "0" })
+                    .arg(expected.unwrap_or_default())
+                    .arg(value),
+            )
+            .await?;
+        Ok(swapped == 1)
+    }
+
     async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, BackendError> {
         if keys.is_empty() {
             return Ok(Vec::new());

@@ -192,6 +192,34 @@ impl Backend for Sqlite {
         .await
     }
 
+    async fn swap_if(
+        &self,
+        key: &str,
+        expected: Option<&[u8]>,
+        value: &[u8],
+    ) -> Result<bool, BackendError> {
+        let (key, expected, value) = (
+            key.to_string(),
+            expected.map(<[u8]>::to_vec),
+            value.to_vec(),
+        );
+        self.with(move |c| {
+            // As in `increment`: the write lock before the read.
+            let tx = c
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(failed)?;
+            if get(&tx, &key)? != expected {
+                return Ok(false);
+            }
+            tx.prepare_cached(UPSERT)
+                .and_then(|mut s| s.execute(params![key, value]))
+                .map_err(failed)?;
+            tx.commit().map_err(failed)?;
+            Ok(true)
+        })
+        .await
+    }
+
     async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, BackendError> {
         let keys = keys.to_vec();
         self.read(move |c| keys.iter().map(|k| get(c, k)).collect())

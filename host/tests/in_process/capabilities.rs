@@ -462,3 +462,43 @@ pub(crate) async fn raw_capabilities() {
     let r = call(&app, "GET", "/raw-caps/fetch?url=http://localhost:1/", "").await;
     assert_eq!(r.text(), "error: ErrorCode::HttpRequestDenied");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+pub(crate) async fn test_keyvalue_draft2() {
+    // wasi:keyvalue@0.2.0-draft2, which Spin's SDKs and wasmCloud import, from a component
+    // written with wit-bindgen against its WIT: every function, over the same stores.
+    let app = app(&in_memory(&entry(
+        "kv2",
+        guests::TEST_KEYVALUE_DRAFT2,
+        &["/kv2/*"],
+        "key_value_stores = [\"default\"]",
+    )));
+    let r = call(&app, "GET", "/kv2/script", "").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        r.text(),
+        "open nope: Some(Error::NoSuchStore)\n\
+         set a: Ok(())\n\
+         cas current: 1\n\
+         swap: true\n\
+         get a: 2\n\
+         stale swap: failed, now 3\n\
+         retry: true\n\
+         get a: 4\n\
+         absent current: (none)\n\
+         swap absent: true\n\
+         exists fresh: Ok(true)\n\
+         increment n 5: Ok(5)\n\
+         increment n -1: Err(Error::Other(\"this host's counters only count up (they are non-negative), so the delta must not be negative, got -1\"))\n\
+         get-many: b1=x,missing=(none),b2=y\n\
+         keys: a,fresh,n\n\
+         bad cursor: Some(Error::Other(\"the cursor is not one this store returned\"))\n"
+    );
+    for n in 1..=3 {
+        assert_eq!(call(&app, "POST", "/kv2/cas-add", "").await.text(), "1\n");
+        assert_eq!(
+            call(&app, "GET", "/kv2/count", "").await.text(),
+            format!("{n}\n")
+        );
+    }
+}

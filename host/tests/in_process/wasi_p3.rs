@@ -1,6 +1,7 @@
 //! WASI 0.3 components: a plain `wasip3` guest served beside 0.2 ones, its instances reused
 //! within their limits, its failures confined to the instance that failed; and a component
-//! built for a WASI this host does not serve, refused with what it wants.
+//! built for WASI 0.3's release candidate of 2026-03-15 served, and one built for any other
+//! refused with what it wants.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -288,23 +289,47 @@ async fn the_memory_limit_applies_to_each_instance() {
 
 #[tokio::test(flavor = "multi_thread")]
 pub(crate) async fn test_wasi_rc() {
-    // Built for a release candidate of WASI 0.3: refused at start, at load from the cache
-    // and when precompiled, naming what it wants and what this host serves.
-    let precompiled = super::engine(None)
+    // Built for WASI 0.3's release candidate of 2026-03-15 (the `wasip3` crate 0.6), which
+    // Spin's SDKs still import: its WIT is 0.3.0's, so 0.3.0's implementations serve it,
+    // as Spin 4 serves it, and it precompiles.
+    let app = app(&entry("rc", guests::TEST_WASI_RC, &["/rc"], ""));
+    let r = call(&app, "GET", "/rc", "").await;
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (200, "Hello from a WASI 0.3 release candidate\n")
+    );
+    super::engine(None)
         .precompile(std::path::Path::new(guests::TEST_WASI_RC))
-        .expect_err("an rc component is not precompiled")
+        .expect("the candidate this host serves precompiles");
+
+    // Any other candidate is refused at start, at load from the cache and when
+    // precompiled, naming what it wants and what this host serves: here the same
+    // component, its names changed to a candidate of the next day.
+    let mut bytes = std::fs::read(guests::TEST_WASI_RC).unwrap();
+    let (served, other) = (b"0.3.0-rc-2026-03-15", b"0.3.0-rc-2026-03-16");
+    for at in 0..bytes.len().saturating_sub(served.len()) {
+        if bytes[at..].starts_with(served) {
+            bytes[at..at + other.len()].copy_from_slice(other);
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("other_rc.wasm");
+    std::fs::write(&path, bytes).unwrap();
+    let precompiled = super::engine(None)
+        .precompile(&path)
+        .expect_err("another candidate is not precompiled")
         .to_string();
     assert!(
-        precompiled.contains("WASI 0.3.0-rc-2026-03-15"),
+        precompiled.contains("WASI 0.3.0-rc-2026-03-16"),
         "{precompiled}"
     );
-    let rc = entry("rc", guests::TEST_WASI_RC, &["/rc"], "");
+    let rc = entry("rc", path.to_str().unwrap(), &["/rc"], "");
     for cache in [None, Some(common::cache_dir())] {
         let msg = refused(&rc, cache.as_deref());
         assert!(msg.starts_with("/virtual/wasmfn.toml:3:"), "{msg}");
         assert!(msg.contains("function `rc`"), "{msg}");
         assert!(
-            msg.contains("it is built for WASI 0.3.0-rc-2026-03-15, which this host does not serve (exports wasi:http/handler@0.3.0-rc-2026-03-15"),
+            msg.contains("it is built for WASI 0.3.0-rc-2026-03-16, which this host does not serve (exports wasi:http/handler@0.3.0-rc-2026-03-16"),
             "{msg}"
         );
         assert!(
