@@ -150,22 +150,29 @@ pub fn routes(data: &[u8]) -> Option<usize> {
     // declared among equals.
     let parts: Option<Vec<&str>> = path.strip_prefix('/').map(|p| p.split('/').collect());
     let with_params = parts.and_then(|parts| {
-        let mut best: Option<(usize, usize)> = None;
+        // Ranked by fixed segments, then by having no wildcard.
+        let mut best: Option<((usize, bool), usize)> = None;
         for (p, f) in &patterns {
             let RoutePattern::Params(segments) = p else {
                 continue;
             };
-            let fits = segments.len() == parts.len()
-                && segments.iter().zip(&parts).all(|(s, part)| match s {
+            let (before, wildcard) = match segments.split_last() {
+                Some((Segment::Rest, before)) => (before, true),
+                _ => (segments.as_slice(), false),
+            };
+            let fits = (parts.len() == before.len() || wildcard && parts.len() > before.len())
+                && before.iter().zip(&parts).all(|(s, part)| match s {
                     Segment::Fixed(t) => t == part,
                     Segment::Param(_) => !part.is_empty(),
+                    Segment::Rest => false,
                 });
-            let fixed = segments
+            let fixed = before
                 .iter()
                 .filter(|s| matches!(s, Segment::Fixed(_)))
                 .count();
-            if fits && best.is_none_or(|(most, _)| fixed > most) {
-                best = Some((fixed, *f));
+            let rank = (fixed, !wildcard);
+            if fits && best.is_none_or(|(most, _)| rank > most) {
+                best = Some((rank, *f));
             }
         }
         best.map(|(_, f)| f)

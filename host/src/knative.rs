@@ -77,14 +77,6 @@ pub fn warnings(manifest: &Manifest) -> Vec<String> {
             }
         }
     }
-    // A function's `files` are read from the image at start; the image script copies only
-    // the manifest and components so far, so say so rather than let the pod fail to load it.
-    for f in manifest.functions.iter().filter(|f| !f.files.is_empty()) {
-        out.push(format!(
-            "{}: function `{}` reads `files`, which the image must hold at the paths the manifest names (beside {IMAGE_MANIFEST}); deploy/build-image.sh does not copy them yet",
-            f.component_at, f.name
-        ));
-    }
     out
 }
 
@@ -744,7 +736,13 @@ fn container_env(manifest: &Manifest, service: &ServiceSpec) -> Vec<Value> {
         })
         .flatten()
         .filter_map(|part| match part {
-            TemplatePart::Variable { env, default: None } => Some(env.as_str()),
+            // Required, and not written in the runtime configuration file.
+            TemplatePart::Variable {
+                name,
+                providers,
+                env,
+                default: None,
+            } if !providers.iter().any(|p| p.has_static(name)) => Some(env.as_str()),
             _ => None,
         })
         .filter(|env| !set.contains(*env))

@@ -177,7 +177,7 @@ impl Accept {
                 async move {
                     let version = req.version();
                     let request = state.start_request(version);
-                    let mut response = app.handle(req).await;
+                    let mut response = app.handle_from(req, Some(peer)).await;
                     if response.extensions().get::<UnreadBody>().is_some() {
                         state.linger.store(true, Ordering::Relaxed);
                     }

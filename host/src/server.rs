@@ -4,6 +4,7 @@
 //! [`Failure`], and one exit records the metrics, writes the log line and sets
 //! `x-request-id`, whichever way the request went.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -207,6 +208,15 @@ impl App {
 
     /// Answers one request. Never fails: every error becomes a response.
     pub async fn handle<B: RequestBody>(&self, req: Request<B>) -> Response<ResponseBody> {
+        self.handle_from(req, None).await
+    }
+
+    /// [`App::handle`] for a request from `client`, the peer of its connection.
+    pub async fn handle_from<B: RequestBody>(
+        &self,
+        req: Request<B>,
+        client: Option<SocketAddr>,
+    ) -> Response<ResponseBody> {
         let started = Instant::now();
         let request_id = request_id(&req);
         let path = req.uri().path().to_string();
@@ -223,7 +233,7 @@ impl App {
         // it causes, share a trace id; with OTLP on, its span hangs off this parent, which
         // is never exported.
         let trace = TraceContext::from_headers(req.headers()).unwrap_or_else(TraceContext::start);
-        let outcome = self.answer(req, &path, &request_id, &trace).await;
+        let outcome = self.answer(req, &path, &request_id, &trace, client).await;
 
         // The one exit.
         let elapsed = started.elapsed();
@@ -301,6 +311,7 @@ impl App {
         path: &str,
         request_id: &str,
         trace: &TraceContext,
+        client: Option<SocketAddr>,
     ) -> Outcome<'_> {
         // Waiting here is bounded: a host at its limit answers 503 and the client (or
         // Knative's queue-proxy) retries, rather than queueing without end.
@@ -328,7 +339,7 @@ impl App {
                 .await;
         }
         match self.routes.matched(path) {
-            Some(route) => self.request(route, req, request_id, trace).await,
+            Some(route) => self.request(route, req, request_id, trace, client).await,
             None => {
                 let path = path.to_string();
                 Outcome::failed(Answerer::Nobody, Failure::NoRoute { path })
@@ -371,6 +382,7 @@ impl App {
         mut req: Request<B>,
         request_id: &str,
         trace: &TraceContext,
+        client: Option<SocketAddr>,
     ) -> Outcome<'_> {
         let index = route.function;
         let version = self.functions.choose(index, req.headers());
@@ -410,7 +422,7 @@ impl App {
             req.headers_mut().insert(REQUEST_ID, v);
         }
         if self.functions.spec(index).spin {
-            spin_headers(&mut req, route);
+            spin_headers(&mut req, route, client);
         }
         let (req, exceeded) = limit_body(req, max_body);
         let name = self.functions.name(index);
@@ -437,28 +449,37 @@ impl App {
 /// and apps that read them work: for route `/shop/...` and `GET /shop/cart?x=1`,
 /// `spin-full-url` `http://<host>/shop/cart?x=1`, `spin-path-info` `/cart`,
 /// `spin-matched-route` and `spin-raw-component-route` `/shop/...`,
-/// `spin-component-route` `/shop`, `spin-base-path` `/`.
-fn spin_headers<B>(req: &mut Request<B>, route: RouteMatch<'_>) {
+/// `spin-component-route` `/shop`, `spin-base-path` `/`, and `spin-client-addr`, the peer
+/// of the connection (behind Knative, its queue-proxy).
+fn spin_headers<B>(req: &mut Request<B>, route: RouteMatch<'_>, client: Option<SocketAddr>) {
     let path = req.uri().path().to_string();
     let mut params = Vec::new();
-    let (component_route, raw_route, path_info) = match (route.prefix, route.params) {
-        (Some(len), _) => {
+    let (component_route, raw_route, path_info) = match (route.params, route.prefix) {
+        // `/users/:id` or `/users/:id/...`: the route as written, and
+        // `spin-path-match-id` for each parameter.
+        (Some(segments), prefix) => {
+            for (segment, value) in segments.iter().zip(path.split('/').skip(1)) {
+                if let Segment::Param(name) = segment {
+                    params.push((format!("spin-path-match-{name}"), value.to_string()));
+                }
+            }
+            let written = RoutePattern::Params(segments.to_vec()).to_string();
+            match (prefix, written.strip_suffix("/*")) {
+                (Some(len), Some(before)) => (
+                    before.to_string(),
+                    format!("{before}/..."),
+                    path[len..].to_string(),
+                ),
+                _ => (written.clone(), written, String::new()),
+            }
+        }
+        (None, Some(len)) => {
             let prefix = &path[..len];
             (
                 prefix.to_string(),
                 format!("{prefix}/..."),
                 path[len..].to_string(),
             )
-        }
-        // `/users/:id`: the route as written, and `spin-path-match-id` for each parameter.
-        (None, Some(segments)) => {
-            let written = RoutePattern::Params(segments.to_vec()).to_string();
-            for (segment, value) in segments.iter().zip(path.split('/').skip(1)) {
-                if let Segment::Param(name) = segment {
-                    params.push((format!("spin-path-match-{name}"), value.to_string()));
-                }
-            }
-            (written.clone(), written, String::new())
         }
         (None, None) => (path.clone(), path.clone(), String::new()),
     };
@@ -482,7 +503,10 @@ fn spin_headers<B>(req: &mut Request<B>, route: RouteMatch<'_>) {
         ("spin-raw-component-route", raw_route),
         ("spin-component-route", component_route),
         ("spin-base-path", "/".to_string()),
-    ] {
+    ]
+    .into_iter()
+    .chain(client.map(|addr| ("spin-client-addr", addr.to_string())))
+    {
         if let Ok(value) = HeaderValue::from_str(&value) {
             headers.insert(name, value);
         }

@@ -450,9 +450,9 @@ impl Manifest {
         let (mut raw, mut spin_variables) = if spin::is_spin(text) {
             let mut app = spin::read(&ctx, text)?;
             if let Some((rc_path, rc_text)) = runtime_config {
-                app.raw
-                    .key_value
-                    .extend(runtime_config::stores(rc_path, rc_text)?);
+                let config = runtime_config::read(rc_path, rc_text)?;
+                app.raw.key_value.extend(config.stores);
+                app.with_providers(&config.providers);
             }
             spin::check_store_labels(&ctx, &app.raw)?;
             (app.raw, app.variables)

@@ -1,8 +1,9 @@
 //! Maps a request path to the function that serves it.
 //!
 //! Built once at start from the manifest. A route is an exact path (`/hello`), a path with
-//! parameters (`/users/:id`, one segment each, as Spin routes them), or a prefix wildcard
-//! (`/api/*`, matching `/api` and everything below it). An exact route beats a route with
+//! parameters (`/users/:id`, one segment each, as Spin routes them, and `/users/:id/*`,
+//! anything below such a path), or a prefix wildcard (`/api/*`, matching `/api` and
+//! everything below it). An exact route beats a route with
 //! parameters (the one with more fixed segments first, then the one declared first), which
 //! beats any wildcard, and the longest wildcard prefix wins, whatever the manifest order;
 //! two functions claiming the same route is an error reported with both, never a silent
@@ -29,6 +30,8 @@ pub enum Segment {
     Fixed(String),
     /// Any one segment, named.
     Param(String),
+    /// What is left of the path, if anything: only last, after parameters.
+    Rest,
 }
 
 /// Why a route string is not a route.
@@ -43,10 +46,8 @@ pub enum RouteError {
     /// Queries and fragments are not part of routing.
     #[error("route {0:?} must be a path without '?' or '#'")]
     NotAPath(String),
-    /// A parameter must be named, and parameters do not mix with a wildcard.
-    #[error(
-        "route {0:?}: a parameter is a whole segment with a name, as in \"/users/:id\", and a route with parameters has no wildcard"
-    )]
+    /// A parameter must be named.
+    #[error("route {0:?}: a parameter is a whole segment with a name, as in \"/users/:id\"")]
     BadParam(String),
 }
 
@@ -67,7 +68,7 @@ impl RoutePattern {
             return Err(RouteError::MisplacedWildcard(route.to_string()));
         }
         if body.split('/').any(|s| s.starts_with(':')) {
-            let segments: Vec<Segment> = body[1..]
+            let mut segments: Vec<Segment> = body[1..]
                 .split('/')
                 .map(|s| match s.strip_prefix(':') {
                     Some(name) => Segment::Param(name.to_string()),
@@ -77,8 +78,11 @@ impl RoutePattern {
             let unnamed = segments
                 .iter()
                 .any(|s| matches!(s, Segment::Param(n) if n.is_empty() || n.contains(':')));
-            if wildcard || unnamed {
+            if unnamed {
                 return Err(RouteError::BadParam(route.to_string()));
+            }
+            if wildcard {
+                segments.push(Segment::Rest);
             }
             return Ok(RoutePattern::Params(segments));
         }
@@ -102,7 +106,7 @@ impl RoutePattern {
                     .iter()
                     .map_while(|s| match s {
                         Segment::Fixed(f) => Some(format!("/{f}")),
-                        Segment::Param(_) => None,
+                        Segment::Param(_) | Segment::Rest => None,
                     })
                     .collect::<String>()
                     + "/";
@@ -123,6 +127,7 @@ impl fmt::Display for RoutePattern {
                     match s {
                         Segment::Fixed(t) => write!(f, "/{t}")?,
                         Segment::Param(n) => write!(f, "/:{n}")?,
+                        Segment::Rest => f.write_str("/*")?,
                     }
                 }
                 Ok(())
@@ -136,8 +141,9 @@ impl fmt::Display for RoutePattern {
 pub struct RouteMatch<'a> {
     /// The function whose route it is.
     pub function: usize,
-    /// For a wildcard route, how long its prefix is (the path's first so many bytes);
-    /// `None` for the others.
+    /// For a wildcard route, or one with parameters and a wildcard, how long the part of
+    /// the path before the wildcard is (the path's first so many bytes); `None` for the
+    /// others.
     pub prefix: Option<usize>,
     /// For a route with parameters, its segments (the path's segments line up with them).
     pub params: Option<&'a [Segment]>,
@@ -202,13 +208,17 @@ impl RouteTable {
             }
             map.insert(key.clone(), function);
         }
-        // Stable: among as many fixed segments, the one declared first.
+        // Stable: among as many fixed segments, one without a wildcard, then the one
+        // declared first.
         table.params.sort_by_key(|(segments, _)| {
-            std::cmp::Reverse(
-                segments
-                    .iter()
-                    .filter(|s| matches!(s, Segment::Fixed(_)))
-                    .count(),
+            (
+                std::cmp::Reverse(
+                    segments
+                        .iter()
+                        .filter(|s| matches!(s, Segment::Fixed(_)))
+                        .count(),
+                ),
+                segments.last() == Some(&Segment::Rest),
             )
         });
         Ok(table)
@@ -254,16 +264,28 @@ impl RouteTable {
     }
 
     fn with_params(&self, path: &str) -> Option<RouteMatch<'_>> {
-        let parts: Vec<&str> = path.strip_prefix('/')?.split('/').collect();
+        let rest = path.strip_prefix('/')?;
+        let parts: Vec<&str> = rest.split('/').collect();
         self.params.iter().find_map(|(segments, function)| {
-            let fits = segments.len() == parts.len()
-                && segments.iter().zip(&parts).all(|(s, p)| match s {
-                    Segment::Fixed(f) => f == p,
-                    Segment::Param(_) => !p.is_empty(),
-                });
-            fits.then_some(RouteMatch {
+            let (fixed, wildcard) = match segments.split_last() {
+                Some((Segment::Rest, before)) => (before, true),
+                _ => (segments.as_slice(), false),
+            };
+            let fits = if wildcard {
+                parts.len() >= fixed.len()
+            } else {
+                parts.len() == fixed.len()
+            } && fixed.iter().zip(&parts).all(|(s, p)| match s {
+                Segment::Fixed(f) => f == p,
+                Segment::Param(_) => !p.is_empty(),
+                Segment::Rest => false,
+            });
+            fits.then(|| RouteMatch {
                 function: *function,
-                prefix: None,
+                // The matched segments, each with the '/' before it.
+                prefix: wildcard.then(|| {
+                    fixed.len() + parts[..fixed.len()].iter().map(|p| p.len()).sum::<usize>()
+                }),
                 params: Some(segments),
             })
         })
@@ -337,12 +359,40 @@ mod tests {
             RoutePattern::parse("/users/:id").unwrap().to_string(),
             "/users/:id"
         );
-        for bad in ["/users/:", "/users/:id/*", "/a/::b"] {
+        for bad in ["/users/:", "/a/::b", "/users/:/*"] {
             assert!(
                 matches!(RoutePattern::parse(bad), Err(RouteError::BadParam(_))),
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn parameters_then_a_wildcard_match_the_rest_of_the_path() {
+        let t = table(&[
+            ("/users/:id/*", 0),
+            ("/users/:id/orders", 1),
+            ("/users/:id", 2),
+            ("/*", 3),
+        ]);
+        assert_eq!(t.lookup("/users/42/orders"), Some(1));
+        assert_eq!(t.lookup("/users/42"), Some(2), "without a wildcard first");
+        let m = t.matched("/users/42/files/a.txt").unwrap();
+        assert_eq!(m.function, 0);
+        assert_eq!(
+            m.prefix,
+            Some("/users/42".len()),
+            "what the wildcard follows"
+        );
+        assert_eq!(t.lookup("/users/42/"), Some(0));
+        assert_eq!(t.lookup("/users"), Some(3));
+        let only = table(&[("/users/:id/*", 0)]);
+        let m = only.matched("/users/42").unwrap();
+        assert_eq!((m.function, m.prefix), (0, Some(9)), "and the path itself");
+        assert_eq!(
+            RoutePattern::parse("/users/:id/*").unwrap().to_string(),
+            "/users/:id/*"
+        );
     }
 
     #[test]

@@ -1,14 +1,19 @@
 //! Spin's runtime configuration file (`--runtime-config-file`), which says where a Spin
-//! app's key-value stores live: each `[key_value_store.<label>]` of type `redis` or `spin`
-//! becomes the store of that label, as `[key_value.<label>]` declares one in a
-//! `wasmfn.toml`. Its errors name the runtime configuration file and its lines.
+//! app's key-value stores live and where its variables come from: each
+//! `[key_value_store.<label>]` of type `redis` or `spin` becomes the store of that label,
+//! as `[key_value.<label>]` declares one in a `wasmfn.toml`; each `[[variables_provider]]`
+//! (or its older name `[[config_provider]]`) of type `static` or `env` is asked for an
+//! application variable before `SPIN_VARIABLE_<NAME>`, in the file's order, as Spin asks
+//! them. Its errors name the runtime configuration file and its lines.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde::Deserialize;
+use serde::de::IgnoredAny;
 use toml::Spanned;
 
+use super::variables::Provider;
 use super::{Ctx, ManifestError, RawKeyValue};
 
 #[derive(Deserialize)]
@@ -18,9 +23,49 @@ struct RawRuntimeConfig {
     key_value_store: BTreeMap<String, Spanned<RawStore>>,
     // Known to Spin, not run here: each is refused with its reason.
     sqlite_database: Option<Spanned<toml::Value>>,
-    config_provider: Option<Spanned<toml::Value>>,
-    variables_provider: Option<Spanned<toml::Value>>,
+    #[serde(default)]
+    config_provider: Vec<Spanned<RawProvider>>,
+    #[serde(default)]
+    variables_provider: Vec<Spanned<RawProvider>>,
     llm_compute: Option<Spanned<toml::Value>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProvider {
+    #[serde(rename = "type")]
+    kind: Spanned<String>,
+    /// `static`: the values.
+    values: Option<BTreeMap<String, String>>,
+    /// `env`: the prefix (`SPIN_VARIABLE` when left out).
+    prefix: Option<String>,
+    /// `env`: a dotenv file, which is not read.
+    dotenv_path: Option<Spanned<toml::Value>>,
+    // Vault's and Azure Key Vault's keys, so that the type is what is refused.
+    #[serde(default, rename = "url")]
+    _url: Option<IgnoredAny>,
+    #[serde(default, rename = "token")]
+    _token: Option<IgnoredAny>,
+    #[serde(default, rename = "mount")]
+    _mount: Option<IgnoredAny>,
+    #[serde(default, rename = "vault_url")]
+    _vault_url: Option<IgnoredAny>,
+    #[serde(default, rename = "client_id")]
+    _client_id: Option<IgnoredAny>,
+    #[serde(default, rename = "client_secret")]
+    _client_secret: Option<IgnoredAny>,
+    #[serde(default, rename = "tenant_id")]
+    _tenant_id: Option<IgnoredAny>,
+    #[serde(default, rename = "authority_host")]
+    _authority_host: Option<IgnoredAny>,
+}
+
+/// What a runtime configuration file declares.
+pub(super) struct RuntimeConfig {
+    /// Its stores, as `[key_value.<label>]` entries.
+    pub(super) stores: BTreeMap<String, Spanned<RawKeyValue>>,
+    /// Its variables providers, in order.
+    pub(super) providers: Vec<Provider>,
 }
 
 #[derive(Deserialize)]
@@ -32,13 +77,10 @@ struct RawStore {
     path: Option<Spanned<String>>,
 }
 
-/// The stores the runtime configuration at `path` (its text `text`) declares, as
-/// `[key_value.<label>]` entries; an embedded store's `path` resolved against the file's
-/// directory, as Spin resolves it.
-pub(super) fn stores(
-    path: &Path,
-    text: &str,
-) -> Result<BTreeMap<String, Spanned<RawKeyValue>>, ManifestError> {
+/// The stores and variables providers the runtime configuration at `path` (its text
+/// `text`) declares; an embedded store's `path` resolved against the file's directory, as
+/// Spin resolves it.
+pub(super) fn read(path: &Path, text: &str) -> Result<RuntimeConfig, ManifestError> {
     let ctx = Ctx::new(path, text);
     let raw: RawRuntimeConfig = toml::from_str(text).map_err(|e| {
         let span = e.span().unwrap_or(0..0);
@@ -48,14 +90,6 @@ pub(super) fn stores(
         (
             &raw.sqlite_database,
             "`sqlite_database` (Spin's SQLite interface) is not served yet",
-        ),
-        (
-            &raw.config_provider,
-            "variable providers other than the environment (`SPIN_VARIABLE_<NAME>`) are not read",
-        ),
-        (
-            &raw.variables_provider,
-            "variable providers other than the environment (`SPIN_VARIABLE_<NAME>`) are not read",
         ),
         (
             &raw.llm_compute,
@@ -115,7 +149,34 @@ pub(super) fn stores(
         }
         out.insert(label.clone(), Spanned::new(0..0, declared));
     }
-    Ok(out)
+    let mut providers = Vec::new();
+    for provider in raw.variables_provider.iter().chain(&raw.config_provider) {
+        let p = provider.get_ref();
+        providers.push(match p.kind.get_ref().as_str() {
+            "static" => Provider::Static(p.values.clone().unwrap_or_default()),
+            "env" => {
+                if let Some(dotenv) = &p.dotenv_path {
+                    return Err(ctx.error(
+                        dotenv.span(),
+                        "`dotenv_path` is not read: set the variables in the environment (on Knative, from a Secret)".to_string(),
+                    ));
+                }
+                Provider::Env {
+                    prefix: p.prefix.clone().unwrap_or_else(|| "SPIN_VARIABLE".to_string()),
+                }
+            }
+            other => {
+                return Err(ctx.error(
+                    p.kind.span(),
+                    format!("variables provider {other:?} is not read: wasmfn reads `static` and `env` providers (on Knative, put secrets in a Secret and read them from the environment)"),
+                ));
+            }
+        });
+    }
+    Ok(RuntimeConfig {
+        stores: out,
+        providers,
+    })
 }
 
 #[cfg(test)]
@@ -171,6 +232,36 @@ mod tests {
     }
 
     #[test]
+    fn variables_come_from_the_providers_in_order_then_the_environment_then_the_default() {
+        let spin = "spin_manifest_version = 2\n[application]\nname = \"a\"\n\
+            [variables]\nrct_a = { default = \"da\" }\nrct_b = { default = \"db\" }\n\
+            rct_c = { default = \"dc\" }\nrct_d = { required = true }\nrct_e = { default = \"de\" }\n\
+            [[trigger.http]]\nroute = \"/...\"\ncomponent = \"c\"\n\
+            [component.c]\nsource = \"c.wasm\"\n\
+            [component.c.variables]\nall = \"{{ rct_a }} {{ rct_b }} {{ rct_c }} {{ rct_d }} {{ rct_e }}\"\n";
+        let rc = "[[variables_provider]]\ntype = \"static\"\n\
+            values = { rct_a = \"static-a\", rct_d = \"static-d\" }\n\
+            [[variables_provider]]\ntype = \"env\"\nprefix = \"WASMFN_RCT\"\n";
+        // SAFETY: names that no other test reads.
+        unsafe {
+            std::env::set_var("WASMFN_RCT_RCT_B", "env-b");
+            std::env::set_var("SPIN_VARIABLE_RCT_C", "spin-c");
+            std::env::set_var("SPIN_VARIABLE_RCT_A", "not asked: static-a comes first");
+        }
+        let m = parse(spin, Some(rc)).unwrap();
+        let all = &m.functions[0].variables["all"];
+        assert_eq!(all.resolve().unwrap(), "static-a env-b spin-c static-d de");
+        assert!(
+            !format!("{all:?}").contains("static-"),
+            "a value written in the file is never shown: {all:?}"
+        );
+        // Without the file, the required one has no value.
+        let m = parse(spin, None).unwrap();
+        let err = m.functions[0].variables["all"].resolve().unwrap_err();
+        assert!(err.to_string().contains("SPIN_VARIABLE_RCT_D"), "{err}");
+    }
+
+    #[test]
     fn what_is_not_served_is_refused_on_its_line_of_the_runtime_config() {
         for (rc, line, says) in [
             (
@@ -194,9 +285,14 @@ mod tests {
                 "sqlite_database",
             ),
             (
-                "[[config_provider]]\ntype = \"vault\"\n",
-                1,
-                "variable providers",
+                "[[config_provider]]\ntype = \"vault\"\nurl = \"https://vault\"\n",
+                2,
+                "variables provider \"vault\" is not read",
+            ),
+            (
+                "[[variables_provider]]\ntype = \"env\"\ndotenv_path = \".env\"\n",
+                3,
+                "`dotenv_path` is not read",
             ),
         ] {
             let err = parse(SPIN, Some(rc)).unwrap_err();

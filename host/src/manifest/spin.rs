@@ -3,7 +3,8 @@
 //! the Spin file: every error names its line.
 //!
 //! What maps: each component that an HTTP trigger routes to is a function named by its
-//! component id (an inline component by its trigger: `trigger-http-<n>`); its routes are
+//! component id (an inline component as Spin names it: `<trigger id>-component`, or
+//! `http-trigger<n>-component` for the n-th trigger without an id); its routes are
 //! the triggers' routes in Spin's syntax (exact, or `/...` for a path and everything below
 //! it; `{ private = true }` for one reached only from other components); `source`,
 //! `allowed_outbound_hosts`, `key_value_stores`, `environment` and `build` carry over as
@@ -83,10 +84,45 @@ struct RawAppVariable {
 #[serde(deny_unknown_fields)]
 struct RawTrigger {
     route: Option<Spanned<toml::Value>>,
-    component: Option<Spanned<toml::Value>>,
+    component: Option<Spanned<ComponentRef>>,
     executor: Option<Spanned<toml::Value>>,
-    #[serde(default, rename = "id")]
-    _id: Option<String>,
+    #[serde(default)]
+    id: Option<String>,
+}
+
+/// A trigger's `component`: the id of a `[component.<id>]`, or the component itself.
+enum ComponentRef {
+    Id(String),
+    Inline(Box<RawComponent>),
+}
+
+impl<'de> Deserialize<'de> for ComponentRef {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = ComponentRef;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("the id of a [component.<id>], or a component table")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, id: &str) -> Result<ComponentRef, E> {
+                Ok(ComponentRef::Id(id.to_string()))
+            }
+
+            // The table's own values are read by toml's deserializer, so their spans, and
+            // the lines in errors, are kept.
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<ComponentRef, A::Error> {
+                let component =
+                    RawComponent::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                Ok(ComponentRef::Inline(Box::new(component)))
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
 }
 
 #[derive(Deserialize)]
@@ -149,6 +185,26 @@ pub(super) struct SpinApp {
     pub(super) variables: BTreeMap<String, BTreeMap<String, Variable>>,
 }
 
+impl SpinApp {
+    /// Asks the runtime configuration's variables providers first, for every variable.
+    pub(super) fn with_providers(&mut self, providers: &[super::variables::Provider]) {
+        let parts = self
+            .variables
+            .values_mut()
+            .flat_map(|vars| vars.values_mut())
+            .filter_map(|v| match v {
+                Variable::Template(parts) => Some(parts),
+                _ => None,
+            })
+            .flatten();
+        for part in parts {
+            if let TemplatePart::Variable { providers: p, .. } = part {
+                *p = providers.to_vec();
+            }
+        }
+    }
+}
+
 /// Reads a Spin manifest.
 pub(super) fn read(ctx: &Ctx<'_>, text: &str) -> Result<SpinApp, ManifestError> {
     refuse_other_triggers(ctx, text)?;
@@ -171,17 +227,16 @@ pub(super) fn read(ctx: &Ctx<'_>, text: &str) -> Result<SpinApp, ManifestError> 
     }
     let app_variables = app_variables(ctx, &spin.variables)?;
     let mut functions: Vec<Routed<'_>> = Vec::new();
+    let mut unnamed = 0;
     for entries in spin.trigger.values() {
-        for (n, entry) in entries.get_ref().iter().enumerate() {
-            let (name, name_span, component) = trigger_component(ctx, &spin, entry, n + 1)?;
+        for entry in entries.get_ref() {
+            let found = trigger_component(ctx, &spin, entry, &mut unnamed)?;
             let route = http_route(ctx, entry)?;
-            match functions.iter_mut().find(|f| f.name == name) {
+            match functions.iter_mut().find(|f| f.name == found.name) {
                 Some(f) => f.routes.extend(route),
                 None => functions.push(Routed {
-                    name,
-                    name_span,
-                    component,
                     routes: route.into_iter().collect(),
+                    ..found
                 }),
             }
         }
@@ -197,18 +252,18 @@ pub(super) fn read(ctx: &Ctx<'_>, text: &str) -> Result<SpinApp, ManifestError> 
     for Routed {
         name,
         name_span,
-        component,
+        component: c,
+        span,
         routes,
     } in functions
     {
-        let c = component.get_ref();
         refuse_unsupported(ctx, c)?;
         variables.insert(name.clone(), component_variables(ctx, c, &app_variables)?);
         raw_functions.push(Spanned::new(
-            component.span(),
+            span.clone(),
             RawFunction {
                 name: Spanned::new(name_span, name),
-                component: Some(source(ctx, c, component.span())?),
+                component: Some(source(ctx, c, span)?),
                 versions: Vec::new(),
                 sticky: None,
                 routes,
@@ -269,17 +324,20 @@ struct Routed<'a> {
     name: String,
     /// Where its id is written.
     name_span: Range<usize>,
-    component: &'a Spanned<RawComponent>,
+    component: &'a RawComponent,
+    /// Where the component is written.
+    span: Range<usize>,
     routes: Vec<Spanned<String>>,
 }
 
-/// The function a trigger runs: its name, where the name is written, and its component.
+/// The function a trigger runs, with no route yet. An inline component is named as Spin names it: by its
+/// trigger's `id`, or the `http-trigger<n>` Spin gives the n-th trigger without one.
 fn trigger_component<'a>(
     ctx: &Ctx<'_>,
     spin: &'a RawSpin,
     entry: &'a Spanned<RawTrigger>,
-    n: usize,
-) -> Result<(String, Range<usize>, &'a Spanned<RawComponent>), ManifestError> {
+    unnamed: &mut usize,
+) -> Result<Routed<'a>, ManifestError> {
     let t = entry.get_ref();
     if let Some(executor) = &t.executor {
         let spin_executor =
@@ -295,29 +353,42 @@ fn trigger_component<'a>(
         return Err(ctx.error(entry.span(), "a trigger needs a `component`".to_string()));
     };
     match component.get_ref() {
-        toml::Value::String(id) => {
+        ComponentRef::Id(id) => {
             let found = spin.component.iter().find(|(k, _)| k.get_ref() == id);
             let Some((key, c)) = found else {
+                return Err(ctx.error(component.span(), format!("no [component.{id}] is declared")));
+            };
+            Ok(Routed {
+                name: id.clone(),
+                name_span: key.span(),
+                component: c.get_ref(),
+                span: c.span(),
+                routes: Vec::new(),
+            })
+        }
+        ComponentRef::Inline(c) => {
+            let trigger = match &t.id {
+                Some(id) => id.clone(),
+                None => {
+                    *unnamed += 1;
+                    format!("http-trigger{unnamed}")
+                }
+            };
+            let name = format!("{trigger}-component");
+            if spin.component.keys().any(|k| k.get_ref() == &name) {
                 return Err(ctx.error(
                     component.span(),
-                    format!("no [component.{id}] is declared"),
+                    format!("this inline component would be named `{name}`, as a [component.{name}] already is; give the trigger another `id`"),
                 ));
-            };
-            Ok((id.clone(), key.span(), c))
+            }
+            Ok(Routed {
+                name,
+                name_span: component.span(),
+                component: c,
+                span: component.span(),
+                routes: Vec::new(),
+            })
         }
-        toml::Value::Table(_) => Err(ctx.error(
-            component.span(),
-            format!(
-                "inline components are not read yet: declare it as [component.trigger-http-{n}] and name it here"
-            ),
-        )),
-        other => Err(ctx.error(
-            component.span(),
-            format!(
-                "`component` must name a [component.<id>] or be a component table, got {}",
-                other.type_str()
-            ),
-        )),
     }
 }
 
@@ -483,6 +554,8 @@ fn template_parts(
             ));
         };
         parts.push(TemplatePart::Variable {
+            name: name.to_string(),
+            providers: Vec::new(),
             env: format!("SPIN_VARIABLE_{}", name.to_ascii_uppercase()),
             default: variable.default.clone(),
         });
@@ -548,6 +621,30 @@ mod tests {
     }
 
     #[test]
+    fn an_inline_component_is_a_function_named_as_spin_names_it() {
+        let m = parse(&format!(
+            "{HEAD}[[trigger.http]]\nroute = \"/a\"\ncomponent = {{ source = \"a.wasm\", key_value_stores = [\"default\"] }}\n\
+             [[trigger.http]]\nid = \"shop\"\nroute = \"/b/...\"\n[trigger.http.component]\nsource = \"b.wasm\"\n\
+             [[trigger.http]]\nroute = \"/c\"\ncomponent = \"c\"\n[component.c]\nsource = \"c.wasm\"\n"
+        ))
+        .unwrap();
+        let names: Vec<&str> = m.functions.iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(names, ["http-trigger1-component", "shop-component", "c"]);
+        assert_eq!(m.functions[0].key_value_stores, ["default"]);
+        assert_eq!(m.functions[1].component, Path::new("/app/b.wasm"));
+        assert_eq!(m.routes.lookup("/b/x"), Some(1));
+        // A mistake inside one is reported on its own line.
+        let err = parse(&format!(
+            "{HEAD}[[trigger.http]]\nroute = \"/\"\n[trigger.http.component]\nsource = \"a.wasm\"\nwat = 1\n"
+        ))
+        .unwrap_err();
+        assert!(
+            err.starts_with("/app/spin.toml:8:") && err.contains("unknown field `wat`"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn what_wasmfn_does_not_run_is_refused_on_its_line() {
         let app = |rest: &str| {
             parse(&format!(
@@ -589,9 +686,9 @@ mod tests {
             ),
             (
                 &format!(
-                    "{HEAD}[[trigger.http]]\nroute = \"/u/:id/...\"\ncomponent = \"c\"\n[component.c]\nsource = \"c.wasm\"\n"
+                    "{HEAD}[[trigger.http]]\nroute = \"/u/:/...\"\ncomponent = \"c\"\n[component.c]\nsource = \"c.wasm\"\n"
                 ),
-                "a route with parameters has no wildcard",
+                "a parameter is a whole segment with a name",
             ),
             (
                 &format!("{HEAD}[[trigger.http]]\nroute = \"/\"\ncomponent = \"nope\"\n"),

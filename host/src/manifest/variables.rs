@@ -5,6 +5,7 @@
 //! with a `default`. They are resolved when the host starts, never when a manifest is only
 //! read (`deploy render` must not need the secrets), and resolved values never reach a log.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -37,13 +38,60 @@ pub enum Variable {
 pub enum TemplatePart {
     /// Written as it is.
     Text(String),
-    /// An application variable: `SPIN_VARIABLE_<NAME>`, or its default.
+    /// An application variable: from the runtime configuration's providers, in their
+    /// order, then `SPIN_VARIABLE_<NAME>`, then its default.
     Variable {
-        /// The environment variable it is read from.
+        /// Its name in `[variables]`.
+        name: String,
+        /// The providers a runtime configuration file declares, asked first.
+        providers: Vec<Provider>,
+        /// The environment variable it is read from after them.
         env: String,
-        /// Used when that is not set; none for a required variable.
+        /// Used when none has it; none for a required variable.
         default: Option<String>,
     },
+}
+
+/// A variables provider of Spin's runtime configuration file (`[[variables_provider]]`).
+#[derive(Clone, PartialEq, Eq)]
+pub enum Provider {
+    /// `type = "static"`: the values written in the file.
+    Static(BTreeMap<String, String>),
+    /// `type = "env"`: `<PREFIX>_<NAME>` from the environment (`<NAME>` without a prefix).
+    Env {
+        /// The prefix, without the `_` that joins it.
+        prefix: String,
+    },
+}
+
+// A static provider's values may be secrets: their names only.
+impl fmt::Debug for Provider {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Provider::Static(values) => f.debug_set().entries(values.keys()).finish(),
+            Provider::Env { prefix } => write!(f, "env {prefix:?}"),
+        }
+    }
+}
+
+impl Provider {
+    /// The value it gives variable `name`, if it has one.
+    fn get(&self, name: &str) -> Option<String> {
+        match self {
+            Provider::Static(values) => values.get(name).cloned(),
+            Provider::Env { prefix } if prefix.is_empty() => {
+                std::env::var(name.to_ascii_uppercase()).ok()
+            }
+            Provider::Env { prefix } => {
+                std::env::var(format!("{prefix}_{}", name.to_ascii_uppercase())).ok()
+            }
+        }
+    }
+
+    /// Whether it holds a value for `name` whatever the environment.
+    pub fn has_static(&self, name: &str) -> bool {
+        matches!(self, Provider::Static(values) if values.contains_key(name))
+    }
 }
 
 // Literals are the manifest's own text; the others say where their value comes from, never
@@ -158,13 +206,21 @@ impl Variable {
                 for part in parts {
                     match part {
                         TemplatePart::Text(t) => value.push_str(t),
-                        TemplatePart::Variable { env, default } => {
-                            let read = Variable::Env {
-                                name: env.clone(),
-                                default: default.clone(),
-                            };
-                            value.push_str(&read.resolve()?);
-                        }
+                        TemplatePart::Variable {
+                            name,
+                            providers,
+                            env,
+                            default,
+                        } => match providers.iter().find_map(|p| p.get(name)) {
+                            Some(v) => value.push_str(&v),
+                            None => {
+                                let read = Variable::Env {
+                                    name: env.clone(),
+                                    default: default.clone(),
+                                };
+                                value.push_str(&read.resolve()?);
+                            }
+                        },
                     }
                 }
                 Ok(value)

@@ -163,7 +163,20 @@ pub(crate) async fn spin_sdk5_counter() {
          spin-matched-route: /counter/...\n\
          spin-component-route: /counter\n\
          spin-raw-component-route: /counter/...\n\
-         spin-base-path: /\n"
+         spin-base-path: /\n\
+         spin-path-match-shelf: (none)\n"
+    );
+    // Parameters, then a wildcard: the path info is what follows the parameters.
+    let r = call(&app, "GET", "/shelves/top/books/1", "").await;
+    assert_eq!(
+        r.text(),
+        "spin-full-url: http://example.test/shelves/top/books/1\n\
+         spin-path-info: /books/1\n\
+         spin-matched-route: /shelves/:shelf/...\n\
+         spin-component-route: /shelves/:shelf\n\
+         spin-raw-component-route: /shelves/:shelf/...\n\
+         spin-base-path: /\n\
+         spin-path-match-shelf: top\n"
     );
     drop(app);
     let app = spin_app("spin-sdk5-counter", data.path());

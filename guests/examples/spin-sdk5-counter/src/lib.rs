@@ -9,7 +9,8 @@
 //! - `GET /counter/keys/all` → the store's keys;
 //! - `GET /counter/bench/get?n=N` (or `/counter/bench/none`) → N gets of one key, for the
 //!   benchmarks (benches/README.md);
-//! - `GET /counter/route/info` → what Spin's request headers say about the route;
+//! - `GET /counter/route/info` → what Spin's request headers say about the route; and
+//!   the same for `GET /shelves/:shelf/...` (parameters, then a wildcard);
 //! - `GET /greet/:name` (a route with a parameter, in spin.toml and in the Router) → a
 //!   greeting for the name, and the `spin-path-match-name` header Spin sets for it.
 use spin_sdk::http::{IntoResponse, Params, Request, Response, Router};
@@ -26,6 +27,7 @@ fn handle(request: Request) -> Response {
     router.get("/counter/route/info", route_info);
     router.get("/counter/:name", count);
     router.get("/greet/:name", greet_by_name);
+    router.get("/shelves/:shelf/*", route_info);
     router.handle(request)
 }
 
@@ -68,6 +70,7 @@ fn route_info(request: Request, _params: Params) -> anyhow::Result<impl IntoResp
         "spin-component-route",
         "spin-raw-component-route",
         "spin-base-path",
+        "spin-path-match-shelf",
     ]
     .iter()
     .map(|name| format!("{name}: {}", header(&request, name)))
