@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the wasmfn host image: a static binary plus a manifest's components, precompiled.
 #
-#   deploy/build-image.sh [--manifest wasmfn.toml] [--tag wasmfn:dev]
+#   deploy/build-image.sh [--manifest wasmfn.toml|spin.toml] [--runtime-config-file FILE]
+#                         [--tag wasmfn:dev]
 #
 # Uses docker, or podman/buildah where that is what you have (WASMFN_CONTAINER_TOOL to pick).
 # Needs the x86_64-unknown-linux-musl Rust target (added with rustup if missing) and a musl C
@@ -10,12 +11,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 manifest=wasmfn.toml
+runtime_config=()
 tag=wasmfn:dev
 while [ $# -gt 0 ]; do
   case "$1" in
     --manifest) manifest=$2; shift 2 ;;
+    --runtime-config-file) runtime_config=(--runtime-config-file "$2"); shift 2 ;;
     --tag) tag=$2; shift 2 ;;
-    *) echo "usage: $0 [--manifest FILE] [--tag IMAGE]" >&2; exit 2 ;;
+    *) echo "usage: $0 [--manifest FILE] [--runtime-config-file FILE] [--tag IMAGE]" >&2; exit 2 ;;
   esac
 done
 
@@ -47,22 +50,16 @@ echo "== building the guests and a static host" >&2
 cargo build --profile image --quiet -p wasmfn --target "$target"
 bin="target/$target/image/wasmfn"
 
-# Stage the build context: the manifest at app/, each component at the relative path the
-# manifest names, so the manifest needs no rewriting.
+# Stage the build context as the image's root: the manifest at /app/wasmfn.toml, its
+# components and files where it names them (`wasmfn deploy stage`, so the manifest is read
+# by the same code that serves it, a spin.toml too, and never rewritten).
 ctx=$(mktemp -d)
 trap 'rm -rf "$ctx"' EXIT
-mkdir -p "$ctx/app"
 cp "$bin" "$ctx/wasmfn"
-src_dir=$(dirname "$manifest")
-cp "$manifest" "$ctx/app/wasmfn.toml"
-# Every `component = "..."`, on its own line or inside a version's inline table.
-grep -oE '(^|[{,[:space:]])component[[:space:]]*=[[:space:]]*"[^"]+"' "$manifest" | sed -E 's/.*"([^"]+)"/\1/' | sort -u |
-  while read -r component; do
-    mkdir -p "$ctx/app/$(dirname "$component")"
-    cp "$src_dir/$component" "$ctx/app/$component"
-  done
+"$ctx/wasmfn" deploy stage --manifest "$manifest" "${runtime_config[@]}" --out "$ctx" >&2
 # Precompile with the very binary the image runs, so the cache entries match its engine.
-"$ctx/wasmfn" compile --manifest "$ctx/app/wasmfn.toml" --cache-dir "$ctx/app/cache" >&2
+# The cache is keyed by the component's bytes, so compiling the originals serves the copies.
+"$ctx/wasmfn" compile --manifest "$manifest" "${runtime_config[@]}" --cache-dir "$ctx/app/cache" >&2
 
 echo "== $tool build -t $tag" >&2
 case "$tool" in

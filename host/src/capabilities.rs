@@ -145,6 +145,26 @@ fn stage_files(files: &Files) -> Result<Option<Arc<tempfile::TempDir>>, String> 
     if files.is_empty() {
         return Ok(None);
     }
+    let list = file_list(files)?;
+    let staged = tempfile::Builder::new()
+        .prefix("wasmfn-files-")
+        .tempdir()
+        .map_err(|e| format!("cannot make a directory for them: {e}"))?;
+    for (from, to) in list {
+        let target = staged.path().join(to);
+        if let Some(parent) = target.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
+        }
+        std::fs::hard_link(&from, &target)
+            .or_else(|_| std::fs::copy(&from, &target).map(drop))
+            .map_err(|e| format!("{}: {e}", from.display()))?;
+    }
+    Ok(Some(Arc::new(staged)))
+}
+
+/// Every file a function's `files` gives its guest: where it is on the host, and where the
+/// guest sees it (relative to its `/`). `deploy stage` copies the same files into the image.
+pub fn file_list(files: &Files) -> Result<Vec<(PathBuf, PathBuf)>, String> {
     let glob_set = |patterns: &mut dyn Iterator<Item = &String>| {
         let mut set = globset::GlobSetBuilder::new();
         for p in patterns {
@@ -153,26 +173,14 @@ fn stage_files(files: &Files) -> Result<Option<Arc<tempfile::TempDir>>, String> 
         set.build().map_err(|e| e.to_string())
     };
     let exclude = glob_set(&mut files.exclude.iter())?;
-    let staged = tempfile::Builder::new()
-        .prefix("wasmfn-files-")
-        .tempdir()
-        .map_err(|e| format!("cannot make a directory for them: {e}"))?;
-    let place = |from: &Path, to: &Path| -> Result<(), String> {
-        let target = staged.path().join(to);
-        if let Some(parent) = target.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
-        }
-        std::fs::hard_link(from, &target)
-            .or_else(|_| std::fs::copy(from, &target).map(drop))
-            .map_err(|e| format!("{}: {e}", from.display()))
-    };
+    let mut list = Vec::new();
     for mount in &files.mounts {
         match mount {
             FileMount::Glob { base, pattern } => {
                 let matcher = glob_set(&mut std::iter::once(pattern))?;
                 for rel in files_under(base)? {
                     if matcher.is_match(&rel) && !exclude.is_match(&rel) {
-                        place(&base.join(&rel), &rel)?;
+                        list.push((base.join(&rel), rel));
                     }
                 }
             }
@@ -186,18 +194,18 @@ fn stage_files(files: &Files) -> Result<Option<Arc<tempfile::TempDir>>, String> 
                 if from.is_dir() {
                     for rel in files_under(&from)? {
                         if !exclude.is_match(source.join(&rel)) {
-                            place(&from.join(&rel), &to.join(&rel))?;
+                            list.push((from.join(&rel), to.join(&rel)));
                         }
                     }
                 } else if from.is_file() {
-                    place(&from, to)?;
+                    list.push((from, to.to_path_buf()));
                 } else {
                     return Err(format!("{} does not exist", from.display()));
                 }
             }
         }
     }
-    Ok(Some(Arc::new(staged)))
+    Ok(list)
 }
 
 /// Every file under `dir`, as paths relative to it.

@@ -1151,14 +1151,6 @@ fn a_spin_app_renders_from_its_spin_toml_and_validates() {
         template["spec"]["volumes"],
         json!([{ "name": "wasmfn-tmp", "emptyDir": {} }])
     );
-    // What the image script does not carry yet is said, not left to fail in the pod.
-    let manifest = Manifest::load_with_runtime_config(&spin, None, Some(&rc))
-        .expect("it renders, so it loads");
-    let warnings = wasmfn::knative::warnings(&manifest);
-    assert!(
-        warnings.iter().any(|w| w.contains("`cart` reads `files`")),
-        "{warnings:?}"
-    );
     // The host in the image reads the runtime configuration from where the image keeps it.
     assert!(
         env.contains(

@@ -35,47 +35,54 @@ impl Drop for Container {
 }
 
 async fn get_status(addr: &str, path: &str) -> Option<u16> {
+    get(addr, path).await.map(|(status, _)| status)
+}
+
+/// The status and body of `GET path`, over HTTP/1.0: the body is what follows the head,
+/// never chunked.
+async fn get(addr: &str, path: &str) -> Option<(u16, String)> {
     let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
-    let request = format!("GET {path} HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n");
+    let request = format!("GET {path} HTTP/1.0\r\nhost: localhost\r\n\r\n");
     stream.write_all(request.as_bytes()).await.ok()?;
     let mut response = Vec::new();
     stream.read_to_end(&mut response).await.ok()?;
-    String::from_utf8_lossy(&response)
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
+    let text = String::from_utf8_lossy(&response);
+    let status = text.split_whitespace().nth(1)?.parse().ok()?;
+    let (_, body) = text.split_once("\r\n\r\n")?;
+    Some((status, body.to_string()))
 }
 
-#[tokio::test(flavor = "multi_thread")]
-#[ignore = "needs a Docker Engine and a musl build: cargo test -p wasmfn --test image -- --ignored"]
-async fn image_runs_as_knative_runs_it_and_drains_on_docker_stop() {
-    if Command::new("docker")
+fn no_docker(test: &str) -> bool {
+    let missing = Command::new("docker")
         .arg("info")
         .output()
         .map(|o| !o.status.success())
-        .unwrap_or(true)
-    {
-        common::skip(
-            "image_runs_as_knative_runs_it_and_drains_on_docker_stop",
-            "no Docker Engine answers `docker info`",
-        );
-        return;
+        .unwrap_or(true);
+    if missing {
+        common::skip(test, "no Docker Engine answers `docker info`");
     }
+    missing
+}
+
+/// Builds the image of `manifest` (relative to the repository) as `tag`.
+fn build_image(manifest: &str, tag: &str) {
     let repo = std::path::Path::new(guests::GUESTS_DIR).join("..");
     let build = Command::new(repo.join("deploy/build-image.sh"))
-        .args(["--tag", TAG])
+        .args(["--manifest", manifest, "--tag", tag])
+        .current_dir(&repo)
         .env_remove("RUST_BACKTRACE")
         .status()
         .unwrap();
     assert!(build.success(), "deploy/build-image.sh failed");
-    let size = stdout(&docker(&["image", "inspect", "-f", "{{.Size}}", TAG]));
-    eprintln!("image {TAG}: {:.1} MB", size.parse::<f64>().unwrap() / 1e6);
+    let size = stdout(&docker(&["image", "inspect", "-f", "{{.Size}}", tag]));
+    eprintln!("image {tag}: {:.1} MB", size.parse::<f64>().unwrap() / 1e6);
+}
 
-    // As Knative runs it: PORT and K_* from the environment, read-only root, a non-root
-    // user, no capabilities; the embedded stores' emptyDir that `deploy render` mounts for
-    // a Service of one pod, here a tmpfs.
-    let started = Instant::now();
+/// Runs `tag` as Knative runs it: PORT and K_* from the environment, read-only root, a
+/// non-root user, no capabilities; the embedded stores' emptyDir that `deploy render`
+/// mounts for a Service of one pod, and `/tmp` (where `files` are gathered), here tmpfs.
+/// Returns the container and the address its port is published on.
+fn run_as_knative(tag: &str) -> (Container, String) {
     let run = docker(&[
         "run",
         "-d",
@@ -86,6 +93,8 @@ async fn image_runs_as_knative_runs_it_and_drains_on_docker_stop() {
         "ALL",
         "--tmpfs",
         "/var/lib/wasmfn:uid=65532,gid=65532",
+        "--tmpfs",
+        "/tmp:uid=65532,gid=65532",
         "-e",
         "WASMFN_DATA_DIR=/var/lib/wasmfn",
         "-e",
@@ -98,7 +107,7 @@ async fn image_runs_as_knative_runs_it_and_drains_on_docker_stop() {
         "K_REVISION=wasmfn-00001",
         "-p",
         "127.0.0.1::8080",
-        TAG,
+        tag,
     ]);
     assert!(
         run.status.success(),
@@ -108,11 +117,15 @@ async fn image_runs_as_knative_runs_it_and_drains_on_docker_stop() {
     let container = Container(stdout(&run));
     let port = stdout(&docker(&["port", &container.0, "8080/tcp"]));
     let addr = port.lines().next().unwrap().to_string();
+    (container, addr)
+}
 
+/// Waits for the first 200 on `path`.
+async fn until_ok(container: &Container, addr: &str, path: &str) {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        if get_status(&addr, "/hello").await == Some(200) {
-            break;
+        if get_status(addr, path).await == Some(200) {
+            return;
         }
         assert!(
             Instant::now() < deadline,
@@ -121,6 +134,18 @@ async fn image_runs_as_knative_runs_it_and_drains_on_docker_stop() {
         );
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs a Docker Engine and a musl build: cargo test -p wasmfn --test image -- --ignored"]
+async fn image_runs_as_knative_runs_it_and_drains_on_docker_stop() {
+    if no_docker("image_runs_as_knative_runs_it_and_drains_on_docker_stop") {
+        return;
+    }
+    build_image("wasmfn.toml", TAG);
+    let started = Instant::now();
+    let (container, addr) = run_as_knative(TAG);
+    until_ok(&container, &addr, "/hello").await;
     eprintln!(
         "docker run -> first 200 on /hello: {:.0} ms",
         started.elapsed().as_secs_f64() * 1e3
@@ -172,4 +197,32 @@ async fn image_runs_as_knative_runs_it_and_drains_on_docker_stop() {
         &container.0,
     ]));
     assert_eq!(code, "0", "the host exits 0 after draining");
+}
+
+/// A Spin app's image, from its own spin.toml (spin-sdk 7, its `files`, a component built
+/// into `../../target/...`): staged, precompiled and served as Knative runs it.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs a Docker Engine and a musl build: cargo test -p wasmfn --test image -- --ignored"]
+async fn a_spin_apps_image_serves_it_from_its_spin_toml() {
+    if no_docker("a_spin_apps_image_serves_it_from_its_spin_toml") {
+        return;
+    }
+    let tag = "wasmfn:spin-image-test";
+    build_image("guests/examples/spin-hello/spin.toml", tag);
+    let (container, addr) = run_as_knative(tag);
+    until_ok(&container, &addr, "/hello").await;
+    for (path, expected) in [
+        ("/hello", "Hello from a Spin app\n"),
+        ("/files/hello.txt", "Hello from a file\n"),
+        ("/hello/count", "visit 1\n"),
+    ] {
+        let (status, body) = get(&addr, path).await.unwrap();
+        assert_eq!((status, body.as_str()), (200, expected), "{path}");
+    }
+    let logs = docker(&["logs", &container.0]);
+    let logs = format!("{}{}", stdout(&logs), String::from_utf8_lossy(&logs.stderr));
+    assert!(
+        !logs.contains("compiled"),
+        "the image must load precompiled code, not compile: {logs}"
+    );
 }

@@ -8,6 +8,7 @@ mod dev;
 mod invoke;
 mod new;
 mod rollout;
+mod stage;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -80,6 +81,9 @@ enum Command {
 enum DeployCommand {
     /// Print the Knative objects for the manifest as a YAML stream (for `kubectl apply -f -`).
     Render(RenderArgs),
+    /// Copy the manifest, its components and its files into a directory laid out as the
+    /// host image holds them (deploy/build-image.sh builds the image from it).
+    Stage(stage::StageArgs),
 }
 
 #[derive(Debug, Args)]
@@ -211,6 +215,9 @@ struct CompileArgs {
     /// Compile every .wasm function of this manifest into the compile cache instead.
     #[arg(long, conflicts_with_all = ["input", "output"])]
     manifest: Option<PathBuf>,
+    /// For a spin.toml: Spin's runtime configuration file, which declares its stores.
+    #[arg(long, env = "WASMFN_RUNTIME_CONFIG_FILE", value_name = "FILE")]
+    runtime_config_file: Option<PathBuf>,
     #[command(flatten)]
     engine: EngineArgs,
 }
@@ -244,6 +251,7 @@ impl Cli {
             Command::Rollout(args) => rollout::run(args),
             Command::Compile(args) => compile(args),
             Command::Deploy(DeployCommand::Render(args)) => render(args),
+            Command::Deploy(DeployCommand::Stage(args)) => stage::run(args),
         }
     }
 }
@@ -563,7 +571,11 @@ fn shutdown_signal() -> std::io::Result<impl Future<Output = ()>> {
 
 fn compile(args: CompileArgs) -> anyhow::Result<()> {
     if let Some(manifest_path) = &args.manifest {
-        let manifest = Manifest::load(manifest_path)?;
+        let manifest = Manifest::load_with_runtime_config(
+            manifest_path,
+            None,
+            args.runtime_config_file.as_deref(),
+        )?;
         let options = engine_options(
             &args.engine,
             max_memory(&manifest),
