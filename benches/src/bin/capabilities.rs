@@ -1,8 +1,9 @@
 //! What a function pays to use a capability, beside native Rust doing the same with the same
 //! client, in one run: key-value `get`, `set` and `increment` per operation in the embedded
 //! store (SQLite) and in Redis on loopback, and one outbound GET to a server on loopback.
-//! Also the same `get` from a spin-sdk 7 guest through Spin's key-value interface, against
-//! wasmfn's SDK: what the host's Spin interface adds per operation.
+//! Also the same `get` from a spin-sdk 7 and a spin-sdk 5.2 guest through Spin's key-value
+//! interfaces, against wasmfn's SDK, side by side: what the host's Spin interfaces add per
+//! operation.
 //!
 //! `cargo run --release -p wasmfn-benches --bin capabilities` (needs `redis-server` on
 //! PATH for the Redis rows) writes its table into benches/README.md between the
@@ -31,6 +32,8 @@ use wasmfn::testing;
 use wasmfn_benches::{Report, free_port, quantile};
 
 const OPS: u32 = 100;
+/// Gets per request for the Spin rows: their differences are a few microseconds.
+const SPIN_OPS: u32 = 1000;
 
 fn main() {
     // SAFETY: nothing else runs yet; with RUST_BACKTRACE set every error value would
@@ -70,12 +73,8 @@ fn main() {
     ));
         let embedded = rt.block_on(async { counter_app(&data, "type = \"embedded\"") });
         let native_sqlite = NativeSqlite::open(&data.join("native.sqlite"));
-        let mut sdk_get = 0.0;
         for op in ["get", "set", "increment"] {
             let guest = rt.block_on(guest_per_op(&embedded, "/bench/kv", op, rounds));
-            if op == "get" {
-                sdk_get = guest;
-            }
             let native = rt.block_on(samples(rounds, || async { native_sqlite.run(op) }));
             row(
                 &mut report,
@@ -109,31 +108,46 @@ fn main() {
             None => report.row("Redis rows", "skipped: no redis-server on PATH", ""),
         }
         // The same get from a Spin app (spin-sdk 7, WASI 0.3, spin:key-value@3.0.0) on the
-        // same kind of store, against wasmfn's SDK above.
-        // And from a spin-sdk 5.2 guest (WASI 0.2, fermyon:spin/key-value@2.0.0), which
-        // calls synchronously as wasmfn's SDK does: what the interface costs apart from
-        // the async call.
+        // same kind of store, against wasmfn's SDK; and from a spin-sdk 5.2 guest (WASI 0.2,
+        // fermyon:spin/key-value@2.0.0), which calls synchronously as wasmfn's SDK does:
+        // what the interface costs apart from the async call. A few microseconds each, so
+        // measured side by side, round by round, with SPIN_OPS gets per request.
         let spin = rt.block_on(async { spin_app(&data) });
-        for (what, path, op) in [
+        let n = SPIN_OPS;
+        let cases = [
+            (
+                &*embedded,
+                format!("/bench/kv?op=get&n={n}"),
+                format!("/bench/kv?op=none&n={n}"),
+            ),
+            (
+                &*spin,
+                format!("/hello/bench?op=get&n={n}"),
+                format!("/hello/bench?op=none&n={n}"),
+            ),
+            (
+                &*spin,
+                format!("/counter/bench/get?n={n}"),
+                format!("/counter/bench/none?n={n}"),
+            ),
+        ];
+        let medians = rt.block_on(side_by_side(&cases, n, rounds));
+        let sdk_get = medians[0];
+        for (what, spin_get) in [
             (
                 "spin-sdk 7 guest (spin:key-value@3.0.0, WASI 0.3 async)",
-                "/hello/bench",
-                "get",
+                medians[1],
             ),
             (
                 "spin-sdk 5.2 guest (fermyon:spin/key-value@2.0.0, WASI 0.2)",
-                "/counter/bench/get",
-                "",
+                medians[2],
             ),
         ] {
-            let spin_get = if op.is_empty() {
-                rt.block_on(guest_per_path(&spin, path, "/counter/bench/none", rounds))
-            } else {
-                rt.block_on(guest_per_op(&spin, path, op, rounds))
-            };
             let ratio = spin_get / sdk_get;
             report.row(
-                format!("embedded (SQLite), get from a {what}, vs wasmfn's SDK"),
+                format!(
+                    "embedded (SQLite), get from a {what}, vs wasmfn's SDK ({n} gets a request, side by side)"
+                ),
                 format!("{:.1} us ({:.1} us)", spin_get * 1e6, sdk_get * 1e6),
                 format!(
                     "{ratio:.2}x wasmfn's SDK (goal <= 1.2x: {})",
@@ -253,28 +267,32 @@ async fn guest_per_op(app: &App, path: &str, op: &str, rounds: usize) -> f64 {
     per_op(app, &with, &without, rounds).await
 }
 
-/// [`guest_per_op`] where the operation is in the path: `with` and `without` take `n`.
-async fn guest_per_path(app: &App, with: &str, without: &str, rounds: usize) -> f64 {
-    let with = format!("{with}?n={OPS}");
-    let without = format!("{without}?n={OPS}");
-    per_op(app, &with, &without, rounds).await
-}
-
 /// A request `with` [`OPS`] operations, less one `without`, per operation.
 async fn per_op(app: &App, with: &str, without: &str, rounds: usize) -> f64 {
-    // Alternated, so drift in the machine touches both alike.
-    let mut diffs = Vec::with_capacity(rounds);
-    get(app, with).await;
-    for _ in 0..rounds {
-        let started = Instant::now();
-        get(app, without).await;
-        let empty = started.elapsed();
-        let started = Instant::now();
+    let case = (app, with.to_string(), without.to_string());
+    side_by_side(&[case], OPS, rounds).await[0]
+}
+
+/// Per operation, for each (app, request with `n` operations, request with none): the
+/// median over `rounds` of the difference, every case measured in turn within a round.
+/// Alternated, so drift in the machine touches every case alike.
+async fn side_by_side(cases: &[(&App, String, String)], n: u32, rounds: usize) -> Vec<f64> {
+    let mut diffs = vec![Vec::with_capacity(rounds); cases.len()];
+    for (app, with, _) in cases {
         get(app, with).await;
-        let full = started.elapsed();
-        diffs.push(full.saturating_sub(empty).as_secs_f64() / f64::from(OPS));
     }
-    quantile(&mut diffs, 0.5)
+    for _ in 0..rounds {
+        for ((app, with, without), diffs) in cases.iter().zip(&mut diffs) {
+            let started = Instant::now();
+            get(app, without).await;
+            let empty = started.elapsed();
+            let started = Instant::now();
+            get(app, with).await;
+            let full = started.elapsed();
+            diffs.push(full.saturating_sub(empty).as_secs_f64() / f64::from(n));
+        }
+    }
+    diffs.iter_mut().map(|d| quantile(d, 0.5)).collect()
 }
 
 async fn outbound(rounds: usize) -> (f64, f64) {
