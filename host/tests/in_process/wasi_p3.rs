@@ -86,7 +86,7 @@ pub(crate) async fn wasi_p3_http() {
 
     // A body announced over max_body is refused before the guest runs. (One that turns
     // out too large while the guest streams its answer cannot get a 413 once the head is
-    // out, and today arrives as a clean 200: issue 30's cut-off responses.)
+    // out: the guest reads an error, and today its answer arrives as a clean 200.)
     let r = call(&app, "POST", "/p3/echo", vec![0u8; 100 * 1024]).await;
     assert_eq!(r.status, 413, "{}", r.text());
 
@@ -338,4 +338,33 @@ pub(crate) async fn test_wasi_rc() {
         );
         assert!(!msg.contains("not a valid WebAssembly component"), "{msg}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_response_cut_off_at_its_deadline_ends_in_an_error_not_in_silence() {
+    // 10,000 chunks, one a millisecond, against a 300 ms deadline: the head is out (200)
+    // when the instance is stopped. The body must then end in an error, which hyper turns
+    // into a connection closed without its last chunk (HTTP/1.1) or a reset stream (h2),
+    // never into an end that looks complete.
+    let app = app(&p3("timeout = \"300ms\""));
+    let request = http::Request::get("/p3/stream?chunks=10000")
+        .header("host", "example.test")
+        .body(http_body_util::Full::new(Bytes::new()))
+        .unwrap();
+    let response = app.handle(request).await;
+    assert_eq!(response.status(), 200);
+    let error = match response.into_body().collect().await {
+        Ok(body) => panic!(
+            "a cut-off body ended cleanly, after {} bytes",
+            body.to_bytes().len()
+        ),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        error.contains("before its response was complete") && error.contains("deadline"),
+        "{error}"
+    );
+    // A body the guest finishes within its deadline still ends cleanly.
+    let r = call(&app, "GET", "/p3/stream?chunks=20", "").await;
+    assert_eq!((r.status, r.body.len()), (200, 20 * 1024));
 }
