@@ -2,8 +2,11 @@
 //! the request and the response outparam are resources in the store, and the guest runs in
 //! its own task so it can stream the body on after the response head has gone out.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
 
 use http_body_util::BodyExt;
 use wasmtime_wasi_http::WasiHttpView;
@@ -52,6 +55,8 @@ impl HttpExecutor for ProxyIndices {
         };
 
         let (name, id) = (f.name.clone(), request_id.to_string());
+        let failed = Arc::new(tokio::sync::SetOnce::new());
+        let failed_in_task = failed.clone();
         let task = tokio::spawn(async move {
             let handle = async |proxy: Proxy, store: &mut Store<State>| {
                 let handler = proxy.wasi_http_incoming_handler();
@@ -68,13 +73,19 @@ impl HttpExecutor for ProxyIndices {
                     "function failed after sending its response head; the body was cut off"
                 );
             }
+            let _ = failed_in_task.set(result.is_err());
             result
         });
 
         match receiver.await {
-            Ok(Ok(response)) => {
-                Ok(response.map(|body| body.map_err(BoxError::from).boxed_unsync()))
-            }
+            Ok(Ok(response)) => Ok(response.map(|body| {
+                CutOff {
+                    inner: body.map_err(BoxError::from),
+                    failed,
+                    waiting: None,
+                }
+                .boxed_unsync()
+            })),
             Ok(Err(code)) => Err(InvokeError::error_code(&code, status(&code))),
             // The outparam was dropped unset: the task's result says why.
             Err(_) => match task.await {
@@ -85,6 +96,52 @@ impl HttpExecutor for ProxyIndices {
                 Err(join) => Err(InvokeError::Host(format!("invocation task failed: {join}"))),
             },
         }
+    }
+}
+
+/// A response body that ends in an error when the guest failed before finishing it.
+/// wasmtime ends the body of a guest whose store was dropped (a trap, the deadline) as if
+/// it were complete; this error makes hyper close an HTTP/1.1 connection without the last
+/// chunk and reset an h2 stream, so the client can tell. At the body's end it waits for the
+/// guest's `handle` to return, which a guest that finished its body does at once.
+struct CutOff<B> {
+    inner: B,
+    /// Whether the guest's invocation failed, once it has returned.
+    failed: Arc<tokio::sync::SetOnce<bool>>,
+    waiting: Option<Pin<Box<dyn Future<Output = bool> + Send>>>,
+}
+
+impl<B> hyper::body::Body for CutOff<B>
+where
+    B: hyper::body::Body<Data = bytes::Bytes, Error = BoxError> + Unpin,
+{
+    type Data = bytes::Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        if self.waiting.is_none() {
+            let frame = std::task::ready!(Pin::new(&mut self.inner).poll_frame(cx));
+            if frame.is_some() {
+                return Poll::Ready(frame);
+            }
+            let failed = self.failed.clone();
+            self.waiting = Some(Box::pin(async move { *failed.wait().await }));
+        }
+        let failed = std::task::ready!(self.waiting.as_mut().expect("set above").as_mut().poll(cx));
+        Poll::Ready(failed.then(|| {
+            Err("the function failed before its response was complete (see the log under this request's id)".into())
+        }))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream() && self.failed.get() == Some(&false)
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
     }
 }
 

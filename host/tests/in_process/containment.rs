@@ -75,6 +75,20 @@ pub(crate) async fn test_late_trap() {
             "a cut-off body must not look complete"
         );
     }
+    // Without a length, only an error at the body's end can say it was cut.
+    let request = http::Request::get("/late?chunked")
+        .header("host", "x")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let response = app.handle(request).await;
+    assert_eq!(response.status(), 200);
+    match response.into_body().collect().await {
+        Ok(body) => panic!("a cut-off body ended cleanly, after {:?}", body.to_bytes()),
+        Err(e) => assert!(
+            e.to_string().contains("before its response was complete"),
+            "{e}"
+        ),
+    }
     assert_eq!(call(&app, "GET", "/hello", "").await.status, 200);
 }
 
