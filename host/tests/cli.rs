@@ -185,6 +185,20 @@ async fn failure_after_the_response_head_is_logged_with_the_request_id() {
         line.is_some_and(|l| l.contains("late-trap-7") && l.contains("unreachable")),
         "{log}"
     );
+    // Without a length, over HTTP/1.1 and h2 alike: the connection closes before the last
+    // chunk, or the stream is reset; the client never reads a clean end.
+    for h2c in [false, true] {
+        let request = http::Request::get(server.url("/late?chunked"))
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let complete = match common::client(h2c).request(request).await {
+            Ok(response) => http_body_util::BodyExt::collect(response.into_body())
+                .await
+                .is_ok(),
+            Err(_) => false,
+        };
+        assert!(!complete, "h2c={h2c}: a cut chunked body looked complete");
+    }
 }
 
 #[test]
