@@ -55,8 +55,7 @@ impl HttpExecutor for ProxyIndices {
         };
 
         let (name, id) = (f.name.clone(), request_id.to_string());
-        let failed = Arc::new(tokio::sync::SetOnce::new());
-        let failed_in_task = failed.clone();
+        let (ended, failed) = tokio::sync::oneshot::channel();
         let task = tokio::spawn(async move {
             let handle = async |proxy: Proxy, store: &mut Store<State>| {
                 let handler = proxy.wasi_http_incoming_handler();
@@ -73,7 +72,7 @@ impl HttpExecutor for ProxyIndices {
                     "function failed after sending its response head; the body was cut off"
                 );
             }
-            let _ = failed_in_task.set(result.is_err());
+            let _ = ended.send(result.is_err());
             result
         });
 
@@ -82,7 +81,7 @@ impl HttpExecutor for ProxyIndices {
                 CutOff {
                     inner: body.map_err(BoxError::from),
                     failed,
-                    waiting: None,
+                    ended: false,
                 }
                 .boxed_unsync()
             })),
@@ -106,9 +105,10 @@ impl HttpExecutor for ProxyIndices {
 /// guest's `handle` to return, which a guest that finished its body does at once.
 struct CutOff<B> {
     inner: B,
-    /// Whether the guest's invocation failed, once it has returned.
-    failed: Arc<tokio::sync::SetOnce<bool>>,
-    waiting: Option<Pin<Box<dyn Future<Output = bool> + Send>>>,
+    /// Whether the guest's invocation failed, sent when it returns.
+    failed: tokio::sync::oneshot::Receiver<bool>,
+    /// The guest's body has ended: what is left is to learn how the guest did.
+    ended: bool,
 }
 
 impl<B> hyper::body::Body for CutOff<B>
@@ -122,22 +122,22 @@ where
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
-        if self.waiting.is_none() {
+        if !self.ended {
             let frame = std::task::ready!(Pin::new(&mut self.inner).poll_frame(cx));
             if frame.is_some() {
                 return Poll::Ready(frame);
             }
-            let failed = self.failed.clone();
-            self.waiting = Some(Box::pin(async move { *failed.wait().await }));
+            self.ended = true;
         }
-        let failed = std::task::ready!(self.waiting.as_mut().expect("set above").as_mut().poll(cx));
+        // A task that ended without a word (it panicked) failed too.
+        let failed = std::task::ready!(Pin::new(&mut self.failed).poll(cx)).unwrap_or(true);
         Poll::Ready(failed.then(|| {
             Err("the function failed before its response was complete (see the log under this request's id)".into())
         }))
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream() && self.failed.get() == Some(&false)
+        self.ended && self.failed.is_terminated()
     }
 
     fn size_hint(&self) -> hyper::body::SizeHint {
