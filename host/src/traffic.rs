@@ -34,7 +34,7 @@ pub enum WeightsError {
     UnknownVersion(String, String),
     /// They do not add up.
     #[error("the weights sum to {0}; they must sum to 100")]
-    Sum(u32),
+    Sum(u64),
 }
 
 impl Split {
@@ -105,7 +105,8 @@ impl Split {
             };
             weights[i] = *weight;
         }
-        let sum: u32 = weights.iter().sum();
+        // In u64: u32 weights from a request could wrap a u32 sum around to 100.
+        let sum: u64 = weights.iter().map(|&w| u64::from(w)).sum();
         if sum != 100 {
             return Err(WeightsError::Sum(sum));
         }
@@ -232,6 +233,13 @@ mod tests {
             s.set_weights(&w(&[("blue", 50), ("green", 40)])),
             Err(WeightsError::Sum(90))
         ));
+        // Weights that would wrap a u32 sum around to exactly 100 are refused, and the
+        // split stays as it was.
+        assert!(matches!(
+            s.set_weights(&w(&[("blue", 101), ("green", u32::MAX)])),
+            Err(WeightsError::Sum(4_294_967_396))
+        ));
+        assert_eq!(s.choose(&HeaderMap::new()), 0);
         s.set_weights(&w(&[("green", 100)])).unwrap();
         assert_eq!(s.choose(&HeaderMap::new()), 1);
         assert_eq!(s.weights()[0].2, 0);

@@ -111,7 +111,7 @@ async fn send(
     let request = request.map(|body| body.map_err(boxed).boxed_unsync());
     let within = |left: Option<std::time::Duration>| left.unwrap_or(far);
 
-    if let Some(target) = internal_target(request.uri()).map(str::to_string) {
+    if let Some(target) = internal_target(request.uri()) {
         let Some(context) = context else {
             return Err(Error::DestinationNotFound);
         };

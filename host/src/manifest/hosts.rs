@@ -147,7 +147,7 @@ impl AllowedHosts {
         let (Some(scheme), Some(host)) = (uri.scheme_str(), uri.host()) else {
             return false;
         };
-        let host = host.to_ascii_lowercase();
+        let host = host_name(host);
         self.0
             .iter()
             .any(|a| a.allows(scheme, &host, uri.port_u16()))
@@ -163,14 +163,22 @@ impl AllowedHosts {
 /// `http://<component>.spin.internal/...`, reaches that component here too.
 pub const SPIN_INTERNAL_DOMAIN: &str = "spin.internal";
 
+/// A host name as the allow-list and in-process dispatch both compare it: host names are
+/// case-insensitive, and a trailing dot (a fully qualified name) names the same host.
+fn host_name(host: &str) -> String {
+    let host = host.strip_suffix('.').unwrap_or(host);
+    host.to_ascii_lowercase()
+}
+
 /// The function a request to `http://<function>.wasmfn.internal/...` (or Spin's
-/// `.spin.internal`) addresses.
-pub fn internal_target(uri: &http::Uri) -> Option<&str> {
-    let host = uri.host()?;
+/// `.spin.internal`) addresses, in lower case as the host name is.
+pub fn internal_target(uri: &http::Uri) -> Option<String> {
+    let host = host_name(uri.host()?);
     host.strip_suffix(INTERNAL_DOMAIN)
         .or_else(|| host.strip_suffix(SPIN_INTERNAL_DOMAIN))?
         .strip_suffix('.')
         .filter(|f| !f.is_empty() && !f.contains('.'))
+        .map(str::to_string)
 }
 
 #[cfg(test)]
@@ -237,7 +245,7 @@ mod tests {
 
     #[test]
     fn internal_names_address_one_function() {
-        let target = |u: &str| internal_target(&u.parse().unwrap()).map(str::to_string);
+        let target = |u: &str| internal_target(&u.parse().unwrap());
         assert_eq!(
             target("http://users.wasmfn.internal/users/1").as_deref(),
             Some("users")
@@ -251,5 +259,18 @@ mod tests {
         assert_eq!(target("http://spin.internal/"), None);
         assert_eq!(target("http://a.b.wasmfn.internal/"), None);
         assert_eq!(target("http://users.example.com/"), None);
+        // Host names are case-insensitive, and a trailing dot names the same host: the
+        // allow-list and dispatch agree on both.
+        for uri in [
+            "http://users.WASMFN.internal/users/1",
+            "http://Users.wasmfn.internal./users/1",
+        ] {
+            assert_eq!(target(uri).as_deref(), Some("users"), "{uri}");
+            assert!(allows(&["http://*.wasmfn.internal"], uri), "{uri}");
+        }
+        assert!(allows(
+            &["https://api.example.com"],
+            "https://API.example.com./v1"
+        ));
     }
 }
