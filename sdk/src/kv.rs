@@ -9,8 +9,10 @@
 //! ```
 //!
 //! Every error is a [`crate::Error`]: a store that is not granted is a 500 naming it; a
-//! store that fails (Redis down) is a 503, so an event handler's `?` makes the broker
-//! redeliver the event.
+//! request no store would do (a key or value over the limits, an increment of a value that
+//! is not a counter) is a 400, so an event handler's `?` rejects the event rather than have
+//! it redelivered to fail again; a store that fails (Redis down) is a 503, so the broker
+//! redelivers it.
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -32,6 +34,10 @@ fn error(label: &str, e: store::Error) -> Error {
         store::Error::AccessDenied => Error::internal(format!(
             "this function may not open the key-value store `{label}`; add it to its key_value_stores"
         )),
+        // wasmfn marks what retrying cannot fix; any other failure, on any host, may pass.
+        store::Error::Other(reason) if reason.starts_with("invalid: ") => {
+            Error::bad_request(reason)
+        }
         store::Error::Other(reason) => Error::retry(reason),
     }
 }

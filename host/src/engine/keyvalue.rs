@@ -263,7 +263,7 @@ pub(crate) mod draft2 {
                 Some(Ok(n)) => Some(n),
                 Some(Err(_)) => {
                     return Ok(Err(store::Error::Other(
-                        "the cursor is not one this store returned".to_string(),
+                        "invalid: the cursor is not one this store returned".to_string(),
                     )));
                 }
             };
@@ -312,7 +312,7 @@ pub(crate) mod draft2 {
             let store = self.bucket(&bucket)?;
             let Ok(delta) = u64::try_from(delta) else {
                 return Ok(Err(store::Error::Other(format!(
-                    "this host's counters only count up (they are non-negative), so the delta must not be negative, got {delta}"
+                    "invalid: this host's counters only count up (they are non-negative), so the delta must not be negative, got {delta}"
                 ))));
             };
             // The stores keep counters within i64.

@@ -33,8 +33,10 @@ pub const MAX_BATCH: usize = 1000;
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum KvError {
     /// The guest asked for something no backend would do (a key or value over the limits,
-    /// an increment of a value that is not a counter).
-    #[error("{0}")]
+    /// an increment of a value that is not a counter). Its text starts with `invalid: `, the
+    /// guest's only way to tell it from a backend failure through `error::other`:
+    /// wasmfn-sdk answers it 400, not 503, as retrying cannot help.
+    #[error("invalid: {0}")]
     Invalid(String),
     /// The backend failed (Redis down, a disk error); trying later may succeed.
     #[error("store `{store}` is unavailable: {reason}")]

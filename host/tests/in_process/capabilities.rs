@@ -57,6 +57,11 @@ pub(crate) async fn counter() {
     futures_util::future::join_all(calls).await;
     assert_eq!(call(&app, "GET", "/counter/c", "").await.text(), "10\n");
 
+    // A key over the store's limit is the caller's fault, which retrying cannot fix: 400
+    // (an event handler's `?` then rejects the event instead of having it redelivered).
+    let r = call(&app, "POST", format!("/counter/{}", "k".repeat(1100)), "").await;
+    r.assert_error(400, "at most 1024 bytes");
+
     // Pointed at a store the manifest does not declare: a 500 that says which.
     let misconfigured = super::app(&in_memory(&entry(
         "counter",
@@ -489,10 +494,10 @@ pub(crate) async fn test_keyvalue_draft2() {
          swap absent: true\n\
          exists fresh: Ok(true)\n\
          increment n 5: Ok(5)\n\
-         increment n -1: Err(Error::Other(\"this host's counters only count up (they are non-negative), so the delta must not be negative, got -1\"))\n\
+         increment n -1: Err(Error::Other(\"invalid: this host's counters only count up (they are non-negative), so the delta must not be negative, got -1\"))\n\
          get-many: b1=x,missing=(none),b2=y\n\
          keys: a,fresh,n\n\
-         bad cursor: Some(Error::Other(\"the cursor is not one this store returned\"))\n"
+         bad cursor: Some(Error::Other(\"invalid: the cursor is not one this store returned\"))\n"
     );
     for n in 1..=3 {
         assert_eq!(call(&app, "POST", "/kv2/cas-add", "").await.text(), "1\n");
