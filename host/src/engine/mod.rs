@@ -22,10 +22,13 @@
 //!   layers above implement, and the hop limit; `emitter.rs`, `outgoing.rs`,
 //!   `keyvalue.rs`: the imports any function may use (events, outbound HTTP, key-value);
 //! - `state.rs`, `output.rs`: what a store holds; `cache.rs`, `epoch.rs`: compile cache,
-//!   ticker; `wasi_version.rs`: which WASI a component is built for.
+//!   ticker; `wasi_version.rs`: which WASI a component is built for; `cut_off.rs`: a
+//!   response body that says so when its guest failed before finishing it;
+//!   `unserved.rs`: Spin's interfaces this host does not serve, linked to their errors.
 
 mod cache;
 mod context;
+mod cut_off;
 mod emitter;
 mod epoch;
 mod event_handler;

@@ -13,6 +13,7 @@ use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
 use wasmtime_wasi_http::p2::bindings::{Proxy, ProxyIndices};
 
+use super::cut_off::{CutOff, GuestEnd};
 use super::invocation::Invocation;
 use super::state::State;
 use super::{BoxError, HttpCall, HttpExecutor, InvokeError, RequestBody, Responded};
@@ -78,12 +79,7 @@ impl HttpExecutor for ProxyIndices {
 
         match receiver.await {
             Ok(Ok(response)) => Ok(response.map(|body| {
-                CutOff {
-                    inner: body.map_err(BoxError::from),
-                    failed,
-                    ended: false,
-                }
-                .boxed_unsync()
+                CutOff::new(body.map_err(BoxError::from), TaskEnd(failed)).boxed_unsync()
             })),
             Ok(Err(code)) => Err(InvokeError::error_code(&code, status(&code))),
             // The outparam was dropped unset: the task's result says why.
@@ -98,50 +94,20 @@ impl HttpExecutor for ProxyIndices {
     }
 }
 
-/// A response body that ends in an error when the guest failed before finishing it.
-/// wasmtime ends the body of a guest whose store was dropped (a trap, the deadline) as if
-/// it were complete; this error makes hyper close an HTTP/1.1 connection without the last
-/// chunk and reset an h2 stream, so the client can tell. At the body's end it waits for the
-/// guest's `handle` to return, which a guest that finished its body does at once.
-struct CutOff<B> {
-    inner: B,
-    /// Whether the guest's invocation failed, sent when it returns.
-    failed: tokio::sync::oneshot::Receiver<bool>,
-    /// The guest's body has ended: what is left is to learn how the guest did.
-    ended: bool,
-}
+/// Whether the guest's invocation failed, sent by its task when `handle` returns, for
+/// [`CutOff`]: a guest that finished its body returns at once, and the task has logged a
+/// failure under the request's id.
+struct TaskEnd(tokio::sync::oneshot::Receiver<bool>);
 
-impl<B> hyper::body::Body for CutOff<B>
-where
-    B: hyper::body::Body<Data = bytes::Bytes, Error = BoxError> + Unpin,
-{
-    type Data = bytes::Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
-        if !self.ended {
-            let frame = std::task::ready!(Pin::new(&mut self.inner).poll_frame(cx));
-            if frame.is_some() {
-                return Poll::Ready(frame);
-            }
-            self.ended = true;
-        }
+impl GuestEnd for TaskEnd {
+    fn poll_failure(&mut self, cx: &mut Context<'_>) -> Poll<Option<String>> {
         // A task that ended without a word (it panicked) failed too.
-        let failed = std::task::ready!(Pin::new(&mut self.failed).poll(cx)).unwrap_or(true);
-        Poll::Ready(failed.then(|| {
-            Err("the function failed before its response was complete (see the log under this request's id)".into())
-        }))
+        let failed = std::task::ready!(Pin::new(&mut self.0).poll(cx)).unwrap_or(true);
+        Poll::Ready(failed.then(|| "see the log under this request's id".to_string()))
     }
 
-    fn is_end_stream(&self) -> bool {
-        self.ended && self.failed.is_terminated()
-    }
-
-    fn size_hint(&self) -> hyper::body::SizeHint {
-        self.inner.size_hint()
+    fn finished(&self) -> bool {
+        false
     }
 }
 

@@ -38,6 +38,7 @@ use wasmtime_wasi_http::p3::bindings::ServicePre;
 use wasmtime_wasi_http::p3::bindings::http::types::ErrorCode;
 use wasmtime_wasi_http::{WasiBody, WasiHttpView};
 
+use super::cut_off::{CutOff, GuestEnd};
 use super::epoch::TICK;
 use super::invocation::classify;
 use super::output::Captured;
@@ -145,68 +146,45 @@ impl P3Instances {
         match result {
             Err(_elapsed) => Err(InvokeError::Deadline(f.timeout)),
             Ok(Ok(response)) => Ok(response.map(|body| {
-                CutOff {
-                    inner: body.map_err(BoxError::from),
+                let end = InstanceEnd {
                     ticket,
                     function: f.name.clone(),
                     request_id: request_id.into(),
                     _slot: slot,
-                }
-                .boxed_unsync()
+                };
+                CutOff::new(body.map_err(BoxError::from), end).boxed_unsync()
             })),
             Ok(Err(e)) => Err(failure(e, &ticket, f.timeout).await),
         }
     }
 }
 
-/// A response body that ends in an error when the instance writing it failed first: a
-/// trap, or the deadline. wasmtime ends the body of a dropped instance as if it were
-/// complete; this error makes hyper close an HTTP/1.1 connection without the last chunk and
-/// reset an h2 stream, so the client can tell its response was cut. The function's
-/// concurrency slot goes back when the body is done (or dropped).
-struct CutOff<B> {
-    inner: B,
+/// How the instance writing a response ended, for [`CutOff`]: its worker records that
+/// before it drops the store, and so before the body can end, so the body's end never
+/// waits. The function's concurrency slot goes back when the body is done (or dropped).
+struct InstanceEnd {
     ticket: Arc<Ticket>,
     function: Arc<str>,
     request_id: Box<str>,
     _slot: Option<Slot>,
 }
 
-impl<B> CutOff<B> {
-    /// Why the instance writing the body failed, if it did. Its worker records that before
-    /// it drops the store, and so before the body can end.
+impl InstanceEnd {
     fn failed(&self) -> Option<&InvokeError> {
         self.ticket.taken_by.get()?.retired.get()?.as_ref().err()
     }
 }
 
-impl<B> hyper::body::Body for CutOff<B>
-where
-    B: hyper::body::Body<Data = bytes::Bytes, Error = BoxError> + Unpin,
-{
-    type Data = bytes::Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
-        let frame = std::task::ready!(Pin::new(&mut self.inner).poll_frame(cx));
-        if frame.is_some() {
-            return Poll::Ready(frame);
-        }
+impl GuestEnd for InstanceEnd {
+    fn poll_failure(&mut self, _: &mut Context<'_>) -> Poll<Option<String>> {
         Poll::Ready(self.failed().map(|why| {
             tracing::warn!(function = %self.function, request_id = %self.request_id, error = %why, "response cut off: the instance writing it failed");
-            Err(format!("the function failed before its response was complete: {why}").into())
+            why.to_string()
         }))
     }
 
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream() && self.failed().is_none()
-    }
-
-    fn size_hint(&self) -> hyper::body::SizeHint {
-        self.inner.size_hint()
+    fn finished(&self) -> bool {
+        self.failed().is_none()
     }
 }
 
