@@ -18,7 +18,8 @@ pub(super) trait GuestEnd: Unpin {
     /// not known yet.
     fn poll_failure(&mut self, cx: &mut Context<'_>) -> Poll<Option<String>>;
 
-    /// Whether it is known, and it did not fail.
+    /// Whether it is known that it did not fail (once the body has ended: for the end of
+    /// the stream).
     fn finished(&self) -> bool;
 }
 
@@ -66,7 +67,7 @@ where
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream() && self.end.finished()
+        (self.ended || self.inner.is_end_stream()) && self.end.finished()
     }
 
     fn size_hint(&self) -> SizeHint {

@@ -107,7 +107,8 @@ impl GuestEnd for TaskEnd {
     }
 
     fn finished(&self) -> bool {
-        false
+        // Polled to the end and not failed, or the body would have ended in the error.
+        self.0.is_terminated()
     }
 }
 
