@@ -53,6 +53,12 @@ const SAME_AS_0_3_0: &[&str] = &[
 /// 0.3.0, so wasmtime's linker resolves it to the 0.3.0 implementation and still checks
 /// every type against it. None when the component imports no such name.
 pub(crate) fn serve_release_candidate(wasm: &[u8]) -> Option<Vec<u8>> {
+    // Every uncached load passes here: a scan for the version's bytes is cheaper than
+    // parsing a component that names none.
+    let needle = RELEASE_CANDIDATE.as_bytes();
+    if !wasm.windows(needle.len()).any(|w| w == needle) {
+        return None;
+    }
     let base = wasm.as_ptr() as usize;
     let mut at = Vec::new();
     let mut depth = 0usize;
