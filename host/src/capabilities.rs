@@ -1,12 +1,13 @@
 //! What the host offers guests beyond their request, opened once at start: the key-value
-//! stores some function is granted, and the outbound HTTP client when some function may
-//! call out. [`Capabilities::grants`] resolves one function's share (its variables' values
+//! stores and SQLite databases some function is granted, the outbound HTTP client when
+//! some function may call out, and the host's Redis connections. [`Capabilities::grants`] resolves one function's share (its variables' values
 //! too), which the engine keeps with the loaded function.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::engine::{Grants, KeyValueGrant};
+use crate::databases::{redis, sqlite};
+use crate::engine::{Grants, KeyValueGrant, SqliteGrant};
 use crate::keyvalue::{OpenError, Stores};
 use crate::manifest::files::{FileMount, Files};
 use crate::manifest::variables::VariableError;
@@ -28,6 +29,9 @@ pub enum CapabilityError {
     /// A key-value store.
     #[error(transparent)]
     Store(#[from] OpenError),
+    /// A SQLite database.
+    #[error(transparent)]
+    Database(#[from] sqlite::OpenError),
     /// The extra CA file.
     #[error(transparent)]
     CaFile(#[from] CaFileError),
@@ -58,7 +62,10 @@ pub enum GrantError {
 pub struct Capabilities {
     stores: Stores,
     declared: Arc<[String]>,
+    databases: sqlite::Databases,
+    declared_databases: Arc<[String]>,
     client: Option<Client>,
+    redis: redis::Connections,
 }
 
 impl Capabilities {
@@ -79,6 +86,7 @@ impl Capabilities {
             .clone()
             .unwrap_or_else(|| crate::keyvalue::default_data_dir(&manifest.path));
         let stores = self.stores.reopen(manifest, &data_dir)?;
+        let databases = self.databases.reopen(manifest, &data_dir)?;
         let wanted = manifest
             .functions
             .iter()
@@ -91,7 +99,10 @@ impl Capabilities {
         Ok(Self {
             stores,
             declared: manifest.key_value.iter().map(|s| s.label.clone()).collect(),
+            databases,
+            declared_databases: manifest.sqlite.iter().map(|s| s.label.clone()).collect(),
             client,
+            redis: self.redis.clone(),
         })
     }
 
@@ -100,7 +111,10 @@ impl Capabilities {
         Self {
             stores: Stores::default(),
             declared: Arc::new([]),
+            databases: sqlite::Databases::default(),
+            declared_databases: Arc::new([]),
             client: None,
+            redis: redis::Connections::default(),
         }
     }
 
@@ -130,10 +144,19 @@ impl Capabilities {
                     .collect(),
                 declared: self.declared.clone(),
             },
+            sqlite: SqliteGrant {
+                databases: spec
+                    .sqlite_databases
+                    .iter()
+                    .filter_map(|label| self.databases.get(label).cloned())
+                    .collect(),
+                declared: self.declared_databases.clone(),
+            },
             outbound: self
                 .client
                 .clone()
                 .filter(|_| !spec.allowed_outbound_hosts.is_empty()),
+            redis: self.redis.clone(),
         })
     }
 }

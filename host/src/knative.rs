@@ -332,7 +332,7 @@ fn to_yaml(value: Value) -> serde_norway::Value {
 /// What Knative must give a Service for its functions' capabilities to work as they do
 /// locally: state that is not split between pods, and every value a function reads from
 /// the environment or a file.
-/// Returns whether the Service needs a data volume for embedded stores.
+/// Returns whether the Service needs a data volume for embedded stores and databases.
 fn check_capabilities(
     service: &ServiceSpec,
     functions: &[FunctionSpec],
@@ -381,6 +381,15 @@ fn check_capabilities(
                     }
                 }
             }
+        }
+        if let Some(label) = f.sqlite_databases.first() {
+            if !one_pod {
+                return Err(format!(
+                    "service `{name}` may run more than one pod, but function `{}` keeps its SQLite database `{label}` in the pod, where each pod would see different data; keep state shared between pods in a server (Redis through `allowed_outbound_hosts`) or set max_scale = 1 on the service",
+                    f.name
+                ));
+            }
+            data_volume = true;
         }
         for (variable, value) in &f.variables {
             match value {

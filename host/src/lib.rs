@@ -14,7 +14,7 @@
 //! 3. [`engine`]: everything wasmtime, one file per guest ABI; it reaches the rest of the
 //!    host only through the traits in `engine::context` ([`engine::Emit`],
 //!    [`engine::CallFunction`]), never by importing events or functions. Beside it, what
-//!    it is handed: [`keyvalue`], [`outbound`], [`capabilities`].
+//!    it is handed: [`keyvalue`], [`databases`], [`outbound`], [`capabilities`].
 //! 4. [`functions`]: which functions are loaded, and [`functions::Functions::invoke`], the
 //!    one way any function runs; [`traffic`] picks the version.
 //! 5. [`events`] (delivery, the sink, schedules) and [`failure`] (what clients see).
@@ -54,6 +54,7 @@
 //! - [`capabilities`]: the stores and the outbound client, opened once, granted per function;
 //! - [`cli`]: the `wasmfn` command line;
 //! - [`cloudevent`]: the CloudEvents HTTP binding (binary, structured, batched) and its rules;
+//! - [`databases`]: SQLite databases and Redis connections for guests (Spin's interfaces);
 //! - [`engine`]: everything wasmtime (the only module that names it), one file per guest ABI;
 //! - [`events`]: delivering events to functions, the sink, schedules fired from the host;
 //! - [`failure`]: every refusal and failure a client sees, with its status and headers;
@@ -76,6 +77,7 @@ pub mod admission;
 pub mod capabilities;
 pub mod cli;
 pub mod cloudevent;
+pub mod databases;
 pub mod engine;
 pub mod events;
 pub mod failure;

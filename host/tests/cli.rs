@@ -887,13 +887,14 @@ async fn a_spin_app_is_served_and_checked_from_its_spin_toml() {
 
     // A mistake in it is reported on its line of spin.toml.
     let (_dir, bad) = manifest(
-        "spin_manifest_version = 2\n[application]\nname = \"a\"\n[[trigger.http]]\nroute = \"/\"\ncomponent = \"c\"\n[component.c]\nsource = \"c.wasm\"\nsqlite_databases = [\"default\"]\n",
+        "spin_manifest_version = 2\n[application]\nname = \"a\"\n[[trigger.http]]\nroute = \"/\"\ncomponent = \"c\"\n[component.c]\nsource = \"c.wasm\"\nsqlite_databases = [\"orders\"]\n",
     );
     let out = wasmfn(&["serve", "--manifest", bad.to_str().unwrap()]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(
-        stderr.contains(&format!("{}:9:", bad.display())) && stderr.contains("sqlite_databases"),
+        stderr.contains(&format!("{}:9:", bad.display()))
+            && stderr.contains("[sqlite_database.orders]"),
         "{stderr}"
     );
 }

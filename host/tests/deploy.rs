@@ -1159,3 +1159,28 @@ fn a_spin_app_renders_from_its_spin_toml_and_validates() {
         "{env:#?}"
     );
 }
+
+#[test]
+fn a_sqlite_database_keeps_its_service_to_one_pod() {
+    let text = format!(
+        "[[functions]]\nname = \"orders\"\ncomponent = {:?}\nroutes = [\"/orders\"]\nsqlite_databases = [\"default\"]\n\n\
+         [[services]]\nname = \"orders-api\"\nfunctions = [\"orders\"]\n",
+        guests::COUNTER
+    );
+    let manifest = Manifest::parse(Path::new("/m/wasmfn.toml"), &text).unwrap();
+    let err = wasmfn::knative::render(&manifest, "registry.example/wasmfn:v1")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("keeps its SQLite database `default` in the pod")
+            && err.contains("max_scale = 1"),
+        "{err}"
+    );
+    let one_pod = format!("{text}max_scale = 1\n");
+    let manifest = Manifest::parse(Path::new("/m/wasmfn.toml"), &one_pod).unwrap();
+    let rendered = wasmfn::knative::render(&manifest, "registry.example/wasmfn:v1").unwrap();
+    assert!(
+        rendered.contains("wasmfn-data"),
+        "its data volume: {rendered}"
+    );
+}

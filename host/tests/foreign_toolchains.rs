@@ -129,8 +129,10 @@ async fn a_python_spin_app_builds_and_runs_from_its_spin_toml() {
     assert!(report.contains("ok  spin-python  /py/*"), "{report}");
     assert!(
         report.contains("imports interfaces this host does not serve")
-            && report.contains("spin:redis/redis@3.0.0")
-            && !report.contains("spin:key-value/key-value@3.0.0,"),
+            && report.contains("spin:postgres/postgres@4.2.0")
+            && !report.contains("spin:key-value/key-value@3.0.0,")
+            && !report.contains("spin:sqlite/")
+            && !report.contains("spin:redis/"),
         "{report}"
     );
 
@@ -159,13 +161,13 @@ async fn a_python_spin_app_builds_and_runs_from_its_spin_toml() {
     // Spin's header naming the client: here, the test's own connection.
     let r = get(&server.url("/py/client")).await;
     assert!(r.text().starts_with("127.0.0.1:"), "{}", r.text());
-    // Redis is in Spin's world and not served here: the call answers with the
-    // interface's own error, and the app answers the request.
+    // Redis at an address its allowed_outbound_hosts does not name: the open answers
+    // with the interface's own error, and the app answers the request.
     let r = get(&server.url("/py/redis")).await;
     assert_eq!(r.status, 503, "{}", server.log());
     assert!(
         r.text()
-            .contains("spin:redis/redis@3.0.0 is not supported by this host"),
+            .contains("redis://127.0.0.1:6379 is not in this component's allowed_outbound_hosts"),
         "{}",
         r.text()
     );

@@ -24,8 +24,8 @@ class HttpHandler(http.Handler):
             # Spin's header for the peer of the connection.
             return text(200, f"{request.headers.get('spin-client-addr')}\n")
         if path.endswith("/redis"):
-            # Spin's world has Redis; this host does not serve it (yet): the call answers
-            # with the interface's own error, and the app goes on.
+            # Redis at an address spin.toml's allowed_outbound_hosts does not name: the
+            # open is refused with the interface's own error, and the app goes on.
             try:
                 await redis.open("redis://127.0.0.1:6379")
                 return text(200, "opened\n")

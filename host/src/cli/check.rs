@@ -170,6 +170,12 @@ fn import_warnings(f: &FunctionSpec, function: &Function) -> Vec<String> {
             "its component imports wasi:keyvalue but the entry grants no store, so opening one will fail; add key_value_stores = [\"default\"]".to_string(),
         );
     }
+    if (imports("spin:sqlite/") || imports("fermyon:spin/sqlite")) && f.sqlite_databases.is_empty()
+    {
+        warnings.push(
+            "its component imports Spin's SQLite interface but the entry grants no database, so opening one will fail; add sqlite_databases = [\"default\"]".to_string(),
+        );
+    }
     if !function.unserved().is_empty() {
         warnings.push(format!(
             "its component imports interfaces this host does not serve: {}; it loads, and a call to one fails with that interface's error (Spin's SDKs import every interface of Spin's world, used or not)",

@@ -21,6 +21,8 @@
 //! - `context.rs`: what an invocation reaches beyond its instance, through traits the
 //!   layers above implement, and the hop limit; `emitter.rs`, `outgoing.rs`,
 //!   `keyvalue.rs`: the imports any function may use (events, outbound HTTP, key-value);
+//!   `spin.rs`, `spin_sqlite.rs`, `spin_redis.rs`: Spin's key-value, variables, SQLite and
+//!   Redis interfaces, each version over one implementation;
 //! - `state.rs`, `output.rs`: what a store holds; `cache.rs`, `epoch.rs`: compile cache,
 //!   ticker; `wasi_version.rs`: which WASI a component is built for; `cut_off.rs`: a
 //!   response body that says so when its guest failed before finishing it;
@@ -39,6 +41,8 @@ mod outgoing;
 mod output;
 mod reuse;
 mod spin;
+mod spin_redis;
+mod spin_sqlite;
 mod state;
 mod unserved;
 mod wasi_http;
@@ -68,6 +72,7 @@ pub use event_handler::EventOutcome;
 use http_handler::HttpHandlerIndices;
 pub use keyvalue::KeyValueGrant;
 use outgoing::OutboundGrant;
+pub use spin_sqlite::SqliteGrant;
 use state::State;
 
 /// A boxed error from a response body stream.
@@ -176,8 +181,12 @@ pub struct Grants {
     pub variables: BTreeMap<String, String>,
     /// The stores it may open.
     pub key_value: KeyValueGrant,
+    /// The SQLite databases it may open.
+    pub sqlite: SqliteGrant,
     /// The outbound client, for a function with `allowed_outbound_hosts`.
     pub outbound: Option<crate::outbound::Client>,
+    /// The host's Redis connections, which its `allowed_outbound_hosts` may reach.
+    pub redis: crate::databases::redis::Connections,
 }
 
 /// Why a component could not be loaded. Each names the file.
@@ -424,6 +433,14 @@ impl Core {
             wasmtime_wasi_http::p3::add_to_linker(&mut linker)?;
             // spin-sdk 7's interfaces are async functions: a WASI 0.3 engine's.
             spin::bindings::Spin3::add_to_linker::<State, spin::Spin>(&mut linker, |s| s)?;
+            spin_sqlite::v3::bindings::Sqlite3::add_to_linker::<State, spin_sqlite::v3::Sqlite>(
+                &mut linker,
+                |s| s,
+            )?;
+            spin_redis::v3::bindings::Redis3::add_to_linker::<State, spin_redis::v3::Redis>(
+                &mut linker,
+                |s| s,
+            )?;
         }
         wasmtime_wasi_config::add_to_linker(&mut linker, State::config)?;
         keyvalue::bindings::Keyvalue::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s)?;
@@ -432,6 +449,14 @@ impl Core {
             |s| s,
         )?;
         spin::v2::bindings::Spin2::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s)?;
+        spin_sqlite::v2::bindings::Sqlite2::add_to_linker::<State, HasSelf<State>>(
+            &mut linker,
+            |s| s,
+        )?;
+        spin_redis::v2::bindings::Redis2::add_to_linker::<State, HasSelf<State>>(
+            &mut linker,
+            |s| s,
+        )?;
         emitter::bindings::wasmfn::function::emitter::add_to_linker::<State, HasSelf<State>>(
             &mut linker,
             |state| state,
@@ -663,10 +688,12 @@ impl Engine {
                 environment: spec.environment.clone().into(),
                 files: grants.files.clone(),
                 key_value: Arc::new(grants.key_value),
+                sqlite: Arc::new(grants.sqlite),
                 outbound: grants.outbound.map(|client| {
                     Arc::new(OutboundGrant {
                         hosts: spec.allowed_outbound_hosts.clone(),
                         client,
+                        redis: grants.redis,
                         concurrency: Gate::new(
                             spec.outbound_concurrency,
                             format!("function `{}`'s outbound requests", spec.name),
@@ -1020,6 +1047,7 @@ struct FunctionInner {
     /// Its `files`, read-only at `/`.
     files: Option<Arc<tempfile::TempDir>>,
     key_value: Arc<KeyValueGrant>,
+    sqlite: Arc<SqliteGrant>,
     outbound: Option<Arc<OutboundGrant>>,
     concurrency: Option<Gate>,
     /// The instance pool of the engine it runs on.

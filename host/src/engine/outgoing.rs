@@ -26,6 +26,8 @@ pub(crate) struct OutboundGrant {
     pub(crate) hosts: AllowedHosts,
     pub(crate) client: Client,
     pub(crate) concurrency: Gate,
+    /// The host's Redis connections, for `redis://` entries of `hosts`.
+    pub(crate) redis: crate::databases::redis::Connections,
 }
 
 /// The hooks of one invocation's store.

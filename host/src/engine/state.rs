@@ -25,11 +25,12 @@ pub(crate) struct State {
     pub(super) table: ResourceTable,
     wasi: WasiCtx,
     http: WasiHttpCtx,
-    hooks: Outgoing,
+    pub(super) hooks: Outgoing,
     pub(crate) limits: StoreLimits,
     variables: Arc<WasiConfigVariables>,
     variable_values: Arc<std::collections::BTreeMap<String, String>>,
     pub(super) kv: Arc<KeyValueGrant>,
+    pub(super) sqlite: Arc<super::SqliteGrant>,
     stdout: super::output::Captured,
     stderr: super::output::Captured,
     /// Set when the invocation may emit events.
@@ -80,6 +81,7 @@ impl State {
             variables: f.variables.clone(),
             variable_values: f.variable_values.clone(),
             kv: f.key_value.clone(),
+            sqlite: f.sqlite.clone(),
             stdout,
             stderr,
             emitting: context.map(|ctx| Emitting::new(ctx, &f.name)),
@@ -97,6 +99,14 @@ impl State {
         self.hooks.deadline = deadline;
         self.hooks.context = context.clone();
         self.emitting = context.map(|ctx| Emitting::new(ctx, function));
+    }
+
+    /// When a host call made now must be done: the request's deadline, or, in an instance
+    /// serving several requests at once, the function's timeout from now.
+    pub(crate) fn call_deadline(&self) -> Instant {
+        self.hooks
+            .deadline
+            .unwrap_or_else(|| Instant::now() + self.hooks.call_timeout)
     }
 
     /// Every variable of the function, by name.

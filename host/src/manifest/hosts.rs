@@ -45,10 +45,12 @@ impl AllowedHost {
             .ok_or_else(|| format!("{text:?} has no scheme: it {expected}"))?;
         let scheme = match scheme {
             "*" => None,
-            "http" | "https" => Some(scheme.to_string()),
+            known if SCHEMES.iter().any(|(s, _)| *s == known) => Some(scheme.to_string()),
             other => {
+                let known: Vec<&str> = SCHEMES.iter().map(|(s, _)| *s).collect();
                 return Err(format!(
-                    "{text:?}: scheme {other:?} is not http, https or *"
+                    "{text:?}: scheme {other:?} is not one of {} or *",
+                    known.join(", ")
                 ));
             }
         };
@@ -133,8 +135,22 @@ fn valid_host(host: &str, text: &str) -> Result<(), String> {
     }
 }
 
+/// The schemes an entry may name, with the port each means when none is written: HTTP, and
+/// the databases guests connect to by address (Spin's `redis://` and `postgres://`).
+const SCHEMES: [(&str, u16); 6] = [
+    ("http", 80),
+    ("https", 443),
+    ("redis", 6379),
+    ("rediss", 6379),
+    ("postgres", 5432),
+    ("mysql", 3306),
+];
+
 fn default_port(scheme: &str) -> u16 {
-    if scheme == "https" { 443 } else { 80 }
+    SCHEMES
+        .iter()
+        .find_map(|(s, port)| (*s == scheme).then_some(*port))
+        .unwrap_or(80)
 }
 
 /// A function's `allowed_outbound_hosts`; empty allows nothing.
@@ -218,6 +234,14 @@ mod tests {
         assert!(allows(&["*://*:*"], "http://anything:1/"));
         assert!(allows(&["http://localhost:*"], "http://localhost:5/"));
         assert!(!allows(&[], "http://localhost/"), "nothing by default");
+
+        // Databases by address, each with its scheme's port.
+        let db = ["redis://cache.example.com", "postgres://db.example.com"];
+        assert!(allows(&db, "redis://cache.example.com:6379"));
+        assert!(allows(&db, "redis://cache.example.com"));
+        assert!(!allows(&db, "redis://cache.example.com:6380"), "port");
+        assert!(allows(&db, "postgres://db.example.com:5432"));
+        assert!(!allows(&db, "http://cache.example.com:6379"), "scheme");
     }
 
     #[test]

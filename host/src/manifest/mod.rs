@@ -20,6 +20,7 @@
 //! Configuration sits below everything that runs: this module imports nothing of the
 //! engine, events, outbound or server, only the leaf [`crate::cloudevent`].
 
+pub mod databases;
 pub mod delivery;
 pub mod deploy;
 pub mod files;
@@ -77,11 +78,16 @@ struct RawManifest {
     #[serde(default)]
     key_value: BTreeMap<String, Spanned<RawKeyValue>>,
     #[serde(default)]
+    sqlite: BTreeMap<String, Spanned<databases::RawSqlite>>,
+    #[serde(default)]
     sequences: Vec<Spanned<flows::RawSequence>>,
     #[serde(default)]
     parallels: Vec<Spanned<flows::RawParallel>>,
     #[serde(default)]
     profiles: BTreeMap<String, Spanned<deploy::RawProfile>>,
+    /// Read from a spin.toml: errors say what to write in Spin's terms.
+    #[serde(skip)]
+    spin: bool,
 }
 
 #[derive(Deserialize)]
@@ -139,6 +145,8 @@ struct RawFunction {
     #[serde(default)]
     key_value_stores: Vec<Spanned<String>>,
     #[serde(default)]
+    sqlite_databases: Vec<Spanned<String>>,
+    #[serde(default)]
     allowed_outbound_hosts: Vec<Spanned<String>>,
     outbound_concurrency: Option<Spanned<i64>>,
     delivery: Option<Spanned<delivery::RawDelivery>>,
@@ -174,6 +182,9 @@ pub struct Manifest {
     /// The key-value stores, by label: those declared, and the implicit `default` when a
     /// function is granted it. Only those some function is granted are opened.
     pub key_value: Vec<KeyValueSpec>,
+    /// The SQLite databases: those declared, and the implicit `default` when a function is
+    /// granted it. Only those some function is granted are opened.
+    pub sqlite: Vec<databases::SqliteSpec>,
     /// Sequences and parallels of functions.
     pub flows: Vec<flows::Flow>,
     /// The `[profiles.<name>]` applied, if any.
@@ -246,6 +257,8 @@ pub struct FunctionSpec {
     pub files: files::Files,
     /// The key-value stores it may open, by label.
     pub key_value_stores: Vec<String>,
+    /// The SQLite databases it may open, by label.
+    pub sqlite_databases: Vec<String>,
     /// Where its outbound HTTP requests may go; empty: nowhere.
     pub allowed_outbound_hosts: AllowedHosts,
     /// Outbound requests it may have in flight at once.
@@ -452,6 +465,7 @@ impl Manifest {
             if let Some((rc_path, rc_text)) = runtime_config {
                 let config = runtime_config::read(rc_path, rc_text)?;
                 app.raw.key_value.extend(config.stores);
+                app.raw.sqlite.extend(config.databases);
                 app.with_providers(&config.providers);
             }
             spin::check_store_labels(&ctx, &app.raw)?;
@@ -497,7 +511,7 @@ impl Manifest {
                 ));
             }
             names.insert(name.clone(), functions.len());
-            let (mut function, spans) = function(&ctx, raw_fn, name, &base, &raw.key_value)?;
+            let (mut function, spans) = function(&ctx, raw_fn, name, &base, &raw)?;
             if let Some(variables) = spin_variables.remove(&function.name) {
                 function.variables = variables;
                 function.spin = true;
@@ -521,6 +535,7 @@ impl Manifest {
                 Some(raw) => server_limits(&ctx, raw)?,
             },
             key_value: key_value_specs(&ctx, &raw.key_value, &base, &functions)?,
+            sqlite: databases::specs(&ctx, &raw.sqlite, &base, &functions)?,
             deploy: deploy::resolve(&ctx, raw.deploy.as_ref(), &raw.services, &functions)?,
             functions,
             flows,
@@ -537,7 +552,7 @@ fn function(
     raw_fn: &Spanned<RawFunction>,
     name: String,
     base: &Path,
-    stores: &BTreeMap<String, Spanned<RawKeyValue>>,
+    raw: &RawManifest,
 ) -> Result<(FunctionSpec, Vec<RouteAt>), ManifestError> {
     let f = raw_fn.get_ref();
     let (component, component_at, versions) = component(ctx, raw_fn, &name, base)?;
@@ -585,7 +600,8 @@ fn function(
         variables: variables(ctx, raw_fn, base)?,
         environment: environment(ctx, &f.environment)?,
         files: files::parse(ctx, &f.files, &f.exclude_files, base)?,
-        key_value_stores: key_value_grants(ctx, &f.key_value_stores, stores)?,
+        key_value_stores: key_value_grants(ctx, &f.key_value_stores, &raw.key_value)?,
+        sqlite_databases: databases::grants(ctx, &f.sqlite_databases, &raw.sqlite, raw.spin)?,
         allowed_outbound_hosts: allowed_hosts(ctx, &f.allowed_outbound_hosts)?,
         outbound_concurrency: f
             .outbound_concurrency

@@ -1,7 +1,9 @@
 //! Spin's runtime configuration file (`--runtime-config-file`), which says where a Spin
 //! app's key-value stores live and where its variables come from: each
 //! `[key_value_store.<label>]` of type `redis` or `spin` becomes the store of that label,
-//! as `[key_value.<label>]` declares one in a `wasmfn.toml`; each `[[variables_provider]]`
+//! as `[key_value.<label>]` declares one in a `wasmfn.toml`, each
+//! `[sqlite_database.<label>]` of type `spin` the database of that label, as
+//! `[sqlite.<label>]` declares one; each `[[variables_provider]]`
 //! (or its older name `[[config_provider]]`) of type `static` or `env` is asked for an
 //! application variable before `SPIN_VARIABLE_<NAME>`, in the file's order, as Spin asks
 //! them. Its errors name the runtime configuration file and its lines.
@@ -13,6 +15,7 @@ use serde::Deserialize;
 use serde::de::IgnoredAny;
 use toml::Spanned;
 
+use super::databases::RawSqlite;
 use super::variables::Provider;
 use super::{Ctx, ManifestError, RawKeyValue};
 
@@ -21,12 +24,13 @@ use super::{Ctx, ManifestError, RawKeyValue};
 struct RawRuntimeConfig {
     #[serde(default)]
     key_value_store: BTreeMap<String, Spanned<RawStore>>,
-    // Known to Spin, not run here: each is refused with its reason.
-    sqlite_database: Option<Spanned<toml::Value>>,
+    #[serde(default)]
+    sqlite_database: BTreeMap<String, Spanned<RawDatabase>>,
     #[serde(default)]
     config_provider: Vec<Spanned<RawProvider>>,
     #[serde(default)]
     variables_provider: Vec<Spanned<RawProvider>>,
+    // Known to Spin, not run here: refused with its reason.
     llm_compute: Option<Spanned<toml::Value>>,
 }
 
@@ -64,8 +68,23 @@ struct RawProvider {
 pub(super) struct RuntimeConfig {
     /// Its stores, as `[key_value.<label>]` entries.
     pub(super) stores: BTreeMap<String, Spanned<RawKeyValue>>,
+    /// Its SQLite databases, as `[sqlite.<label>]` entries.
+    pub(super) databases: BTreeMap<String, Spanned<RawSqlite>>,
     /// Its variables providers, in order.
     pub(super) providers: Vec<Provider>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDatabase {
+    #[serde(rename = "type")]
+    kind: Spanned<String>,
+    path: Option<Spanned<String>>,
+    // libSQL's keys, so that the type is what is refused.
+    #[serde(default, rename = "url")]
+    _url: Option<IgnoredAny>,
+    #[serde(default, rename = "token")]
+    _token: Option<IgnoredAny>,
 }
 
 #[derive(Deserialize)]
@@ -86,21 +105,28 @@ pub(super) fn read(path: &Path, text: &str) -> Result<RuntimeConfig, ManifestErr
         let span = e.span().unwrap_or(0..0);
         ctx.error(span, e.message().trim_end().to_string())
     })?;
-    for (value, why) in [
-        (
-            &raw.sqlite_database,
-            "`sqlite_database` (Spin's SQLite interface) is not served yet",
-        ),
-        (
-            &raw.llm_compute,
-            "Spin's LLM interface is not served by wasmfn",
-        ),
-    ] {
-        if let Some(value) = value {
-            return Err(ctx.error(value.span(), why.to_string()));
-        }
+    if let Some(value) = &raw.llm_compute {
+        return Err(ctx.error(
+            value.span(),
+            "Spin's LLM interface is not served by wasmfn".to_string(),
+        ));
     }
     let base = path.parent().unwrap_or(Path::new(""));
+    let mut databases = BTreeMap::new();
+    for (label, database) in &raw.sqlite_database {
+        let d = database.get_ref();
+        if d.kind.get_ref() != "spin" {
+            return Err(ctx.error(
+                d.kind.span(),
+                format!("database type {:?} is not served: wasmfn keeps SQLite databases in local files (`spin`)", d.kind.get_ref()),
+            ));
+        }
+        let path = d
+            .path
+            .as_ref()
+            .map(|p| Spanned::new(0..0, base.join(p.get_ref()).display().to_string()));
+        databases.insert(label.clone(), Spanned::new(0..0, RawSqlite { path }));
+    }
     let mut out = BTreeMap::new();
     for (label, store) in &raw.key_value_store {
         let s = store.get_ref();
@@ -175,6 +201,7 @@ pub(super) fn read(path: &Path, text: &str) -> Result<RuntimeConfig, ManifestErr
     }
     Ok(RuntimeConfig {
         stores: out,
+        databases,
         providers,
     })
 }
@@ -198,6 +225,34 @@ mod tests {
             rc.map(|text| (Path::new("/etc/app/rc.toml"), text)),
         )
         .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn spin_databases_become_the_labels_databases() {
+        let spin = SPIN.replace(
+            "key_value_stores = [\"default\", \"user_data\"]",
+            "sqlite_databases = [\"default\", \"orders\"]",
+        );
+        let m = parse(
+            &spin,
+            Some("[sqlite_database.orders]\ntype = \"spin\"\npath = \"data/orders.db\"\n"),
+        )
+        .unwrap();
+        let paths: Vec<_> = m
+            .sqlite
+            .iter()
+            .map(|d| (d.label.as_str(), d.path.clone()))
+            .collect();
+        assert_eq!(
+            paths,
+            [
+                ("orders", Some(PathBuf::from("/etc/app/data/orders.db"))),
+                ("default", None)
+            ],
+            "a path relative to the runtime configuration file, as Spin resolves it"
+        );
+        let e = parse(&spin, None).unwrap_err();
+        assert!(e.contains("[sqlite_database.orders]"), "{e}");
     }
 
     #[test]
@@ -280,9 +335,9 @@ mod tests {
                 "not a redis:// URL",
             ),
             (
-                "[sqlite_database.default]\ntype = \"spin\"\n",
-                1,
-                "sqlite_database",
+                "[sqlite_database.default]\ntype = \"libsql\"\nurl = \"x\"\n",
+                2,
+                "database type \"libsql\" is not served",
             ),
             (
                 "[[config_provider]]\ntype = \"vault\"\nurl = \"https://vault\"\n",

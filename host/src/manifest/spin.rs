@@ -136,6 +136,8 @@ struct RawComponent {
     #[serde(default)]
     key_value_stores: Vec<Spanned<String>>,
     #[serde(default)]
+    sqlite_databases: Vec<Spanned<String>>,
+    #[serde(default)]
     environment: BTreeMap<String, Spanned<String>>,
     #[serde(default)]
     variables: BTreeMap<String, Spanned<String>>,
@@ -149,7 +151,6 @@ struct RawComponent {
     exclude_files: Vec<Spanned<String>>,
     // Known to Spin, not run here: each is refused with its reason.
     allowed_http_hosts: Option<Spanned<toml::Value>>,
-    sqlite_databases: Option<Spanned<toml::Value>>,
     ai_models: Option<Spanned<toml::Value>>,
     dependencies: Option<Spanned<toml::Value>>,
     dependencies_inherit_configuration: Option<Spanned<toml::Value>>,
@@ -278,6 +279,7 @@ pub(super) fn read(ctx: &Ctx<'_>, text: &str) -> Result<SpinApp, ManifestError> 
                 files: c.files.clone(),
                 exclude_files: c.exclude_files.clone(),
                 key_value_stores: c.key_value_stores.clone(),
+                sqlite_databases: c.sqlite_databases.clone(),
                 allowed_outbound_hosts: c.allowed_outbound_hosts.clone(),
                 outbound_concurrency: None,
                 delivery: None,
@@ -294,9 +296,11 @@ pub(super) fn read(ctx: &Ctx<'_>, text: &str) -> Result<SpinApp, ManifestError> 
             services: Vec::new(),
             server: None,
             key_value: BTreeMap::new(),
+            sqlite: BTreeMap::new(),
             sequences: Vec::new(),
             parallels: Vec::new(),
             profiles: BTreeMap::new(),
+            spin: true,
         },
         variables,
     })
@@ -440,14 +444,10 @@ fn source(
 }
 
 fn refuse_unsupported(ctx: &Ctx<'_>, c: &RawComponent) -> Result<(), ManifestError> {
-    let refusals: [(&Option<Spanned<toml::Value>>, &str); 5] = [
+    let refusals: [(&Option<Spanned<toml::Value>>, &str); 4] = [
         (
             &c.allowed_http_hosts,
             "`allowed_http_hosts` is Spin's version 1 key: write `allowed_outbound_hosts` with a scheme, e.g. \"https://example.com\"",
-        ),
-        (
-            &c.sqlite_databases,
-            "`sqlite_databases` (Spin's SQLite interface) is not served yet",
         ),
         (
             &c.ai_models,
@@ -654,7 +654,11 @@ mod tests {
         };
         for (rest, line, says) in [
             ("files = [\"../secrets/**\"]\n", 9, "without `..`"),
-            ("sqlite_databases = [\"default\"]\n", 9, "sqlite_databases"),
+            (
+                "sqlite_databases = [\"orders\"]\n",
+                9,
+                "as [sqlite_database.orders] and pass --runtime-config-file",
+            ),
             (
                 "allowed_http_hosts = [\"example.com\"]\n",
                 9,

@@ -10,6 +10,7 @@ use wasmfn::manifest::Manifest;
 use wasmfn::server::{App, HostOptions};
 use wasmfn_guest_artifacts as guests;
 
+use super::common::RedisServer;
 use super::{call, engine, entry};
 
 /// The example app `name`, from its spin.toml, keeping its stores in `data`.
@@ -178,8 +179,178 @@ pub(crate) async fn spin_sdk5_counter() {
          spin-base-path: /\n\
          spin-path-match-shelf: top\n"
     );
+    // SQLite through both interfaces spin-sdk 5.2 binds, one database.
+    let r = call(&app, "GET", "/counter/sql/v2?note=a", "").await;
+    assert_eq!((r.status, r.text().as_str()), (200, "v2 notes 1\n"));
+    let r = call(&app, "GET", "/counter/sql/v3?note=b", "").await;
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (200, "v3 rowid 2 changes 1\n")
+    );
     drop(app);
     let app = spin_app("spin-sdk5-counter", data.path());
     let r = call(&app, "GET", "/counter/apples", "").await;
     assert_eq!(r.text(), "apples 3\n", "kept across a restart");
+    let r = call(&app, "GET", "/counter/sql/v2?note=c", "").await;
+    assert_eq!(r.text(), "v2 notes 3\n", "the database too");
+    assert!(data.path().join("default.db").is_file());
+
+    // Redis (fermyon:spin/redis@2.0.0) at the address its variable names.
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let app = redis_app(
+        guests::SPIN_SDK5_COUNTER,
+        &["/counter/*"],
+        &redis,
+        data.path(),
+    );
+    for n in 1..=2 {
+        let r = call(&app, "GET", "/counter/redis/clicks", "").await;
+        assert_eq!((r.status, r.text()), (200, format!("incr {n} hits {n}\n")));
+    }
+}
+
+/// `component` as a wasmfn function serving `routes`, its Redis at `redis` (the variable
+/// `redis_address`, and the only address it may reach), its `default` database in `data`.
+fn redis_app(component: &str, routes: &[&str], redis: &RedisServer, data: &Path) -> Arc<App> {
+    let url = redis.url();
+    let manifest = entry(
+        "app",
+        component,
+        routes,
+        &format!(
+            "sqlite_databases = [\"default\"]\nallowed_outbound_hosts = [\"{url}\"]\nvariables = {{ redis_address = \"{url}\" }}"
+        ),
+    );
+    let options = HostOptions {
+        capabilities: CapabilityOptions {
+            data_dir: Some(data.to_path_buf()),
+            ..CapabilityOptions::default()
+        },
+        ..HostOptions::default()
+    };
+    wasmfn::testing::app_with(
+        &manifest,
+        &engine(Some(&super::common::cache_dir())),
+        options,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+pub(crate) async fn spin_orders() {
+    // spin-sdk 7 (WASI 0.3): SQLite from its own spin.toml.
+    let data = tempfile::tempdir().unwrap();
+    let app = spin_app("spin-orders", data.path());
+    let r = call(&app, "POST", "/orders?customer=acme&total=12.5", "").await;
+    assert_eq!((r.status, r.text().as_str()), (201, "1\n"));
+    // SQL in a parameter is a value, stored as text.
+    let evil = "x');DROP/**/TABLE/**/orders;--";
+    let r = call(&app, "POST", format!("/orders?customer={evil}&total=1"), "").await;
+    assert_eq!((r.status, r.text().as_str()), (201, "2\n"));
+    let r = call(&app, "GET", "/orders", "").await;
+    assert_eq!(r.text(), format!("1 acme 12.5\n2 {evil} 1\n"));
+    // A transaction across calls on one connection, and the rows it changed.
+    let r = call(&app, "POST", "/orders/transfer?from=acme&to=globex", "").await;
+    assert_eq!((r.status, r.text().as_str()), (200, "1\n"));
+    let r = call(&app, "GET", "/orders/1", "").await;
+    assert_eq!((r.status, r.text().as_str()), (200, "1 globex 12.5\n"));
+    assert_eq!(call(&app, "GET", "/orders/99", "").await.status, 404);
+
+    // Redis (spin:redis@3.0.0): the seed's aggregator, hashes with expiry, through
+    // `execute`; and every typed helper.
+    let Some(mut redis) = RedisServer::start() else {
+        return;
+    };
+    let app = redis_app(
+        guests::SPIN_ORDERS,
+        &["/orders/*", "/metrics/*"],
+        &redis,
+        data.path(),
+    );
+    for _ in 0..2 {
+        let r = call(&app, "POST", "/metrics/spring?clicks=3&spend=1.25", "").await;
+        assert_eq!((r.status, r.text().as_str()), (200, "recorded\n"));
+    }
+    let r = call(&app, "GET", "/metrics/spring", "").await;
+    assert_eq!(r.text(), "clicks=6\nspend=2.5\n");
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut native = client.get_multiplexed_async_connection().await.unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("metrics:spring:*")
+        .query_async(&mut native)
+        .await
+        .unwrap();
+    let ttl: i64 = redis::cmd("TTL")
+        .arg(&keys[0])
+        .query_async(&mut native)
+        .await
+        .unwrap();
+    assert!((3500..=3600).contains(&ttl), "the window expires: {ttl}");
+    for (cmd, answer) in [
+        ("incr", "1"),
+        ("incr", "2"),
+        ("get", "2"),
+        ("del", "1"),
+        ("get", "(nil)"),
+        ("sadd", "2"),
+        ("smembers", "a,b"),
+        ("srem", "1"),
+        ("smembers", "b"),
+        ("publish", "published"),
+    ] {
+        let key = if cmd.starts_with('s') { "set" } else { "n" };
+        let r = call(&app, "GET", format!("/metrics/{key}/raw?cmd={cmd}"), "").await;
+        assert_eq!((r.status, r.text()), (200, format!("{answer}\n")), "{cmd}");
+    }
+    // INCR of a set is a type error, reported to the guest, not a trap.
+    let r = call(&app, "GET", "/metrics/set/raw?cmd=incr", "").await;
+    assert_eq!(r.status, 500);
+    assert!(r.text().to_lowercase().contains("type"), "{}", r.text());
+
+    // Redis going away fails the call with a reason; the host keeps serving, and the
+    // same connection recovers when Redis is back.
+    redis.stop();
+    let r = call(&app, "GET", "/metrics/n/raw?cmd=incr", "").await;
+    assert_eq!(r.status, 500, "{}", r.text());
+    assert!(r.text().starts_with("error: "), "{}", r.text());
+    let r = call(&app, "GET", "/orders/1", "").await;
+    assert_eq!(r.status, 200, "SQLite is unaffected");
+    redis.restart();
+    let mut recovered = None;
+    for _ in 0..50 {
+        let r = call(&app, "GET", "/metrics/n/raw?cmd=incr", "").await;
+        if r.status == 200 {
+            recovered = Some(r.text());
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        recovered.as_deref(),
+        Some("1\n"),
+        "a fresh Redis, reached again"
+    );
+
+    // An address its allowed_outbound_hosts does not name is refused at open.
+    let denied = wasmfn::testing::app(
+        &entry(
+            "app",
+            guests::SPIN_ORDERS,
+            &["/metrics/*"],
+            &format!(
+                "allowed_outbound_hosts = [\"redis://127.0.0.1:1\"]\nvariables = {{ redis_address = \"{}\" }}",
+                redis.url()
+            ),
+        ),
+        &engine(Some(&super::common::cache_dir())),
+    );
+    let r = call(&denied, "GET", "/metrics/n/raw?cmd=incr", "").await;
+    assert_eq!(r.status, 500);
+    assert!(
+        r.text()
+            .contains("is not in this component's allowed_outbound_hosts"),
+        "{}",
+        r.text()
+    );
 }

@@ -12,7 +12,13 @@
 //! - `GET /counter/route/info` → what Spin's request headers say about the route; and
 //!   the same for `GET /shelves/:shelf/...` (parameters, then a wildcard);
 //! - `GET /greet/:name` (a route with a parameter, in spin.toml and in the Router) → a
-//!   greeting for the name, and the `spin-path-match-name` header Spin sets for it.
+//!   greeting for the name, and the `spin-path-match-name` header Spin sets for it;
+//! - `GET /counter/sql/v2?note=T` → stores a note in the `default` SQLite database through
+//!   `fermyon:spin/sqlite@2.0.0` (a parameter, never SQL) and answers how many there are;
+//!   `GET /counter/sql/v3?note=T` → the same through `spin:sqlite@3.0.0`, answering the
+//!   new row's id and the rows changed;
+//! - `GET /counter/redis/:key` → `INCR key` and `HINCRBY counts:key hits 1` on the Redis at
+//!   the variable `redis_address` (`fermyon:spin/redis@2.0.0`).
 use spin_sdk::http::{IntoResponse, Params, Request, Response, Router};
 use spin_sdk::http_component;
 use spin_sdk::key_value::Store;
@@ -25,6 +31,8 @@ fn handle(request: Request) -> Response {
     router.get("/counter/config/:name", config);
     router.get("/counter/bench/:op", bench);
     router.get("/counter/route/info", route_info);
+    router.get("/counter/sql/:version", sql);
+    router.get("/counter/redis/:key", redis);
     router.get("/counter/:name", count);
     router.get("/greet/:name", greet_by_name);
     router.get("/shelves/:shelf/*", route_info);
@@ -118,4 +126,63 @@ fn config(_request: Request, params: Params) -> anyhow::Result<impl IntoResponse
         Ok(None) => Response::new(404, format!("no variable {name}\n")),
         Err(e) => Response::new(500, format!("{e:?}\n")),
     })
+}
+
+/// The query parameter `name`, as given.
+fn query_param(request: &Request, name: &str) -> Option<String> {
+    request.query().split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=')?;
+        (k == name).then(|| v.to_string())
+    })
+}
+
+fn sql(request: Request, params: Params) -> anyhow::Result<impl IntoResponse> {
+    let note = query_param(&request, "note").unwrap_or_default();
+    const CREATE: &str =
+        "CREATE TABLE IF NOT EXISTS notes (id INTEGER PRIMARY KEY, text TEXT NOT NULL)";
+    const INSERT: &str = "INSERT INTO notes (text) VALUES (?)";
+    match params.get("version") {
+        Some("v2") => {
+            use spin_sdk::sqlite::{Connection, Value};
+            let db = Connection::open_default()?;
+            db.execute(CREATE, &[])?;
+            db.execute(INSERT, &[Value::Text(note)])?;
+            let count = db.execute("SELECT count(*) FROM notes", &[])?;
+            let n: i64 = count.rows[0].get(0).unwrap_or_default();
+            Ok(Response::new(200, format!("v2 notes {n}\n")))
+        }
+        Some("v3") => {
+            use spin_sdk::sqlite3::{Connection, Value};
+            let db = Connection::open_default()?;
+            db.execute(CREATE, &[])?;
+            db.execute(INSERT, &[Value::Text(note)])?;
+            let (id, changes) = (db.last_insert_rowid(), db.changes());
+            Ok(Response::new(
+                200,
+                format!("v3 rowid {id} changes {changes}\n"),
+            ))
+        }
+        other => Ok(Response::new(404, format!("no SQLite version {other:?}\n"))),
+    }
+}
+
+fn redis(_request: Request, params: Params) -> anyhow::Result<impl IntoResponse> {
+    use spin_sdk::redis::{Connection, RedisParameter, RedisResult};
+    let key = params.get("key").unwrap_or("visits");
+    let address = spin_sdk::variables::get("redis_address")?;
+    let redis = Connection::open(&address)?;
+    let n = redis.incr(key)?;
+    let hits = redis.execute(
+        "HINCRBY",
+        &[
+            RedisParameter::Binary(format!("counts:{key}").into_bytes()),
+            RedisParameter::Binary(b"hits".to_vec()),
+            RedisParameter::Int64(1),
+        ],
+    )?;
+    let hits = match hits.first() {
+        Some(RedisResult::Int64(h)) => *h,
+        other => anyhow::bail!("HINCRBY answered {other:?}"),
+    };
+    Ok(Response::new(200, format!("incr {n} hits {hits}\n")))
 }
