@@ -1,7 +1,8 @@
 //! What the host offers guests beyond their request, opened once at start: the key-value
 //! stores and SQLite databases some function is granted, the outbound HTTP client when
-//! some function may call out, and the host's Redis connections. [`Capabilities::grants`] resolves one function's share (its variables' values
-//! too), which the engine keeps with the loaded function.
+//! some function may call out, and the host's Redis connections.
+//! [`Capabilities::grants`] resolves one function's share (its variables' values too),
+//! which the engine keeps with the loaded function.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
