@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::databases::{redis, sqlite};
+use crate::databases::{postgres, redis, sqlite};
 use crate::engine::{Grants, KeyValueGrant, SqliteGrant};
 use crate::keyvalue::{OpenError, Stores};
 use crate::manifest::files::{FileMount, Files};
@@ -67,6 +67,7 @@ pub struct Capabilities {
     declared_databases: Arc<[String]>,
     client: Option<Client>,
     redis: redis::Connections,
+    postgres: Option<postgres::Pools>,
 }
 
 impl Capabilities {
@@ -97,6 +98,12 @@ impl Capabilities {
             _ if wanted => Some(Client::new(options.ca_file.as_deref())?),
             _ => None,
         };
+        // The pools outlive a reload, as the client does: they go with it.
+        let postgres = match (&self.postgres, &client) {
+            (Some(pools), Some(_)) => Some(pools.clone()),
+            (None, Some(client)) => Some(postgres::Pools::new(client.tls())),
+            _ => None,
+        };
         Ok(Self {
             stores,
             declared: manifest.key_value.iter().map(|s| s.label.clone()).collect(),
@@ -104,6 +111,7 @@ impl Capabilities {
             declared_databases: manifest.sqlite.iter().map(|s| s.label.clone()).collect(),
             client,
             redis: self.redis.clone(),
+            postgres,
         })
     }
 
@@ -116,6 +124,7 @@ impl Capabilities {
             declared_databases: Arc::new([]),
             client: None,
             redis: redis::Connections::default(),
+            postgres: None,
         }
     }
 
@@ -158,6 +167,7 @@ impl Capabilities {
                 .clone()
                 .filter(|_| !spec.allowed_outbound_hosts.is_empty()),
             redis: self.redis.clone(),
+            postgres: self.postgres.clone(),
         })
     }
 }

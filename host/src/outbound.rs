@@ -33,6 +33,7 @@ pub struct Client {
         hyper_rustls::HttpsConnector<HttpConnector>,
         OutboundBody,
     >,
+    tls: Arc<rustls::ClientConfig>,
 }
 
 impl fmt::Debug for Client {
@@ -70,13 +71,14 @@ impl Client {
             .expect("ring supports the default protocol versions")
             .with_root_certificates(roots)
             .with_no_client_auth();
+        let tls = Arc::new(tls);
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         // Outbound calls are usually small requests and responses: no Nagle delay.
         http.set_nodelay(true);
         http.set_connect_timeout(Some(Duration::from_secs(10)));
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
+            .with_tls_config((*tls).clone())
             .https_or_http()
             .enable_http1()
             .enable_http2()
@@ -87,7 +89,13 @@ impl Client {
             // load balancers allow, so a reused connection is rarely one they closed.
             .pool_idle_timeout(Duration::from_secs(30))
             .build(connector);
-        Ok(Self { inner })
+        Ok(Self { inner, tls })
+    }
+
+    /// What its TLS trusts, for the database connections guests open (the same roots and
+    /// `--ca-file`).
+    pub fn tls(&self) -> Arc<rustls::ClientConfig> {
+        self.tls.clone()
     }
 
     /// Sends `request`; the response's body streams on.

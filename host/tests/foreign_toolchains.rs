@@ -129,8 +129,9 @@ async fn a_python_spin_app_builds_and_runs_from_its_spin_toml() {
     assert!(report.contains("ok  spin-python  /py/*"), "{report}");
     assert!(
         report.contains("imports interfaces this host does not serve")
-            && report.contains("spin:postgres/postgres@4.2.0")
+            && report.contains("spin:mysql/mysql@3.0.0")
             && !report.contains("spin:key-value/key-value@3.0.0,")
+            && !report.contains("spin:postgres/")
             && !report.contains("spin:sqlite/")
             && !report.contains("spin:redis/"),
         "{report}"

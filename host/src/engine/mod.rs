@@ -21,8 +21,9 @@
 //! - `context.rs`: what an invocation reaches beyond its instance, through traits the
 //!   layers above implement, and the hop limit; `emitter.rs`, `outgoing.rs`,
 //!   `keyvalue.rs`: the imports any function may use (events, outbound HTTP, key-value);
-//!   `spin.rs`, `spin_sqlite.rs`, `spin_redis.rs`: Spin's key-value, variables, SQLite and
-//!   Redis interfaces, each version over one implementation;
+//!   `spin.rs`, `spin_sqlite.rs`, `spin_postgres.rs`, `spin_redis.rs`: Spin's key-value,
+//!   variables, SQLite, PostgreSQL and Redis interfaces, each version over one
+//!   implementation;
 //! - `state.rs`, `output.rs`: what a store holds; `cache.rs`, `epoch.rs`: compile cache,
 //!   ticker; `wasi_version.rs`: which WASI a component is built for; `cut_off.rs`: a
 //!   response body that says so when its guest failed before finishing it;
@@ -41,6 +42,7 @@ mod outgoing;
 mod output;
 mod reuse;
 mod spin;
+mod spin_postgres;
 mod spin_redis;
 mod spin_sqlite;
 mod state;
@@ -102,6 +104,10 @@ pub const DEFAULT_POOL_INSTANCES: u32 = 256;
 
 /// Bytes of each pooled linear memory kept mapped and zeroed in place between requests.
 const KEEP_RESIDENT_BYTES: usize = 1 << 20;
+
+/// PostgreSQL connections one function may hold at once (of the 16 the host keeps per
+/// address), so that one busy function cannot take every connection from the rest.
+const POSTGRES_CONNECTIONS_PER_FUNCTION: u32 = 8;
 
 /// How to allocate instances.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -187,6 +193,8 @@ pub struct Grants {
     pub outbound: Option<crate::outbound::Client>,
     /// The host's Redis connections, which its `allowed_outbound_hosts` may reach.
     pub redis: crate::databases::redis::Connections,
+    /// The host's PostgreSQL pools, which its `allowed_outbound_hosts` may reach.
+    pub postgres: Option<crate::databases::postgres::Pools>,
 }
 
 /// Why a component could not be loaded. Each names the file.
@@ -441,6 +449,10 @@ impl Core {
                 &mut linker,
                 |s| s,
             )?;
+            spin_postgres::v4_2::bindings::Postgres3::add_to_linker::<
+                State,
+                spin_postgres::v4_2::Postgres,
+            >(&mut linker, |s| s)?;
         }
         wasmtime_wasi_config::add_to_linker(&mut linker, State::config)?;
         keyvalue::bindings::Keyvalue::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s)?;
@@ -454,6 +466,10 @@ impl Core {
             |s| s,
         )?;
         spin_redis::v2::bindings::Redis2::add_to_linker::<State, HasSelf<State>>(
+            &mut linker,
+            |s| s,
+        )?;
+        spin_postgres::v2::bindings::Postgres2::add_to_linker::<State, HasSelf<State>>(
             &mut linker,
             |s| s,
         )?;
@@ -690,10 +706,18 @@ impl Engine {
                 key_value: Arc::new(grants.key_value),
                 sqlite: Arc::new(grants.sqlite),
                 outbound: grants.outbound.map(|client| {
+                    let postgres = grants
+                        .postgres
+                        .unwrap_or_else(|| crate::databases::postgres::Pools::new(client.tls()));
                     Arc::new(OutboundGrant {
                         hosts: spec.allowed_outbound_hosts.clone(),
                         client,
                         redis: grants.redis,
+                        postgres,
+                        postgres_connections: Gate::new(
+                            POSTGRES_CONNECTIONS_PER_FUNCTION,
+                            format!("function `{}`'s PostgreSQL connections", spec.name),
+                        ),
                         concurrency: Gate::new(
                             spec.outbound_concurrency,
                             format!("function `{}`'s outbound requests", spec.name),

@@ -28,6 +28,10 @@ pub(crate) struct OutboundGrant {
     pub(crate) concurrency: Gate,
     /// The host's Redis connections, for `redis://` entries of `hosts`.
     pub(crate) redis: crate::databases::redis::Connections,
+    /// The host's PostgreSQL pools, for `postgres://` entries of `hosts`.
+    pub(crate) postgres: crate::databases::postgres::Pools,
+    /// The PostgreSQL connections it may hold at once.
+    pub(crate) postgres_connections: Gate,
 }
 
 /// The hooks of one invocation's store.

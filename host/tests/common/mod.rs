@@ -502,3 +502,149 @@ impl Drop for RedisServer {
         self.stop();
     }
 }
+
+/// A real PostgreSQL (Debian's `postgresql` package) in a throwaway cluster on a free
+/// port, trusting local connections, stopped (and its files removed) when dropped. The
+/// server refuses to run as root, so as root the cluster belongs to the `postgres` user
+/// the package creates, and the server runs as it.
+pub struct PostgresServer {
+    pub port: u16,
+    dir: tempfile::TempDir,
+    bin: PathBuf,
+    user: Option<(u32, u32)>,
+    child: Option<Child>,
+}
+
+impl PostgresServer {
+    /// Starts one, or says why not and returns `None` (install the Debian package
+    /// `postgresql`; `.ci/run` does).
+    pub fn start() -> Option<Self> {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path().join("bin"))
+            .filter(|b| b.join("initdb").exists())
+            .max();
+        let Some(bin) = bin else {
+            skip(
+                "a test with a real PostgreSQL",
+                "PostgreSQL is not installed (apt-get install postgresql)",
+            );
+            return None;
+        };
+        let id = |args: &[&str]| -> Option<u32> {
+            let out = Command::new("id").args(args).output().ok()?;
+            String::from_utf8_lossy(&out.stdout).trim().parse().ok()
+        };
+        let user = if id(&["-u"]) == Some(0) {
+            Some((id(&["-u", "postgres"])?, id(&["-g", "postgres"])?))
+        } else {
+            None
+        };
+        let dir = tempfile::tempdir().unwrap();
+        if let Some((uid, gid)) = user {
+            std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid)).unwrap();
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut server = Self {
+            port,
+            dir,
+            bin,
+            user,
+            child: None,
+        };
+        let initdb = server
+            .command("initdb")
+            .args([
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--no-sync",
+                "-D",
+            ])
+            .arg(server.dir.path().join("data"))
+            .output()
+            .expect("running initdb");
+        assert!(
+            initdb.status.success(),
+            "initdb: {}",
+            String::from_utf8_lossy(&initdb.stderr)
+        );
+        server.restart();
+        Some(server)
+    }
+
+    fn command(&self, program: &str) -> Command {
+        use std::os::unix::process::CommandExt;
+        let mut command = Command::new(self.bin.join(program));
+        if let Some((uid, gid)) = self.user {
+            command.uid(uid).gid(gid);
+        }
+        command.env("LC_ALL", "C").current_dir(self.dir.path());
+        command
+    }
+
+    /// `postgres://postgres@127.0.0.1:<port>/postgres`.
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// Stops it (a fast shutdown: its connections are cut); its data stays for
+    /// [`PostgresServer::restart`].
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-INT", &child.id().to_string()])
+                .status();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it (again), with its data, and waits until it accepts connections.
+    pub fn restart(&mut self) {
+        self.stop();
+        let child = self
+            .command("postgres")
+            .arg("-D")
+            .arg(self.dir.path().join("data"))
+            .args([
+                "-p",
+                &self.port.to_string(),
+                "-c",
+                "listen_addresses=127.0.0.1",
+            ])
+            .args(["-c", "fsync=off", "-c", "max_connections=100", "-k"])
+            .arg(self.dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting postgres");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let ready = self
+                .command("pg_isready")
+                .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-q"])
+                .status()
+                .is_ok_and(|s| s.success());
+            if ready {
+                return;
+            }
+            assert!(Instant::now() < deadline, "postgres did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for PostgresServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

@@ -10,7 +10,7 @@ use wasmfn::manifest::Manifest;
 use wasmfn::server::{App, HostOptions};
 use wasmfn_guest_artifacts as guests;
 
-use super::common::RedisServer;
+use super::common::{PostgresServer, RedisServer};
 use super::{call, engine, entry};
 
 /// The example app `name`, from its spin.toml, keeping its stores in `data`.
@@ -211,18 +211,9 @@ pub(crate) async fn spin_sdk5_counter() {
     }
 }
 
-/// `component` as a wasmfn function serving `routes`, its Redis at `redis` (the variable
-/// `redis_address`, and the only address it may reach), its `default` database in `data`.
-fn redis_app(component: &str, routes: &[&str], redis: &RedisServer, data: &Path) -> Arc<App> {
-    let url = redis.url();
-    let manifest = entry(
-        "app",
-        component,
-        routes,
-        &format!(
-            "sqlite_databases = [\"default\"]\nallowed_outbound_hosts = [\"{url}\"]\nvariables = {{ redis_address = \"{url}\" }}"
-        ),
-    );
+/// `component` as a wasmfn function serving `routes`, with `extra` keys (its grants), its
+/// `default` database in `data`.
+fn served(component: &str, routes: &[&str], extra: &str, data: &Path) -> Arc<App> {
     let options = HostOptions {
         capabilities: CapabilityOptions {
             data_dir: Some(data.to_path_buf()),
@@ -231,10 +222,222 @@ fn redis_app(component: &str, routes: &[&str], redis: &RedisServer, data: &Path)
         ..HostOptions::default()
     };
     wasmfn::testing::app_with(
-        &manifest,
+        &entry("app", component, routes, extra),
         &engine(Some(&super::common::cache_dir())),
         options,
     )
+}
+
+/// [`served`] with its Redis at `redis` (the variable `redis_address`, and the only address
+/// it may reach), and the `default` SQLite database.
+fn redis_app(component: &str, routes: &[&str], redis: &RedisServer, data: &Path) -> Arc<App> {
+    let url = redis.url();
+    let extra = format!(
+        "sqlite_databases = [\"default\"]\nallowed_outbound_hosts = [\"{url}\"]\nvariables = {{ redis_address = \"{url}\" }}"
+    );
+    served(component, routes, &extra, data)
+}
+
+/// [`served`] with its PostgreSQL at `pg` (the variable `database_url`, and the only
+/// address it may reach), and a `timeout`.
+fn postgres_app(
+    component: &str,
+    routes: &[&str],
+    pg: &PostgresServer,
+    timeout: &str,
+    data: &Path,
+) -> Arc<App> {
+    let extra = format!(
+        "timeout = \"{timeout}\"\nallowed_outbound_hosts = [\"postgres://127.0.0.1:{}\"]\nvariables = {{ database_url = \"{}\" }}",
+        pg.port,
+        pg.url()
+    );
+    served(component, routes, &extra, data)
+}
+
+/// Connections to `pg` running `pattern`'s statements, counted from outside by a native
+/// client.
+async fn backends(client: &tokio_postgres::Client, pattern: &str) -> i64 {
+    let row = client
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE $1 AND pid <> pg_backend_pid()",
+            &[&pattern],
+        )
+        .await
+        .unwrap();
+    row.get(0)
+}
+
+async fn native(pg: &PostgresServer) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(&pg.url(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    client
+}
+
+#[tokio::test(flavor = "multi_thread")]
+pub(crate) async fn spin_events() {
+    // spin-sdk 7 (WASI 0.3): the seed's event store on a real PostgreSQL.
+    let Some(pg) = PostgresServer::start() else {
+        return;
+    };
+    let data = tempfile::tempdir().unwrap();
+    let app = postgres_app(guests::SPIN_EVENTS, &["/events/*"], &pg, "5s", data.path());
+    let r = call(&app, "POST", "/events/setup", "").await;
+    assert_eq!((r.status, r.text().as_str()), (200, "ready\n"));
+
+    // Two hosts (each with its own pools) append to one stream at once: for every version
+    // exactly one wins, and the other is told the version exists (SQLSTATE 23505).
+    let other = postgres_app(guests::SPIN_EVENTS, &["/events/*"], &pg, "5s", data.path());
+    let mut racing = Vec::new();
+    for version in 1..=20 {
+        for host in [app.clone(), other.clone()] {
+            racing.push(tokio::spawn(async move {
+                let uri = format!("/events/acct-1?version={version}&type=deposited");
+                call(&host, "POST", uri, format!("{{\"amount\": {version}}}"))
+                    .await
+                    .status
+            }));
+        }
+    }
+    let mut statuses = Vec::new();
+    for task in racing {
+        statuses.push(task.await.unwrap());
+    }
+    assert_eq!(statuses.iter().filter(|s| **s == 201).count(), 20);
+    assert_eq!(statuses.iter().filter(|s| **s == 409).count(), 20);
+    let r = call(&app, "GET", "/events/acct-1?after=18", "").await;
+    assert_eq!(
+        r.text(),
+        "19 deposited {\"amount\": 19}\n20 deposited {\"amount\": 20}\n",
+        "a replay from a version"
+    );
+    // SQL in a parameter is a value, stored as text; data that is not JSON is refused.
+    let evil = "x';TRUNCATE+events;--";
+    let r = call(
+        &app,
+        "POST",
+        format!("/events/{evil}?version=1&type=t"),
+        "{}",
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert_eq!(
+        call(&app, "GET", format!("/events/{evil}"), "")
+            .await
+            .text(),
+        "1 t {}\n"
+    );
+    let r = call(&app, "POST", "/events/a?version=1&type=t", "not json").await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("JSON"), "{}", r.text());
+
+    // Every value type of the interface, sent as a parameter and read back.
+    let r = call(&app, "GET", "/events/debug/types", "").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let types = [
+        "Boolean",
+        "Int16",
+        "Int32",
+        "Int64",
+        "Floating32",
+        "Floating64",
+        "Str",
+        "Binary",
+        "Date",
+        "Time",
+        "Datetime",
+        "Timestamp",
+        "Uuid",
+        "Jsonb",
+        "Decimal",
+        "RangeInt32",
+        "RangeInt64",
+        "RangeDecimal",
+        "ArrayInt32",
+        "ArrayInt64",
+        "ArrayDecimal",
+        "ArrayStr",
+        "Interval",
+        "Str",
+        "Other(\"inet\")",
+    ];
+    let columns: Vec<String> = types.iter().map(|t| format!("DbDataType::{t}")).collect();
+    let values = [
+        "Boolean(true)",
+        "Int16(-2)",
+        "Int32(40000)",
+        "Int64(1099511627776)",
+        "Floating32(1.5)",
+        "Floating64(-0.25)",
+        "Str(\"x'; DROP TABLE events; --\")",
+        "Binary([0, 1, 255])",
+        "Date((2026, 12, 7))",
+        "Time((13, 14, 15, 500000000))",
+        "Datetime((2026, 12, 7, 13, 14, 15, 0))",
+        // timestamptz, sent as Unix seconds, read back in UTC.
+        "Datetime((2026, 11, 30, 0, 53, 20, 0))",
+        "Uuid(\"67e55044-10b1-426f-9247-bb680e5fe0c8\")",
+        // `{"a": [1, 2]}`, as jsonb writes it.
+        "Jsonb([123, 34, 97, 34, 58, 32, 91, 49, 44, 32, 50, 93, 125])",
+        "Decimal(\"12345.6789\")",
+        "RangeInt32((Some((1, RangeBoundKind::Inclusive)), Some((10, RangeBoundKind::Exclusive))))",
+        "RangeInt64((Some((5, RangeBoundKind::Inclusive)), None))",
+        "RangeDecimal((Some((\"1.5\", RangeBoundKind::Inclusive)), Some((\"2.5\", RangeBoundKind::Inclusive))))",
+        "ArrayInt32([Some(1), None, Some(3)])",
+        "ArrayInt64([Some(-1)])",
+        "ArrayDecimal([Some(\"0.1\"), None])",
+        "ArrayStr([Some(\"a\"), None])",
+        "Interval(Interval { micros: 1000000, days: 2, months: 3 })",
+        "DbNull",
+        // inet, which the interface has no type for: its binary form.
+        "Unsupported([2, 32, 0, 4, 10, 0, 0, 1])",
+    ];
+    let mut expected = format!("columns {}\n", columns.join(","));
+    for value in values {
+        expected.push_str(&format!("DbValue::{value}\n"));
+    }
+    assert_eq!(r.text(), expected);
+
+    // A database error reaches the guest with its SQLSTATE, not as a trap.
+    let r = call(&app, "GET", "/events/debug/fail", "").await;
+    assert_eq!(r.status, 500);
+    assert!(r.text().starts_with("22012: "), "{}", r.text());
+
+    // A slow query is cut at the function's deadline, on the server too. (A burst of
+    // requests and PostgreSQL going away are tested on the spawned host, tests/databases.rs.)
+    let client = native(&pg).await;
+    let r = call(&app, "GET", "/events/debug/sleep?s=60", "").await;
+    assert_eq!(r.status, 504, "{}", r.text());
+    let mut sleeping = 1;
+    for _ in 0..100 {
+        sleeping = backends(&client, "SELECT pg_sleep%").await;
+        if sleeping == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(sleeping, 0, "the query was cancelled on the server");
+
+    // An address its allowed_outbound_hosts does not name is refused at open.
+    let denied = served(
+        guests::SPIN_EVENTS,
+        &["/events/*"],
+        &format!(
+            "allowed_outbound_hosts = [\"postgres://127.0.0.1:1\"]\nvariables = {{ database_url = \"{}\" }}",
+            pg.url()
+        ),
+        data.path(),
+    );
+    let r = call(&denied, "POST", "/events/setup", "").await;
+    assert_eq!(r.status, 500);
+    assert!(
+        r.text()
+            .contains("is not in this component's allowed_outbound_hosts"),
+        "{}",
+        r.text()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

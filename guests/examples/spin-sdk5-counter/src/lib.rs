@@ -18,7 +18,10 @@
 //!   `GET /counter/sql/v3?note=T` → the same through `spin:sqlite@3.0.0`, answering the
 //!   new row's id and the rows changed;
 //! - `GET /counter/redis/:key` → `INCR key` and `HINCRBY counts:key hits 1` on the Redis at
-//!   the variable `redis_address` (`fermyon:spin/redis@2.0.0`).
+//!   the variable `redis_address` (`fermyon:spin/redis@2.0.0`);
+//! - `GET /counter/pg/v3?n=N` and `/counter/pg/v4?n=N` → N + 1 and a UUID column's type,
+//!   computed by the PostgreSQL at the variable `database_url` through `spin:postgres@3.0.0`
+//!   and `@4.0.0`.
 use spin_sdk::http::{IntoResponse, Params, Request, Response, Router};
 use spin_sdk::http_component;
 use spin_sdk::key_value::Store;
@@ -33,6 +36,7 @@ fn handle(request: Request) -> Response {
     router.get("/counter/route/info", route_info);
     router.get("/counter/sql/:version", sql);
     router.get("/counter/redis/:key", redis);
+    router.get("/counter/pg/:version", postgres);
     router.get("/counter/:name", count);
     router.get("/greet/:name", greet_by_name);
     router.get("/shelves/:shelf/*", route_info);
@@ -185,4 +189,38 @@ fn redis(_request: Request, params: Params) -> anyhow::Result<impl IntoResponse>
         other => anyhow::bail!("HINCRBY answered {other:?}"),
     };
     Ok(Response::new(200, format!("incr {n} hits {hits}\n")))
+}
+
+fn postgres(request: Request, params: Params) -> anyhow::Result<impl IntoResponse> {
+    let n: i32 = query_param(&request, "n")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    let address = spin_sdk::variables::get("database_url")?;
+    const SQL: &str = "SELECT $1::int4 + 1, gen_random_uuid()";
+    let answer = match params.get("version") {
+        Some("v3") => {
+            use spin_sdk::pg3::{Connection, DbValue, ParameterValue};
+            let rows = Connection::open(&address)?.query(SQL, &[ParameterValue::Int32(n)])?;
+            let sum = match &rows.rows[0][0] {
+                DbValue::Int32(sum) => *sum,
+                other => anyhow::bail!("{other:?}"),
+            };
+            format!(
+                "{sum} {:?} {:?}",
+                rows.columns[1].data_type, rows.rows[0][1]
+            )
+        }
+        Some("v4") => {
+            use spin_sdk::pg4::{Connection, DbValue, ParameterValue};
+            let rows = Connection::open(&address)?.query(SQL, &[ParameterValue::Int32(n)])?;
+            let sum = match &rows.rows[0][0] {
+                DbValue::Int32(sum) => *sum,
+                other => anyhow::bail!("{other:?}"),
+            };
+            let uuid = matches!(rows.rows[0][1], DbValue::Uuid(_));
+            format!("{sum} {:?} uuid: {uuid}", rows.columns[1].data_type)
+        }
+        other => return Ok(Response::new(404, format!("no version {other:?}\n"))),
+    };
+    Ok(Response::new(200, format!("{answer}\n")))
 }
