@@ -3,12 +3,15 @@
 //! store (SQLite) and in Redis on loopback, and one outbound GET to a server on loopback.
 //! Also the same `get` from a spin-sdk 7 and a spin-sdk 5.2 guest through Spin's key-value
 //! interfaces, against wasmfn's SDK, side by side: what the host's Spin interfaces add per
-//! operation.
+//! operation. And the databases guests reach through Spin's interfaces, beside native Rust
+//! with the same driver and pool: a point SELECT and an INSERT on PostgreSQL
+//! (tokio-postgres, deadpool), from a spin-sdk 7 guest, and a Redis `HINCRBY`.
 //!
 //! `cargo run --release -p wasmfn-benches --bin capabilities` (needs `redis-server` on
-//! PATH for the Redis rows) writes its table into benches/README.md between the
+//! PATH for the Redis rows, and Debian's `postgresql` for the PostgreSQL ones) writes its table into benches/README.md between the
 //! `capabilities:begin` and `capabilities:end` markers; `--no-write` only prints it,
-//! `--rounds N` (100) sets the samples per figure, `--only kv|outbound` runs one section.
+//! `--rounds N` (100) sets the samples per figure, `--only kv|outbound|databases` runs one
+//! section.
 //!
 //! A guest's cost per operation is taken as the difference between a request that does
 //! 100 operations and one that does none, divided by 100, so instantiation and the request
@@ -154,6 +157,58 @@ fn main() {
                     if ratio <= 1.2 { "met" } else { "not met" }
                 ),
             );
+        }
+    }
+
+    if wants("databases") {
+        report.section(&format!(
+            "Databases through Spin's interfaces, per operation: a spin-sdk 7 guest's request of {OPS} operations on one connection minus one of none, vs native Rust with the same driver and pool"
+        ));
+        match Postgres::start() {
+            Some(pg) => {
+                let (select, insert) = rt.block_on(postgres(&pg, &data, rounds));
+                row(
+                    &mut report,
+                    "PostgreSQL on loopback, point SELECT",
+                    select.0,
+                    select.1,
+                    Some(1.3),
+                );
+                row(
+                    &mut report,
+                    "PostgreSQL on loopback, INSERT",
+                    insert.0,
+                    insert.1,
+                    Some(1.3),
+                );
+            }
+            None => report.row(
+                "PostgreSQL rows",
+                "skipped: PostgreSQL is not installed",
+                "",
+            ),
+        }
+        match &redis {
+            Some(redis) => {
+                let text = format!(
+                    "[[functions]]\nname = \"orders\"\ncomponent = {:?}\nroutes = [\"/metrics/*\"]\nallowed_outbound_hosts = [\"{url}\"]\nvariables = {{ redis_address = \"{url}\" }}\n",
+                    wasmfn_guest_artifacts::SPIN_ORDERS,
+                    url = redis.url()
+                );
+                let app = app(&text, &data);
+                let guest =
+                    rt.block_on(guest_per_op(&app, "/metrics/bench/run", "hincrby", rounds));
+                let native = rt.block_on(NativeRedis::connect(&redis.url()));
+                let native_t = rt.block_on(samples(rounds, || native.run("hincrby")));
+                row(
+                    &mut report,
+                    "Redis on loopback, HINCRBY through `execute`",
+                    guest,
+                    native_t,
+                    Some(1.3),
+                );
+            }
+            None => report.row("Redis HINCRBY", "skipped: no redis-server on PATH", ""),
         }
     }
 
@@ -429,6 +484,11 @@ impl NativeRedis {
                     .arg("native:set")
                     .arg(&[7u8; 64][..])
                     .clone(),
+                "hincrby" => redis::cmd("HINCRBY")
+                    .arg("native:hash")
+                    .arg("clicks")
+                    .arg(1)
+                    .clone(),
                 _ => redis::cmd("INCRBY").arg("native:inc").arg(1).clone(),
             };
             let _: redis::Value = cmd.query_async(&mut c).await.unwrap();
@@ -471,5 +531,165 @@ impl Drop for Redis {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// (guest, native) per point SELECT and per INSERT, on `pg`.
+async fn postgres(pg: &Postgres, data: &Path, rounds: usize) -> ((f64, f64), (f64, f64)) {
+    let url = pg.url();
+    let text = format!(
+        "[[functions]]\nname = \"events\"\ncomponent = {:?}\nroutes = [\"/events/*\"]\nallowed_outbound_hosts = [\"postgres://127.0.0.1:{}\"]\nvariables = {{ database_url = \"{url}\" }}\n",
+        wasmfn_guest_artifacts::SPIN_EVENTS,
+        pg.port
+    );
+    let app = app(&text, data);
+    let request = http::Request::post("/events/setup")
+        .header("host", "localhost")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    assert!(testing::respond(&app, request).await.status().is_success());
+    let request = http::Request::post("/events/bench?version=1&type=opened")
+        .header("host", "localhost")
+        .body(Full::new(Bytes::from_static(b"{}")))
+        .unwrap();
+    testing::respond(&app, request).await;
+    let select = guest_per_op(&app, "/events/debug/bench", "select", rounds).await;
+    let insert = guest_per_op(&app, "/events/debug/bench", "insert", rounds).await;
+
+    // The same statements from native Rust: the same driver, the same pool crate, one
+    // connection held, statements prepared once.
+    let config: tokio_postgres::Config = url.parse().unwrap();
+    let manager = deadpool_postgres::Manager::new(config, tokio_postgres::NoTls);
+    let pool = deadpool_postgres::Pool::builder(manager)
+        .max_size(16)
+        .build()
+        .unwrap();
+    let client = pool.get().await.unwrap();
+    let native_select = samples(rounds, || async {
+        let s = client
+            .prepare_cached(
+                "SELECT version, event_type FROM events WHERE aggregate_id = $1 AND version = $2",
+            )
+            .await
+            .unwrap();
+        for _ in 0..OPS {
+            client.query(&s, &[&"bench", &1i32]).await.unwrap();
+        }
+    })
+    .await;
+    let native_insert = samples(rounds, || async {
+        let s = client
+            .prepare_cached("INSERT INTO bench_rows (n) VALUES ($1)")
+            .await
+            .unwrap();
+        for i in 0..OPS {
+            client.execute(&s, &[&i64::from(i)]).await.unwrap();
+        }
+    })
+    .await;
+    ((select, native_select), (insert, native_insert))
+}
+
+/// A throwaway PostgreSQL cluster (Debian's `postgresql`) on a free port, for this run; as
+/// root, run as the `postgres` user, since the server refuses root.
+struct Postgres {
+    port: u16,
+    dir: std::path::PathBuf,
+    child: Child,
+}
+
+impl Postgres {
+    fn start() -> Option<Self> {
+        use std::os::unix::process::CommandExt;
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .ok()?
+            .flatten()
+            .map(|e| e.path().join("bin"))
+            .filter(|b| b.join("initdb").exists())
+            .max()?;
+        let id = |args: &[&str]| -> Option<u32> {
+            let out = Command::new("id").args(args).output().ok()?;
+            String::from_utf8_lossy(&out.stdout).trim().parse().ok()
+        };
+        let user = match id(&["-u"]) {
+            Some(0) => Some((id(&["-u", "postgres"])?, id(&["-g", "postgres"])?)),
+            _ => None,
+        };
+        let dir = std::env::temp_dir().join(format!("wasmfn-bench-pg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).ok()?;
+        let command = |program: &str| {
+            let mut c = Command::new(bin.join(program));
+            if let Some((uid, gid)) = user {
+                c.uid(uid).gid(gid);
+            }
+            c.env("LC_ALL", "C").current_dir(&dir);
+            c
+        };
+        if let Some((uid, gid)) = user {
+            std::os::unix::fs::chown(&dir, Some(uid), Some(gid)).ok()?;
+        }
+        let ok = command("initdb")
+            .args([
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--no-sync",
+                "-D",
+            ])
+            .arg(dir.join("data"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .ok()?
+            .success();
+        if !ok {
+            return None;
+        }
+        let port = free_port();
+        let child = command("postgres")
+            .arg("-D")
+            .arg(dir.join("data"))
+            .args([
+                "-p",
+                &port.to_string(),
+                "-c",
+                "listen_addresses=127.0.0.1",
+                "-k",
+            ])
+            .arg(&dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .ok()?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let ready = command("pg_isready")
+                .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q"])
+                .status()
+                .is_ok_and(|s| s.success());
+            if ready {
+                return Some(Self { port, dir, child });
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

@@ -11,7 +11,9 @@
 //!   line each (`version type data`): a replay;
 //! - `GET /events/debug/types` → every value type of the interface, sent as a parameter and
 //!   read back, a line each; `GET /events/debug/sleep?s=S` → `pg_sleep(S)`;
-//!   `GET /events/debug/fail` → a division by zero, answered with its SQLSTATE.
+//!   `GET /events/debug/fail` → a division by zero, answered with its SQLSTATE;
+//!   `GET /events/debug/bench?op=select|insert|none&n=N` → N point SELECTs of event 1 of
+//!   `bench`, or N INSERTs, on one connection, for the benchmarks (benches/README.md).
 use spin_sdk::http::body::IncomingBodyExt;
 use spin_sdk::http::{IntoResponse, Method, Request, StatusCode};
 use spin_sdk::http_service;
@@ -44,6 +46,10 @@ async fn handle(request: Request) -> impl IntoResponse {
             sleep(seconds).await
         }
         (Method::GET, ["events", "debug", "fail"]) => fail().await,
+        (Method::GET, ["events", "debug", "bench"]) => {
+            let n = param("n").and_then(|n| n.parse().ok()).unwrap_or(1);
+            bench(param("op").as_deref(), n).await
+        }
         (Method::POST, ["events", aggregate]) => {
             let version = param("version").and_then(|v| v.parse().ok());
             match (version, param("type")) {
@@ -88,6 +94,11 @@ async fn setup() -> Result<Reply, Box<dyn std::error::Error>> {
             created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
             UNIQUE (aggregate_id, version)
         )",
+        vec![],
+    )
+    .await?;
+    db.execute(
+        "CREATE TABLE IF NOT EXISTS bench_rows (id BIGSERIAL PRIMARY KEY, n BIGINT NOT NULL)",
         vec![],
     )
     .await?;
@@ -230,4 +241,33 @@ async fn fail() -> Result<Reply, Box<dyn std::error::Error>> {
             format!("{}: {e}\n", sqlstate(&e).unwrap_or("none")),
         )),
     }
+}
+
+async fn bench(op: Option<&str>, n: u32) -> Result<Reply, Box<dyn std::error::Error>> {
+    let db = connect().await?;
+    match op {
+        Some("select") => {
+            for _ in 0..n {
+                db.query(
+                    "SELECT version, event_type FROM events WHERE aggregate_id = $1 AND version = $2",
+                    vec![ParameterValue::Str("bench".into()), ParameterValue::Int32(1)],
+                )
+                .await?
+                .collect()
+                .await?;
+            }
+        }
+        Some("insert") => {
+            for i in 0..n {
+                db.execute(
+                    "INSERT INTO bench_rows (n) VALUES ($1)",
+                    vec![ParameterValue::Int64(i.into())],
+                )
+                .await?;
+            }
+        }
+        Some("none") => {}
+        other => return Ok((StatusCode::BAD_REQUEST, format!("op {other:?}\n"))),
+    }
+    Ok((StatusCode::OK, format!("{n}\n")))
 }

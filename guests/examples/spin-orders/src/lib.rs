@@ -11,7 +11,9 @@
 //! - `POST /metrics/:campaign?clicks=N&spend=X` → adds to the campaign's hash for the
 //!   current window, which expires after an hour; `GET /metrics/:campaign` → its fields,
 //!   sorted, a line each; `GET /metrics/:campaign/raw?cmd=...` runs one command for the
-//!   tests (`INCR`, `SADD`, ...) through the typed helpers.
+//!   tests (`INCR`, `SADD`, ...) through the typed helpers; `GET
+//!   /metrics/bench/run?op=hincrby|none&n=N` → N `HINCRBY`s of one field, for the
+//!   benchmarks (benches/README.md).
 //!
 //! A database or Redis error is answered 500 with the error's text.
 use spin_sdk::http::{IntoResponse, Method, Request, StatusCode};
@@ -56,6 +58,10 @@ async fn handle(request: Request) -> impl IntoResponse {
             let clicks = param("clicks").and_then(|c| c.parse().ok()).unwrap_or(0);
             let spend = param("spend").unwrap_or_else(|| "0".into());
             record(campaign, clicks, &spend).await
+        }
+        (&Method::GET, ["metrics", "bench", "run"]) => {
+            let n = param("n").and_then(|n| n.parse().ok()).unwrap_or(1);
+            bench(param("op").as_deref(), n).await
         }
         (&Method::GET, ["metrics", campaign]) => metrics(campaign).await,
         (&Method::GET, ["metrics", key, "raw"]) => raw(key, param("cmd").as_deref()).await,
@@ -232,4 +238,28 @@ async fn raw(key: &str, cmd: Option<&str>) -> Result<Reply> {
         other => return Ok((StatusCode::BAD_REQUEST, format!("cmd {other:?}\n"))),
     };
     Ok((StatusCode::OK, format!("{answer}\n")))
+}
+
+async fn bench(op: Option<&str>, n: u32) -> Result<Reply> {
+    let redis = redis().await?;
+    let bin = |s: &str| RedisParameter::Binary(s.as_bytes().to_vec());
+    match op {
+        Some("hincrby") => {
+            for _ in 0..n {
+                redis
+                    .execute(
+                        "HINCRBY",
+                        [
+                            bin("metrics:bench"),
+                            bin("clicks"),
+                            RedisParameter::Int64(1),
+                        ],
+                    )
+                    .await?;
+            }
+        }
+        Some("none") => {}
+        other => return Ok((StatusCode::BAD_REQUEST, format!("op {other:?}\n"))),
+    }
+    Ok((StatusCode::OK, format!("{n}\n")))
 }
