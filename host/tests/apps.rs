@@ -1,7 +1,7 @@
 //! The seed's applications end to end, through the spawned `wasmfn` and the manifests that
 //! ship them (`deploy/seed-apis.toml`, `deploy/patterns.toml`, the root `wasmfn.toml`),
-//! with their state in a real `redis-server` where the manifest keeps it there (skipped,
-//! saying so, without one): users-api (two hosts, one Redis), the stateful saga, event
+//! with their state in a real `redis-server` and PostgreSQL where the manifest keeps it there (skipped,
+//! saying so, without one): users-api (two hosts, one PostgreSQL), the stateful saga, event
 //! sourcing with CQRS and replay, windowed aggregation, rule-driven routing, notifications
 //! to a webhook, and campaigns switched from blue to green.
 
@@ -16,7 +16,9 @@ use serde_json::{Value, json};
 use wasmfn_guest_artifacts as guests;
 
 mod common;
-use common::{RedisServer, Reply, Server, client, get, post, serve_http, text_response};
+use common::{
+    PostgresServer, RedisServer, Reply, Server, client, get, post, serve_http, text_response,
+};
 
 fn repo() -> PathBuf {
     Path::new(guests::GUESTS_DIR)
@@ -63,15 +65,19 @@ async fn eventually(url: &str, done: impl Fn(&Value) -> bool) -> Value {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn users_api_on_redis_keeps_emails_unique_across_two_hosts() {
-    let Some(redis) = RedisServer::start() else {
+async fn users_api_on_postgres_keeps_emails_unique_across_two_hosts() {
+    let Some(pg) = PostgresServer::start() else {
         return;
     };
     let manifest = repo().join("deploy/seed-apis.toml");
-    let (a, b) = (
-        serve(&manifest, "users", &redis, &[]),
-        serve(&manifest, "users", &redis, &[]),
-    );
+    let host = || {
+        Server::spawn(
+            &manifest,
+            &["--listen", "127.0.0.1:0", "--functions", "users"],
+            &[("DATABASE_URL", &pg.url())],
+        )
+    };
+    let (a, b) = (host(), host());
 
     let r = post(
         &a.url("/users"),
@@ -148,22 +154,19 @@ async fn users_api_on_redis_keeps_emails_unique_across_two_hosts() {
         "ready"
     );
 
-    // A registration that died mid-way: the address names a user never written, under a
-    // claim. While the claim may be live the address is taken; once it has lapsed (two
-    // 60 s slots old), a new registration gets it.
-    let mut dead = DeadHost::on(&redis);
-    dead.run(&["SET", "wasmfn:users:email:ghost@example.com", "usr-999999"]);
-    dead.hold("wasmfn:users:email:ghost@example.com");
-    let ghost = r#"{"email":"ghost@example.com","name":"Ghost"}"#;
-    assert_eq!(post(&a.url("/users"), ghost).await.status, 409);
-    dead.lapse("wasmfn:users:email:ghost@example.com");
-    let r = post(&b.url("/users"), ghost).await;
-    assert_eq!(r.status, 201, "{}", r.text());
-    assert_eq!(
-        post(&a.url("/users"), ghost).await.status,
-        409,
-        "and now it is held"
-    );
+    // The unique email is the table's constraint, read with a native client.
+    let (client, connection) = tokio_postgres::connect(&pg.url(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let row = client
+        .query_one(
+            "SELECT count(*) FROM users WHERE email = 'grace@example.com'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, i64>(0), 1);
 }
 
 const SAGA: &str = "order-service,inventory-service,payment-service,inventory-compensator";
@@ -289,11 +292,18 @@ async fn event_sourcing_refuses_stale_appends_and_replay_rebuilds_the_live_model
     let Some(redis) = RedisServer::start() else {
         return;
     };
-    let server = serve(
+    let Some(pg) = PostgresServer::start() else {
+        return;
+    };
+    let server = Server::spawn(
         &repo().join("deploy/patterns.toml"),
-        "command-service,projection-builder,query-service",
-        &redis,
-        &[],
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--functions",
+            "command-service,projection-builder,query-service",
+        ],
+        &[("REDIS_URL", &redis.url()), ("DATABASE_URL", &pg.url())],
     );
     for account in ["acc-a", "acc-b"] {
         let r = post(
@@ -356,40 +366,38 @@ async fn event_sourcing_refuses_stale_appends_and_replay_rebuilds_the_live_model
     let stream = get(&server.url("/accounts/acc-a/events")).await.json();
     assert_eq!(stream["events"].as_array().unwrap().len(), 4);
 
-    // A host that died mid-append leaves its claim on version 3 of acc-b: while it may be
-    // live, appends are refused; once it has lapsed (two 60 s slots old), they go on.
-    let mut dead = DeadHost::on(&redis);
-    let deposits = server.url("/accounts/acc-b/deposits");
-    let deposit = || post(&deposits, r#"{"amount_cents":5}"#);
-    dead.hold("wasmfn:events:append:acc-b:3");
-    assert_eq!(
-        deposit().await.status,
-        409,
-        "a claim that may be live holds"
-    );
-    dead.lapse("wasmfn:events:append:acc-b:3");
-    let r = deposit().await;
+    // A deposit after the race goes on from the version the database holds.
+    let r = post(
+        &server.url("/accounts/acc-b/deposits"),
+        r#"{"amount_cents":5}"#,
+    )
+    .await;
     assert_eq!(
         (r.status, &r.json()["event"]["version"]),
         (201, &json!(3)),
         "{}",
         r.text()
     );
-    // A host that died after writing event 4 but before moving the head: the next append
-    // finds the event, repairs the head and asks the client to decide again.
-    let event = json!({"account": "acc-b", "version": 4, "kind": "deposited", "amount_cents": 7});
-    dead.run(&[
-        "SET",
-        "wasmfn:events:stream:acc-b:0000000004",
-        &event.to_string(),
-    ]);
-    assert_eq!(deposit().await.status, 409);
-    let r = deposit().await;
+    // The event store is the seed's `events` table, read with a native client.
+    let (client, connection) = tokio_postgres::connect(&pg.url(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let rows = client
+        .query(
+            "SELECT version, event_type FROM events WHERE aggregate_id = 'acc-b' ORDER BY version",
+            &[],
+        )
+        .await
+        .unwrap();
+    let stream: Vec<(i64, String)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
     assert_eq!(
-        (r.status, &r.json()["event"]["version"]),
-        (201, &json!(5)),
-        "{}",
-        r.text()
+        stream,
+        [
+            (1, "opened".to_string()),
+            (2, "deposited".to_string()),
+            (3, "deposited".to_string())
+        ]
     );
 }
 
@@ -474,8 +482,8 @@ async fn windows_of_metrics_are_aggregated_in_redis_and_closed_by_the_schedule()
             r#"schedules = [{ cron = "* * * * * *", name = "close-windows" }]"#,
         )
         .replace(
-            r#"variables = { window_seconds = "60", grace_seconds = "5" }"#,
-            r#"variables = { window_seconds = "2", grace_seconds = "3" }"#,
+            r#"variables = { window_seconds = "60", grace_seconds = "5", redis_url"#,
+            r#"variables = { window_seconds = "2", grace_seconds = "3", redis_url"#,
         )
         .replace("../guests/", &format!("{}/", guests::GUESTS_DIR));
     let (_dir, manifest) = common::manifest(&text);

@@ -12,7 +12,8 @@
 //!
 //! A handler reaches what its manifest entry grants through the standard interfaces:
 //! [`kv`] (key-value stores), [`outbound`] (HTTP to allowed hosts and to other functions of
-//! the host) and [`variables`] (its configuration and secrets).
+//! the host) and [`variables`] (its configuration and secrets); and, through Spin's
+//! interfaces while WASI has none, [`sql`] (SQLite and PostgreSQL) and [`redis`].
 //!
 //! ```ignore
 //! #[wasmfn_sdk::event]
@@ -41,9 +42,11 @@ mod error;
 mod event;
 pub mod kv;
 pub mod outbound;
+pub mod redis;
 mod request;
 mod response;
 mod router;
+pub mod sql;
 pub mod variables;
 
 pub use error::Error;
@@ -77,6 +80,15 @@ pub mod wit {
         default_bindings_module: "::wasmfn_sdk::wit",
         generate_all,
     });
+
+    /// Spin's database interfaces, for [`crate::sql`] and [`crate::redis`].
+    pub mod databases {
+        wit_bindgen::generate!({
+            path: "../wit",
+            world: "wasmfn:function/databases",
+            generate_all,
+        });
+    }
 
     /// The event world, sharing the HTTP world's types and imports.
     pub mod events {

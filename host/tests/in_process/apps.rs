@@ -58,13 +58,25 @@ async fn event(
 
 #[tokio::test(flavor = "multi_thread")]
 pub(crate) async fn users_api() {
-    let app = app(&(stores(&["users"])
-        + &entry(
+    // Its users in the `default` SQLite database (PostgreSQL: tests/apps.rs).
+    let data = tempfile::tempdir().unwrap();
+    let options = wasmfn::server::HostOptions {
+        capabilities: wasmfn::capabilities::CapabilityOptions {
+            data_dir: Some(data.path().to_path_buf()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let app = wasmfn::testing::app_with(
+        &entry(
             "users",
             guests::USERS_API,
             &["/users", "/users/*"],
-            "key_value_stores = [\"users\"]",
-        )));
+            "sqlite_databases = [\"default\"]",
+        ),
+        &super::engine(Some(&super::common::cache_dir())),
+        options,
+    );
     let r = post(
         &app,
         "/users",
@@ -356,19 +368,36 @@ async fn in_a_batch_a_retry_fails_the_whole_batch_and_beats_a_rejection() {
     assert_eq!(r.status, 503, "{}", r.text());
 }
 
+/// The event-sourcing apps, their event store the `default` SQLite database in `data`
+/// (no `database_url`: PostgreSQL is tested on the spawned host, tests/apps.rs).
+fn accounts_app(data: &std::path::Path) -> Arc<wasmfn::server::App> {
+    let options = wasmfn::server::HostOptions {
+        capabilities: wasmfn::capabilities::CapabilityOptions {
+            data_dir: Some(data.to_path_buf()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    wasmfn::testing::app_with(
+        &accounts_manifest(),
+        &super::engine(Some(&super::common::cache_dir())),
+        options,
+    )
+}
+
 fn accounts_manifest() -> String {
-    stores(&["events", "accounts-view"])
+    stores(&["accounts-view"])
         + &entry(
             "commands",
             guests::ACCOUNT_COMMANDS,
             &["/accounts", "/accounts/*"],
-            "key_value_stores = [\"events\"]",
+            "sqlite_databases = [\"default\"]",
         )
         + &entry(
             "projection",
             guests::ACCOUNT_PROJECTION,
             &["/projections/accounts/replay"],
-            "events = [{ filters = [{ prefix = { type = \"account.event.\" } }] }]\nkey_value_stores = [\"events\", \"accounts-view\"]",
+            "events = [{ filters = [{ prefix = { type = \"account.event.\" } }] }]\nsqlite_databases = [\"default\"]\nkey_value_stores = [\"accounts-view\"]",
         )
         + &entry(
             "queries",
@@ -380,7 +409,8 @@ fn accounts_manifest() -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 pub(crate) async fn account_commands() {
-    let app = app(&accounts_manifest());
+    let data = tempfile::tempdir().unwrap();
+    let app = accounts_app(data.path());
     assert_eq!(
         post(&app, "/accounts", json!({"account": "acc-1"}))
             .await
@@ -438,7 +468,8 @@ pub(crate) async fn account_commands() {
 
 #[tokio::test(flavor = "multi_thread")]
 pub(crate) async fn account_projection() {
-    let app = app(&accounts_manifest());
+    let data = tempfile::tempdir().unwrap();
+    let app = accounts_app(data.path());
     post(&app, "/accounts", json!({"account": "acc-2"})).await;
     post(
         &app,
@@ -475,7 +506,8 @@ pub(crate) async fn account_projection() {
 
 #[tokio::test(flavor = "multi_thread")]
 pub(crate) async fn account_queries() {
-    let app = app(&accounts_manifest());
+    let data = tempfile::tempdir().unwrap();
+    let app = accounts_app(data.path());
     assert_eq!(get(&app, "/balances/none").await.status, 404);
     post(&app, "/accounts", json!({"account": "acc-3"})).await;
     post(
@@ -502,13 +534,18 @@ pub(crate) async fn metrics_aggregator() {
     // an event for a window that has closed, or a negative value, is refused. Windows
     // closed by the schedule's ping are tested in the spawned host (apps.rs, with a
     // per-second schedule).
-    let app = app(&(stores(&["aggregates"])
-        + &entry(
-            "aggregator",
-            guests::METRICS_AGGREGATOR,
-            &[],
-            "events = [{ type = \"metric.recorded\" }]\nkey_value_stores = [\"aggregates\"]\nvariables = { window_seconds = \"3600\", grace_seconds = \"0\" }",
-        )));
+    let Some(redis) = super::common::RedisServer::start() else {
+        return;
+    };
+    let app = app(&entry(
+        "aggregator",
+        guests::METRICS_AGGREGATOR,
+        &[],
+        &format!(
+            "events = [{{ type = \"metric.recorded\" }}]\nallowed_outbound_hosts = [\"{url}\"]\nvariables = {{ window_seconds = \"3600\", grace_seconds = \"0\", redis_url = \"{url}\" }}",
+            url = redis.url()
+        ),
+    ));
     for (i, value) in [1.5, 2.25, 3.0].iter().enumerate() {
         let r = event(
             &app,
@@ -521,6 +558,31 @@ pub(crate) async fn metrics_aggregator() {
         .await;
         assert_eq!(r.status, 202, "{}", r.text());
     }
+    // The window is a Redis hash, as the seed keeps it, expiring on its own.
+    let mut native = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("aggregator:window:*:cpu")
+        .query_async(&mut native)
+        .await
+        .unwrap();
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    let fields: std::collections::BTreeMap<String, String> = redis::cmd("HGETALL")
+        .arg(&keys[0])
+        .query_async(&mut native)
+        .await
+        .unwrap();
+    assert_eq!(fields["count"], "3");
+    assert_eq!(fields["sum"], "6.75");
+    let ttl: i64 = redis::cmd("TTL")
+        .arg(&keys[0])
+        .query_async(&mut native)
+        .await
+        .unwrap();
+    assert!(ttl > 3600, "{ttl}");
     let r = event(
         &app,
         "/",

@@ -1,9 +1,10 @@
 //! Event sourcing with CQRS, from the Knative patterns seed, for a bank account.
 //!
-//! - **The event store** (`events` key-value store): each account is a stream of
-//!   [`Recorded`] events, `opened`, `deposited`, `withdrawn`, numbered from 1 with no gaps.
-//!   An append names the version it extends: a concurrent append that read the same
-//!   version loses (409), so no command decides on a stale balance.
+//! - **The event store** (the seed's `events` table, on PostgreSQL, or SQLite locally): each
+//!   account is a stream of [`Recorded`] events, `opened`, `deposited`, `withdrawn`,
+//!   numbered from 1 with no gaps. An append names the version it extends: the table's key
+//!   refuses a concurrent append that read the same version (409), so no command decides
+//!   on a stale balance.
 //! - **Commands** (`account-commands`) check a command against the account rebuilt from its
 //!   stream, append, and publish the event as `account.event.<kind>`.
 //! - **The projection** (`account-projection`) applies published events to the read model
@@ -12,6 +13,7 @@
 //! - **Queries** (`account-queries`) read only the read model.
 use serde::{Deserialize, Serialize};
 use wasmfn_sdk::kv::Store;
+use wasmfn_sdk::sql::{Database, Value};
 use wasmfn_sdk::{CloudEvent, Error};
 
 /// One event of an account's stream.
@@ -61,114 +63,134 @@ impl Account {
     }
 }
 
-/// The event store.
-pub fn events() -> Result<Store, Error> {
-    Store::open("events")
+/// The event store: the seed's `events` table, keyed by account and version, whose
+/// primary key does the optimistic concurrency. On PostgreSQL at the variable
+/// `database_url` where it is set (on Knative, from the `database-credentials` Secret),
+/// else in the function's `default` SQLite database, so the root `wasmfn.toml` runs with
+/// nothing installed. The same SQL serves both (`$1` is a parameter to either).
+pub fn events() -> Result<Database, Error> {
+    let db = Database::postgres_or_sqlite("database_url", "default")?;
+    match db.execute(SCHEMA, &[]) {
+        Ok(_) => Ok(db),
+        // Two first requests creating the table at once: one of them did.
+        Err(e) if e.is_constraint_violation() => Ok(db),
+        Err(e) => Err(e.into()),
+    }
 }
+
+const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS events (
+    aggregate_id TEXT NOT NULL,
+    version BIGINT NOT NULL,
+    event_type TEXT NOT NULL,
+    amount_cents BIGINT NOT NULL,
+    PRIMARY KEY (aggregate_id, version)
+)";
 
 /// The read model.
 pub fn view() -> Result<Store, Error> {
     Store::open("accounts-view")
 }
 
-fn event_key(account: &str, version: u64) -> String {
-    format!("stream:{account}:{version:010}")
+/// A row of `events` as a [`Recorded`].
+#[derive(Deserialize)]
+struct Row {
+    aggregate_id: String,
+    version: i64,
+    event_type: String,
+    amount_cents: i64,
 }
 
-fn head_key(account: &str) -> String {
-    format!("head:{account}")
+impl From<Row> for Recorded {
+    fn from(r: Row) -> Self {
+        Recorded {
+            account: r.aggregate_id,
+            version: r.version.try_into().unwrap_or_default(),
+            kind: r.event_type,
+            amount_cents: r.amount_cents.try_into().unwrap_or_default(),
+        }
+    }
+}
+
+fn int(n: u64) -> Value {
+    Value::Int(i64::try_from(n).unwrap_or(i64::MAX))
 }
 
 /// How many events `account`'s stream holds (0: none, the account does not exist).
-pub fn head(store: &Store, account: &str) -> Result<u64, Error> {
-    Ok(store
-        .get(&head_key(account))?
-        .and_then(|v| String::from_utf8(v).ok()?.parse().ok())
-        .unwrap_or(0))
+pub fn head(db: &Database, account: &str) -> Result<u64, Error> {
+    let rows = db.query(
+        "SELECT COALESCE(MAX(version), 0) AS head FROM events WHERE aggregate_id = $1",
+        &[account.into()],
+    )?;
+    let head = rows
+        .rows
+        .first()
+        .and_then(|r| r.first())
+        .and_then(Value::as_i64);
+    Ok(head.unwrap_or(0).try_into().unwrap_or_default())
 }
 
-/// Events `from..=to` of `account`'s stream.
-pub fn read(store: &Store, account: &str, from: u64, to: u64) -> Result<Vec<Recorded>, Error> {
+/// Events `from..=to` of `account`'s stream, in order: a replay.
+pub fn read(db: &Database, account: &str, from: u64, to: u64) -> Result<Vec<Recorded>, Error> {
     if from > to {
         return Ok(Vec::new());
     }
-    let keys: Vec<String> = (from..=to).map(|v| event_key(account, v)).collect();
-    store
-        .get_many(&keys)?
-        .into_iter()
-        .zip(from..)
-        .map(|(bytes, v)| {
-            let bytes = bytes.ok_or_else(|| {
-                Error::retry(format!("event {v} of {account} is not written yet"))
-            })?;
-            serde_json::from_slice(&bytes)
-                .map_err(|e| Error::internal(format!("event {v} of {account} is unreadable: {e}")))
-        })
-        .collect()
+    let rows: Vec<Row> = db.query_as(
+        "SELECT aggregate_id, version, event_type, amount_cents FROM events WHERE aggregate_id = $1 AND version >= $2 AND version <= $3 ORDER BY version",
+        &[account.into(), int(from), int(to)],
+    )?;
+    Ok(rows.into_iter().map(Recorded::from).collect())
 }
 
 /// The account its whole stream makes.
-pub fn rebuild(store: &Store, account: &str) -> Result<Account, Error> {
+pub fn rebuild(db: &Database, account: &str) -> Result<Account, Error> {
     let mut state = Account::default();
-    for e in read(store, account, 1, head(store, account)?)? {
+    for e in read(db, account, 1, u64::MAX >> 1)? {
         state.apply(&e);
     }
     Ok(state)
 }
 
 /// Every account with a stream.
-pub fn accounts(store: &Store) -> Result<Vec<String>, Error> {
-    let mut ids: Vec<String> = store
-        .keys()?
-        .into_iter()
-        .filter_map(|k| k.strip_prefix("head:").map(str::to_string))
-        .collect();
-    ids.sort();
-    Ok(ids)
+pub fn accounts(db: &Database) -> Result<Vec<String>, Error> {
+    let rows = db.query(
+        "SELECT DISTINCT aggregate_id FROM events ORDER BY aggregate_id",
+        &[],
+    )?;
+    Ok(rows
+        .rows
+        .iter()
+        .filter_map(|r| r.first()?.as_str().map(str::to_string))
+        .collect())
 }
 
-/// Appends `kind` of `amount_cents` to `account`'s stream as version `expected + 1`. Each
-/// version is claimed by one append at a time and written once, so of two appends that
-/// read the same version one gets 409 and must decide again. A claim left by a host that
-/// died mid-append lapses (see `Store::claim`), and an event written without its head
-/// moving on is found and the head repaired, so a crash never blocks the stream.
+/// Appends `kind` of `amount_cents` to `account`'s stream as version `expected + 1`. The
+/// table's primary key takes each version once: of two appends that read the same version,
+/// one is refused by the database and answered 409, and must decide again.
 pub fn append(
-    store: &Store,
+    db: &Database,
     account: &str,
     expected: u64,
     kind: &str,
     amount_cents: u64,
 ) -> Result<Recorded, Error> {
     let version = expected + 1;
-    let changed = || {
-        Error::new(
+    let inserted = db.execute(
+        "INSERT INTO events (aggregate_id, version, event_type, amount_cents) VALUES ($1, $2, $3, $4)",
+        &[account.into(), int(version), kind.into(), int(amount_cents)],
+    );
+    match inserted {
+        Ok(_) => Ok(Recorded {
+            account: account.to_string(),
+            version,
+            kind: kind.to_string(),
+            amount_cents,
+        }),
+        Err(e) if e.is_constraint_violation() => Err(Error::new(
             409,
             format!(
                 "account {account} has changed since version {expected}; read it again and retry"
             ),
-        )
-    };
-    let Some(claim) = store.claim(&format!("append:{account}:{version}"), LEASE)? else {
-        return Err(changed());
-    };
-    if store.exists(&event_key(account, version))? {
-        if head(store, account)? < version {
-            store.set(&head_key(account), version.to_string())?;
-        }
-        claim.release(store)?;
-        return Err(changed());
+        )),
+        Err(e) => Err(e.into()),
     }
-    let recorded = Recorded {
-        account: account.to_string(),
-        version,
-        kind: kind.to_string(),
-        amount_cents,
-    };
-    store.set_json(&event_key(account, version), &recorded)?;
-    store.set(&head_key(account), version.to_string())?;
-    claim.release(store)?;
-    Ok(recorded)
 }
-
-/// How long an append's claim holds: longer than the command service's timeout.
-const LEASE: std::time::Duration = std::time::Duration::from_secs(60);

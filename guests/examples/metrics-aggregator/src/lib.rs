@@ -1,24 +1,31 @@
-//! Windowed aggregation, from the Knative patterns seed: `metric.recorded` events
-//! (`{"key"?, "value"}`; the key defaults to the subject) are counted and summed per key per
-//! window of `window_seconds` (default 60) in the `aggregates` store, by the event's `time`.
-//! A schedule (`dev.knative.sources.ping`, a PingSource on Knative) closes every window that
-//! ended more than `grace_seconds` (default 5) ago and emits one
-//! `metric.recorded.aggregated` event per key and window:
-//! `{"key", "window_start", "window_seconds", "count", "sum"}`.
+//! Windowed aggregation, from the Knative patterns seed, on Redis hashes as the seed keeps
+//! them: `metric.recorded` events (`{"key"?, "value"}`; the key defaults to the subject) are
+//! counted and summed per key per window of `window_seconds` (default 60), by the event's
+//! `time`, with `HINCRBY` and `HINCRBYFLOAT` into one hash per key and window, which
+//! `EXPIRE`s on its own if nothing closes it. A schedule (`dev.knative.sources.ping`, a
+//! PingSource on Knative) closes every window that ended more than `grace_seconds` (default
+//! 5) ago: it reads the hash (`HGETALL`), emits one `metric.recorded.aggregated` event per
+//! key and window, `{"key", "window_start", "window_seconds", "count", "sum"}`, and deletes
+//! it. Redis is at the variable `redis_url`, which `allowed_outbound_hosts` must allow.
 //!
-//! Values are summed in thousandths (wasi:keyvalue increments whole numbers), so a value
-//! must be 0 or more with at most three decimals that matter. An event for a window that
-//! has already closed is rejected, so the broker dead-letters it rather than count it in
-//! no window.
+//! A value must be 0 or more. An event for a window that has already closed is rejected,
+//! so the broker dead-letters it rather than count it in no window.
 use serde::Deserialize;
 use serde_json::json;
-use wasmfn_sdk::kv::Store;
+use wasmfn_sdk::redis::Redis;
 use wasmfn_sdk::{CloudEvent, Error, variables};
 
 #[derive(Deserialize)]
 struct Metric {
     key: Option<String>,
     value: f64,
+}
+
+/// The set of open windows, as `<start>|<key>`, so closing needs no scan of the keyspace.
+const WINDOWS: &str = "aggregator:windows";
+
+fn hash(start: i64, key: &str) -> String {
+    format!("aggregator:window:{start}:{key}")
 }
 
 fn setting(name: &str, default: i64) -> i64 {
@@ -28,12 +35,19 @@ fn setting(name: &str, default: i64) -> i64 {
         .unwrap_or(default)
 }
 
+fn redis() -> Result<Redis, Error> {
+    let url = variables::get("redis_url")
+        .filter(|u| !u.is_empty())
+        .ok_or_else(|| Error::internal("the variable redis_url names no Redis"))?;
+    Redis::open(&url)
+}
+
 #[wasmfn_sdk::event]
 fn aggregate(event: CloudEvent) -> Result<(), Error> {
-    let store = Store::open("aggregates")?;
+    let redis = redis()?;
     let (window, grace) = (setting("window_seconds", 60), setting("grace_seconds", 5));
     if event.ty() == "dev.knative.sources.ping" {
-        return close(&store, now(), window, grace);
+        return close(&redis, now(), window, grace);
     }
     let metric: Metric = event.json()?;
     if !(metric.value >= 0.0 && metric.value.is_finite()) {
@@ -46,9 +60,6 @@ fn aggregate(event: CloudEvent) -> Result<(), Error> {
         .key
         .or_else(|| event.subject().map(str::to_string))
         .unwrap_or_else(|| "all".to_string());
-    if key.contains('|') {
-        return Err(Error::reject("a key must not contain `|`"));
-    }
     let at = match event.time() {
         Some(t) => {
             parse_time(t).ok_or_else(|| Error::reject(format!("time {t:?} is not RFC 3339")))?
@@ -62,42 +73,56 @@ fn aggregate(event: CloudEvent) -> Result<(), Error> {
             format_time(start)
         )));
     }
-    let prefix = format!("window|{start}|{key}");
-    store.increment(&format!("{prefix}|count"), 1)?;
-    store.increment(
-        &format!("{prefix}|sum-milli"),
-        (metric.value * 1000.0).round() as u64,
+    let h = hash(start, &key);
+    redis.execute("HINCRBY", &[h.as_str().into(), "count".into(), 1.into()])?;
+    redis.execute(
+        "HINCRBYFLOAT",
+        &[h.as_str().into(), "sum".into(), metric.value.into()],
     )?;
+    // A window no schedule closes (the aggregator removed) does not stay forever.
+    redis.execute(
+        "EXPIRE",
+        &[h.as_str().into(), (window + grace + 3600).into()],
+    )?;
+    redis.sadd(WINDOWS, &[&format!("{start}|{key}")])?;
     Ok(())
 }
 
 /// Emits and forgets every window that ended more than `grace` seconds before `now`.
-fn close(store: &Store, now: i64, window: i64, grace: i64) -> Result<(), Error> {
-    let mut closed: Vec<(i64, String)> = store
-        .keys()?
+fn close(redis: &Redis, now: i64, window: i64, grace: i64) -> Result<(), Error> {
+    let mut closed: Vec<(i64, String)> = redis
+        .smembers(WINDOWS)?
         .iter()
-        .filter_map(|k| {
-            let rest = k.strip_prefix("window|")?.strip_suffix("|count")?;
-            let (start, key) = rest.split_once('|')?;
+        .filter_map(|m| {
+            let (start, key) = m.split_once('|')?;
             Some((start.parse().ok()?, key.to_string()))
         })
         .filter(|(start, _)| start + window + grace <= now)
         .collect();
     closed.sort();
     for (start, key) in closed {
-        let prefix = format!("window|{start}|{key}");
-        let count = store.increment(&format!("{prefix}|count"), 0)?;
-        let sum = store.increment(&format!("{prefix}|sum-milli"), 0)? as f64 / 1000.0;
-        let aggregate = CloudEvent::new("metric.recorded.aggregated", "/metrics-aggregator")
-            .with_id(format!("{key}/{start}"))
-            .with_subject(key.clone())
-            .with_json(&json!({
-                "key": key, "window_start": format_time(start), "window_seconds": window,
-                "count": count, "sum": sum,
-            }))?;
-        // Sent before it is forgotten: a failure leaves the window for the next tick.
-        wasmfn_sdk::emit(aggregate)?;
-        store.delete_many(&[format!("{prefix}|count"), format!("{prefix}|sum-milli")])?;
+        let h = hash(start, &key);
+        let fields = redis.hgetall(&h)?;
+        let field = |name: &str| {
+            fields
+                .iter()
+                .find(|(f, _)| f == name)
+                .and_then(|(_, v)| v.parse::<f64>().ok())
+        };
+        // A hash that expired before it was closed has nothing left to say.
+        if let (Some(count), Some(sum)) = (field("count"), field("sum")) {
+            let aggregate = CloudEvent::new("metric.recorded.aggregated", "/metrics-aggregator")
+                .with_id(format!("{key}/{start}"))
+                .with_subject(key.clone())
+                .with_json(&json!({
+                    "key": key, "window_start": format_time(start), "window_seconds": window,
+                    "count": count as u64, "sum": sum,
+                }))?;
+            // Sent before it is forgotten: a failure leaves the window for the next tick.
+            wasmfn_sdk::emit(aggregate)?;
+        }
+        redis.del(&[&h])?;
+        redis.srem(WINDOWS, &[&format!("{start}|{key}")])?;
     }
     Ok(())
 }

@@ -214,9 +214,9 @@ async fn types() -> Result<Reply, Box<dyn std::error::Error>> {
         .collect();
     let rows = result.collect().await?;
     let mut out = format!("columns {}\n", columns.join(","));
-    for i in 0..columns.len() {
-        out.push_str(&format!("{:?}\n", rows[0][i]));
-    }
+    // A row is indexed by column, not iterated.
+    let row = &rows[0];
+    out.extend((0..columns.len()).map(|i| format!("{:?}\n", row[i])));
     Ok((StatusCode::OK, out))
 }
 

@@ -1,5 +1,6 @@
-//! The deployment seed's `users-api`: users as JSON resources in the `users` key-value
-//! store (embedded on a laptop, Redis on Knative, where pods share it).
+//! The deployment seed's `users-api`: users in a SQL table, on PostgreSQL where the
+//! variable `database_url` names one (on Knative, `DATABASE_URL` from the seed's
+//! `database-credentials` Secret), else in the function's `default` SQLite database.
 //!
 //! - `POST /users` `{"email", "name"}` → 201 with the user and its `id`; 409 when the email
 //!   is taken; 422 naming the field that is wrong
@@ -7,14 +8,13 @@
 //! - `PUT /users/{id}` `{"email"?, "name"?}` → the updated user (same checks)
 //! - `DELETE /users/{id}` → 204, or 404
 //! - `GET /users?limit=20&after={id}` → `{"users": [...], "next": id or null}`, by id
-//! - `GET /users/health/live`, `/users/health/ready` (ready opens the store)
+//! - `GET /users/health/live`, `/users/health/ready` (ready reaches the database)
 //!
-//! An email belongs to one user: a request takes it under a claim (`Store::claim`) held
-//! until the user's record has it, so two requests racing for one address cannot both win,
-//! and one that died mid-way blocks the address only until its claim lapses.
+//! An email belongs to one user: the table's unique constraint decides, so two requests
+//! racing for one address cannot both win, and nothing is left held by one that died.
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use wasmfn_sdk::kv::{Claim, Store};
+use wasmfn_sdk::sql::{Database, SqlError, Value};
 use wasmfn_sdk::{Error, Json, Request, Response, Router};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -25,6 +25,26 @@ struct User {
     created_at: String,
 }
 
+/// A row of `users`.
+#[derive(Deserialize)]
+struct Row {
+    seq: i64,
+    email: String,
+    name: String,
+    created_at: String,
+}
+
+impl From<Row> for User {
+    fn from(r: Row) -> Self {
+        User {
+            id: id(r.seq),
+            email: r.email,
+            name: r.name,
+            created_at: r.created_at,
+        }
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Change {
@@ -32,12 +52,35 @@ struct Change {
     name: Option<String>,
 }
 
-const USER: &str = "user:";
-const EMAIL: &str = "email:";
 const MAX_PAGE: usize = 100;
+const COLUMNS: &str = "seq, email, name, created_at";
 
-fn store() -> Result<Store, Error> {
-    Store::open("users")
+/// The users table; its key's DDL differs between the two databases.
+fn database() -> Result<Database, Error> {
+    let db = Database::postgres_or_sqlite("database_url", "default")?;
+    let key = if db.is_postgres() {
+        "seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY"
+    } else {
+        "seq INTEGER PRIMARY KEY AUTOINCREMENT"
+    };
+    let schema = format!(
+        "CREATE TABLE IF NOT EXISTS users ({key}, email TEXT NOT NULL UNIQUE, name TEXT NOT NULL, created_at TEXT NOT NULL)"
+    );
+    match db.execute(&schema, &[]) {
+        // Two first requests creating the table at once: one of them did.
+        Ok(_) => Ok(db),
+        Err(e) if e.is_constraint_violation() => Ok(db),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `usr-000042` for row 42: ids keep their creation order when compared as text.
+fn id(seq: i64) -> String {
+    format!("usr-{seq:06}")
+}
+
+fn seq(id: &str) -> Option<i64> {
+    id.strip_prefix("usr-")?.parse().ok()
 }
 
 /// A 422 that names the field, as `{"error", "field"}`.
@@ -76,60 +119,25 @@ fn check_name(name: &str) -> Result<String, Response> {
     Ok(name.to_string())
 }
 
-/// How long registering an address may take before another request may finish it for
-/// itself: longer than this function's timeout.
-const LEASE: std::time::Duration = std::time::Duration::from_secs(60);
-
-/// The id of the user who holds `email`: the one its key names, if that user's record has
-/// the address. A key naming a user without it is what a request that died mid-way left
-/// behind, and holds nothing.
-fn holder(store: &Store, email: &str) -> Result<Option<String>, Error> {
-    let Some(id) = store.get(&format!("{EMAIL}{email}"))? else {
-        return Ok(None);
-    };
-    let id = String::from_utf8_lossy(&id).into_owned();
-    let user: Option<User> = store.get_json(&format!("{USER}{id}"))?;
-    Ok(user.filter(|u| u.email == email).map(|_| id))
+/// 409 when the unique email refused the write; any other failure as it is.
+fn taken(email: &str) -> impl FnOnce(SqlError) -> Error + '_ {
+    move |e| {
+        if e.is_constraint_violation() {
+            Error::new(409, format!("email {email} is already registered"))
+        } else {
+            e.into()
+        }
+    }
 }
 
-/// Takes `email` for `id`, or None when another user holds it or is taking it right now.
-/// The claim is held until the user's record has the address, then released, so racing
-/// registrations cannot both succeed, and one that died mid-way blocks the address only
-/// until its claim lapses.
-fn claim(store: &Store, email: &str, id: &str) -> Result<Option<Claim>, Error> {
-    let taken = |store: &Store| -> Result<bool, Error> {
-        Ok(holder(store, email)?.is_some_and(|holder| holder != id))
-    };
-    if taken(store)? {
-        return Ok(None);
-    }
-    let Some(claim) = store.claim(&format!("{EMAIL}{email}"), LEASE)? else {
-        return Ok(None);
-    };
-    if taken(store)? {
-        claim.release(store)?;
-        return Ok(None);
-    }
-    store.set(&format!("{EMAIL}{email}"), id)?;
-    Ok(Some(claim))
-}
-
-/// Frees `email` if `id` holds it.
-fn release(store: &Store, email: &str, id: &str) -> Result<(), Error> {
-    let key = format!("{EMAIL}{email}");
-    if store
-        .get(&key)?
-        .is_some_and(|holder| holder == id.as_bytes())
-    {
-        store.delete(&key)?;
-    }
-    Ok(())
-}
-
-fn load(store: &Store, id: &str) -> Result<User, Error> {
-    store
-        .get_json(&format!("{USER}{id}"))?
-        .ok_or_else(|| Error::not_found(format!("no user has id {id}")))
+fn load(db: &Database, id: &str) -> Result<User, Error> {
+    let missing = || Error::not_found(format!("no user has id {id}"));
+    let seq = seq(id).ok_or_else(missing)?;
+    let rows: Vec<Row> = db.query_as(
+        &format!("SELECT {COLUMNS} FROM users WHERE seq = $1"),
+        &[seq.into()],
+    )?;
+    rows.into_iter().next().map(User::from).ok_or_else(missing)
 }
 
 /// Now, as RFC 3339 (the guest's clock is WASI's wall clock).
@@ -153,30 +161,29 @@ fn create(req: Request) -> Result<Response, Error> {
         Ok(n) => n,
         Err(r) => return Ok(r),
     };
-    let store = store()?;
-    let id = format!("usr-{:06}", store.increment("users:next-id", 1)?);
-    let Some(claim) = claim(&store, &email, &id)? else {
-        return Err(Error::new(
-            409,
-            format!("email {email} is already registered"),
-        ));
-    };
-    let user = User {
-        id: id.clone(),
-        email,
-        name,
-        created_at: now(),
-    };
-    store.set_json(&format!("{USER}{id}"), &user)?;
-    claim.release(&store)?;
-    Ok(Response::json(201, &user).with_header("location", format!("/users/{id}")))
+    let db = database()?;
+    let rows: Vec<Row> = db
+        .query_as(
+            &format!(
+                "INSERT INTO users (email, name, created_at) VALUES ($1, $2, $3) RETURNING {COLUMNS}"
+            ),
+            &[email.as_str().into(), name.into(), now().into()],
+        )
+        .map_err(taken(&email))?;
+    let user = User::from(
+        rows.into_iter()
+            .next()
+            .ok_or_else(|| Error::internal("the insert returned no row"))?,
+    );
+    let location = format!("/users/{}", user.id);
+    Ok(Response::json(201, &user).with_header("location", location))
 }
 
 fn update(req: Request) -> Result<Response, Error> {
     let id = req.param("id").unwrap_or_default().to_string();
     let change: Change = req.json()?;
-    let store = store()?;
-    let mut user = load(&store, &id)?;
+    let db = database()?;
+    let mut user = load(&db, &id)?;
     if let Some(name) = change.name {
         user.name = match check_name(&name) {
             Ok(n) => n,
@@ -184,34 +191,37 @@ fn update(req: Request) -> Result<Response, Error> {
         };
     }
     if let Some(email) = change.email {
-        let email = match check_email(&email) {
+        user.email = match check_email(&email) {
             Ok(e) => e,
             Err(r) => return Ok(r),
         };
-        if email != user.email {
-            let Some(claim) = claim(&store, &email, &id)? else {
-                return Err(Error::new(
-                    409,
-                    format!("email {email} is already registered"),
-                ));
-            };
-            let old = std::mem::replace(&mut user.email, email);
-            store.set_json(&format!("{USER}{id}"), &user)?;
-            claim.release(&store)?;
-            release(&store, &old, &id)?;
-            return Ok(Response::json(200, &user));
-        }
     }
-    store.set_json(&format!("{USER}{id}"), &user)?;
+    let changed = db
+        .execute(
+            "UPDATE users SET email = $1, name = $2 WHERE seq = $3",
+            &[
+                user.email.as_str().into(),
+                user.name.as_str().into(),
+                Value::from(seq(&id).unwrap_or_default()),
+            ],
+        )
+        .map_err(taken(&user.email))?;
+    if changed == 0 {
+        return Err(Error::not_found(format!("no user has id {id}")));
+    }
     Ok(Response::json(200, &user))
 }
 
 fn remove(req: Request) -> Result<Response, Error> {
     let id = req.param("id").unwrap_or_default().to_string();
-    let store = store()?;
-    let user = load(&store, &id)?;
-    store.delete(&format!("{USER}{id}"))?;
-    release(&store, &user.email, &id)?;
+    let db = database()?;
+    let removed = match seq(&id) {
+        Some(seq) => db.execute("DELETE FROM users WHERE seq = $1", &[seq.into()])?,
+        None => 0,
+    };
+    if removed == 0 {
+        return Err(Error::not_found(format!("no user has id {id}")));
+    }
     Ok(Response::new(204))
 }
 
@@ -228,26 +238,22 @@ fn list(req: Request) -> Result<Response, Error> {
             }
         },
     };
-    let after = req.query_param("after").unwrap_or_default();
-    let store = store()?;
-    // Ids are zero-padded, so their order is their creation order.
-    let mut ids: Vec<String> = store
-        .keys()?
-        .into_iter()
-        .filter_map(|k| k.strip_prefix(USER).map(str::to_string))
-        .filter(|id| id.as_str() > after.as_str())
-        .collect();
-    ids.sort();
-    let more = ids.len() > limit;
-    ids.truncate(limit);
-    let keys: Vec<String> = ids.iter().map(|id| format!("{USER}{id}")).collect();
-    let users: Vec<User> = store
-        .get_many(&keys)?
-        .into_iter()
-        .flatten()
-        .filter_map(|bytes| serde_json::from_slice(&bytes).ok())
-        .collect();
-    let next = if more { ids.last().cloned() } else { None };
+    let after = req
+        .query_param("after")
+        .map_or(Some(0), |a| seq(&a))
+        .unwrap_or(0);
+    let db = database()?;
+    let rows: Vec<Row> = db.query_as(
+        &format!("SELECT {COLUMNS} FROM users WHERE seq > $1 ORDER BY seq LIMIT $2"),
+        &[after.into(), Value::from(limit as i64 + 1)],
+    )?;
+    let more = rows.len() > limit;
+    let users: Vec<User> = rows.into_iter().take(limit).map(User::from).collect();
+    let next = if more {
+        users.last().map(|u| u.id.clone())
+    } else {
+        None
+    };
     Ok(Response::json(
         200,
         &json!({ "users": users, "next": next }),
@@ -261,7 +267,7 @@ fn handle(req: Request) -> Response {
         .get(
             "/users/health/ready",
             |_| -> Result<Json<serde_json::Value>, Error> {
-                store()?;
+                database()?.query("SELECT 1", &[])?;
                 Ok(Json(json!({ "status": "ready" })))
             },
         )
@@ -269,7 +275,7 @@ fn handle(req: Request) -> Response {
         .get("/users", list)
         .get("/users/:id", |req: Request| {
             let id = req.param("id").unwrap_or_default().to_string();
-            store().and_then(|s| load(&s, &id)).map(Json)
+            database().and_then(|db| load(&db, &id)).map(Json)
         })
         .put("/users/:id", update)
         .delete("/users/:id", remove)
