@@ -3,8 +3,10 @@
 //! function's `store` variable (`default` if unset), so one component counts in the
 //! embedded store on a laptop and in Redis on Knative.
 //!
-//! `GET /bench/kv?op=get|set|increment&n=N` does N operations on one key, for the
-//! benchmarks (benches/README.md).
+//! `GET /bench/kv?op=get|set|increment&n=N` does N operations on one key, and `GET
+//! /bench/sql?op=select|insert|none&n=N` N point SELECTs or INSERTs on the PostgreSQL at
+//! the variable `database_url` (through wasmfn-sdk's `sql`, WASI 0.2), for the benchmarks
+//! (benches/README.md).
 use wasmfn_sdk::kv::Store;
 use wasmfn_sdk::{Error, Request, Response, Router, variables};
 
@@ -35,6 +37,7 @@ fn handle(req: Request) -> Response {
             },
         )
         .get("/bench/kv", bench)
+        .get("/bench/sql", bench_sql)
         .handle(req)
 }
 
@@ -68,6 +71,33 @@ fn bench(req: Request) -> Result<String, Error> {
                 "op {other:?} is not get, set, increment or none"
             )));
         }
+    }
+    Ok(format!("{n}\n"))
+}
+
+fn bench_sql(req: Request) -> Result<String, Error> {
+    use wasmfn_sdk::sql::Database;
+    let n: u32 = req
+        .query_param("n")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1);
+    let db = Database::postgres_or_sqlite("database_url", "default")?;
+    match req.query_param("op").as_deref() {
+        Some("select") => {
+            for _ in 0..n {
+                db.query(
+                    "SELECT version, event_type FROM events WHERE aggregate_id = $1 AND version = $2",
+                    &["bench".into(), 1.into()],
+                )?;
+            }
+        }
+        Some("insert") => {
+            for i in 0..n {
+                db.execute("INSERT INTO bench_rows (n) VALUES ($1)", &[i.into()])?;
+            }
+        }
+        Some("none") => {}
+        other => return Err(Error::bad_request(format!("op {other:?}"))),
     }
     Ok(format!("{n}\n"))
 }
