@@ -2,8 +2,9 @@
 //! PostgreSQL (a throwaway cluster on a free port; skipped, saying so, where PostgreSQL is
 //! not installed, and `.ci/run` installs it): a burst of requests holds a bounded number of
 //! connections, and PostgreSQL going away mid-run fails requests with a reason while the
-//! host keeps serving, until it is back. In a binary of its own, so its burst does not
-//! share the machine with timing-sensitive tests.
+//! host keeps serving, until it is back; TLS to PostgreSQL trusts `--ca-file` as outbound
+//! HTTPS does. In a binary of its own, so its burst does not share the machine with
+//! timing-sensitive tests.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -113,4 +114,57 @@ async fn postgres_connections_stay_bounded_and_come_back_after_an_outage() {
         "{}",
         server.log()
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_over_tls_trusts_the_extra_ca_only_when_configured() {
+    // A CA made here, and PostgreSQL with a certificate for `localhost` it signed.
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+        .unwrap()
+        .signed_by(&key, &ca)
+        .unwrap();
+    let Some(pg) = PostgresServer::start_tls(&cert.pem(), &key.serialize_pem()) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, ca.as_ref().pem()).unwrap();
+    let (_dir, path) = manifest(&function(
+        "events",
+        guests::SPIN_EVENTS,
+        &["/events/*"],
+        &format!(
+            "allowed_outbound_hosts = [\"postgres://localhost:{port}\"]\nvariables = {{ database_url = \"postgres://postgres@localhost:{port}/postgres?sslmode=require\" }}",
+            port = pg.port
+        ),
+    ));
+
+    // Without the CA the host does not trust the server, and says so.
+    let untrusting = Server::start_with(&path, &[]);
+    let r = post(&untrusting.url("/events/setup"), "").await;
+    assert_eq!(r.status, 500, "{}", r.text());
+    assert!(r.text().contains("certificate"), "{}", r.text());
+
+    // With it (`--ca-file`, as for outbound HTTPS), the connection is TLS.
+    let trusting = Server::start_with(&path, &["--ca-file", ca_file.to_str().unwrap()]);
+    let r = post(&trusting.url("/events/setup"), "").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let (client, connection) = tokio_postgres::connect(&pg.url(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let encrypted: i64 = client
+        .query_one(
+            "SELECT count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) WHERE s.ssl AND a.backend_type = 'client backend'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(encrypted >= 1, "the host's pooled connection is over TLS");
 }

@@ -166,8 +166,8 @@ struct ServeArgs {
     /// manifest].
     #[arg(long, env = "WASMFN_DATA_DIR", value_name = "DIR")]
     data_dir: Option<PathBuf>,
-    /// Extra CA certificates (PEM) that outbound HTTPS trusts beside the web PKI roots,
-    /// for services behind a private CA.
+    /// Extra CA certificates (PEM) that outbound HTTPS and guests' PostgreSQL connections
+    /// trust beside the web PKI roots, for services behind a private CA.
     #[arg(long, env = "WASMFN_CA_FILE", value_name = "PEM")]
     ca_file: Option<PathBuf>,
     /// Serve the admin endpoints (weights of versions, reload, metrics; used by `wasmfn

@@ -266,10 +266,26 @@ impl PgError {
             return PgError::BadParameter(source.to_string());
         }
         if e.is_closed() {
-            return PgError::ConnectionFailed(e.to_string());
+            return PgError::ConnectionFailed(chain(&e));
         }
-        PgError::QueryFailed(QueryError::Text(e.to_string()))
+        PgError::QueryFailed(QueryError::Text(chain(&e)))
     }
+}
+
+/// An error and its causes, `: `-separated: the driver's own message ("error performing TLS
+/// handshake") says nothing of why without them.
+fn chain(e: &dyn StdError) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 fn late() -> PgError {
@@ -390,9 +406,7 @@ impl Pools {
             deadpool_postgres::PoolError::Timeout(_) => PgError::ConnectionFailed(format!(
                 "no connection to the database was free before the function's deadline ({POOL_SIZE} are in use)"
             )),
-            deadpool_postgres::PoolError::Backend(e) => {
-                PgError::ConnectionFailed(e.to_string())
-            }
+            deadpool_postgres::PoolError::Backend(e) => PgError::ConnectionFailed(chain(&e)),
             e => PgError::ConnectionFailed(e.to_string()),
         })?;
         Ok(Connection {

@@ -513,6 +513,7 @@ pub struct PostgresServer {
     bin: PathBuf,
     user: Option<(u32, u32)>,
     child: Option<Child>,
+    tls: bool,
 }
 
 impl PostgresServer {
@@ -557,6 +558,7 @@ impl PostgresServer {
             bin,
             user,
             child: None,
+            tls: false,
         };
         let initdb = server
             .command("initdb")
@@ -577,6 +579,25 @@ impl PostgresServer {
             "initdb: {}",
             String::from_utf8_lossy(&initdb.stderr)
         );
+        server.restart();
+        Some(server)
+    }
+
+    /// [`PostgresServer::start`], also accepting TLS with this certificate chain and key
+    /// (PEM); plain connections are still accepted.
+    pub fn start_tls(cert: &str, key: &str) -> Option<Self> {
+        let mut server = Self::start()?;
+        let data = server.dir.path().join("data");
+        for (name, text) in [("server.crt", cert), ("server.key", key)] {
+            let path = data.join(name);
+            std::fs::write(&path, text).unwrap();
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+            if let Some((uid, gid)) = server.user {
+                std::os::unix::fs::chown(&path, Some(uid), Some(gid)).unwrap();
+            }
+        }
+        server.tls = true;
         server.restart();
         Some(server)
     }
@@ -622,6 +643,11 @@ impl PostgresServer {
             ])
             .args(["-c", "fsync=off", "-c", "max_connections=100", "-k"])
             .arg(self.dir.path())
+            .args(if self.tls {
+                &["-c", "ssl=on"][..]
+            } else {
+                &[][..]
+            })
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
