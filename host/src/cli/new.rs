@@ -57,7 +57,8 @@ const EVENT_PYTHON: &str = include_str!("../../templates/event-python/app.py");
 
 /// The WIT a Python project is bound against (componentize-py reads it at build time):
 /// the repository's `wit/`, as this binary was built, but for the world wasmfn-sdk's
-/// database modules bind ([`SDK_ONLY_WIT`]).
+/// database modules bind (`databases.wit` and its deps): componentize-py 0.25 cannot
+/// resolve a directory holding them, and the templates do not use them.
 const WIT: &[(&str, &str)] = &[
     ("world.wit", include_str!("../../../wit/world.wit")),
     ("events.wit", include_str!("../../../wit/events.wit")),
@@ -104,16 +105,6 @@ const WIT: &[(&str, &str)] = &[
         "deps/keyvalue/world.wit",
         include_str!("../../../wit/deps/keyvalue/world.wit"),
     ),
-];
-
-/// What of `wit/` only wasmfn-sdk's `sql` and `redis` modules bind: the world of Spin's
-/// database interfaces, left out of Python projects (componentize-py 0.25 cannot resolve
-/// a directory holding them, and the templates do not use them).
-const SDK_ONLY_WIT: [&str; 4] = [
-    "databases.wit",
-    "deps/spin-sqlite/sqlite.wit",
-    "deps/spin-postgres/postgres.wit",
-    "deps/fermyon-spin/redis.wit",
 ];
 
 /// The world each Python template is built against.
@@ -351,6 +342,13 @@ mod tests {
             }
         }
         on_disk.sort();
+        // Only wasmfn-sdk's database modules bind these (see `WIT`).
+        const SDK_ONLY_WIT: [&str; 4] = [
+            "databases.wit",
+            "deps/spin-sqlite/sqlite.wit",
+            "deps/spin-postgres/postgres.wit",
+            "deps/fermyon-spin/redis.wit",
+        ];
         on_disk.retain(|p| !SDK_ONLY_WIT.contains(&p.as_str()));
         let mut embedded: Vec<String> = WIT.iter().map(|(p, _)| p.to_string()).collect();
         embedded.sort();
