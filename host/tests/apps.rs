@@ -777,7 +777,7 @@ async fn campaigns_switch_from_blue_to_green_in_the_root_manifest_and_notify() {
     let r = send(
         "PUT",
         &format!("http://{admin}/functions/campaigns-api/weights"),
-        &[],
+        &[("content-type", "application/json")],
         r#"{"green": 100}"#,
     )
     .await;

@@ -141,6 +141,7 @@ async fn a_sticky_user_lands_on_one_version_and_a_tester_reaches_the_canary() {
 
 async fn set_weights(admin: &str, function: &str, body: &str) -> common::Reply {
     let request = http::Request::put(format!("{admin}/functions/{function}/weights"))
+        .header("content-type", "application/json")
         .body(Full::new(Bytes::from(body.to_string())))
         .unwrap();
     common::send(&client(false), request).await
@@ -353,4 +354,60 @@ fn the_admin_listener_binds_loopback_only() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("loopback"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_admin_listener_answers_only_this_machine_and_drops_slow_headers() {
+    let text = format!(
+        "[server]\nheader_timeout = \"1s\"\n\n{}",
+        manifest_text(80, 20, guests::HELLO, "", "")
+    );
+    let (_dir, _path, _server, admin) = start(&text);
+    let put = |headers: &[(&str, &str)]| {
+        let mut request = http::Request::put(format!("{admin}/functions/api/weights"));
+        for (k, v) in headers {
+            request = request.header(*k, *v);
+        }
+        let request = request
+            .body(Full::new(Bytes::from_static(
+                br#"{"blue": 50, "green": 50}"#,
+            )))
+            .unwrap();
+        async move { common::send(&client(false), request).await }
+    };
+    let json = ("content-type", "application/json");
+    // A page elsewhere, through a name rebound to 127.0.0.1, or across sites: refused.
+    let r = put(&[json, ("host", "attacker.example")]).await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    let r = put(&[json, ("origin", "http://attacker.example")]).await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    let r = put(&[("content-type", "text/plain")]).await;
+    assert_eq!(r.status, 415, "{}", r.text());
+    let reload = http::Request::post(format!("{admin}/reload"))
+        .header("content-type", "text/plain")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    assert_eq!(common::send(&client(false), reload).await.status, 415);
+    // Nothing of those was applied; the same change, as a local client sends it, is.
+    let listed = common::get(&format!("{admin}/functions")).await.json();
+    assert_eq!(
+        listed["functions"][0]["versions"][0]["weight"], 80,
+        "{listed}"
+    );
+    let r = put(&[json, ("origin", "http://localhost:9901")]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+
+    // Headers never finished: the connection is closed at the header timeout.
+    let addr = admin.trim_start_matches("http://");
+    let mut slow = tokio::net::TcpStream::connect(addr).await.unwrap();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    slow.write_all(b"GET /functions HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        .await
+        .unwrap();
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(5), slow.read_to_end(&mut rest)).await;
+    assert!(
+        closed.is_ok(),
+        "the half-sent request was still open after 5 s"
+    );
 }
