@@ -176,6 +176,31 @@ pub fn validate(event: &Event) -> Result<(), String> {
     for (name, _) in event.iter_extensions() {
         check_extension_name(name)?;
     }
+    // The spec's String: no control characters (U+0000-U+001F, U+007F-U+009F). They would
+    // reach a guest, a log line or a header as they are.
+    let strings = [
+        ("id", Some(event.id().to_string())),
+        ("source", Some(event.source().to_string())),
+        ("type", Some(event.ty().to_string())),
+        ("subject", event.subject().map(str::to_string)),
+    ];
+    let extensions = event
+        .iter_extensions()
+        .filter_map(|(name, value)| match value {
+            ExtensionValue::String(s) => Some((name, Some(s.clone()))),
+            _ => None,
+        });
+    for (name, value) in strings.into_iter().chain(extensions) {
+        if let Some(c) = value
+            .as_deref()
+            .and_then(|v| v.chars().find(|c| c.is_control()))
+        {
+            return Err(format!(
+                "attribute {name} contains a control character (U+{:04X}), which a CloudEvents string may not",
+                u32::from(c)
+            ));
+        }
+    }
     Ok(())
 }
 
@@ -558,6 +583,26 @@ mod tests {
         assert!(reason(binary(&[("ce-subject", "100%")], b"")).contains("%XX"));
         assert!(reason(binary(&[("ce-subject", "%C3%28")], b"")).contains("UTF-8"));
         assert!(reason(binary(&[("ce-subject", "caf\u{e9}")], b"")).contains("percent-encoded"));
+    }
+
+    #[test]
+    fn control_characters_are_refused_in_every_string_attribute() {
+        // Binary: `%00` decodes to NUL, which a CloudEvents string may not hold.
+        let e = reason(binary(&[("ce-subject", "a%00b")], b""));
+        assert!(
+            e.contains("subject contains a control character (U+0000)"),
+            "{e}"
+        );
+        let e = reason(binary(&[("ce-tenant", "x%1By")], b""));
+        assert!(
+            e.contains("tenant contains a control character (U+001B)"),
+            "{e}"
+        );
+        // Structured: the same through JSON's escapes.
+        let body = br#"{"specversion":"1.0","id":"a\u0000b","source":"/s","type":"t"}"#;
+        let h = headers(&[("content-type", "application/cloudevents+json")]);
+        let e = decode(Mode::Structured, &h, body).unwrap_err().to_string();
+        assert!(e.contains("id contains a control character"), "{e}");
     }
 
     #[test]

@@ -313,6 +313,16 @@ impl App {
         trace: &TraceContext,
         client: Option<SocketAddr>,
     ) -> Outcome<'_> {
+        // RFC 9112 §3.2: an HTTP/1.1 request names its host exactly once, and a server
+        // answers 400 otherwise. Only for requests from a socket: in-process callers (tests,
+        // `wasmfn invoke`) build theirs without one.
+        if client.is_some()
+            && req.version() == http::Version::HTTP_11
+            && req.headers().get_all(http::header::HOST).iter().count() != 1
+        {
+            let reason = "an HTTP/1.1 request must carry exactly one Host header".to_string();
+            return Outcome::failed(Answerer::Nobody, Failure::BadRequest { reason });
+        }
         // Waiting here is bounded: a host at its limit answers 503 and the client (or
         // Knative's queue-proxy) retries, rather than queueing without end.
         let _in_flight = match self.in_flight.enter(self.limits.queue_timeout).await {

@@ -979,3 +979,70 @@ async fn a_spin_apps_runtime_config_puts_its_store_on_redis() {
     assert!(!yaml.contains("wasmfn-data"), "{yaml}");
     assert!(yaml.contains("mountPath: /tmp"), "{yaml}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_http_1_1_request_without_one_host_is_answered_400() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (_dir, path) = manifest(&examples_and_failures());
+    let server = Server::start(&path);
+    let send = |head: &'static str| {
+        let addr = server.addr;
+        async move {
+            let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+            stream.write_all(head.as_bytes()).await.unwrap();
+            let mut response = Vec::new();
+            stream.read_to_end(&mut response).await.unwrap();
+            String::from_utf8_lossy(&response).into_owned()
+        }
+    };
+    // RFC 9112 §3.2: no Host, or two, is a 400 saying why.
+    for head in [
+        "GET /hello HTTP/1.1\r\nconnection: close\r\n\r\n",
+        "GET /hello HTTP/1.1\r\nhost: a.example\r\nhost: b.example\r\nconnection: close\r\n\r\n",
+    ] {
+        let text = send(head).await;
+        assert!(text.starts_with("HTTP/1.1 400"), "{head:?}: {text}");
+        assert!(text.contains("exactly one Host header"), "{text}");
+    }
+    // One Host, or HTTP/1.0 without one, is served.
+    let text = send("GET /hello HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n").await;
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    let text = send("GET /hello HTTP/1.0\r\n\r\n").await;
+    assert!(text.starts_with("HTTP/1.0 200"), "{text}");
+}
+
+#[test]
+fn check_says_plainly_what_is_wrong_with_an_empty_manifest_a_huge_number_and_a_file_that_is_not_wasm()
+ {
+    let check = |text: &str, files: &[(&str, &[u8])]| {
+        let (dir, path) = manifest(text);
+        for (name, bytes) in files {
+            std::fs::write(dir.path().join(name), bytes).unwrap();
+        }
+        let out = wasmfn(&["check", "--manifest", path.to_str().unwrap()]);
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        (out.status.success(), stderr)
+    };
+    // A manifest with no function serves nothing: check fails and says what to add.
+    let (ok, err) = check("", &[]);
+    assert!(!ok, "{err}");
+    assert!(err.contains("declares no function"), "{err}");
+    // A number past i64 names the limit, not Rust's types.
+    let entry = "[[functions]]\nname = \"a\"\ncomponent = \"a.wasm\"\nroutes = [\"/a\"]\n";
+    let (ok, err) = check(&format!("{entry}concurrency = 99999999999999999999\n"), &[]);
+    assert!(!ok);
+    assert!(
+        err.contains(":5:15: the number 99999999999999999999 is too large")
+            && !err.contains("i128"),
+        "{err}"
+    );
+    // A file that is not WebAssembly (an HTML error page saved as .wasm) is one line saying
+    // so, with its first bytes.
+    let (ok, err) = check(entry, &[("a.wasm", b"<html>404</html>")]);
+    assert!(!ok);
+    assert!(
+        err.contains("it is not WebAssembly") && err.contains("\"<html>40\""),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 2, "one line and the summary: {err}");
+}

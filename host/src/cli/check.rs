@@ -38,6 +38,12 @@ pub(super) fn run(args: CheckArgs) -> anyhow::Result<()> {
     )?;
     let mut problems = Vec::new();
     let mut warnings = Vec::new();
+    if manifest.functions.is_empty() {
+        problems.push(format!(
+            "{} declares no function, so a host would serve nothing; add a [[functions]] entry (`wasmfn new` writes one)",
+            manifest.path.display()
+        ));
+    }
     let engine = super::one_shot_engine(&manifest, args.cache_dir.as_deref())?;
     let capabilities = match Capabilities::open(&manifest, &CapabilityOptions::default()) {
         Ok(c) => Some(c),

@@ -411,6 +411,12 @@ impl Started {
             manifest = manifest.select(&selected)?;
         }
         components_exist(&manifest)?;
+        if manifest.functions.is_empty() {
+            tracing::warn!(
+                manifest = %manifest.path.display(),
+                "the manifest declares no function: every request but the host's own paths will be 404; add a [[functions]] entry (`wasmfn new` writes one)"
+            );
+        }
         let engine = Engine::new(&EngineOptions {
             optimize: !for_dev,
             ..engine_options(

@@ -910,9 +910,22 @@ fn invalid(path: &Path, wasm: &[u8], e: &wasmtime::Error) -> LoadError {
             path: path.to_path_buf(),
             reason: mismatch.to_string(),
         },
+        // Not WebAssembly at all (an HTML error page, a text file, a truncated download):
+        // wasmtime's message prints both magic numbers as multi-line byte lists.
+        None if !wasm.starts_with(b"\0asm") => LoadError::Contract {
+            path: path.to_path_buf(),
+            reason: format!(
+                "it is not WebAssembly: a .wasm file starts with the bytes \\0asm, and this one with \"{}\"",
+                wasm[..wasm.len().min(8)].escape_ascii()
+            ),
+        },
+        // Keep the reason on one line, as every other error is.
         None => LoadError::Invalid {
             path: path.to_path_buf(),
-            reason: format!("{e:#}"),
+            reason: format!("{e:#}")
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" "),
         },
     }
 }

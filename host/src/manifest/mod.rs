@@ -325,6 +325,22 @@ impl FunctionSpec {
     }
 }
 
+/// What the TOML reader says of `e`, in the manifest's words where its own are a Rust
+/// type's ("as i128, expected i64" for a number too large).
+pub(crate) fn toml_message(e: &toml::de::Error) -> String {
+    let message = e.message().trim_end();
+    if let Some(rest) = message.strip_prefix("invalid type: integer `")
+        && let Some((number, tail)) = rest.split_once('`')
+        && tail.contains("as i128")
+    {
+        return format!(
+            "the number {number} is too large: a whole number here is at most {}",
+            i64::MAX
+        );
+    }
+    message.to_string()
+}
+
 /// A place in the manifest: file, line and column (1-based).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Location {
@@ -481,7 +497,7 @@ impl Manifest {
         } else {
             let raw: RawManifest = toml::from_str(text).map_err(|e| {
                 let span = e.span().unwrap_or(0..0);
-                ctx.error(span, e.message().trim_end().to_string())
+                ctx.error(span, toml_message(&e))
             })?;
             (raw, BTreeMap::new())
         };

@@ -103,7 +103,7 @@ pub(super) fn read(path: &Path, text: &str) -> Result<RuntimeConfig, ManifestErr
     let ctx = Ctx::new(path, text);
     let raw: RawRuntimeConfig = toml::from_str(text).map_err(|e| {
         let span = e.span().unwrap_or(0..0);
-        ctx.error(span, e.message().trim_end().to_string())
+        ctx.error(span, super::toml_message(&e))
     })?;
     if let Some(value) = &raw.llm_compute {
         return Err(ctx.error(

@@ -211,7 +211,7 @@ pub(super) fn read(ctx: &Ctx<'_>, text: &str) -> Result<SpinApp, ManifestError> 
     refuse_other_triggers(ctx, text)?;
     let spin: RawSpin = toml::from_str(text).map_err(|e| {
         let span = e.span().unwrap_or(0..0);
-        ctx.error(span, e.message().trim_end().to_string())
+        ctx.error(span, super::toml_message(&e))
     })?;
     if spin.spin_manifest_version.get_ref() != &toml::Value::Integer(2) {
         return Err(ctx.error(

@@ -109,6 +109,11 @@ pub(crate) async fn event_echo() {
     let r = call_with(&app, "POST", "/", &bad, "{}").await;
     r.assert_error(400, "missing required attribute source");
     assert!(r.json()["request_id"].is_string());
+    // An id with a control character in it (`%00`, percent-decoded) is not a CloudEvents
+    // string.
+    let nul = binary_event("t", "a%00b");
+    let r = call_with(&app, "POST", "/", &nul, "{}").await;
+    r.assert_error(400, "attribute id contains a control character (U+0000)");
     let r = post_as(&app, "/", "application/cloudevents+xml", "<e/>").await;
     assert_eq!(r.status, 415);
 }
