@@ -191,7 +191,7 @@ async fn answer(req: Request<hyper::body::Incoming>, live: &Arc<LiveApp>) -> Res
             }
         }
         (&Method::GET, ["metrics"]) => {
-            let mut response = Response::new(Full::new(Bytes::from(live.app().metrics().encode())));
+            let mut response = Response::new(Full::new(Bytes::from(live.app().metrics_text())));
             response.headers_mut().insert(
                 header::CONTENT_TYPE,
                 header::HeaderValue::from_static(

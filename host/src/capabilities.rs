@@ -115,6 +115,11 @@ impl Capabilities {
         })
     }
 
+    /// Every open key-value store's label and whether it answered its last operation.
+    pub fn store_health(&self) -> Vec<(String, bool)> {
+        self.stores.health()
+    }
+
     /// Nothing: no stores, no outbound client.
     pub fn none() -> Self {
         Self {

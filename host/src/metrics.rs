@@ -47,6 +47,11 @@ struct ResultLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StoreLabels {
+    store: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabels {
     reason: &'static str,
 }
@@ -101,6 +106,7 @@ pub struct Metrics {
     pool_capacity: Gauge,
     connections: Gauge,
     refused: Family<ReasonLabels, Counter>,
+    stores_up: Family<StoreLabels, Gauge>,
     start_to_ready: Gauge<f64, AtomicU64>,
     start_to_first_request: Gauge<f64, AtomicU64>,
     first_request_seen: AtomicBool,
@@ -221,6 +227,12 @@ impl Metrics {
             "Requests and connections refused before reaching a function, by reason (connections, in_flight, concurrency, instances: 503; body_too_large: 413; header_timeout, idle_timeout: closed)",
             refused.clone(),
         );
+        let stores_up = Family::default();
+        registry.register(
+            "store_up",
+            "1 while a key-value store answers; 0 from an operation that failed to reach it until one succeeds",
+            stores_up.clone(),
+        );
         let start_to_ready = Gauge::default();
         registry.register(
             "start_to_ready_seconds",
@@ -247,12 +259,22 @@ impl Metrics {
             pool_capacity,
             connections,
             refused,
+            stores_up,
             start_to_ready,
             start_to_first_request,
             first_request_seen: AtomicBool::new(false),
             started: Instant::now(),
             event_types: Mutex::default(),
         }
+    }
+
+    /// Records whether the key-value store `store` is up (`wasmfn_store_up`).
+    pub fn set_store_up(&self, store: &str, up: bool) {
+        self.stores_up
+            .get_or_create(&StoreLabels {
+                store: store.to_string(),
+            })
+            .set(i64::from(up));
     }
 
     /// The Prometheus text exposition of every metric.

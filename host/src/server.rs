@@ -185,6 +185,14 @@ impl App {
         &self.limits
     }
 
+    /// The Prometheus text of [`App::metrics`], with each store's state as of now.
+    pub fn metrics_text(&self) -> String {
+        for (store, up) in self.capabilities.store_health() {
+            self.metrics.set_store_up(&store, up);
+        }
+        self.metrics.encode()
+    }
+
     /// The metrics served at `/.well-known/wasmfn/metrics`.
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
@@ -293,7 +301,7 @@ impl App {
             "live" => (r#"{"status":"live"}"#.into(), "application/json"),
             "ready" => (r#"{"status":"ready"}"#.into(), "application/json"),
             "metrics" => (
-                self.metrics.encode(),
+                self.metrics_text(),
                 "application/openmetrics-text; version=1.0.0; charset=utf-8",
             ),
             _ => return None,

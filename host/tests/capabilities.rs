@@ -133,10 +133,23 @@ async fn redis_going_away_fails_store_operations_not_the_host() {
     let host = Server::spawn(&path, &["--listen", "127.0.0.1:0"], &[("REDIS_URL", &url)]);
     assert_eq!(post(&host.url("/counter/x"), "").await.text(), "1\n");
 
+    let store_up = || async {
+        let metrics = get(&host.url("/.well-known/wasmfn/metrics")).await.text();
+        metrics
+            .lines()
+            .find(|l| l.starts_with("wasmfn_store_up{") && l.contains("store=\"default\""))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<i64>().ok())
+    };
+    assert_eq!(store_up().await, Some(1));
+
     redis.stop();
     let r = post(&host.url("/counter/x"), "").await;
     // The guest got an error from the store, and said retry: a broker would redeliver.
     r.assert_error(503, "store `default` is unavailable");
+    // The outage is logged once and shows in the metrics.
+    let log = host.wait_for_log("key-value store unavailable");
+    assert!(log.contains("key-value store unavailable"), "{log}");
+    assert_eq!(store_up().await, Some(0));
     assert_eq!(
         get(&host.url("/hello")).await.status,
         200,
@@ -155,6 +168,14 @@ async fn redis_going_away_fails_store_operations_not_the_host() {
         assert!(Instant::now() < deadline, "no recovery: {}", r.text());
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    let log = host.wait_for_log("key-value store available again");
+    assert!(log.contains("key-value store available again"), "{log}");
+    assert_eq!(store_up().await, Some(1));
+    assert_eq!(
+        log.matches("key-value store unavailable").count(),
+        1,
+        "one line per outage, however many operations failed: {log}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -122,6 +122,9 @@ pub trait Backend: Send + Sync + 'static {
 pub struct Store {
     label: Arc<str>,
     backend: Arc<dyn Backend>,
+    /// Whether the last operation that reached the backend found it working; a change is
+    /// logged, and `wasmfn_store_up` reports it.
+    up: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl std::fmt::Debug for Store {
@@ -136,6 +139,7 @@ impl Store {
         Self {
             label: label.into(),
             backend,
+            up: Arc::new(std::sync::atomic::AtomicBool::new(true)),
         }
     }
 
@@ -144,20 +148,45 @@ impl Store {
         &self.label
     }
 
+    /// Whether the last operation that reached the backend found it working.
+    pub fn is_up(&self) -> bool {
+        self.up.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Notes that the backend answered, logging a recovery.
+    fn answered(&self) {
+        if !self.up.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            tracing::info!(store = %self.label, "key-value store available again");
+        }
+    }
+
     fn unavailable(&self, e: BackendError) -> KvError {
         match e {
-            BackendError::Invalid(reason) => KvError::Invalid(reason),
-            BackendError::Failed(reason) => KvError::Unavailable {
-                store: self.label.to_string(),
-                reason,
-            },
+            // The caller's request was wrong: the backend itself answered.
+            BackendError::Invalid(reason) => {
+                self.answered();
+                KvError::Invalid(reason)
+            }
+            BackendError::Failed(reason) => {
+                if self.up.swap(false, std::sync::atomic::Ordering::Relaxed) {
+                    tracing::warn!(store = %self.label, %reason, "key-value store unavailable: its operations fail (503) until it answers again");
+                }
+                KvError::Unavailable {
+                    store: self.label.to_string(),
+                    reason,
+                }
+            }
         }
     }
 
     /// The value of `key`.
     pub async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, KvError> {
         check_key(key)?;
-        self.backend.get(key).await.map_err(|e| self.unavailable(e))
+        self.backend
+            .get(key)
+            .await
+            .map_err(|e| self.unavailable(e))
+            .inspect(|_| self.answered())
     }
 
     /// Sets `key` to `value`.
@@ -168,6 +197,7 @@ impl Store {
             .set(key, value)
             .await
             .map_err(|e| self.unavailable(e))
+            .inspect(|_| self.answered())
     }
 
     /// Removes `key`.
@@ -177,6 +207,7 @@ impl Store {
             .delete(key)
             .await
             .map_err(|e| self.unavailable(e))
+            .inspect(|_| self.answered())
     }
 
     /// Whether `key` has a value.
@@ -186,6 +217,7 @@ impl Store {
             .exists(key)
             .await
             .map_err(|e| self.unavailable(e))
+            .inspect(|_| self.answered())
     }
 
     /// A page of keys.
@@ -194,6 +226,7 @@ impl Store {
             .list_keys(cursor)
             .await
             .map_err(|e| self.unavailable(e))
+            .inspect(|_| self.answered())
     }
 
     /// Adds `delta` to the counter at `key`, atomically.
@@ -209,6 +242,7 @@ impl Store {
             .increment(key, delta)
             .await
             .map_err(|e| self.unavailable(e))
+            .inspect(|_| self.answered())
     }
 
     /// Sets `key` to `value` if its value is still `expected` (`None`: absent); whether it
@@ -225,6 +259,7 @@ impl Store {
             .swap_if(key, expected, value)
             .await
             .map_err(|e| self.unavailable(e))
+            .inspect(|_| self.answered())
     }
 
     /// The values of `keys`.
@@ -235,6 +270,7 @@ impl Store {
             .get_many(keys)
             .await
             .map_err(|e| self.unavailable(e))
+            .inspect(|_| self.answered())
     }
 
     /// Sets every pair.
@@ -248,6 +284,7 @@ impl Store {
             .set_many(pairs)
             .await
             .map_err(|e| self.unavailable(e))
+            .inspect(|_| self.answered())
     }
 
     /// Removes every key.
@@ -258,6 +295,7 @@ impl Store {
             .delete_many(keys)
             .await
             .map_err(|e| self.unavailable(e))
+            .inspect(|_| self.answered())
     }
 }
 
@@ -386,6 +424,14 @@ impl Stores {
     /// The store with `label`.
     pub fn get(&self, label: &str) -> Option<&Store> {
         self.by_label.get(label).map(|(_, store)| store)
+    }
+
+    /// Every open store's label and whether it is up ([`Store::is_up`]).
+    pub fn health(&self) -> Vec<(String, bool)> {
+        self.by_label
+            .iter()
+            .map(|(label, (_, store))| (label.clone(), store.is_up()))
+            .collect()
     }
 }
 
