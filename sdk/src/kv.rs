@@ -13,6 +13,10 @@
 //! is not a counter) is a 400, so an event handler's `?` rejects the event rather than have
 //! it redelivered to fail again; a store that fails (Redis down) is a 503, so the broker
 //! redelivers it.
+//!
+//! A 503 does not prove the operation was not applied: a command that timed out may take
+//! effect when the store answers again, and delivery is at least once. An increment that
+//! must count once is keyed by the operation's id (see `claim`, and docs/capabilities.md).
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
