@@ -470,6 +470,16 @@ impl RedisServer {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
+    /// Sends `signal` (`STOP` to pause it, `CONT` to resume) to the server.
+    pub fn signal(&self, signal: &str) {
+        if let Some(child) = &self.child {
+            Command::new("kill")
+                .args([&format!("-{signal}"), &child.id().to_string()])
+                .status()
+                .unwrap();
+        }
+    }
+
     /// Stops it (the port stays reserved for [`RedisServer::restart`]).
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
