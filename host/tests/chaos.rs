@@ -43,8 +43,11 @@ struct Tally {
     wrong: Vec<String>,
 }
 
+/// What a 2xx body of a kind must be.
+type Expect = Box<dyn Fn(&str) -> bool + Send>;
+
 async fn one(kind: &'static str, base: &str, n: u64) -> (Outcome, Duration, String) {
-    let (request, expect): (_, Box<dyn Fn(&str) -> bool + Send>) = match kind {
+    let (request, expect): (_, Expect) = match kind {
         "http" => (
             http::Request::get(format!("{base}/hello"))
                 .body(Full::new(Bytes::new()))
@@ -186,11 +189,8 @@ async fn a_mixed_load_survives_redis_and_postgres_going_away_reloads_and_sigterm
                     let mut t = tally.lock().unwrap();
                     *t.outcomes.entry((kind, outcome)).or_default() += 1;
                     t.longest = t.longest.max(elapsed);
-                    let failed = match outcome {
-                        Outcome::Wrong | Outcome::Hung => true,
-                        Outcome::Transport => true,
-                        _ => false,
-                    };
+                    let failed =
+                        matches!(outcome, Outcome::Wrong | Outcome::Hung | Outcome::Transport);
                     if failed && t.wrong.len() < 20 {
                         t.wrong.push(format!("{kind}: {outcome:?} {detail}"));
                     }
