@@ -179,22 +179,25 @@ pub fn validate(event: &Event) -> Result<(), String> {
     // The spec's String: no control characters (U+0000-U+001F, U+007F-U+009F). They would
     // reach a guest, a log line or a header as they are.
     let strings = [
-        ("id", Some(event.id().to_string())),
-        ("source", Some(event.source().to_string())),
-        ("type", Some(event.ty().to_string())),
-        ("subject", event.subject().map(str::to_string)),
+        ("id", Some(event.id())),
+        ("source", Some(event.source().as_str())),
+        ("type", Some(event.ty())),
+        ("subject", event.subject()),
     ];
     let extensions = event
         .iter_extensions()
         .filter_map(|(name, value)| match value {
-            ExtensionValue::String(s) => Some((name, Some(s.clone()))),
+            ExtensionValue::String(s) => Some((name, Some(s.as_str()))),
             _ => None,
         });
     for (name, value) in strings.into_iter().chain(extensions) {
-        if let Some(c) = value
-            .as_deref()
-            .and_then(|v| v.chars().find(|c| c.is_control()))
-        {
+        // Nearly every value is printable ASCII: only a byte that may start a control
+        // character (below 0x20, 0x7F, or 0xC2 before U+0080-U+009F) asks for a closer look.
+        let suspect = |v: &str| v.bytes().any(|b| b < 0x20 || b == 0x7F || b == 0xC2);
+        let control = value
+            .filter(|v| suspect(v))
+            .and_then(|v| v.chars().find(|c| c.is_control()));
+        if let Some(c) = control {
             return Err(format!(
                 "attribute {name} contains a control character (U+{:04X}), which a CloudEvents string may not",
                 u32::from(c)
