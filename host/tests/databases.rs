@@ -119,21 +119,13 @@ async fn postgres_connections_stay_bounded_and_come_back_after_an_outage() {
 #[tokio::test(flavor = "multi_thread")]
 async fn postgres_over_tls_trusts_the_extra_ca_only_when_configured() {
     // A CA made here, and PostgreSQL with a certificate for `localhost` it signed.
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
-    let key = rcgen::KeyPair::generate().unwrap();
-    let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()])
-        .unwrap()
-        .signed_by(&key, &ca)
-        .unwrap();
+    let (ca_pem, cert, key) = common::localhost_certificate();
     let Some(pg) = PostgresServer::start_tls(&cert.pem(), &key.serialize_pem()) else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
     let ca_file = dir.path().join("ca.pem");
-    std::fs::write(&ca_file, ca.as_ref().pem()).unwrap();
+    std::fs::write(&ca_file, ca_pem).unwrap();
     let (_dir, path) = manifest(&function(
         "events",
         guests::SPIN_EVENTS,

@@ -266,26 +266,10 @@ impl PgError {
             return PgError::BadParameter(source.to_string());
         }
         if e.is_closed() {
-            return PgError::ConnectionFailed(chain(&e));
+            return PgError::ConnectionFailed(crate::logging::error_chain(&e));
         }
-        PgError::QueryFailed(QueryError::Text(chain(&e)))
+        PgError::QueryFailed(QueryError::Text(crate::logging::error_chain(&e)))
     }
-}
-
-/// An error and its causes, `: `-separated: the driver's own message ("error performing TLS
-/// handshake") says nothing of why without them.
-fn chain(e: &dyn StdError) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }
 
 fn late() -> PgError {
@@ -406,7 +390,7 @@ impl Pools {
             deadpool_postgres::PoolError::Timeout(_) => PgError::ConnectionFailed(format!(
                 "no connection to the database was free before the function's deadline ({POOL_SIZE} are in use)"
             )),
-            deadpool_postgres::PoolError::Backend(e) => PgError::ConnectionFailed(chain(&e)),
+            deadpool_postgres::PoolError::Backend(e) => PgError::ConnectionFailed(crate::logging::error_chain(&e)),
             e => PgError::ConnectionFailed(e.to_string()),
         })?;
         Ok(Connection {
@@ -475,6 +459,27 @@ impl Connection {
         result.unwrap_or_else(|_| Err(late()))
     }
 
+    /// `statement`, prepared once per connection, if `parameters` are as many as it takes.
+    async fn prepare(
+        &self,
+        statement: &str,
+        parameters: &[PgValue],
+    ) -> Result<tokio_postgres::Statement, PgError> {
+        let prepared = self
+            .client
+            .prepare_cached(statement)
+            .await
+            .map_err(PgError::from_query)?;
+        let expected = prepared.params().len();
+        if parameters.len() != expected {
+            return Err(PgError::BadParameter(format!(
+                "the statement takes {expected} parameters, {} were given",
+                parameters.len()
+            )));
+        }
+        Ok(prepared)
+    }
+
     /// Runs `statement` with `parameters`, reading every row.
     pub async fn query(
         &self,
@@ -483,12 +488,7 @@ impl Connection {
         deadline: Instant,
     ) -> Result<RowSet, PgError> {
         self.bounded(deadline, async {
-            let prepared = self
-                .client
-                .prepare_cached(statement)
-                .await
-                .map_err(PgError::from_query)?;
-            check_count(&prepared, parameters)?;
+            let prepared = self.prepare(statement, parameters).await?;
             let columns: Vec<Column> = prepared
                 .columns()
                 .iter()
@@ -535,12 +535,7 @@ impl Connection {
         deadline: Instant,
     ) -> Result<u64, PgError> {
         self.bounded(deadline, async {
-            let prepared = self
-                .client
-                .prepare_cached(statement)
-                .await
-                .map_err(PgError::from_query)?;
-            check_count(&prepared, parameters)?;
+            let prepared = self.prepare(statement, parameters).await?;
             self.client
                 .execute_raw(&prepared, parameters.iter())
                 .await
@@ -570,21 +565,6 @@ impl Drop for CancelOnDrop {
                 }
             });
         }
-    }
-}
-
-fn check_count(
-    prepared: &tokio_postgres::Statement,
-    parameters: &[PgValue],
-) -> Result<(), PgError> {
-    let expected = prepared.params().len();
-    if parameters.len() == expected {
-        Ok(())
-    } else {
-        Err(PgError::BadParameter(format!(
-            "the statement takes {expected} parameters, {} were given",
-            parameters.len()
-        )))
     }
 }
 

@@ -513,6 +513,21 @@ impl Drop for RedisServer {
     }
 }
 
+/// A CA made here and a certificate for `localhost` it signed, with its key: the CA's PEM,
+/// the certificate, the key.
+pub fn localhost_certificate() -> (String, rcgen::Certificate, rcgen::KeyPair) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+        .unwrap()
+        .signed_by(&key, &ca)
+        .unwrap();
+    (ca.as_ref().pem(), cert, key)
+}
+
 /// A real PostgreSQL (Debian's `postgresql` package) in a throwaway cluster on a free
 /// port, trusting local connections, stopped (and its files removed) when dropped. The
 /// server refuses to run as root, so as root the cluster belongs to the `postgres` user

@@ -290,17 +290,9 @@ async fn calls_between_functions_stop_at_the_hop_limit() {
 /// A TLS server for `localhost` with a certificate from a CA made here; returns its address
 /// and the CA's certificate file.
 async fn tls_upstream(dir: &std::path::Path) -> (std::net::SocketAddr, std::path::PathBuf) {
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
-    let key = rcgen::KeyPair::generate().unwrap();
-    let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()])
-        .unwrap()
-        .signed_by(&key, &ca)
-        .unwrap();
+    let (ca_pem, cert, key) = super::common::localhost_certificate();
     let ca_file = dir.join("ca.pem");
-    std::fs::write(&ca_file, ca.as_ref().pem()).unwrap();
+    std::fs::write(&ca_file, ca_pem).unwrap();
 
     let config = rustls::ServerConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
