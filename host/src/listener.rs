@@ -63,6 +63,7 @@ pub async fn serve(
     drain: Duration,
 ) -> std::io::Result<()> {
     let first = live.app();
+    let engine = first.engine().clone();
     let (draining_tx, draining) = watch::channel(false);
     let accept = Accept {
         limits: *first.limits(),
@@ -76,6 +77,7 @@ pub async fn serve(
     for n in 1..runtimes.max(1) {
         let (started, handle) = std::sync::mpsc::channel();
         let (mut draining, connections) = (accept.draining.clone(), accept.connections.clone());
+        let engine = engine.clone();
         std::thread::Builder::new()
             .name(format!("wasmfn-serve-{n}"))
             .spawn(move || {
@@ -87,10 +89,15 @@ pub async fn serve(
                     Err(e) => return drop(started.send(Err(e))),
                 };
                 let _ = started.send(Ok(runtime.handle().clone()));
-                // Runs the connections handed to it until the host has drained.
+                // Runs the connections handed to it until the host has drained, and the
+                // WASI 0.3 instances started here until they have retired.
                 runtime.block_on(async move {
                     let _ = draining.wait_for(|d| *d).await;
-                    connections.wait_idle().await;
+                    let _ = tokio::time::timeout(drain, async {
+                        connections.wait_idle().await;
+                        engine.drained().await;
+                    })
+                    .await;
                 });
             })?;
         handles.push(handle.recv().map_err(std::io::Error::other)??);
@@ -105,12 +112,22 @@ pub async fn serve(
         "shutting down: stopped accepting, draining in-flight requests"
     );
     let _ = draining_tx.send(true);
-    match tokio::time::timeout(drain, connections.wait_idle()).await {
+    let until = tokio::time::Instant::now() + drain;
+    match tokio::time::timeout_at(until, connections.wait_idle()).await {
         Ok(()) => tracing::info!("drained"),
         Err(_) => tracing::warn!(
             open = connections.capacity() - connections.available(),
             "drain timed out; closing the remaining connections"
         ),
+    }
+    // Instances that reuse themselves finish what they run and end, rather than being
+    // dropped mid-loop with the runtimes.
+    engine.drain();
+    if tokio::time::timeout_at(until, engine.drained())
+        .await
+        .is_err()
+    {
+        tracing::warn!("instances still running at the end of the drain are stopped");
     }
     Ok(())
 }

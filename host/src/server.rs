@@ -193,6 +193,11 @@ impl App {
         self.metrics.encode()
     }
 
+    /// The engine its functions run on.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
     /// The metrics served at `/.well-known/wasmfn/metrics`.
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics

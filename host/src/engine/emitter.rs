@@ -4,7 +4,9 @@
 
 use cloudevents::{AttributesReader, AttributesWriter, Event, EventBuilder, EventBuilderV10};
 
-use super::context::{CallContext, EmitError, MAX_EMITS_PER_INVOCATION};
+use std::sync::Arc;
+
+use super::context::{CallContext, Emit, EmitError, MAX_EMITS_PER_INVOCATION};
 use super::state::State;
 use crate::cloudevent;
 
@@ -21,24 +23,34 @@ use bindings::wasmfn::function::types::CloudEvent as GuestEvent;
 /// The emitting side of one invocation's store.
 pub(crate) struct Emitting {
     ctx: CallContext,
-    function: String,
+    function: Arc<str>,
     emitted: usize,
 }
 
 impl Emitting {
-    pub(crate) fn new(ctx: CallContext, function: &str) -> Self {
+    pub(crate) fn new(ctx: CallContext, function: Arc<str>) -> Self {
+        Self::resume(ctx, function, 0)
+    }
+
+    /// The emitting side of a request that already emitted `emitted` events (a WASI 0.3
+    /// instance switching between the requests it runs).
+    pub(crate) fn resume(ctx: CallContext, function: Arc<str>, emitted: usize) -> Self {
         Self {
             ctx,
-            function: function.to_string(),
-            emitted: 0,
+            function,
+            emitted,
         }
+    }
+
+    pub(crate) fn emitted(&self) -> usize {
+        self.emitted
     }
 }
 
-impl bindings::wasmfn::function::types::Host for State {}
-
-impl bindings::wasmfn::function::emitter::Host for State {
-    async fn emit(&mut self, event: GuestEvent) -> Result<(), String> {
+impl State {
+    /// Checks an event the guest emits and counts it against the invocation's share: where
+    /// it goes, the event with the invocation's trace, and its hop count.
+    fn prepare_emit(&mut self, event: GuestEvent) -> Result<(Arc<dyn Emit>, Event, u32), String> {
         let Some(emitting) = self.emitting.as_mut() else {
             return Err(EmitError::Unavailable.to_string());
         };
@@ -51,8 +63,52 @@ impl bindings::wasmfn::function::emitter::Host for State {
             trace.apply_to(&mut event);
         }
         emitting.emitted += 1;
-        let (emitter, hops) = (emitting.ctx.emitter.clone(), emitting.ctx.hops + 1);
+        Ok((emitting.ctx.emitter.clone(), event, emitting.ctx.hops + 1))
+    }
+}
+
+impl bindings::wasmfn::function::types::Host for State {}
+
+impl bindings::wasmfn::function::emitter::Host for State {
+    async fn emit(&mut self, event: GuestEvent) -> Result<(), String> {
+        let (emitter, event, hops) = self.prepare_emit(event)?;
         emitter.emit(event, hops).await.map_err(|e| e.to_string())
+    }
+}
+
+/// `wasmfn:function@0.2.0` (wit/p3), the WASI 0.3 contract: `emit` is an async function,
+/// so a guest waiting for one lets the instance's other requests run.
+pub(crate) mod p3 {
+    use wasmtime::component::{Accessor, HasData};
+
+    use super::{GuestEvent, State};
+
+    pub(crate) mod bindings {
+        wasmtime::component::bindgen!({
+            path: "../wit/p3",
+            world: "wasmfn:function/async-event-function",
+            with: {
+                "wasmfn:function/types": super::super::bindings::wasmfn::function::types,
+            },
+        });
+    }
+
+    /// The `HasData` of the interface: its functions reach the instance's [`State`].
+    pub(crate) struct Emitter;
+
+    impl HasData for Emitter {
+        type Data<'a> = &'a mut State;
+    }
+
+    impl bindings::wasmfn::function::emitter::Host for State {}
+
+    impl<T> bindings::wasmfn::function::emitter::HostWithStore<T> for Emitter {
+        async fn emit(accessor: &Accessor<T, Self>, event: GuestEvent) -> Result<(), String> {
+            // Read now, while this call's request is the one in place (concurrent.rs).
+            let (emitter, event, hops) =
+                accessor.with(|mut view| view.get().prepare_emit(event))?;
+            emitter.emit(event, hops).await.map_err(|e| e.to_string())
+        }
     }
 }
 

@@ -1,6 +1,7 @@
-//! The `wasmfn:function/event-handler` ABI (wit/events.wit): one CloudEvent in, an optional
-//! reply event or a retry/reject verdict out, in a fresh instance per event unless the
-//! function reuses instances.
+//! The `wasmfn:function/event-handler@0.1.0` ABI (wit/events.wit): one CloudEvent in, an
+//! optional reply event or a retry/reject verdict out, in a fresh instance per event unless
+//! the function reuses instances. A WASI 0.3 handler (`@0.2.0`) answers the same way from
+//! an instance handling several at once (event_handler_p3.rs).
 
 use std::time::Duration;
 
@@ -8,7 +9,7 @@ use super::context::CallContext;
 use super::emitter;
 use super::invocation::Invocation;
 use super::state::State;
-use super::{Function, InvokeError};
+use super::{EventAbi, Function, InvokeError};
 use wasmtime::Store;
 
 pub(crate) mod bindings {
@@ -51,13 +52,22 @@ impl Function {
         request_id: &str,
         emit: Option<CallContext>,
     ) -> Result<EventOutcome, InvokeError> {
-        let Some(exports) = &self.inner.event_handler else {
-            return Err(InvokeError::Host(format!(
-                "function `{}` has no event handler",
-                self.inner.name
-            )));
-        };
         let guest_event = emitter::to_guest(event);
+        let exports = match &self.inner.event_handler {
+            Some(EventAbi::WasiP2(exports)) => exports,
+            Some(EventAbi::WasiP3(events)) => {
+                let result = events
+                    .handle(&self.inner, guest_event, request_id, emit)
+                    .await?;
+                return outcome(result, &self.inner.name).map_err(InvokeError::InvalidReply);
+            }
+            None => {
+                return Err(InvokeError::Host(format!(
+                    "function `{}` has no event handler",
+                    self.inner.name
+                )));
+            }
+        };
         let invocation = Invocation::begin(&self.inner, request_id, emit).await?;
         let handle = async |instance: bindings::EventHandling, store: &mut Store<State>| {
             let handler = instance.wasmfn_function_event_handler();

@@ -92,7 +92,7 @@ impl Invocation {
         let deadline = f.deadlines.then(|| Instant::now() + f.timeout);
         let held = match f.reuse.as_ref().and_then(|r| r.take()) {
             Some(mut held) => {
-                held.store.data_mut().begin_request(&f.name, emit, deadline);
+                held.store.data_mut().begin_request(emit, deadline);
                 set_deadline(&mut held.store, deadline);
                 held
             }

@@ -16,8 +16,10 @@
 //! - one file per guest ABI, each HTTP one an `HttpExecutor`: `wasi_http.rs`
 //!   (`wasi:http/incoming-handler@0.2`), `wasi_http_p3.rs` (`wasi:http/handler@0.3`,
 //!   instances serving many requests at once), `http_handler.rs`
-//!   (`wasmfn:function/http-handler`, the one-call path), and `event_handler.rs`
-//!   (`wasmfn:function/event-handler`);
+//!   (`wasmfn:function/http-handler`, the one-call path), `event_handler.rs`
+//!   (`wasmfn:function/event-handler@0.1.0`) and `event_handler_p3.rs` (`@0.2.0`, async,
+//!   instances handling many events at once); `concurrent.rs`: what every WASI 0.3
+//!   instance shares, and how each request's context reaches the host calls it makes;
 //! - `context.rs`: what an invocation reaches beyond its instance, through traits the
 //!   layers above implement, and the hop limit; `emitter.rs`, `outgoing.rs`,
 //!   `keyvalue.rs`: the imports any function may use (events, outbound HTTP, key-value);
@@ -30,11 +32,13 @@
 //!   `unserved.rs`: Spin's interfaces this host does not serve, linked to their errors.
 
 mod cache;
+mod concurrent;
 mod context;
 mod cut_off;
 mod emitter;
 mod epoch;
 mod event_handler;
+mod event_handler_p3;
 mod http_handler;
 mod invocation;
 mod keyvalue;
@@ -391,6 +395,8 @@ pub struct Engine {
     epoch: Arc<EpochTicker>,
     /// The pool's memory slot size: no function loaded later (a reload) may ask for more.
     pool_memory: Option<u64>,
+    /// Set when the host drains: idle WASI 0.3 instances retire instead of waiting for more.
+    draining: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 /// One wasmtime engine, the linker of everything a guest may import, and its instance pool.
@@ -453,6 +459,10 @@ impl Core {
                 State,
                 spin_postgres::v4_2::Postgres,
             >(&mut linker, |s| s)?;
+            emitter::p3::bindings::AsyncEventFunction::add_to_linker::<State, emitter::p3::Emitter>(
+                &mut linker,
+                |s| s,
+            )?;
         }
         wasmtime_wasi_config::add_to_linker(&mut linker, State::config)?;
         keyvalue::bindings::Keyvalue::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s)?;
@@ -504,7 +514,22 @@ impl Engine {
             p3: Arc::default(),
             options: options.clone(),
             epoch,
+            draining: Arc::new(tokio::sync::watch::Sender::new(false)),
         })
+    }
+
+    /// Retires every WASI 0.3 instance once it has no more work, as the host stops: each
+    /// finishes what it runs and ends cleanly instead of being dropped mid-loop. Functions
+    /// loaded afterwards start drained.
+    pub fn drain(&self) {
+        self.draining.send_replace(true);
+    }
+
+    /// Resolves once no WASI 0.3 instance is left (after [`Engine::drain`]).
+    pub async fn drained(&self) {
+        if let Some(Ok(core)) = self.p3.get() {
+            core.instances.wait_idle().await;
+        }
     }
 
     /// The engine for WASI 0.3 components, created on first use.
@@ -651,25 +676,31 @@ impl Engine {
             Err(_) => None,
         };
         let one_call = HttpHandlerIndices::new(&instance_pre).ok();
-        let event_handler = match EventHandlerIndices::new(&instance_pre) {
-            Ok(indices) => Some(indices),
-            Err(e) if spec.takes_events() => {
+        let reuse = spec.reuse.unwrap_or_default();
+        let event_handler = match (
+            EventHandlerIndices::new(&instance_pre),
+            emitter::p3::bindings::AsyncEventFunctionIndices::new(&instance_pre),
+        ) {
+            (Ok(indices), _) => Some(EventAbi::WasiP2(indices)),
+            (_, Ok(indices)) => Some(EventAbi::WasiP3(event_handler_p3::P3Events::new(
+                indices, &reuse,
+            ))),
+            (Err(e), Err(_)) if spec.takes_events() => {
                 return Err(contract(format!(
-                    "the function takes events (`events` or `schedules`) but the component does not export wasmfn:function/event-handler@0.1.0, the event handler interface: {e:#}"
+                    "the function takes events (`events` or `schedules`) but the component does not export wasmfn:function/event-handler (@0.1.0 for WASI 0.2, @0.2.0 for WASI 0.3), the event handler interface: {e:#}"
                 )));
             }
-            Err(_) => None,
+            (Err(_), Err(_)) => None,
         };
-        let reuse = spec.reuse.unwrap_or_default();
-        let sequential = match (&service, spec.reuse) {
-            (Some(_), _) | (None, None) => None,
-            (None, Some(_)) if reuse.max_concurrent.is_some_and(|n| n > 1) => {
+        let sequential = match (core.wasi, spec.reuse) {
+            (Wasi::P3, _) | (Wasi::P2, None) => None,
+            (Wasi::P2, Some(_)) if reuse.max_concurrent.is_some_and(|n| n > 1) => {
                 return Err(contract(format!(
                     "`reuse.max_concurrent` is {} but a WASI 0.2 instance serves one request at a time; leave it out or set it to 1 (a WASI 0.3 component serves several at once)",
                     reuse.max_concurrent.unwrap_or_default()
                 )));
             }
-            (None, Some(_)) => reuse::IdleInstances::sequential(
+            (Wasi::P2, Some(_)) => reuse::IdleInstances::sequential(
                 &reuse,
                 crate::metrics::intern(&spec.name),
                 &self.options.metrics,
@@ -729,6 +760,7 @@ impl Engine {
                     .map(|n| Gate::new(n, format!("function `{}`'s concurrency", spec.name))),
                 instances: core.instances.clone(),
                 reuse: sequential,
+                draining: self.draining.subscribe(),
                 queue_timeout: self.options.queue_timeout,
                 deadlines: self.options.deadlines,
                 _epoch: self.epoch.clone(),
@@ -1008,6 +1040,16 @@ struct HttpCall<'a, B> {
     emit: Option<CallContext>,
 }
 
+/// How a function takes events, chosen once, when it is loaded.
+enum EventAbi {
+    /// `wasmfn:function/event-handler@0.1.0`, one event per instance at a time
+    /// (event_handler.rs).
+    WasiP2(EventHandlerIndices),
+    /// `wasmfn:function/event-handler@0.2.0`, instances handling several at once
+    /// (event_handler_p3.rs).
+    WasiP3(event_handler_p3::P3Events),
+}
+
 /// How a function takes HTTP requests, chosen once, when it is loaded.
 enum HttpAbi {
     /// `wasi:http/incoming-handler@0.2` (wasi_http.rs), and the one-call
@@ -1067,8 +1109,8 @@ struct FunctionInner {
     instance_pre: InstancePre<State>,
     /// How it takes HTTP requests, if it does.
     http: Option<HttpAbi>,
-    /// `wasmfn:function/event-handler` (event_handler.rs).
-    event_handler: Option<EventHandlerIndices>,
+    /// How it takes events, if it does.
+    event_handler: Option<EventAbi>,
     /// The interfaces the component imports, for `wasmfn check`.
     imports: Box<[String]>,
     /// Interfaces it imports that are linked to calls that fail (unserved.rs).
@@ -1091,6 +1133,8 @@ struct FunctionInner {
     instances: Gate,
     /// For a WASI 0.2 function that reuses instances: its idle ones and the limits.
     reuse: Option<reuse::IdleInstances>,
+    /// Becomes true when the host drains (see [`Engine::drain`]).
+    draining: tokio::sync::watch::Receiver<bool>,
     queue_timeout: Duration,
     /// Per-request deadlines; off only in benchmarks (see [`EngineOptions::deadlines`]).
     deadlines: bool,
@@ -1098,6 +1142,14 @@ struct FunctionInner {
 }
 
 impl FunctionInner {
+    /// Its WASI 0.3 event handler's instances, if it has one.
+    fn event_handler_p3(&self) -> Option<&event_handler_p3::P3Events> {
+        match &self.event_handler {
+            Some(EventAbi::WasiP3(events)) => Some(events),
+            _ => None,
+        }
+    }
+
     /// A slot of the function's `concurrency`, if it sets one, waiting at most the queue
     /// timeout (503 after that). Every request and event holds one while it runs.
     async fn enter(&self) -> Result<Option<crate::admission::Slot>, InvokeError> {
@@ -1143,6 +1195,28 @@ impl Function {
     /// The WASI version the component is built for.
     pub fn wasi(&self) -> Wasi {
         self.inner.wasi
+    }
+
+    /// The guest ABIs it is served through, as `wasmfn check` names them: which HTTP and
+    /// event exports, and so how its instances run requests.
+    pub fn abis(&self) -> Vec<&'static str> {
+        let mut abis = Vec::new();
+        match &self.inner.http {
+            Some(HttpAbi::WasiP2 { one_call, .. }) => {
+                abis.push("wasi:http/incoming-handler@0.2");
+                if one_call.is_some() {
+                    abis.push("wasmfn:function/http-handler@0.1.0");
+                }
+            }
+            Some(HttpAbi::WasiP3(_)) => abis.push("wasi:http/handler@0.3"),
+            None => {}
+        }
+        match &self.inner.event_handler {
+            Some(EventAbi::WasiP2(_)) => abis.push("wasmfn:function/event-handler@0.1.0"),
+            Some(EventAbi::WasiP3(_)) => abis.push("wasmfn:function/event-handler@0.2.0"),
+            None => {}
+        }
+        abis
     }
 
     /// Whether the component exports an event handler.

@@ -40,9 +40,8 @@ pub(crate) struct Outgoing {
     pub(crate) function: Arc<str>,
     pub(crate) context: Option<CallContext>,
     pub(crate) deadline: Option<Instant>,
-    /// How long a call may take where no request's deadline applies: an instance serving
-    /// several requests at once cannot tell whose call it is, so each gets the function's
-    /// timeout from when it is made.
+    /// How long a call may take where no request's deadline applies (a WASI 0.3 guest's
+    /// start code): the function's timeout from when it is made.
     pub(crate) call_timeout: std::time::Duration,
 }
 

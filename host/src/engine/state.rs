@@ -1,6 +1,8 @@
 //! What one instance's `Store` holds, and the views WASI and wasi-http need of it. A store
 //! lives for one request, or for several when its function reuses instances; what belongs
-//! to one request (its context, deadline and output) is set by [`State::begin_request`].
+//! to one request (its context, deadline and output) is set by [`State::begin_request`], or,
+//! in a WASI 0.3 instance running several at once, put in place per host call
+//! (concurrent.rs).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -35,6 +37,8 @@ pub(crate) struct State {
     stderr: super::output::Captured,
     /// Set when the invocation may emit events.
     pub(crate) emitting: Option<Emitting>,
+    /// In a WASI 0.3 instance, the requests it runs, by task (concurrent.rs).
+    pub(super) tasks: Option<super::concurrent::BoxedTasks>,
 }
 
 impl State {
@@ -84,7 +88,8 @@ impl State {
             sqlite: f.sqlite.clone(),
             stdout,
             stderr,
-            emitting: context.map(|ctx| Emitting::new(ctx, &f.name)),
+            emitting: context.map(|ctx| Emitting::new(ctx, f.name.clone())),
+            tasks: None,
         }
     }
 
@@ -92,17 +97,16 @@ impl State {
     /// its events go) and deadline replace the last one's.
     pub(super) fn begin_request(
         &mut self,
-        function: &str,
         context: Option<CallContext>,
         deadline: Option<Instant>,
     ) {
         self.hooks.deadline = deadline;
         self.hooks.context = context.clone();
-        self.emitting = context.map(|ctx| Emitting::new(ctx, function));
+        self.emitting = context.map(|ctx| Emitting::new(ctx, self.hooks.function.clone()));
     }
 
-    /// When a host call made now must be done: the request's deadline, or, in an instance
-    /// serving several requests at once, the function's timeout from now.
+    /// When a host call made now must be done: the deadline of the request making it, or,
+    /// outside any request (a WASI 0.3 guest's start code), the function's timeout from now.
     pub(crate) fn call_deadline(&self) -> Instant {
         self.hooks
             .deadline

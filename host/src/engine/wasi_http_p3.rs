@@ -14,13 +14,14 @@
 //! - failure: a trap retires the instance and fails the requests it was running (500, the
 //!   trap in the log under each request's id), and only those;
 //! - memory: the function's limit applies to each instance;
+//! - context: each request's events, calls to other functions, outbound calls and output
+//!   are its own, though several run in one store (concurrent.rs);
 //! - metrics and logs: instances live, instantiations, requests each retired instance
-//!   served; what a guest prints goes to the log under the request whose response head
-//!   followed it (an instance serving several at once cannot say whose it was).
+//!   served; what a guest prints goes to the log under the request that printed it.
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock, Weak};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -29,7 +30,7 @@ use http::header;
 use http_body_util::BodyExt;
 use tracing::Instrument;
 use wasmtime::component::GuestTaskId;
-use wasmtime::{Store, StoreContextMut, UpdateDeadline};
+use wasmtime::{Store, StoreContextMut};
 use wasmtime_wasi_http::handler::{
     ExpirationError, HandlerState, Instance as Worker, InstantiationError, Proxy, ProxyHandler,
     ShouldAccept, TrapOrPanicError, WorkerExpiration, WorkerState, WorkerStatus,
@@ -38,18 +39,18 @@ use wasmtime_wasi_http::p3::bindings::ServicePre;
 use wasmtime_wasi_http::p3::bindings::http::types::ErrorCode;
 use wasmtime_wasi_http::{WasiBody, WasiHttpView};
 
+use super::concurrent::{EXPIRY_GRACE, InstanceShared, PoolFull, Scope, new_store};
+use super::context::CallContext;
 use super::cut_off::{CutOff, GuestEnd};
-use super::epoch::TICK;
 use super::invocation::classify;
-use super::output::Captured;
-use super::state::{State, log_output};
+use super::state::State;
 use super::{
     BoxError, FunctionInner, HttpCall, HttpExecutor, InvokeError, RequestBody, Responded,
     ResponseBody,
 };
 use crate::admission::Slot;
 use crate::manifest::Reuse;
-use crate::metrics::{GaugeGuard, Refusal};
+use crate::metrics::GaugeGuard;
 
 /// A WASI 0.3 function's instances and the queue of requests waiting for room in one.
 pub(super) struct P3Instances {
@@ -69,32 +70,13 @@ struct InstanceFactory {
 /// One request, as handed to whichever instance takes it.
 struct Ticket {
     deadline: Instant,
+    /// Where its emitted events and calls to other functions go, put in place whenever its
+    /// task calls into the host (concurrent.rs).
+    context: Option<CallContext>,
+    request_id: Arc<str>,
     /// The instance that took it: where to learn why, if that instance fails.
     taken_by: OnceLock<Arc<InstanceShared>>,
 }
-
-/// What an instance's worker shares with the requests it takes.
-struct InstanceShared {
-    /// Deadlines below are nanoseconds since this.
-    born: Instant,
-    /// The latest deadline of the requests it took: a guest computing past it is stopped.
-    deadline: AtomicU64,
-    served: AtomicU64,
-    /// Set when the worker expired it from outside the event loop: a guest that would not
-    /// yield, or requests past their deadlines.
-    expired: AtomicBool,
-    /// Set when a request it took passed its deadline: it takes no more, or one sent just
-    /// then would land in an instance about to be expired and fail with it.
-    missed_deadline: AtomicBool,
-    output: [Captured; 2],
-    /// How the instance ended: Ok when retired for its limits or idleness.
-    retired: tokio::sync::SetOnce<Result<(), InvokeError>>,
-}
-
-/// An instance-pool slot could not be had within the queue timeout.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-struct PoolFull(String);
 
 /// The guest's start code ran past the function's timeout.
 #[derive(Debug, thiserror::Error)]
@@ -126,22 +108,25 @@ impl P3Instances {
         f: &Arc<FunctionInner>,
         request: hyper::Request<B>,
         request_id: &str,
+        context: Option<CallContext>,
     ) -> Result<hyper::Response<ResponseBody>, InvokeError> {
         let slot = f.enter().await?;
         let ticket = Arc::new(Ticket {
             deadline: Instant::now() + f.timeout,
+            context,
+            request_id: request_id.into(),
             taken_by: OnceLock::new(),
         });
         // The handler's own expiry covers requests an instance took; this one also covers
         // the wait for an instance with room.
         let result = tokio::time::timeout(
-            f.timeout + 2 * TICK,
+            f.timeout + EXPIRY_GRACE,
             self.handler.handle(ticket.clone(), wasi_request(request)),
         )
         .instrument(crate::telemetry::child_span("handle"))
         .await;
         if let Some(shared) = ticket.taken_by.get() {
-            log_output([&shared.output[0], &shared.output[1]], &f.name, request_id);
+            shared.log_output_of(request_id);
         }
         match result {
             Err(_elapsed) => Err(InvokeError::Deadline(f.timeout)),
@@ -188,10 +173,18 @@ impl GuestEnd for InstanceEnd {
     }
 }
 
+impl Drop for InstanceEnd {
+    fn drop(&mut self) {
+        // What it printed while writing the body.
+        if let Some(shared) = self.ticket.taken_by.get() {
+            shared.log_output_of(&self.request_id);
+        }
+    }
+}
+
 impl HttpExecutor for P3Instances {
-    /// 0.3 guests get no per-request call context yet: the call's `emit` is not passed on.
     async fn execute<B: RequestBody>(&self, call: HttpCall<'_, B>) -> Responded {
-        self.handle(call.function, call.request, call.request_id)
+        self.handle(call.function, call.request, call.request_id, call.emit)
             .await
     }
 }
@@ -267,38 +260,7 @@ impl HandlerState for InstanceFactory {
             .function
             .upgrade()
             .ok_or_else(|| wasmtime::format_err!("the function was unloaded"))?;
-        let slot = f.instances.enter(f.queue_timeout).await.map_err(|full| {
-            f.metrics.refused(Refusal::Instances);
-            wasmtime::Error::new(PoolFull(full.to_string()))
-        })?;
-        let state = State::new(&f, None, None);
-        let shared = Arc::new(InstanceShared {
-            born: Instant::now(),
-            deadline: AtomicU64::new(0),
-            served: AtomicU64::new(0),
-            expired: AtomicBool::new(false),
-            missed_deadline: AtomicBool::new(false),
-            output: state.output(),
-            retired: tokio::sync::SetOnce::new(),
-        });
-        let mut store = Store::new(f.instance_pre.engine(), state);
-        store.limiter(|s| &mut s.limits);
-        if f.deadlines {
-            // Instantiating runs the guest's start code: give it one timeout.
-            shared.extend(Instant::now() + f.timeout);
-            let shared = shared.clone();
-            // A computing guest yields at every tick, and is stopped once past the latest
-            // deadline of the requests it took.
-            store.epoch_deadline_callback(move |_| {
-                let now = shared.born.elapsed().as_nanos() as u64;
-                Ok(if now >= shared.deadline.load(Ordering::Relaxed) {
-                    UpdateDeadline::Interrupt
-                } else {
-                    UpdateDeadline::YieldCustom(1, Box::pin(tokio::task::yield_now()))
-                })
-            });
-            store.set_epoch_deadline(1);
-        }
+        let (mut store, shared, slot) = new_store(&f).await.map_err(wasmtime::Error::new)?;
         let started = Instant::now();
         let service = tokio::time::timeout(f.timeout, self.pre.instantiate_async(&mut store))
             .await
@@ -313,6 +275,7 @@ impl HandlerState for InstanceFactory {
                 idle: self.idle,
                 sleep: Box::pin(tokio::time::sleep(self.idle)),
                 shared: shared.clone(),
+                drain: Some(Box::pin(drained(f.draining.clone()))),
             },
             state: LiveInstance {
                 max_requests: self.max_requests,
@@ -322,18 +285,11 @@ impl HandlerState for InstanceFactory {
                 label: f.label,
                 metrics: f.metrics.clone(),
                 shared,
+                draining: f.draining.clone(),
                 _slot: slot,
                 _live: f.metrics.instance(),
             },
         })
-    }
-}
-
-impl InstanceShared {
-    /// Keeps the instance running at least until `deadline`.
-    fn extend(&self, deadline: Instant) {
-        let nanos = deadline.saturating_duration_since(self.born).as_nanos() as u64;
-        self.deadline.fetch_max(nanos, Ordering::Relaxed);
     }
 }
 
@@ -346,6 +302,7 @@ struct LiveInstance {
     label: &'static str,
     metrics: Arc<crate::metrics::Metrics>,
     shared: Arc<InstanceShared>,
+    draining: tokio::sync::watch::Receiver<bool>,
     _slot: Slot,
     _live: GaugeGuard,
 }
@@ -366,12 +323,14 @@ impl WorkerState for LiveInstance {
 
     fn on_request_start(
         &self,
-        _store: StoreContextMut<'_, State>,
+        mut store: StoreContextMut<'_, State>,
         ticket: Arc<Ticket>,
-        _task: GuestTaskId,
+        task: GuestTaskId,
     ) -> Pin<Box<dyn Future<Output = ()> + Send + Sync>> {
         self.shared.served.fetch_add(1, Ordering::Relaxed);
         self.shared.extend(ticket.deadline);
+        let scope = Scope::new(ticket.context.clone(), ticket.deadline, &ticket.request_id);
+        store.data_mut().start_task(task, scope);
         let _ = ticket.taken_by.set(self.shared.clone());
         // The handler answers the request 504 when this resolves first.
         let shared = self.shared.clone();
@@ -392,14 +351,17 @@ impl WorkerState for LiveInstance {
                 classify(&e, self.timeout)
             }
         });
-        if let Err(error) = &outcome {
-            tracing::warn!(function = %self.name, served, %error, "instance retired after a failure; the requests it was running failed with it");
+        match &outcome {
+            // Dropped with the host's runtime after the drain's time ran out: nothing failed.
+            Err(_) if *self.draining.borrow() => {
+                tracing::info!(function = %self.name, served, "instance stopped with the host");
+            }
+            Err(error) => {
+                tracing::warn!(function = %self.name, served, %error, "instance retired after a failure; the requests it was running failed with it");
+            }
+            Ok(()) => {}
         }
-        log_output(
-            [&self.shared.output[0], &self.shared.output[1]],
-            &self.name,
-            "",
-        );
+        self.shared.log_output();
         let _ = self.shared.retired.set(outcome);
         drop(store);
     }
@@ -412,6 +374,14 @@ struct InstanceExpiry {
     idle: Duration,
     sleep: Pin<Box<tokio::time::Sleep>>,
     shared: Arc<InstanceShared>,
+    /// Resolves when the host drains; None once it has.
+    drain: Option<Pin<Box<dyn Future<Output = ()> + Send + Sync>>>,
+}
+
+/// Resolves once the host drains.
+pub(super) async fn drained(mut draining: tokio::sync::watch::Receiver<bool>) {
+    // An error means the engine is gone, which is draining too.
+    let _ = draining.wait_for(|d| *d).await;
 }
 
 impl WorkerExpiration for InstanceExpiry {
@@ -422,11 +392,20 @@ impl WorkerExpiration for InstanceExpiry {
         start: Instant,
     ) -> Poll<()> {
         let this = self.get_mut();
+        if let Some(drain) = &mut this.drain
+            && drain.as_mut().poll(cx).is_ready()
+        {
+            this.drain = None;
+        }
+        // Draining, an idle instance retires now: the handler ends it cleanly.
+        if this.drain.is_none() && status == WorkerStatus::Idle {
+            return Poll::Ready(());
+        }
         let until = match status {
             WorkerStatus::Idle => start + this.idle,
             // `start` is the newest request's: past this, every request it runs is past its
             // deadline, and each has had its 504 if the event loop could run.
-            WorkerStatus::Requests => start + this.timeout + 2 * TICK,
+            WorkerStatus::Requests => start + this.timeout + EXPIRY_GRACE,
             WorkerStatus::PostReturn => start + this.timeout,
         };
         let until = tokio::time::Instant::from_std(until);

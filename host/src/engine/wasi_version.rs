@@ -134,15 +134,21 @@ impl std::fmt::Display for Mismatch {
 }
 
 /// Whether the component is a WASI 0.3 one: some top-level import or export is a `wasi:`
-/// interface at 0.3.x. Such a component needs the engine with concurrency support.
+/// interface at 0.3.x, or our contract's WASI 0.3 version (`wasmfn:function@0.2.x`, whose
+/// functions are async; an event handler may import no WASI 0.3 interface at all). Such a
+/// component needs the engine with concurrency support.
 pub(crate) fn is_wasi_p3(wasm: &[u8]) -> bool {
     names_are_p3(&names_of(wasm))
 }
 
 fn names_are_p3(names: &[(&'static str, String)]) -> bool {
-    names
-        .iter()
-        .any(|(_, name)| version_of(name).is_some_and(|v| v.starts_with("0.3.")))
+    names.iter().any(|(_, name)| {
+        version_of(name).is_some_and(|v| v.starts_with("0.3."))
+            || name
+                .strip_prefix("wasmfn:function/")
+                .and_then(|n| n.split_once('@'))
+                .is_some_and(|(_, v)| v.starts_with("0.2."))
+    })
 }
 
 /// From the top-level imports and exports in a component's bytes.
