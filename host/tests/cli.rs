@@ -377,7 +377,11 @@ async fn sigterm_waits_for_the_requests_a_wasi_0_3_instance_is_running() {
         instances.len() < 12,
         "instances took several at once: {instances:?}"
     );
-    assert_eq!(server.wait(), Some(0));
+    // Its instances finish and end as the host stops; none is reported failed.
+    let (status, log) = server.wait_with_log();
+    assert_eq!(status, Some(0), "{log}");
+    assert!(!log.contains("worker panicked"), "{log}");
+    assert!(!log.contains("retired after a failure"), "{log}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -448,7 +452,8 @@ async fn metrics_count_the_traffic_sent() {
                 "orders",
                 guests::ORDER_SERVICE,
                 &["/orders"],
-                "key_value_stores = [\"saga\"]",
+                // A WASI 0.3 component: its instance stays for the next request.
+                "key_value_stores = [\"saga\"]\nreuse = { idle = \"1h\" }",
             ),
             "[key_value.saga]\ntype = \"memory\"\n".to_string(),
         ]
@@ -552,7 +557,8 @@ async fn metrics_count_the_traffic_sent() {
         8.0,
         "{text}"
     );
-    assert_eq!(value("wasmfn_instances_in_flight", &[]), 0.0, "{text}");
+    // The order service's WASI 0.3 instance waits, idle, for its next request.
+    assert_eq!(value("wasmfn_instances_in_flight", &[]), 1.0, "{text}");
     assert!(value("wasmfn_start_to_ready_seconds", &[]) > 0.0, "{text}");
     assert!(
         value("wasmfn_start_to_first_response_seconds", &[]) > 0.0,
@@ -695,6 +701,12 @@ fn new_adds_a_function_and_never_overwrites_or_breaks_the_manifest() {
 fn check_reports_every_problem_and_warns_about_capabilities_not_granted() {
     let text = [
         function("hello", guests::HELLO, &["/hello"], ""),
+        function(
+            "sdk3",
+            guests::HELLO_P3,
+            &["/sdk3/*"],
+            "events = [{ type = \"p3.ping\" }]",
+        ),
         function("caller", guests::OUTBOUND_CALL, &["/call"], ""),
         function("not-http", guests::TEST_NOT_HTTP, &["/nope"], ""),
         function(
@@ -708,7 +720,15 @@ fn check_reports_every_problem_and_warns_about_capabilities_not_granted() {
     let (dir, _path) = manifest(&text);
     let (ok, out, err) = wasmfn_in(dir.path(), &["check"]);
     assert!(!ok, "{out}{err}");
-    assert!(out.contains("ok  hello"), "{out}");
+    // Each function's WASI version and the exports it is served through.
+    assert!(
+        out.contains("ok  hello  /hello  (WASI 0.2: wasi:http/incoming-handler@0.2, wasmfn:function/http-handler@0.1.0)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("(WASI 0.3, instances serve many at once: wasi:http/handler@0.3, wasmfn:function/event-handler@0.2.0)"),
+        "{out}"
+    );
     assert!(
         err.contains("`caller`") && err.contains("allowed_outbound_hosts"),
         "{err}"

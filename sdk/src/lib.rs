@@ -34,14 +34,19 @@
 //! }
 //! ```
 //!
+//! On an `async fn`, the same attributes build a WASI 0.3 component instead: its instances
+//! serve many requests at once, and what waits ([`p3::emit`], [`p3::outbound`]) is async;
+//! see [`p3`].
+//!
 //! Build with `cargo build --release --target wasm32-wasip2`; the `.wasm` in
 //! `target/wasm32-wasip2/release/` is the component to name in `wasmfn.toml`.
 #![deny(missing_docs)]
 
 mod error;
-mod event;
+pub(crate) mod event;
 pub mod kv;
 pub mod outbound;
+pub mod p3;
 pub mod redis;
 mod request;
 mod response;
@@ -58,7 +63,9 @@ pub use router::Router;
 /// Exports a function as this component's HTTP handler.
 ///
 /// The function takes a [`Request`] and returns anything that implements [`IntoResponse`]
-/// (a [`Response`], a `String`, [`Json`], or a `Result` of those with [`Error`]).
+/// (a [`Response`], a `String`, [`Json`], or a `Result` of those with [`Error`]). An
+/// `async fn` is a WASI 0.3 handler (`wasi:http/handler@0.3`); it may also take a
+/// [`p3::StreamingRequest`] and return a [`p3::StreamingResponse`].
 pub use wasmfn_sdk_macro::http;
 
 /// Exports a function as this component's CloudEvents handler
@@ -67,7 +74,8 @@ pub use wasmfn_sdk_macro::http;
 /// The function takes a [`CloudEvent`] and returns its reply: a
 /// `Result<Option<CloudEvent>, Error>` (or `Result<CloudEvent, Error>`, `Result<(), Error>`,
 /// `Option<CloudEvent>`, `CloudEvent`, `()`). An [`Error`] with a retryable status (404, 408,
-/// 409, 429, 5xx) makes the broker redeliver the event; any other status rejects it.
+/// 409, 429, 5xx) makes the broker redeliver the event; any other status rejects it. An
+/// `async fn` is a WASI 0.3 handler (`wasmfn:function/event-handler@0.2.0`).
 pub use wasmfn_sdk_macro::event;
 
 /// Bindings generated from `wit/` by wit-bindgen; the macros use them, handlers need not.

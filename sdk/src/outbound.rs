@@ -43,26 +43,11 @@ pub fn send(
     headers: &[(String, Vec<u8>)],
     body: &[u8],
 ) -> Result<Response, Error> {
-    let (scheme, rest) = url
-        .split_once("://")
-        .ok_or_else(|| Error::internal(format!("{url:?} is not an absolute http(s) URL")))?;
-    let scheme = match scheme {
-        "http" => Scheme::Http,
-        "https" => Scheme::Https,
-        other => {
-            return Err(Error::internal(format!(
-                "scheme {other:?} is not http or https"
-            )));
-        }
-    };
-    let (authority, path) = match rest.find(['/', '?']) {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, "/"),
-    };
-    let path = if path.starts_with('?') {
-        format!("/{path}")
+    let target = Target::parse(url)?;
+    let scheme = if target.https {
+        Scheme::Https
     } else {
-        path.to_string()
+        Scheme::Http
     };
     let fields = Fields::from_list(headers)
         .map_err(|e| Error::internal(format!("invalid request header: {e:?}")))?;
@@ -85,10 +70,10 @@ pub fn send(
         .set_scheme(Some(&scheme))
         .map_err(|()| invalid("scheme"))?;
     request
-        .set_authority(Some(authority))
+        .set_authority(Some(target.authority))
         .map_err(|()| invalid("authority"))?;
     request
-        .set_path_with_query(Some(&path))
+        .set_path_with_query(Some(&target.path))
         .map_err(|()| invalid("path"))?;
     // An empty body is not taken at all: the host then sends none, without the stream and
     // the hand-offs a body needs.
@@ -148,6 +133,45 @@ pub fn send(
     }
     IncomingBody::finish(body);
     Ok(response)
+}
+
+/// Where an absolute `http(s)://` URL points; shared with the WASI 0.3 client.
+pub(crate) struct Target<'a> {
+    pub(crate) https: bool,
+    pub(crate) authority: &'a str,
+    /// The path and query, starting with `/`.
+    pub(crate) path: String,
+}
+
+impl<'a> Target<'a> {
+    pub(crate) fn parse(url: &'a str) -> Result<Self, Error> {
+        let (scheme, rest) = url
+            .split_once("://")
+            .ok_or_else(|| Error::internal(format!("{url:?} is not an absolute http(s) URL")))?;
+        let https = match scheme {
+            "http" => false,
+            "https" => true,
+            other => {
+                return Err(Error::internal(format!(
+                    "scheme {other:?} is not http or https"
+                )));
+            }
+        };
+        let (authority, path) = match rest.find(['/', '?']) {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, "/"),
+        };
+        let path = if path.starts_with('?') {
+            format!("/{path}")
+        } else {
+            path.to_string()
+        };
+        Ok(Self {
+            https,
+            authority,
+            path,
+        })
+    }
 }
 
 fn failed(url: &str, e: ErrorCode) -> Error {

@@ -209,11 +209,18 @@ impl Server {
     }
 
     /// Waits for the process to exit by itself and returns its exit code.
-    pub fn wait(mut self) -> Option<i32> {
+    pub fn wait(self) -> Option<i32> {
+        self.wait_with_log().0
+    }
+
+    /// Waits for the process to exit by itself; its exit code and everything it logged.
+    pub fn wait_with_log(mut self) -> (Option<i32>, String) {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
-                return status.code();
+                // The reader threads may still hold the last lines.
+                std::thread::sleep(Duration::from_millis(100));
+                return (status.code(), self.log());
             }
             assert!(
                 Instant::now() < deadline,

@@ -118,6 +118,44 @@ pub(crate) async fn event_echo() {
     assert_eq!(r.status, 415);
 }
 
+/// The same handler as an `async fn` (WASI 0.3) answers the same: the binding, the reply,
+/// a batch; and its instance takes several events.
+#[tokio::test(flavor = "multi_thread")]
+pub(crate) async fn event_echo_p3() {
+    let app = app(&saga_entry("echo", guests::EVENT_ECHO_P3, "[{}]", ""));
+    let mut headers = binary_event("order.created", "abc");
+    headers.push(("ce-subject", "caf%C3%A9"));
+    let r = call_with(&app, "POST", "/", &headers, r#"{"n":1}"#).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("ce-type"), Some("order.created.echo"));
+    assert_eq!(r.header("ce-subject"), Some("caf%C3%A9"));
+    let id = r.header("ce-id").unwrap();
+    assert!(!id.is_empty() && id != "abc", "new id: {id}");
+    assert_eq!(r.json(), serde_json::json!({"n": 1}));
+    // A batch: every event answered, in order.
+    let batch = serde_json::json!([
+        { "specversion": "1.0", "id": "b1", "source": "/tests", "type": "a", "data": 1 },
+        { "specversion": "1.0", "id": "b2", "source": "/tests", "type": "b", "data": 2 },
+    ]);
+    let r = post_as(
+        &app,
+        "/",
+        "application/cloudevents-batch+json",
+        batch.to_string(),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    for _ in 0..10 {
+        let r = call_with(&app, "POST", "/", &headers, r#"{"n":2}"#).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    let metrics = app.metrics_text();
+    assert!(
+        metrics.contains("wasmfn_instantiate_duration_seconds_count{function=\"echo\"} 1\n"),
+        "one instance took them all: {metrics}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 pub(crate) async fn event_display() {
     // A pure consumer: accepted with 202 and no reply. Only order events reach it here, so

@@ -368,3 +368,212 @@ async fn a_response_cut_off_at_its_deadline_ends_in_an_error_not_in_silence() {
     let r = call(&app, "GET", "/p3/stream?chunks=20", "").await;
     assert_eq!((r.status, r.body.len()), (200, 20 * 1024));
 }
+
+/// What a sink received: each event's type, `traceparent` and data.
+type Received = std::sync::Arc<std::sync::Mutex<Vec<(String, Option<String>, serde_json::Value)>>>;
+
+/// A sink that takes every event, and what it took.
+async fn sink() -> (std::net::SocketAddr, Received) {
+    let received = Received::default();
+    let seen = received.clone();
+    let addr = common::serve_http(move |req: http::Request<Bytes>| {
+        let h = |n: &str| {
+            req.headers()
+                .get(n)
+                .map(|v| v.to_str().unwrap().to_string())
+        };
+        let data = serde_json::from_slice(req.body()).unwrap_or(serde_json::Value::Null);
+        seen.lock()
+            .unwrap()
+            .push((h("ce-type").unwrap_or_default(), h("traceparent"), data));
+        async { common::text_response(202, "") }
+    })
+    .await;
+    (addr, received)
+}
+
+/// An upstream answering with the `traceparent` it was sent.
+async fn trace_echo() -> std::net::SocketAddr {
+    common::serve_http(|req: http::Request<Bytes>| {
+        let trace = req
+            .headers()
+            .get("traceparent")
+            .map_or("none".to_string(), |v| v.to_str().unwrap().to_string());
+        async move { common::text_response(200, trace) }
+    })
+    .await
+}
+
+fn trace_id(traceparent: &str) -> &str {
+    traceparent.split('-').nth(1).unwrap_or_default()
+}
+
+/// The WASI 0.3 SDK (`async fn` handlers): hello, a streamed echo, JSON, key-value,
+/// outbound and internal calls, emitted events carrying the request's trace, and an event
+/// handler that replies and emits; then interleaved requests in one instance, each of
+/// whose emitted event and outbound call carries its own request's trace.
+#[tokio::test(flavor = "multi_thread")]
+pub(crate) async fn hello_p3() {
+    let (sink, received) = sink().await;
+    let upstream = trace_echo().await;
+    let manifest = format!(
+        "[key_value.default]\ntype = \"memory\"\n\n{}{}",
+        entry(
+            "sdk3",
+            guests::HELLO_P3,
+            &["/sdk3/*"],
+            &format!(
+                "key_value_stores = [\"default\"]\nallowed_outbound_hosts = [\"http://127.0.0.1:{}\", \"http://hello.wasmfn.internal\"]\nevents = [{{ type = \"p3.ping\" }}, {{ type = \"p3.wait\" }}, {{ type = \"p3.trap\" }}]",
+                upstream.port()
+            )
+        ),
+        entry("hello", guests::HELLO, &["/hello"], ""),
+    );
+    let options = wasmfn::server::HostOptions {
+        events: wasmfn::events::EventOptions::new(Some(&format!("http://{sink}/")), None).unwrap(),
+        ..Default::default()
+    };
+    let app = wasmfn::testing::app_with(
+        &manifest,
+        &super::engine(Some(&common::cache_dir())),
+        options,
+    );
+
+    let r = call(&app, "GET", "/sdk3/hello?name=Ada", "").await;
+    assert_eq!((r.status, r.text().as_str()), (200, "Hello, Ada!\n"));
+
+    // Streamed back chunk by chunk.
+    let chunks: Vec<Result<Frame<Bytes>, Infallible>> = (0..16)
+        .map(|i| Ok(Frame::data(Bytes::from(vec![b'a' + i as u8; 4096]))))
+        .collect();
+    let request = http::Request::post("/sdk3/echo")
+        .header("host", "example.test")
+        .body(StreamBody::new(futures_util::stream::iter(chunks)))
+        .unwrap();
+    let response = app.handle(request).await;
+    assert_eq!(response.status(), 200);
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(body.len(), 16 * 4096);
+    assert!(body[15 * 4096..].iter().all(|b| *b == b'p'));
+
+    let r = super::post_as(&app, "/sdk3/json", "application/json", r#"{"name":"Ada"}"#).await;
+    assert_eq!(r.json()["greeting"], "Hello, Ada!", "{}", r.text());
+    super::post_as(&app, "/sdk3/json", "application/json", "{")
+        .await
+        .assert_error(400, "JSON");
+
+    assert_eq!(
+        call(&app, "GET", "/sdk3/count?key=k", "").await.text(),
+        "1\n"
+    );
+    assert_eq!(
+        call(&app, "GET", "/sdk3/count?key=k", "").await.text(),
+        "2\n"
+    );
+
+    // Outbound, with the caller's trace; and a call to another function, in process.
+    let tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    let uri = format!("/sdk3/fetch?url=http://127.0.0.1:{}/", upstream.port());
+    let r = super::call_with(&app, "GET", &uri, &[("traceparent", tp)], "").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(trace_id(&r.text()), trace_id(tp), "{}", r.text());
+    let r = call(
+        &app,
+        "GET",
+        "/sdk3/fetch?url=http://hello.wasmfn.internal/hello?name=Bo",
+        "",
+    )
+    .await;
+    assert_eq!((r.status, r.text().as_str()), (200, "Hello, Bo!\n"));
+    call(&app, "GET", "/sdk3/fetch?url=http://example.com/", "")
+        .await
+        .assert_error(500, "allowed_outbound_hosts");
+
+    // Emitted to the sink with the request's trace.
+    let r = super::call_with(
+        &app,
+        "GET",
+        "/sdk3/emit?type=p3.note&tag=t1",
+        &[("traceparent", tp)],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, 202, "{}", r.text());
+    {
+        let got = received.lock().unwrap();
+        let (ty, trace, data) = got.last().expect("the sink got the event");
+        assert_eq!((ty.as_str(), data["tag"].as_str()), ("p3.note", Some("t1")));
+        assert_eq!(trace_id(trace.as_deref().unwrap_or_default()), trace_id(tp));
+    }
+
+    // The event handler replies and emits.
+    let r = super::send_event(&app, "p3.ping", serde_json::json!({ "n": 7 })).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("ce-type"), Some("p3.pong"));
+    assert_eq!(r.json()["n"], 7);
+    assert!(
+        received
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|(ty, _, data)| ty == "p3.pinged" && data["n"] == 7),
+        "p3.pinged was emitted"
+    );
+
+    // Interleaved: each request waits while the others run in the same instance, and its
+    // event and outbound call carry its own trace. They start 10 ms apart, so that the
+    // instance is idle in its event loop, with room, when the next arrives (a burst would
+    // start an instance per request: each new one is assumed busy until it first waits).
+    received.lock().unwrap().clear();
+    let traces: Vec<String> = (0..8)
+        .map(|i| format!("00-{:032x}-{:016x}-01", 0xabc000 + i, 0x100 + i))
+        .collect();
+    let calls = traces.iter().enumerate().map(|(i, tp)| {
+        let app = app.clone();
+        let uri = format!(
+            "/sdk3/work?tag={i}&ms={}&url=http://127.0.0.1:{}/",
+            100 - 10 * i,
+            upstream.port()
+        );
+        let tp = tp.clone();
+        async move {
+            tokio::time::sleep(Duration::from_millis(10 * i as u64)).await;
+            super::call_with(&app, "GET", &uri, &[("traceparent", &tp)], "").await
+        }
+    });
+    let replies = futures_util::future::join_all(calls).await;
+    for (i, r) in replies.iter().enumerate() {
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(
+            trace_id(&r.text()),
+            trace_id(&traces[i]),
+            "request {i}'s outbound call"
+        );
+    }
+    let got = received.lock().unwrap().clone();
+    assert_eq!(got.len(), 8, "{got:?}");
+    for (ty, trace, data) in &got {
+        let i: usize = data["tag"].as_str().unwrap().parse().unwrap();
+        assert_eq!(ty, "p3.work");
+        assert_eq!(
+            trace_id(trace.as_deref().unwrap_or_default()),
+            trace_id(&traces[i]),
+            "request {i}'s event"
+        );
+    }
+    let metrics = app.metrics_text();
+    let instantiated = metrics
+        .lines()
+        .find(|l| l.starts_with("wasmfn_instantiate_duration_seconds_count{function=\"sdk3\"}"))
+        .unwrap_or_else(|| panic!("{metrics}"));
+    assert!(
+        instantiated.ends_with(" 2"),
+        "HTTP requests in one instance, events in another: {instantiated}"
+    );
+
+    // A trap fails its instance's requests, and the next request gets a fresh instance.
+    call(&app, "GET", "/sdk3/trap", "")
+        .await
+        .assert_error(500, "trapped");
+    assert_eq!(call(&app, "GET", "/sdk3/hello", "").await.status, 200);
+}
