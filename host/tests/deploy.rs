@@ -234,9 +234,10 @@ fn root_manifest_renders_scale_to_zero_services_and_triggers_that_validate() {
         "/.well-known/wasmfn/ready"
     );
     // One Trigger per event function (event-echo, event-display, the saga's four, the
-    // notification service), each delivering to that function's own path in its Service.
+    // notification service, hello-p3), each delivering to that function's own path in its
+    // Service.
     let triggers: Vec<&Value> = docs.iter().filter(|d| d["kind"] == "Trigger").collect();
-    assert_eq!(triggers.len(), 7);
+    assert_eq!(triggers.len(), 8);
     for t in &triggers {
         let subscriber = &t["spec"]["subscriber"];
         let stateless = ["event-echo", "event-display", "payment-service"]

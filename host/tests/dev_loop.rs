@@ -380,6 +380,20 @@ fn a_new_user_creates_runs_edits_and_calls_functions_in_a_terminal() {
         1,
         Duration::from_secs(30),
     );
+    // The templates are WASI 0.3 unless asked for 0.2.
+    term.type_line(0, "clear; wasmfn new http-rust --wasi 0.2 classic");
+    term.wait_for(
+        0,
+        "Then: wasmfn invoke '/classic?name=Ada'",
+        1,
+        Duration::from_secs(30),
+    );
+    let source = |project: &str| {
+        std::fs::read_to_string(dir.path().join(project).join("src/lib.rs")).unwrap()
+    };
+    assert!(source("hello").contains("async fn handle"));
+    assert!(source("greeter").contains("async fn handle"));
+    assert!(source("classic").contains("\nfn handle"));
 
     let cache = common::cache_dir();
     term.type_line(
@@ -401,6 +415,11 @@ fn a_new_user_creates_runs_edits_and_calls_functions_in_a_terminal() {
 
     term.type_line(1, &format!("wasmfn invoke --url {url} '/hello?name=Ada'"));
     term.wait_for(1, "Hello, Ada!", 1, Duration::from_secs(30));
+    term.type_line(
+        1,
+        &format!("clear; wasmfn invoke --url {url} '/classic?name=Bo'"),
+    );
+    term.wait_for(1, "Hello, Bo!", 1, Duration::from_secs(30));
     term.type_line(
         1,
         &format!(
@@ -472,7 +491,10 @@ fn a_new_user_creates_runs_edits_and_calls_functions_in_a_terminal() {
         .status()
         .unwrap();
     term.type_line(0, "echo \"dev exit=$?\"");
-    term.wait_for(0, "dev exit=0", 1, Duration::from_secs(30));
+    let screen = term.wait_for(0, "dev exit=0", 1, Duration::from_secs(30));
+    // Its WASI 0.3 instances finished and ended: none is reported failed.
+    assert!(!screen.contains("worker panicked"), "{screen}");
+    assert!(!screen.contains("retired after a failure"), "{screen}");
 }
 
 /// The Python templates build as written (componentize-py, from the manifest's `build`)

@@ -17,6 +17,9 @@
 //!
 //! Options: `--rounds N` (3), `--seconds S` per wrk run (5), `--runs N` cold starts per
 //! scenario (30), `--only throughput|cold|memory|inprocess` (repeatable), `--no-write`.
+//! `--only sdk3` runs a fifth section on its own, which needs no wasmtime-cli: the WASI 0.3
+//! SDK (`async fn` handlers) beside the WASI 0.2 SDK, hello and event-echo with instance
+//! reuse, in process and under wrk; it writes its own table (`sdk3` markers).
 //! `RUST_BACKTRACE` is removed from every child (and in-process figures are taken without
 //! backtraces): with it set, every error value captures a backtrace.
 
@@ -102,7 +105,7 @@ fn run(cmd: &mut Command, what: &str) {
     assert!(status.success(), "{what} failed: {status}");
 }
 
-fn tools() -> Tools {
+fn tools(o: &Options) -> Tools {
     let root = repo_root();
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     run(
@@ -113,8 +116,10 @@ fn tools() -> Tools {
         "building the release host",
     );
     let cache = cache_dir();
+    let needs_wasmtime = ["throughput", "cold", "memory"].iter().any(|s| o.wants(s));
     let wasmtime = match std::env::var_os("WASMTIME") {
         Some(path) => PathBuf::from(path),
+        None if !needs_wasmtime => PathBuf::new(),
         None => {
             let install = cache.join(format!("wasmtime-{WASMTIME_VERSION}"));
             let bin = install.join("bin/wasmtime");
@@ -321,8 +326,17 @@ struct Load {
 }
 
 fn wrk(port: u16, path: &str, connections: u32, seconds: u64) -> Load {
-    let out = Command::new("taskset")
-        .args(["-c", CLIENT_CPU, "wrk", "-t1", "--latency"])
+    wrk_with(port, path, connections, seconds, None)
+}
+
+/// [`wrk`], its requests made by a Lua `script` (e.g. a POST of an event).
+fn wrk_with(port: u16, path: &str, connections: u32, seconds: u64, script: Option<&Path>) -> Load {
+    let mut cmd = Command::new("taskset");
+    cmd.args(["-c", CLIENT_CPU, "wrk", "-t1", "--latency"]);
+    if let Some(script) = script {
+        cmd.arg("-s").arg(script);
+    }
+    let out = cmd
         .arg(format!("-c{connections}"))
         .arg(format!("-d{seconds}s"))
         .arg(format!("http://127.0.0.1:{port}{path}"))
@@ -1044,10 +1058,185 @@ fn in_process(o: &Options, report: &mut Report) {
     );
 }
 
+/// The binary-mode event both event-echo guests answer.
+const EVENT_LUA: &str = r#"wrk.method = "POST"
+wrk.body = '{"n":1}'
+wrk.headers["ce-specversion"] = "1.0"
+wrk.headers["ce-id"] = "1"
+wrk.headers["ce-source"] = "/bench"
+wrk.headers["ce-type"] = "bench.ping"
+wrk.headers["content-type"] = "application/json"
+"#;
+
+/// The WASI 0.3 SDK (`async fn` handlers) beside the WASI 0.2 SDK, both reusing instances:
+/// hello and event-echo, in process and under wrk, each 0.3 row as a ratio of its 0.2 row.
+fn sdk3(o: &Options, tools: &Tools, work: &Path, report: &mut Report) {
+    let reuse = "reuse = { max_requests = 100000, idle = \"1h\" }\n";
+    let events = |name: &str, component: &str| {
+        format!(
+            "[[functions]]\nname = {name:?}\ncomponent = {component:?}\nevents = [{{ type = \"bench.ping\" }}]\n{reuse}"
+        )
+    };
+    let hello_p2 = hello("hello", "/hello") + reuse;
+    let hello_p3 = function("hello", wasmfn_guest_artifacts::HELLO_P3, "/hello")
+        + "variables = { greeting = \"Hello\" }\n"
+        + reuse;
+    let echo_p2 = events("echo", wasmfn_guest_artifacts::EVENT_ECHO);
+    let echo_p3 = events("echo", wasmfn_guest_artifacts::EVENT_ECHO_P3);
+    // (name, manifest, the 0.2 row it is set against, an event?)
+    let cases: [(&str, &str, Option<&str>, bool); 4] = [
+        ("SDK hello, WASI 0.2 (fn)", &hello_p2, None, false),
+        (
+            "SDK hello, WASI 0.3 (async fn)",
+            &hello_p3,
+            Some("SDK hello, WASI 0.2 (fn)"),
+            false,
+        ),
+        ("event-echo, WASI 0.2 (fn)", &echo_p2, None, true),
+        (
+            "event-echo, WASI 0.3 (async fn)",
+            &echo_p3,
+            Some("event-echo, WASI 0.2 (fn)"),
+            true,
+        ),
+    ];
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    report.section("WASI 0.3 SDK beside the WASI 0.2 SDK, in process: one request or event after another through App::handle, instance reuse, current-thread runtime");
+    let mut p50s = Vec::new();
+    for (name, text, versus, event) in cases {
+        let engine = testing::engine(EngineOptions {
+            pooling: PoolingMode::On,
+            ..EngineOptions::default()
+        });
+        let app = testing::app(text, &engine);
+        let mut lat = Vec::with_capacity(20_000);
+        rt.block_on(async {
+            for i in 0..22_000 {
+                let t = Instant::now();
+                if event {
+                    one_event(&app).await;
+                } else {
+                    one(&app, "/hello?name=bench").await;
+                }
+                if i >= 2_000 {
+                    lat.push(t.elapsed().as_secs_f64() * 1e6);
+                }
+            }
+        });
+        let p50 = quantile(&mut lat, 0.5);
+        let p99 = quantile(&mut lat, 0.99);
+        p50s.push((name, p50));
+        let ratio = versus.map_or(String::new(), |v| {
+            let base = p50s.iter().find(|(n, _)| *n == v).unwrap().1;
+            format!("p50 {:.2}x the WASI 0.2 row's", p50 / base)
+        });
+        report.row(
+            format!("{name}, 20,000 one after another"),
+            format!("p50 {p50:.1} us; p99 {p99:.1} us"),
+            ratio,
+        );
+    }
+
+    let script = work.join("event.lua");
+    std::fs::write(&script, EVENT_LUA).unwrap();
+    let servers: Vec<(Server, Option<&str>, bool)> = cases
+        .iter()
+        .map(|(name, text, versus, event)| {
+            let slug: String = name
+                .chars()
+                .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+                .collect();
+            let manifest = manifest(tools, work, &slug, text, true);
+            let path = if *event { "/" } else { "/hello?name=bench" };
+            let server = Server::wasmfn(
+                tools,
+                name,
+                &manifest,
+                &work.join(format!("{slug}.cache")),
+                path,
+            );
+            (server, *versus, *event)
+        })
+        .collect();
+    let connections = [32u32, 1];
+    let mut results = vec![vec![Vec::<Load>::new(); connections.len()]; servers.len()];
+    for round in 0..o.rounds {
+        for k in 0..servers.len() {
+            let i = (k + round) % servers.len();
+            let (server, _, event) = &servers[i];
+            let script = event.then_some(script.as_path());
+            let (running, _) = server.start(Some(SERVER_CPU));
+            wrk_with(running.port, &server.path, 32, 1, script);
+            for (c, &n) in connections.iter().enumerate() {
+                let load = wrk_with(running.port, &server.path, n, o.seconds, script);
+                eprintln!(
+                    "round {round} {:<36} c={n:<3} {:>9.0} rps  p99 {:>7.3} ms",
+                    server.name, load.rps, load.p99_ms
+                );
+                results[i][c].push(load);
+            }
+        }
+    }
+    report.section(&format!(
+        "WASI 0.3 SDK beside the WASI 0.2 SDK under wrk -t1 on CPU {CLIENT_CPU}, server on CPU {SERVER_CPU}, keep-alive, instance reuse, {} rounds x {} s",
+        o.rounds, o.seconds
+    ));
+    let med =
+        |i: usize, c: usize, f: fn(&Load) -> f64| median(results[i][c].iter().map(f).collect());
+    for (c, &n) in connections.iter().enumerate() {
+        for (i, (server, versus, _)) in servers.iter().enumerate() {
+            let rps: Vec<f64> = results[i][c].iter().map(|l| l.rps).collect();
+            let p99: Vec<f64> = results[i][c].iter().map(|l| l.p99_ms).collect();
+            let ratio = versus.map_or(String::new(), |v| {
+                let base = servers.iter().position(|(s, _, _)| s.name == v).unwrap();
+                format!(
+                    "{:.2}x the WASI 0.2 row's rps, p99 {:.2}x",
+                    med(i, c, |l| l.rps) / med(base, c, |l| l.rps),
+                    med(i, c, |l| l.p99_ms) / med(base, c, |l| l.p99_ms)
+                )
+            });
+            report.row(
+                format!("{}, {n} conn", server.name),
+                format!(
+                    "{} rps; p99 {} ms",
+                    range(&rps, |v| format!("{v:.0}")),
+                    range(&p99, |v| format!("{v:.3}"))
+                ),
+                ratio,
+            );
+        }
+    }
+}
+
+async fn one_event(app: &App) {
+    let request = http::Request::post("/")
+        .header("host", "localhost")
+        .header("ce-specversion", "1.0")
+        .header("ce-id", "1")
+        .header("ce-source", "/bench")
+        .header("ce-type", "bench.ping")
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from_static(b"{\"n\":1}")))
+        .unwrap();
+    let response = app.handle(request).await;
+    assert_eq!(response.status(), 200);
+    response.into_body().collect().await.unwrap();
+}
+
 fn write_readme(o: &Options, report: &Report) {
     let only: String = o.only.iter().map(|s| format!(" --only {s}")).collect();
+    // The SDK comparison has a table of its own.
+    let table = if o.only == ["sdk3"] {
+        "sdk3"
+    } else {
+        "compare"
+    };
     report.write_readme(
-        "compare",
+        table,
         &format!("wasmtime {WASMTIME_VERSION}; "),
         &format!("cargo run --release -p wasmfn-benches --bin compare{only}"),
         "figure (median, range over rounds)",
@@ -1061,10 +1250,13 @@ fn main() {
     let o = Options::parse();
     let work = std::env::temp_dir().join(format!("wasmfn-compare-{}", std::process::id()));
     std::fs::create_dir_all(&work).unwrap();
-    let tools = tools();
+    let tools = tools(&o);
     let mut report = Report::default();
     if o.wants("inprocess") {
         in_process(&o, &mut report);
+    }
+    if o.only.iter().any(|s| s == "sdk3") {
+        sdk3(&o, &tools, &work, &mut report);
     }
     if o.wants("throughput") {
         throughput(&o, &tools, &work, &mut report);

@@ -11,8 +11,9 @@
 //! Kinds: `hello` (an SDK function through the one-call `http-handler` export), `hello-wasi-http`
 //! (the same through `wasi:http`, as a body of unknown length goes), `hello-reuse` (`hello`
 //! with instance reuse: one instance serves them all), `event-echo` (a binary-mode
-//! CloudEvent in, its reply out) and `p3-hello` (the plain WASI 0.3 guest, whose instance
-//! serves many requests). The instance allocator is on-demand: valgrind
+//! CloudEvent in, its reply out), `p3-hello` (the plain WASI 0.3 guest, whose instance
+//! serves many requests), `sdk3-hello` (the SDK's `async fn` hello, WASI 0.3: hello-p3) and
+//! `event-echo-p3` (event-echo as an `async fn`, WASI 0.3). The instance allocator is on-demand: valgrind
 //! cannot reserve the pooling allocator's address space. One current-thread runtime.
 
 use std::sync::Arc;
@@ -38,14 +39,20 @@ fn main() {
             "variables = { greeting = \"Hello\" }\nreuse = { max_requests = 1000000, idle = \"1h\" }\n",
         ),
         "p3-hello" => (guests::WASI_P3_HTTP, ""),
+        "sdk3-hello" => (guests::HELLO_P3, "variables = { greeting = \"Hello\" }\n"),
         "event-echo" => (guests::EVENT_ECHO, ""),
+        "event-echo-reuse" => (
+            guests::EVENT_ECHO,
+            "reuse = { max_requests = 1000000, idle = \"1h\" }\n",
+        ),
+        "event-echo-p3" => (guests::EVENT_ECHO_P3, ""),
         other => panic!(
-            "unknown kind {other}: hello, hello-wasi-http, hello-reuse, event-echo or p3-hello"
+            "unknown kind {other}: hello, hello-wasi-http, hello-reuse, p3-hello, sdk3-hello, event-echo, event-echo-reuse or event-echo-p3"
         ),
     };
-    let text = if kind == "event-echo" {
+    let text = if kind.starts_with("event-echo") {
         format!(
-            "[[functions]]\nname = \"f\"\ncomponent = \"{component}\"\nevents = [{{ type = \"bench.ping\" }}]\n"
+            "[[functions]]\nname = \"f\"\ncomponent = \"{component}\"\nevents = [{{ type = \"bench.ping\" }}]\n{extra}"
         )
     } else {
         format!(
@@ -64,7 +71,7 @@ fn main() {
     rt.block_on(async {
         for _ in 0..n {
             let status = match kind.as_str() {
-                "hello" | "hello-reuse" | "p3-hello" => {
+                "hello" | "hello-reuse" | "p3-hello" | "sdk3-hello" => {
                     // The WASI 0.3 guest answers `/hello` by its last segment.
                     let request = http::Request::get("/hello?name=bench")
                         .header("host", "localhost")

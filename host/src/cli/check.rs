@@ -84,10 +84,15 @@ pub(super) fn run(args: CheckArgs) -> anyhow::Result<()> {
                     format!(" (version {version})")
                 };
                 let wasi = match function.wasi() {
-                    crate::engine::Wasi::P2 => "",
-                    crate::engine::Wasi::P3 => "  (WASI 0.3: instances serve many requests)",
+                    crate::engine::Wasi::P2 => "WASI 0.2",
+                    crate::engine::Wasi::P3 => "WASI 0.3, instances serve many at once",
                 };
-                println!("ok  {}{version}  {}{wasi}", f.name, what_it_serves(f));
+                println!(
+                    "ok  {}{version}  {}  ({wasi}: {})",
+                    f.name,
+                    what_it_serves(f),
+                    function.abis().join(", ")
+                );
             }
             Err(e) => problems.push(format!("function `{}`: {e}", f.name)),
         }

@@ -24,6 +24,20 @@ pub(super) struct NewArgs {
     /// one this binary was built from].
     #[arg(long, value_name = "DIR")]
     sdk: Option<PathBuf>,
+    /// The WASI version a Rust function is built for: 0.3 (async handlers, instances
+    /// serving many requests at once) or 0.2 (plain functions, an instance per request)
+    /// [default: 0.3]. Python functions are WASI 0.2.
+    #[arg(long, value_name = "VERSION")]
+    wasi: Option<WasiVersion>,
+}
+
+/// A WASI version a template is written for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum WasiVersion {
+    #[value(name = "0.3")]
+    P3,
+    #[value(name = "0.2")]
+    P2,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -52,6 +66,8 @@ impl Template {
 const RUST_CARGO_TOML: &str = include_str!("../../templates/rust-Cargo.toml");
 const HTTP_RUST: &str = include_str!("../../templates/http-rust/lib.rs");
 const EVENT_RUST: &str = include_str!("../../templates/event-rust/lib.rs");
+const HTTP_RUST_P2: &str = include_str!("../../templates/http-rust-p2/lib.rs");
+const EVENT_RUST_P2: &str = include_str!("../../templates/event-rust-p2/lib.rs");
 const HTTP_PYTHON: &str = include_str!("../../templates/http-python/app.py");
 const EVENT_PYTHON: &str = include_str!("../../templates/event-python/app.py");
 
@@ -138,7 +154,15 @@ pub(super) fn run(args: NewArgs) -> anyhow::Result<()> {
         }
     };
     let event_type = format!("com.example.{name}");
-    let files = project_files(args.template, name, &event_type, args.sdk.as_deref())?;
+    let wasi = match (args.template.is_python(), args.wasi) {
+        (true, Some(WasiVersion::P3)) => bail!(
+            "the Python templates build WASI 0.2 components (componentize-py 0.25); leave out --wasi, or use a Rust template for WASI 0.3"
+        ),
+        (_, Some(wasi)) => wasi,
+        (true, None) => WasiVersion::P2,
+        (false, None) => WasiVersion::P3,
+    };
+    let files = project_files(args.template, name, &event_type, args.sdk.as_deref(), wasi)?;
     let entry = manifest_entry(args.template, name, &event_type);
     let manifest_text = match &existing {
         None => format!(
@@ -215,6 +239,7 @@ fn project_files(
     name: &str,
     event_type: &str,
     sdk: Option<&Path>,
+    wasi: WasiVersion,
 ) -> anyhow::Result<Vec<(PathBuf, String)>> {
     let fill = |text: &str| {
         text.replace("{{name}}", name)
@@ -254,9 +279,11 @@ fn project_files(
             sdk.display()
         );
     }
-    let lib = match template {
-        Template::HttpRust => HTTP_RUST,
-        _ => EVENT_RUST,
+    let lib = match (template, wasi) {
+        (Template::HttpRust, WasiVersion::P3) => HTTP_RUST,
+        (Template::HttpRust, WasiVersion::P2) => HTTP_RUST_P2,
+        (_, WasiVersion::P3) => EVENT_RUST,
+        (_, WasiVersion::P2) => EVENT_RUST_P2,
     };
     Ok(vec![
         (
@@ -343,8 +370,10 @@ mod tests {
         }
         on_disk.sort();
         // Only wasmfn-sdk's database modules bind these (see `WIT`).
-        const SDK_ONLY_WIT: [&str; 4] = [
+        const SDK_ONLY_WIT: [&str; 5] = [
             "databases.wit",
+            // WASI 0.3's version of the contract: componentize-py 0.25 builds WASI 0.2.
+            "p3/function.wit",
             "deps/spin-sqlite/sqlite.wit",
             "deps/spin-postgres/postgres.wit",
             "deps/fermyon-spin/redis.wit",

@@ -1,4 +1,4 @@
-//! {{name}}: a CloudEvents function on wasmfn. It answers each `{{type}}` event with a
+//! {{name}}: a CloudEvents function on wasmfn (WASI 0.2). It answers each `{{type}}` event with a
 //! `{{type}}.done` reply carrying the same data;
 //! `wasmfn send --type {{type}} --data '{"hello":"world"}'` sends one.
 use wasmfn_sdk::{CloudEvent, Error};

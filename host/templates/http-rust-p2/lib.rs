@@ -1,4 +1,4 @@
-//! {{name}}: an HTTP function on wasmfn. `wasmfn invoke /{{name}}?name=Ada` calls it.
+//! {{name}}: an HTTP function on wasmfn (WASI 0.2). `wasmfn invoke /{{name}}?name=Ada` calls it.
 use wasmfn_sdk::{Request, Response, Router};
 
 #[wasmfn_sdk::http]

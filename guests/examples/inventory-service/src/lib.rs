@@ -1,7 +1,7 @@
 //! Saga example: the inventory service. Reserves stock for `order.created` (the `stock.<item>`
 //! variable is what there is): replies `inventory.reserved`, or `inventory.failed` when not
 //! enough is free. `GET /inventory/{item}` shows the stock, what is reserved and what is
-//! free.
+//! free. A WASI 0.3 function (`async fn` handlers).
 use saga::{Order, once, order_of, reserved, stock, store, take};
 use serde_json::json;
 use wasmfn_sdk::{CloudEvent, Error, Json, Request, Response, Router};
@@ -9,7 +9,7 @@ use wasmfn_sdk::{CloudEvent, Error, Json, Request, Response, Router};
 const SOURCE: &str = "/saga/inventory-service";
 
 #[wasmfn_sdk::event]
-fn reserve(event: CloudEvent) -> Result<CloudEvent, Error> {
+async fn reserve(event: CloudEvent) -> Result<CloudEvent, Error> {
     let order = order_of(&event)?;
     if event.ty() != "order.created" {
         return Err(Error::reject(format!(
@@ -39,7 +39,7 @@ fn reserve(event: CloudEvent) -> Result<CloudEvent, Error> {
 }
 
 #[wasmfn_sdk::http]
-fn http(req: Request) -> Response {
+async fn http(req: Request) -> Response {
     Router::new()
         .get(
             "/inventory/:item",

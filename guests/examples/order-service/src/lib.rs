@@ -7,10 +7,13 @@
 //! (payment declined, stock returned); each closes the saga with `order.completed` or
 //! `order.failed`. Redelivered outcome events leave the order as it is. `GET /orders` counts
 //! the orders each outcome closed: how many sagas ran to their end.
+//!
+//! Written for WASI 0.3 (`async fn` handlers): one instance takes many requests and
+//! events, several at once, each with its own trace.
 use saga::{Order, next, order_of, store};
 use serde::Deserialize;
 use wasmfn_sdk::kv::Store;
-use wasmfn_sdk::{CloudEvent, Error, Json, Request, Response, Router};
+use wasmfn_sdk::{CloudEvent, Error, IntoResponse, Json, Request, Response, Router};
 
 const SOURCE: &str = "/saga/order-service";
 
@@ -24,9 +27,13 @@ struct NewOrder {
 }
 
 #[wasmfn_sdk::http]
-fn http(req: Request) -> Response {
+async fn http(req: Request) -> Response {
+    // Placing an order waits for its event to be accepted: the instance serves other
+    // requests meanwhile.
+    if req.method() == "POST" && req.path() == "/orders" {
+        return create(req).await.into_response();
+    }
     Router::new()
-        .post("/orders", create)
         .get("/orders", |_req: Request| closed().map(Json))
         .get("/orders/:id", |req: Request| {
             let id = req.param("id").unwrap_or_default().to_string();
@@ -45,7 +52,7 @@ fn load(store: &Store, id: &str) -> Result<Order, Error> {
         .ok_or_else(|| Error::not_found(format!("no order has id {id}")))
 }
 
-fn create(req: Request) -> Result<Response, Error> {
+async fn create(req: Request) -> Result<Response, Error> {
     let new: NewOrder = req.json()?;
     if new.quantity == 0 {
         return Err(Error::new(422, "quantity: must be at least 1"));
@@ -106,7 +113,7 @@ fn create(req: Request) -> Result<Response, Error> {
             order
         }
     };
-    let started = wasmfn_sdk::emit(next("order.created", SOURCE, &order)?);
+    let started = wasmfn_sdk::p3::emit(next("order.created", SOURCE, &order)?).await;
     let result = match started {
         // An order whose saga never starts would stay pending for ever: without the event,
         // there is no order.
@@ -161,7 +168,7 @@ fn placed(id: &str) -> String {
 const LEASE: std::time::Duration = std::time::Duration::from_secs(60);
 
 #[wasmfn_sdk::event]
-fn on_event(event: CloudEvent) -> Result<CloudEvent, Error> {
+async fn on_event(event: CloudEvent) -> Result<CloudEvent, Error> {
     let reported = order_of(&event)?;
     let (status, reply) = match event.ty() {
         "payment.completed" => ("completed", "order.completed"),

@@ -1,0 +1,13 @@
+//! {{name}}: an HTTP function on wasmfn (WASI 0.3: one instance serves many requests, several
+//! at once). `wasmfn invoke /{{name}}?name=Ada` calls it.
+use wasmfn_sdk::{Request, Response, Router};
+
+#[wasmfn_sdk::http]
+async fn handle(req: Request) -> Response {
+    Router::new()
+        .get("/{{name}}", |req: Request| {
+            let name = req.query_param("name").unwrap_or_else(|| "world".to_string());
+            format!("Hello, {name}!\n")
+        })
+        .handle(req)
+}
