@@ -385,6 +385,46 @@ async fn sigterm_waits_for_the_requests_a_wasi_0_3_instance_is_running() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_wasi_0_3_instance_logs_what_each_request_printed_under_that_requests_id() {
+    // Six requests overlap in one instance (each starts 15 ms after the last and waits so
+    // that all end together); each prints its tag, emits and calls another function.
+    let (_dir, path) = manifest(
+        &(function(
+            "sdk3",
+            guests::HELLO_P3,
+            &["/sdk3/*"],
+            "allowed_outbound_hosts = [\"http://hello.wasmfn.internal\"]",
+        ) + &function("hello", guests::HELLO, &["/hello"], "")),
+    );
+    let server = Server::start(&path);
+    let calls = (0..6u64).map(|i| {
+        let url = server.url(&format!(
+            "/sdk3/work?tag=t{i}&ms={}&url=http://hello.wasmfn.internal/hello",
+            120 - 15 * i
+        ));
+        async move {
+            tokio::time::sleep(std::time::Duration::from_millis(15 * i)).await;
+            let request = http::Request::get(url)
+                .header("x-request-id", format!("req-p3-{i}"))
+                .body(Full::new(Bytes::new()))
+                .unwrap();
+            common::send(&common::client(false), request).await
+        }
+    });
+    for r in futures_util::future::join_all(calls).await {
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    for i in 0..6 {
+        let log = server.wait_for_log(&format!("tag t{i}"));
+        let line = log
+            .lines()
+            .find(|l| l.contains("guest output") && l.contains(&format!("tag t{i}")))
+            .unwrap_or_else(|| panic!("no output line for t{i}:\n{log}"));
+        assert!(line.contains(&format!("request_id=req-p3-{i}")), "{line}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_request_mid_upload_when_sigterm_arrives_completes_with_200() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let (_dir, path) = manifest(&examples_and_failures());

@@ -283,8 +283,13 @@ impl Server {
     fn start(&self, cpu: Option<&str>) -> (Running, f64) {
         let started = Instant::now();
         let (mut child, port) = self.spawn(cpu);
+        // The events path answers POSTs; a host taking events is up once it is ready.
+        let probe = match self.path.as_str() {
+            "/" => "/.well-known/wasmfn/ready",
+            path => path,
+        };
         loop {
-            match get_status(port, &self.path) {
+            match get_status(port, probe) {
                 Some(200) => break,
                 Some(other) => panic!("{}: GET {} answered {other}", self.name, self.path),
                 None => {
@@ -1081,14 +1086,21 @@ fn sdk3(o: &Options, tools: &Tools, work: &Path, report: &mut Report) {
     let hello_p3 = function("hello", wasmfn_guest_artifacts::HELLO_P3, "/hello")
         + "variables = { greeting = \"Hello\" }\n"
         + reuse;
+    let plain_p3 = function("hello", wasmfn_guest_artifacts::WASI_P3_HTTP, "/hello") + reuse;
     let echo_p2 = events("echo", wasmfn_guest_artifacts::EVENT_ECHO);
     let echo_p3 = events("echo", wasmfn_guest_artifacts::EVENT_ECHO_P3);
     // (name, manifest, the 0.2 row it is set against, an event?)
-    let cases: [(&str, &str, Option<&str>, bool); 4] = [
+    let cases: [(&str, &str, Option<&str>, bool); 5] = [
         ("SDK hello, WASI 0.2 (fn)", &hello_p2, None, false),
         (
             "SDK hello, WASI 0.3 (async fn)",
             &hello_p3,
+            Some("SDK hello, WASI 0.2 (fn)"),
+            false,
+        ),
+        (
+            "plain WASI 0.3 hello (wasip3 crate, no SDK)",
+            &plain_p3,
             Some("SDK hello, WASI 0.2 (fn)"),
             false,
         ),

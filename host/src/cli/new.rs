@@ -156,7 +156,7 @@ pub(super) fn run(args: NewArgs) -> anyhow::Result<()> {
     let event_type = format!("com.example.{name}");
     let wasi = match (args.template.is_python(), args.wasi) {
         (true, Some(WasiVersion::P3)) => bail!(
-            "the Python templates build WASI 0.2 components (componentize-py 0.25); leave out --wasi, or use a Rust template for WASI 0.3"
+            "the Python templates are WASI 0.2 ones; leave out --wasi, or use a Rust template for WASI 0.3"
         ),
         (_, Some(wasi)) => wasi,
         (true, None) => WasiVersion::P2,
@@ -372,7 +372,7 @@ mod tests {
         // Only wasmfn-sdk's database modules bind these (see `WIT`).
         const SDK_ONLY_WIT: [&str; 5] = [
             "databases.wit",
-            // WASI 0.3's version of the contract: componentize-py 0.25 builds WASI 0.2.
+            // WASI 0.3's version of the contract: the Python templates are WASI 0.2 ones.
             "p3/function.wit",
             "deps/spin-sqlite/sqlite.wit",
             "deps/spin-postgres/postgres.wit",
