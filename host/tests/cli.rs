@@ -396,7 +396,8 @@ async fn a_wasi_0_3_instance_logs_what_each_request_printed_under_that_requests_
             "allowed_outbound_hosts = [\"http://hello.wasmfn.internal\"]",
         ) + &function("hello", guests::HELLO, &["/hello"], "")),
     );
-    let server = Server::start(&path);
+    // One runtime: the requests meet in one instance rather than one per runtime.
+    let server = Server::start_with(&path, &["--runtimes", "1"]);
     let calls = (0..6u64).map(|i| {
         let url = server.url(&format!(
             "/sdk3/work?tag=t{i}&ms={}&url=http://hello.wasmfn.internal/hello",
@@ -420,7 +421,10 @@ async fn a_wasi_0_3_instance_logs_what_each_request_printed_under_that_requests_
             .lines()
             .find(|l| l.contains("guest output") && l.contains(&format!("tag t{i}")))
             .unwrap_or_else(|| panic!("no output line for t{i}:\n{log}"));
-        assert!(line.contains(&format!("request_id=req-p3-{i}")), "{line}");
+        assert!(
+            line.contains(&format!("request_id=\"req-p3-{i}\"")),
+            "{line}"
+        );
     }
 }
 
