@@ -797,6 +797,7 @@ fn check_reports_every_problem_and_warns_about_capabilities_not_granted() {
 fn invoke_and_send_answer_in_process_and_fail_on_error_statuses() {
     let text = [
         function("hello", guests::HELLO, &["/hello"], ""),
+        function("sdk3", guests::HELLO_P3, &["/sdk3/*"], ""),
         "[[functions]]\nname = \"event-echo\"\ncomponent = \"".to_string()
             + guests::EVENT_ECHO
             + "\"\nevents = [{ type = \"com.example.ping\" }]\n",
@@ -807,6 +808,11 @@ fn invoke_and_send_answer_in_process_and_fail_on_error_statuses() {
     let (ok, out, err) = wasmfn_in(dir.path(), &["invoke", "/hello?name=Ada"]);
     assert!(ok, "{err}");
     assert_eq!(out, "Hello, Ada!\n");
+    // A WASI 0.3 function's instance ends with the command, and says nothing of it.
+    let (ok, out, err) = wasmfn_in(dir.path(), &["invoke", "/sdk3/hello?name=Ada"]);
+    assert!(ok, "{err}");
+    assert_eq!(out, "Hello, Ada!\n");
+    assert!(!err.contains("retired after a failure"), "{err}");
 
     let (ok, out, _) = wasmfn_in(
         dir.path(),

@@ -56,18 +56,7 @@ where
 }
 
 fn read_request(incoming: IncomingRequest) -> Result<Request, String> {
-    let method = match incoming.method() {
-        Method::Get => "GET".to_string(),
-        Method::Head => "HEAD".to_string(),
-        Method::Post => "POST".to_string(),
-        Method::Put => "PUT".to_string(),
-        Method::Delete => "DELETE".to_string(),
-        Method::Connect => "CONNECT".to_string(),
-        Method::Options => "OPTIONS".to_string(),
-        Method::Trace => "TRACE".to_string(),
-        Method::Patch => "PATCH".to_string(),
-        Method::Other(m) => m,
-    };
+    let method = method_name!(incoming.method(), Method);
     let path_and_query = incoming
         .path_with_query()
         .unwrap_or_else(|| "/".to_string());

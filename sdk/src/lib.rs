@@ -42,6 +42,43 @@
 //! `target/wasm32-wasip2/release/` is the component to name in `wasmfn.toml`.
 #![deny(missing_docs)]
 
+/// The name of a `wasi:http` `Method`, of either WASI version (their variants are named
+/// alike).
+macro_rules! method_name {
+    ($method:expr, $M:ident) => {
+        match $method {
+            $M::Get => "GET".to_string(),
+            $M::Head => "HEAD".to_string(),
+            $M::Post => "POST".to_string(),
+            $M::Put => "PUT".to_string(),
+            $M::Delete => "DELETE".to_string(),
+            $M::Connect => "CONNECT".to_string(),
+            $M::Options => "OPTIONS".to_string(),
+            $M::Trace => "TRACE".to_string(),
+            $M::Patch => "PATCH".to_string(),
+            $M::Other(m) => m,
+        }
+    };
+}
+
+/// The `wasi:http` `Method` of either WASI version for a method's name.
+macro_rules! method_of {
+    ($name:expr, $M:ident) => {
+        match $name.to_ascii_uppercase().as_str() {
+            "GET" => $M::Get,
+            "HEAD" => $M::Head,
+            "POST" => $M::Post,
+            "PUT" => $M::Put,
+            "DELETE" => $M::Delete,
+            "PATCH" => $M::Patch,
+            "OPTIONS" => $M::Options,
+            "CONNECT" => $M::Connect,
+            "TRACE" => $M::Trace,
+            other => $M::Other(other.to_string()),
+        }
+    };
+}
+
 mod error;
 pub(crate) mod event;
 pub mod kv;

@@ -52,16 +52,7 @@ pub fn send(
     let fields = Fields::from_list(headers)
         .map_err(|e| Error::internal(format!("invalid request header: {e:?}")))?;
     let request = OutgoingRequest::new(fields);
-    let method = match method.to_ascii_uppercase().as_str() {
-        "GET" => Method::Get,
-        "HEAD" => Method::Head,
-        "POST" => Method::Post,
-        "PUT" => Method::Put,
-        "DELETE" => Method::Delete,
-        "PATCH" => Method::Patch,
-        "OPTIONS" => Method::Options,
-        other => Method::Other(other.to_string()),
-    };
+    let method = method_of!(method, Method);
     let invalid = |what: &str| Error::internal(format!("invalid request {what} in {url:?}"));
     request
         .set_method(&method)

@@ -5,6 +5,7 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use bytes::Bytes;
@@ -273,6 +274,10 @@ fn send_request(
                     .map_err(|e| anyhow::anyhow!(crate::logging::error_chain(&*e)))
                     .with_context(|| format!("reading the response of {path}: it was cut off"))?
                     .to_bytes();
+                // A WASI 0.3 instance waits for more requests: let it end as serve's drain
+                // ends them, rather than be dropped with the runtime and reported failed.
+                app.engine().drain();
+                let _ = tokio::time::timeout(Duration::from_secs(1), app.engine().drained()).await;
                 Ok(Response::from_parts(parts, body))
             })
         }

@@ -576,4 +576,77 @@ pub(crate) async fn hello_p3() {
         .await
         .assert_error(500, "trapped");
     assert_eq!(call(&app, "GET", "/sdk3/hello", "").await.status, 200);
+
+    // Events, too, run several at once in one instance: they start 10 ms apart and each
+    // waits until about the same time.
+    let sends = (0..6u64).map(|i| {
+        let app = app.clone();
+        async move {
+            tokio::time::sleep(Duration::from_millis(10 * i)).await;
+            super::send_event(&app, "p3.wait", serde_json::json!({ "ms": 100 - 10 * i })).await
+        }
+    });
+    let mut peak = 0;
+    for r in futures_util::future::join_all(sends).await {
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.header("ce-type"), Some("p3.waited"));
+        peak = peak.max(r.json()["peak"].as_u64().unwrap());
+    }
+    assert!(peak >= 2, "events overlapped in one instance: peak {peak}");
+
+    // A trap in one event fails the events its instance was running, and only those.
+    let waiting = {
+        let app = app.clone();
+        tokio::spawn(async move {
+            super::send_event(&app, "p3.wait", serde_json::json!({ "ms": 300 })).await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let trapped = super::send_event(&app, "p3.trap", serde_json::json!({})).await;
+    assert_eq!(trapped.status, 500, "{}", trapped.text());
+    let mate = waiting.await.unwrap();
+    assert_eq!(
+        mate.status,
+        500,
+        "its instance-mate failed with it: {}",
+        mate.text()
+    );
+    let r = super::send_event(&app, "p3.ping", serde_json::json!({ "n": 8 })).await;
+    assert_eq!(
+        (r.status, r.json()["n"].as_u64()),
+        (200, Some(8)),
+        "a fresh instance"
+    );
+
+    // An event past its deadline is 504, and its instance, stuck in it, is dropped; the
+    // next event gets a fresh one.
+    let slow = app_with_timeout("200ms");
+    let r = super::send_event(&slow, "p3.wait", serde_json::json!({ "ms": 5000 })).await;
+    assert_eq!(r.status, 504, "{}", r.text());
+    let r = super::send_event(&slow, "p3.ping", serde_json::json!({ "n": 9 })).await;
+    assert_eq!(
+        (r.status, r.json()["n"].as_u64()),
+        (200, Some(9)),
+        "{}",
+        r.text()
+    );
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let metrics = slow.metrics_text();
+    let live = metrics
+        .lines()
+        .find(|l| l.starts_with("wasmfn_instances_in_flight"))
+        .unwrap_or_else(|| panic!("{metrics}"));
+    assert!(live.ends_with(" 1"), "the stuck instance is gone: {live}");
+}
+
+/// hello-p3 taking `p3.wait` and `p3.ping` events within `timeout`.
+fn app_with_timeout(timeout: &str) -> std::sync::Arc<App> {
+    app(&entry(
+        "slow",
+        guests::HELLO_P3,
+        &[],
+        &format!(
+            "timeout = \"{timeout}\"\nevents = [{{ type = \"p3.wait\" }}, {{ type = \"p3.ping\" }}]"
+        ),
+    ))
 }

@@ -91,18 +91,7 @@ impl StreamingRequest {
 
 impl FromWasiRequest for StreamingRequest {
     async fn from_wasi(incoming: WasiRequest) -> Result<Self, String> {
-        let method = match incoming.get_method() {
-            Method::Get => "GET".to_string(),
-            Method::Head => "HEAD".to_string(),
-            Method::Post => "POST".to_string(),
-            Method::Put => "PUT".to_string(),
-            Method::Delete => "DELETE".to_string(),
-            Method::Connect => "CONNECT".to_string(),
-            Method::Options => "OPTIONS".to_string(),
-            Method::Trace => "TRACE".to_string(),
-            Method::Patch => "PATCH".to_string(),
-            Method::Other(m) => m,
-        };
+        let method = method_name!(incoming.get_method(), Method);
         let path_and_query = incoming
             .get_path_with_query()
             .unwrap_or_else(|| "/".to_string());

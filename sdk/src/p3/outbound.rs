@@ -54,7 +54,7 @@ pub async fn send(
     let (request, _sent) = Request::new(fields, contents, trailers, None);
     let invalid = |what: &str| Error::internal(format!("invalid request {what} in {url:?}"));
     request
-        .set_method(&method_of(method))
+        .set_method(&method_of!(method, Method))
         .map_err(|()| invalid("method"))?;
     let scheme = if target.https {
         Scheme::Https
@@ -102,19 +102,6 @@ async fn read_response(incoming: WasiResponse, url: &str) -> Result<Response, Er
             502,
             format!("reading the response of {url} failed: {e:?}"),
         )),
-    }
-}
-
-fn method_of(method: &str) -> Method {
-    match method.to_ascii_uppercase().as_str() {
-        "GET" => Method::Get,
-        "HEAD" => Method::Head,
-        "POST" => Method::Post,
-        "PUT" => Method::Put,
-        "DELETE" => Method::Delete,
-        "PATCH" => Method::Patch,
-        "OPTIONS" => Method::Options,
-        other => Method::Other(other.to_string()),
     }
 }
 
