@@ -236,5 +236,5 @@ pub(super) const EXPIRY_GRACE: std::time::Duration = TICK.saturating_mul(2);
 #[error("{0}")]
 pub(super) struct PoolFull(pub(super) String);
 
-/// Held in a `Tasks` so that `State` stays small for WASI 0.2 stores.
+/// Boxed, so that a WASI 0.2 store, which has none, stays small.
 pub(crate) type BoxedTasks = Box<Tasks>;
