@@ -370,10 +370,11 @@ mod tests {
         }
         on_disk.sort();
         // Only wasmfn-sdk's database modules bind these (see `WIT`).
-        const SDK_ONLY_WIT: [&str; 5] = [
+        const SDK_ONLY_WIT: [&str; 6] = [
             "databases.wit",
             // WASI 0.3's version of the contract: the Python templates are WASI 0.2 ones.
             "p3/function.wit",
+            "p3/deps/spin-key-value/key-value.wit",
             "deps/spin-sqlite/sqlite.wit",
             "deps/spin-postgres/postgres.wit",
             "deps/fermyon-spin/redis.wit",

@@ -470,6 +470,16 @@ pub(crate) async fn hello_p3() {
         call(&app, "GET", "/sdk3/count?key=k", "").await.text(),
         "2\n"
     );
+    // The async key-value calls, on the same store.
+    call(&app, "GET", "/sdk3/note?key=n1", "")
+        .await
+        .assert_error(404, "no note");
+    let r = call(&app, "GET", "/sdk3/note?key=n1&text=hi", "").await;
+    assert_eq!((r.status, r.text().as_str()), (200, "hi"));
+    assert_eq!(
+        call(&app, "GET", "/sdk3/note?key=n1", "").await.text(),
+        "hi"
+    );
 
     // Outbound, with the caller's trace; and a call to another function, in process.
     let tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";

@@ -26,13 +26,14 @@
 //! ```
 //!
 //! The request, response, router, JSON and event types are the crate's own. What differs
-//! is how a handler waits: [`emit`] and [`outbound`] are async here. Key-value
-//! ([`crate::kv`]), variables ([`crate::variables`]), SQL ([`crate::sql`]) and Redis
-//! ([`crate::redis`]) are the crate's synchronous modules: WASI has no 0.3 version of
-//! `wasi:keyvalue` or `wasi:config` yet, and each call is short, but while it runs the
-//! instance's other requests wait.
+//! is how a handler waits: [`emit`], [`outbound`] and [`kv`] are async here. Counters
+//! ([`crate::kv::Store::increment`]), variables ([`crate::variables`]), SQL
+//! ([`crate::sql`]) and Redis ([`crate::redis`]) are the crate's synchronous modules: WASI
+//! has no 0.3 version of `wasi:keyvalue` or `wasi:config` yet, and each call is short, but
+//! while it runs the instance's other requests wait.
 
 mod http;
+pub mod kv;
 pub mod outbound;
 
 pub use http::{
@@ -78,6 +79,15 @@ pub mod wit {
         },
         generate_all,
     });
+
+    /// Spin's async key-value interface, for [`crate::p3::kv`].
+    pub mod kv {
+        wit_bindgen::generate!({
+            path: "../wit/p3",
+            world: "wasmfn:function/async-key-value@0.2.0",
+            generate_all,
+        });
+    }
 
     /// The event world, sharing the HTTP world's types and imports.
     pub mod events {

@@ -7,6 +7,8 @@
 //! - `echo`: the request body streamed back chunk by chunk as it arrives;
 //! - `json` (POST `{"name": ...}`): a JSON greeting, or 400 for a body that is not one;
 //! - `count?key=k`: adds one to `k` in the `default` key-value store;
+//! - `note?key=k&text=t`: stores `t` under `k` with the async key-value calls and reads it
+//!   back (without `text`, only reads it: 404 when there is none);
 //! - `fetch?url=U`: GETs `U` and answers with its status and body;
 //! - `emit?type=T&tag=X`: emits an event of type `T` with data `{"tag": X}`;
 //! - `work?tag=X&ms=N&url=U`: prints `tag X`, emits `p3.work` with `{"tag": X}`, waits N
@@ -36,6 +38,7 @@ async fn handle(request: StreamingRequest) -> Result<StreamingResponse, Error> {
         "hello" => hello(&request),
         "json" => json(&request)?,
         "count" => count(&request)?,
+        "note" => note(&request).await?,
         "fetch" => fetch(&request).await?,
         "emit" => emit(&request).await?,
         "work" => work(&request).await?,
@@ -84,6 +87,18 @@ fn count(request: &Request) -> Result<Response, Error> {
     let key = request.query_param("key").unwrap_or_else(|| "hits".into());
     let count = kv::Store::open("default")?.increment(&key, 1)?;
     Ok(Response::text(format!("{count}\n")))
+}
+
+async fn note(request: &Request) -> Result<Response, Error> {
+    let key = request.query_param("key").unwrap_or_else(|| "note".into());
+    let store = p3::kv::Store::open("default").await?;
+    if let Some(text) = request.query_param("text") {
+        store.set(&key, text.as_bytes()).await?;
+    }
+    match store.get(&key).await? {
+        Some(text) => Ok(Response::new(200).with_body(text)),
+        None => Err(Error::not_found(format!("no note {key:?}"))),
+    }
 }
 
 async fn fetch(request: &Request) -> Result<Response, Error> {
