@@ -1,8 +1,17 @@
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 
 use crate::{Error, IntoResponse, Request, Response};
 
-type Handler = Box<dyn Fn(Request) -> Response>;
+/// What an async route's handler returns once called.
+type Responding = Pin<Box<dyn Future<Output = Response>>>;
+
+enum Handler {
+    Plain(Box<dyn Fn(Request) -> Response>),
+    /// A WASI 0.3 handler's: run by [`Router::handle_async`].
+    Async(Box<dyn Fn(Request) -> Responding>),
+}
 
 /// A small in-guest router: method + path pattern to handler.
 ///
@@ -38,9 +47,46 @@ impl Router {
         self.routes.push((
             method.to_ascii_uppercase(),
             segments,
-            Box::new(move |req| handler(req).into_response()),
+            Handler::Plain(Box::new(move |req| handler(req).into_response())),
         ));
         self
+    }
+
+    /// Adds a route whose handler is async (in a WASI 0.3 handler, which dispatches with
+    /// [`Router::handle_async`]), e.g. `.route_async("GET", "/rates", async |_| fetch().await)`.
+    pub fn route_async<F, Fut>(mut self, method: &str, pattern: &str, handler: F) -> Self
+    where
+        F: Fn(Request) -> Fut + 'static,
+        Fut: Future<Output: IntoResponse> + 'static,
+    {
+        let segments = parse_pattern(pattern);
+        self.routes.push((
+            method.to_ascii_uppercase(),
+            segments,
+            Handler::Async(Box::new(move |req| {
+                let response = handler(req);
+                Box::pin(async move { response.await.into_response() })
+            })),
+        ));
+        self
+    }
+
+    /// Adds a GET route with an async handler (see [`Router::route_async`]).
+    pub fn get_async<F, Fut>(self, pattern: &str, handler: F) -> Self
+    where
+        F: Fn(Request) -> Fut + 'static,
+        Fut: Future<Output: IntoResponse> + 'static,
+    {
+        self.route_async("GET", pattern, handler)
+    }
+
+    /// Adds a POST route with an async handler (see [`Router::route_async`]).
+    pub fn post_async<F, Fut>(self, pattern: &str, handler: F) -> Self
+    where
+        F: Fn(Request) -> Fut + 'static,
+        Fut: Future<Output: IntoResponse> + 'static,
+    {
+        self.route_async("POST", pattern, handler)
     }
 
     /// Adds a GET route.
@@ -80,7 +126,30 @@ impl Router {
     }
 
     /// Dispatches the request to the first matching route.
-    pub fn handle(&self, mut req: Request) -> Response {
+    pub fn handle(&self, req: Request) -> Response {
+        match self.find(req) {
+            Ok((Handler::Plain(handler), req)) => handler(req),
+            Ok((Handler::Async(_), req)) => Error::internal(format!(
+                "the route for {} {} is async: dispatch with Router::handle_async",
+                req.method, req.path
+            ))
+            .into_response(),
+            Err(response) => response,
+        }
+    }
+
+    /// Dispatches the request to the first matching route, plain or async.
+    pub async fn handle_async(&self, req: Request) -> Response {
+        match self.find(req) {
+            Ok((Handler::Plain(handler), req)) => handler(req),
+            Ok((Handler::Async(handler), req)) => handler(req).await,
+            Err(response) => response,
+        }
+    }
+
+    /// The first matching route's handler, and the request with its parameters; or the 404
+    /// or 405 answer.
+    fn find(&self, mut req: Request) -> Result<(&Handler, Request), Response> {
         let mut allowed: Vec<&str> = Vec::new();
         for (method, segments, handler) in &self.routes {
             let Some(params) = match_path(segments, &req.path) else {
@@ -93,9 +162,9 @@ impl Router {
                 continue;
             }
             req.params = params;
-            return handler(req);
+            return Ok((handler, req));
         }
-        if allowed.is_empty() {
+        Err(if allowed.is_empty() {
             Error::not_found(format!("no route for {} {}", req.method, req.path)).into_response()
         } else {
             Error::new(
@@ -104,7 +173,7 @@ impl Router {
             )
             .into_response()
             .with_header("allow", allowed.join(", "))
-        }
+        })
     }
 }
 
@@ -203,6 +272,32 @@ mod tests {
         let r = router().handle(Request::new("DELETE", "/items"));
         assert_eq!(r.status(), 405);
         assert_eq!(r.header("allow"), Some("GET, POST"));
+    }
+
+    #[test]
+    fn async_routes_run_through_handle_async_and_plain_ones_through_both() {
+        let router = Router::new()
+            .get("/plain", |_req: Request| "plain")
+            .get_async("/items/:id", async |req: Request| {
+                format!("item {}", req.param("id").unwrap_or_default())
+            });
+        // Each handler here is ready at once: one poll runs it.
+        let run = |req: Request| {
+            let mut future = std::pin::pin!(router.handle_async(req));
+            let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+            match future.as_mut().poll(&mut cx) {
+                std::task::Poll::Ready(response) => response,
+                std::task::Poll::Pending => panic!("the handler waited"),
+            }
+        };
+        assert_eq!(run(Request::new("GET", "/items/7")).body(), b"item 7");
+        assert_eq!(run(Request::new("GET", "/plain")).body(), b"plain");
+        assert_eq!(run(Request::new("GET", "/nowhere")).status(), 404);
+        assert_eq!(
+            router.handle(Request::new("GET", "/plain")).body(),
+            b"plain"
+        );
+        assert_eq!(router.handle(Request::new("GET", "/items/7")).status(), 500);
     }
 
     #[test]

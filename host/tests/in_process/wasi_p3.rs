@@ -470,6 +470,9 @@ pub(crate) async fn hello_p3() {
         call(&app, "GET", "/sdk3/count?key=k", "").await.text(),
         "2\n"
     );
+    // An async route of the SDK's router.
+    let r = call(&app, "GET", "/sdk3/routed/Ada", "").await;
+    assert_eq!((r.status, r.text().as_str()), (200, "routed to Ada\n"));
     // The async key-value calls, on the same store.
     call(&app, "GET", "/sdk3/note?key=n1", "")
         .await

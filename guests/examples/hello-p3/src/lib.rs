@@ -13,6 +13,7 @@
 //! - `emit?type=T&tag=X`: emits an event of type `T` with data `{"tag": X}`;
 //! - `work?tag=X&ms=N&url=U`: prints `tag X`, emits `p3.work` with `{"tag": X}`, waits N
 //!   ms (the instance serves others meanwhile), then GETs `U` and answers with its body;
+//! - `.../routed/NAME`: an async route of the SDK's router, after an asynchronous wait;
 //! - `trap`: panics, which traps the instance.
 //!
 //! Its event handler answers `p3.ping` with a `p3.pong` reply carrying the same data, and
@@ -24,7 +25,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use serde::Deserialize;
 use wasmfn_sdk::p3::{self, StreamingRequest, StreamingResponse};
-use wasmfn_sdk::{CloudEvent, Error, IntoResponse, Json, Request, Response, kv, variables};
+use wasmfn_sdk::{CloudEvent, Error, IntoResponse, Json, Request, Response, Router, kv, variables};
 
 #[wasmfn_sdk::http]
 async fn handle(request: StreamingRequest) -> Result<StreamingResponse, Error> {
@@ -34,6 +35,13 @@ async fn handle(request: StreamingRequest) -> Result<StreamingResponse, Error> {
         return Ok(echo(request));
     }
     let request = request.read_whole().await?;
+    if path.rsplit('/').nth(1) == Some("routed") {
+        let router = Router::new().get_async("/:prefix/routed/:name", async |req: Request| {
+            p3::sleep(std::time::Duration::from_millis(1)).await;
+            format!("routed to {}\n", req.param("name").unwrap_or_default())
+        });
+        return Ok(router.handle_async(request).await.into());
+    }
     let response = match action {
         "hello" => hello(&request),
         "json" => json(&request)?,
