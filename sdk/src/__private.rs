@@ -88,15 +88,7 @@ fn read_request(incoming: IncomingRequest) -> Result<Request, String> {
 }
 
 fn write_response(out: ResponseOutparam, response: Response) {
-    let mut headers: Vec<(String, Vec<u8>)> = response
-        .headers
-        .into_iter()
-        .filter(|(k, _)| k != "content-length")
-        .collect();
-    headers.push((
-        "content-length".to_string(),
-        response.body.len().to_string().into_bytes(),
-    ));
+    let (status, headers, body) = response.into_sent();
     let fields = match Fields::from_list(&headers) {
         Ok(f) => f,
         Err(e) => {
@@ -111,7 +103,7 @@ fn write_response(out: ResponseOutparam, response: Response) {
             return send(out, fields, 500, msg.as_bytes());
         }
     };
-    send(out, fields, response.status, &response.body);
+    send(out, fields, status, &body);
 }
 
 fn send(out: ResponseOutparam, fields: Fields, status: u16, body: &[u8]) {

@@ -10,7 +10,25 @@ pub struct Response {
     pub(crate) body: Vec<u8>,
 }
 
+/// Header names and raw values, in order.
+pub(crate) type Headers = Vec<(String, Vec<u8>)>;
+
 impl Response {
+    /// Its status, headers and body as sent: whatever `content-length` the handler set is
+    /// replaced by the body's own length, which the host checks against the body.
+    pub(crate) fn into_sent(self) -> (u16, Headers, Vec<u8>) {
+        let mut headers: Vec<(String, Vec<u8>)> = self
+            .headers
+            .into_iter()
+            .filter(|(k, _)| k != "content-length")
+            .collect();
+        headers.push((
+            "content-length".to_string(),
+            self.body.len().to_string().into_bytes(),
+        ));
+        (self.status, headers, self.body)
+    }
+
     /// An empty response with this status.
     pub fn new(status: u16) -> Self {
         Self {

@@ -231,6 +231,12 @@ pub(super) async fn new_store(
 /// expired from outside its event loop: each has had its 504 by then if the loop could run.
 pub(super) const EXPIRY_GRACE: std::time::Duration = TICK.saturating_mul(2);
 
+/// Resolves once the host drains (every WASI 0.3 instance then retires when it has no work).
+pub(super) async fn drained(mut draining: tokio::sync::watch::Receiver<bool>) {
+    // An error means the engine is gone, which is draining too.
+    let _ = draining.wait_for(|d| *d).await;
+}
+
 /// An instance-pool slot could not be had within the queue timeout.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]

@@ -265,7 +265,7 @@ async fn take_events(
     let mut running = FuturesUnordered::new();
     let idle = tokio::time::sleep(events.idle);
     tokio::pin!(idle);
-    let drain = super::wasi_http_p3::drained(f.draining.clone());
+    let drain = super::concurrent::drained(f.draining.clone());
     tokio::pin!(drain);
     let mut draining = false;
     loop {

@@ -39,7 +39,7 @@ use wasmtime_wasi_http::p3::bindings::ServicePre;
 use wasmtime_wasi_http::p3::bindings::http::types::ErrorCode;
 use wasmtime_wasi_http::{WasiBody, WasiHttpView};
 
-use super::concurrent::{EXPIRY_GRACE, InstanceShared, PoolFull, Scope, new_store};
+use super::concurrent::{EXPIRY_GRACE, InstanceShared, PoolFull, Scope, drained, new_store};
 use super::context::CallContext;
 use super::cut_off::{CutOff, GuestEnd};
 use super::invocation::classify;
@@ -376,12 +376,6 @@ struct InstanceExpiry {
     shared: Arc<InstanceShared>,
     /// Resolves when the host drains; None once it has.
     drain: Option<Pin<Box<dyn Future<Output = ()> + Send + Sync>>>,
-}
-
-/// Resolves once the host drains.
-pub(super) async fn drained(mut draining: tokio::sync::watch::Receiver<bool>) {
-    // An error means the engine is gone, which is draining too.
-    let _ = draining.wait_for(|d| *d).await;
 }
 
 impl WorkerExpiration for InstanceExpiry {

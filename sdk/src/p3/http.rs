@@ -192,17 +192,9 @@ impl StreamingResponse {
 /// responses and not others.
 impl From<Response> for StreamingResponse {
     fn from(response: Response) -> Self {
-        let (mut streaming, mut writer) = StreamingResponse::new(response.status);
-        streaming.headers = response
-            .headers
-            .into_iter()
-            .filter(|(k, _)| k != "content-length")
-            .collect();
-        streaming.headers.push((
-            "content-length".to_string(),
-            response.body.len().to_string().into_bytes(),
-        ));
-        let body = response.body;
+        let (status, headers, body) = response.into_sent();
+        let (mut streaming, mut writer) = StreamingResponse::new(status);
+        streaming.headers = headers;
         wasip3::spawn_local(async move {
             let _ = writer.write(body).await;
         });
@@ -248,17 +240,9 @@ impl BodyWriter {
 }
 
 fn write_response(response: Response) -> WasiResponse {
-    let mut headers: Vec<(String, Vec<u8>)> = response
-        .headers
-        .into_iter()
-        .filter(|(k, _)| k != "content-length")
-        .collect();
-    headers.push((
-        "content-length".to_string(),
-        response.body.len().to_string().into_bytes(),
-    ));
+    let (status, headers, body) = response.into_sent();
     match Fields::from_list(&headers) {
-        Ok(fields) => send(fields, response.status, response.body),
+        Ok(fields) => send(fields, status, body),
         Err(e) => invalid_header(e),
     }
 }
