@@ -11,7 +11,7 @@ use std::sync::Mutex;
 use arc_swap::ArcSwap;
 
 use crate::events::schedule::Scheduler;
-use crate::manifest::{Manifest, ManifestError, ManifestFiles};
+use crate::manifest::{Manifest, ManifestError, ManifestFiles, Selection};
 use crate::server::{App, AppLoadError};
 
 /// Why a reload left the running app in place.
@@ -29,8 +29,8 @@ pub enum ReloadError {
 pub struct LiveApp {
     current: ArcSwap<App>,
     manifest: ManifestFiles,
-    /// Serve only these functions of the manifest (`--functions`); all when empty.
-    selected: Vec<String>,
+    /// What of the manifest this host serves (`--functions`, `--pin-versions`).
+    selected: Selection,
     /// The running app's schedule tasks, when this host fires schedules.
     schedules: Mutex<Option<Scheduler>>,
     fire_schedules: bool,
@@ -42,7 +42,7 @@ impl LiveApp {
     pub fn new(
         app: Arc<App>,
         manifest: ManifestFiles,
-        selected: Vec<String>,
+        selected: Selection,
         fire_schedules: bool,
     ) -> Arc<Self> {
         let schedules = fire_schedules.then(|| app.start_schedules());
@@ -73,10 +73,7 @@ impl LiveApp {
     /// Reads the manifest again and swaps in the app it describes; the running app stays
     /// if anything fails. Returns the new manifest.
     pub fn reload(&self) -> Result<Manifest, ReloadError> {
-        let mut manifest = self.manifest.load()?;
-        if !self.selected.is_empty() {
-            manifest = manifest.select(&self.selected)?;
-        }
+        let manifest = self.selected.apply(self.manifest.load()?)?;
         let next = self.app().reloaded(&manifest)?;
         // The schedules follow the app: the old tasks stop as the new ones start.
         let mut schedules = self.schedules.lock().unwrap_or_else(|p| p.into_inner());

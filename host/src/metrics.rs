@@ -99,6 +99,7 @@ pub struct Metrics {
     instantiate_duration: Family<FunctionLabels, Histogram>,
     instance_requests: Family<FunctionLabels, Histogram>,
     events: Family<EventLabels, Counter>,
+    event_lag: Family<FunctionLabels, Histogram>,
     emitted: Family<ResultLabels, Counter>,
     cache: Family<ResultLabels, Counter>,
     instances: Gauge,
@@ -185,6 +186,14 @@ impl Metrics {
             "CloudEvents delivered to a function, by type and result (reply, accepted, retry, reject, error)",
             events.clone(),
         );
+        let event_lag = Family::<FunctionLabels, Histogram>::new_with_constructor(
+            (|| Histogram::new(exponential_buckets(1e-3, 2.0, 22))) as fn() -> Histogram,
+        );
+        registry.register(
+            "event_lag_seconds",
+            "Time from an event's `time` to the start of its handling by a function (events without a time, and replayed ones, are not counted)",
+            event_lag.clone(),
+        );
         let emitted = Family::default();
         registry.register(
             "emitted_events",
@@ -252,6 +261,7 @@ impl Metrics {
             instantiate_duration,
             instance_requests,
             events,
+            event_lag,
             emitted,
             cache,
             instances,
@@ -347,6 +357,15 @@ impl Metrics {
                 result,
             })
             .inc();
+    }
+
+    /// How long after its `time` `function` started on an event; a clock behind the
+    /// sender's counts as no lag.
+    pub fn event_lag(&self, function: &'static str, lag: chrono::TimeDelta) {
+        let seconds = lag.to_std().map_or(0.0, |d| d.as_secs_f64());
+        self.event_lag
+            .get_or_create(&FunctionLabels { function })
+            .observe(seconds);
     }
 
     /// One emitted event, accepted or not.

@@ -2,8 +2,10 @@
 //! ship them (`deploy/seed-apis.toml`, `deploy/patterns.toml`, the root `wasmfn.toml`),
 //! with their state in a real `redis-server` and PostgreSQL where the manifest keeps it there (skipped,
 //! saying so, without one): users-api (two hosts, one PostgreSQL), the stateful saga, event
-//! sourcing with CQRS and replay, windowed aggregation, rule-driven routing, notifications
-//! to a webhook, and campaigns switched from blue to green.
+//! sourcing with CQRS and replay (of the read model, and of the store's events to a Broker
+//! by `wasmfn replay`), windowed aggregation, rule-driven routing, the validate → enrich →
+//! transform Sequence (and the event lag it is measured by), notifications to a webhook,
+//! and campaigns switched from blue to green.
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -612,6 +614,218 @@ async fn the_event_filter_routes_drops_and_reshapes_by_its_rules() {
     );
     let r = deliver("debug.trace", "anywhere", json!({})).await;
     assert_eq!((r.status, r.header("ce-type")), (202, None), "dropped");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_order_pipeline_validates_enriches_and_transforms_and_its_lag_is_measured() {
+    // The Sequence's three steps in one host, which runs the Sequence itself (no Broker):
+    // the last step's reply is the answer to the event.
+    let server = Server::spawn(
+        &repo().join("deploy/patterns.toml"),
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--functions",
+            "order-validator,order-enricher,order-transformer",
+        ],
+        &[],
+    );
+    let submit = |id: &str, data: Value, time: Option<String>| {
+        let url = server.url("/");
+        let id = id.to_string();
+        async move {
+            let mut headers = vec![
+                ("ce-specversion", "1.0"),
+                ("ce-id", id.as_str()),
+                ("ce-source", "/web"),
+                ("ce-type", "order.submitted"),
+                ("content-type", "application/json"),
+            ];
+            if let Some(t) = &time {
+                headers.push(("ce-time", t));
+            }
+            send("POST", &url, &headers, data.to_string()).await
+        }
+    };
+    // Submitted 40 s ago: it waited somewhere before reaching the pipeline.
+    let late = (chrono::Utc::now() - chrono::Duration::seconds(40)).to_rfc3339();
+    let r = submit(
+        "o-1",
+        json!({"order_id": "o-1", "amount_cents": 500, "internal": "x"}),
+        Some(late),
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.header("ce-type")),
+        (200, Some("order.accepted")),
+        "{}\n{}",
+        r.text(),
+        server.log()
+    );
+    assert_eq!(
+        r.json(),
+        json!({"order_id": "o-1", "amount_cents": 500, "channel": "web", "schema_version": "2.0"}),
+        "validated, enriched, transformed"
+    );
+    // Without an amount the validator holds it back: nothing comes out.
+    let r = submit("o-2", json!({"order_id": "o-2"}), None).await;
+    assert_eq!((r.status, r.header("ce-type")), (202, None), "{}", r.text());
+    // On time, a second event: the lag histogram has one late and one prompt event.
+    let now = chrono::Utc::now().to_rfc3339();
+    let r = submit(
+        "o-3",
+        json!({"order_id": "o-3", "amount_cents": 1}),
+        Some(now),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+
+    let metrics = get(&server.url("/.well-known/wasmfn/metrics")).await.text();
+    let bucket = |le: &str| -> f64 {
+        let prefix =
+            format!("wasmfn_event_lag_seconds_bucket{{le=\"{le}\",function=\"order-validator\"}} ");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .unwrap_or_else(|| panic!("no {prefix}in\n{metrics}"))
+            .parse()
+            .unwrap()
+    };
+    // Buckets double from 1 ms: 32.768 s holds the prompt one only, 65.536 s both.
+    assert_eq!(bucket("1.024"), 1.0, "{metrics}");
+    assert_eq!(bucket("32.768"), 1.0, "{metrics}");
+    assert_eq!(bucket("65.536"), 2.0, "{metrics}");
+    // The event without a time is not counted.
+    assert_eq!(bucket("+Inf"), 2.0, "{metrics}");
+}
+
+/// `wasmfn replay` of `store`'s events from `start` to `end` (of `aggregate`), as the Job
+/// runs it, to a stand-in broker: what the broker got, and what the command said.
+async fn replay(
+    store: &str,
+    start: &str,
+    end: &str,
+    aggregate: Option<&str>,
+) -> (Vec<Value>, String) {
+    let (sink_url, received) = structured_sink().await;
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_wasmfn"));
+    cmd.arg("replay")
+        .env("EVENT_STORE_URL", store)
+        .env("BROKER_URL", &sink_url)
+        .env("START_TIME", start)
+        .env("END_TIME", end)
+        .env_remove("AGGREGATE_ID");
+    if let Some(a) = aggregate {
+        cmd.env("AGGREGATE_ID", a);
+    }
+    let out = cmd.output().await.unwrap();
+    let said = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{said}");
+    let got = received.lock().unwrap().clone();
+    (got, said)
+}
+
+/// A stand-in broker that keeps the structured CloudEvents POSTed to it.
+async fn structured_sink() -> (String, Arc<Mutex<Vec<Value>>>) {
+    let received = Arc::new(Mutex::new(Vec::new()));
+    let keep = received.clone();
+    let addr = serve_http(move |req: http::Request<Bytes>| {
+        let keep = keep.clone();
+        async move {
+            let structured = req
+                .headers()
+                .get("content-type")
+                .is_some_and(|v| v == "application/cloudevents+json");
+            if !structured {
+                return text_response(415, "structured events only");
+            }
+            keep.lock()
+                .unwrap()
+                .push(serde_json::from_slice(req.body()).unwrap());
+            text_response(202, "")
+        }
+    })
+    .await;
+    (format!("http://{addr}/default/default"), received)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn wasmfn_replay_sends_the_events_of_a_time_range_to_the_broker_marked_as_replayed() {
+    let Some(pg) = PostgresServer::start() else {
+        return;
+    };
+    let server = Server::spawn(
+        &repo().join("deploy/patterns.toml"),
+        &["--listen", "127.0.0.1:0", "--functions", "command-service"],
+        &[("DATABASE_URL", &pg.url())],
+    );
+    let command = |path: &str, body: Value| {
+        let url = server.url(path);
+        let path = path.to_string();
+        async move {
+            let r = post(&url, body.to_string()).await;
+            // 202: recorded, not published (this host has no subscriber for it).
+            assert!(
+                [201, 202].contains(&r.status),
+                "{path}: {} {}",
+                r.status,
+                r.text()
+            );
+        }
+    };
+    let pause = || tokio::time::sleep(Duration::from_millis(30));
+    command("/accounts", json!({"account": "acc-r1"})).await;
+    command("/accounts/acc-r1/deposits", json!({"amount_cents": 100})).await;
+    pause().await;
+    let start = chrono::Utc::now();
+    pause().await;
+    command("/accounts/acc-r1/deposits", json!({"amount_cents": 200})).await;
+    command("/accounts", json!({"account": "acc-r2"})).await;
+    command("/accounts/acc-r1/withdrawals", json!({"amount_cents": 50})).await;
+    pause().await;
+    let end = chrono::Utc::now();
+    pause().await;
+    command("/accounts/acc-r2/deposits", json!({"amount_cents": 7})).await;
+
+    let (store, start_t, end_t) = (
+        server.url("/accounts"),
+        start.to_rfc3339(),
+        end.to_rfc3339(),
+    );
+    let replay = |aggregate: Option<&'static str>| replay(&store, &start_t, &end_t, aggregate);
+    let (events, said) = replay(None).await;
+    // Exactly the three recorded in the range, in the order they were recorded.
+    let ids: Vec<&str> = events.iter().map(|e| e["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["acc-r1/3", "acc-r2/1", "acc-r1/4"], "{events:#?}");
+    assert!(
+        said.contains("Replay complete. 3 events published."),
+        "{said}"
+    );
+    for e in &events {
+        assert_eq!(e["replay"], "true", "{e}");
+        assert_eq!(e["source"], "event-replayer", "{e}");
+        assert_eq!(e["originalsource"], "/accounts", "{e}");
+        let t = chrono::DateTime::parse_from_rfc3339(e["time"].as_str().unwrap()).unwrap();
+        assert!(t >= start && t <= end, "its original time, in range: {e}");
+    }
+    assert_eq!(events[0]["type"], "account.event.deposited");
+    assert_eq!(events[0]["data"]["amount_cents"], 200);
+    assert_eq!(events[2]["type"], "account.event.withdrawn");
+    // One aggregate's.
+    let (events, _) = replay(Some("acc-r1")).await;
+    let ids: Vec<&str> = events.iter().map(|e| e["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["acc-r1/3", "acc-r1/4"]);
+    // The listing says what is wrong with a time.
+    let r = get(&server.url("/accounts/events?start_time=yesterday&end_time=2030-01-01T00:00:00Z"))
+        .await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(
+        r.json()["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("start_time \"yesterday\" is not an RFC 3339 UTC time")),
+        "{}",
+        r.text()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

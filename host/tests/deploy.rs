@@ -1,6 +1,8 @@
 //! `wasmfn deploy render` against Knative's own CRD schemas (../shared/knative), plus the
-//! Trigger rules the partial Eventing schemas leave out; the YAML under deploy/ is checked
-//! the same way and must match what the renderer prints today.
+//! Trigger rules the partial Eventing schemas leave out, and its core Kubernetes objects
+//! (NetworkPolicy, ServiceAccount, Role, RoleBinding, CronJob, Job) against Kubernetes 1.33's
+//! own schemas, strictly, with `kubernetes-validate` from PyPI; the YAML under deploy/ is
+//! checked the same way and must match what the renderer prints today.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -48,11 +50,87 @@ fn schemas() -> BTreeMap<String, jsonschema::Validator> {
     out
 }
 
+/// The core Kubernetes kinds render produces, which [`kubernetes_problems`] checks.
+const CORE: [(&str, &str); 6] = [
+    ("networking.k8s.io/v1", "NetworkPolicy"),
+    ("v1", "ServiceAccount"),
+    ("rbac.authorization.k8s.io/v1", "Role"),
+    ("rbac.authorization.k8s.io/v1", "RoleBinding"),
+    ("batch/v1", "CronJob"),
+    ("batch/v1", "Job"),
+];
+
+fn is_core(object: &Value) -> bool {
+    CORE.iter()
+        .any(|(api, kind)| object["apiVersion"] == *api && object["kind"] == *kind)
+}
+
+/// `kubernetes-validate`: the CI's virtualenv's, or one on the PATH.
+fn kubernetes_validate() -> Option<PathBuf> {
+    let venv = repo().join("target/ci-venv/bin/kubernetes-validate");
+    if venv.is_file() {
+        return Some(venv);
+    }
+    let found = Command::new("kubernetes-validate")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    found.then(|| PathBuf::from("kubernetes-validate"))
+}
+
+/// What Kubernetes 1.33's own schemas, read strictly (no field they do not define), find
+/// in the core objects among `objects`; `None` where `kubernetes-validate` is not installed
+/// (CI installs it, and there its absence fails the test).
+fn kubernetes_problems(objects: &[Value]) -> Option<Vec<String>> {
+    let core: Vec<&Value> = objects.iter().filter(|o| is_core(o)).collect();
+    assert!(!core.is_empty(), "no core objects to validate");
+    let Some(tool) = kubernetes_validate() else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "kubernetes-validate is not installed: `pip install kubernetes-validate` (.ci/run does)"
+        );
+        eprintln!(
+            "skipped: kubernetes-validate is not installed (pip install kubernetes-validate)"
+        );
+        return None;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("objects.yaml");
+    // JSON is YAML, and serde_json writes its numbers as numbers (serde_norway would not:
+    // `arbitrary_precision` is on for event data).
+    let yaml: String = core.iter().map(|o| format!("---\n{o}\n")).collect();
+    std::fs::write(&file, yaml).unwrap();
+    let out = Command::new(tool)
+        .args(["--strict", "--kubernetes-version", "1.33.0"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    let passed = text.matches(" passed for resource ").count();
+    let mut problems: Vec<String> = text
+        .lines()
+        .filter(|l| !l.starts_with("INFO") && !l.trim().is_empty())
+        .map(str::to_string)
+        .collect();
+    if passed != core.len() {
+        problems.push(format!(
+            "{passed} of {} objects passed:\n{text}",
+            core.len()
+        ));
+    }
+    Some(problems)
+}
+
 /// The problems Knative would find in `object`: its CRD schema, and for Triggers the rules
-/// the schema does not encode (CONTRACT.md, "Trigger filters").
+/// the schema does not encode (CONTRACT.md, "Trigger filters"). Core Kubernetes objects are
+/// [`kubernetes_problems`]'.
 fn problems(schemas: &BTreeMap<String, jsonschema::Validator>, object: &Value) -> Vec<String> {
     let kind = object["kind"].as_str().unwrap_or_default();
     let api = object["apiVersion"].as_str().unwrap_or_default();
+    if is_core(object) {
+        return Vec::new();
+    }
     let Some(validator) = schemas.get(&format!("{api} {kind}")) else {
         return vec![format!("no schema for {api} {kind}")];
     };
@@ -406,6 +484,514 @@ fn seed_apis_render_as_the_seed_describes_and_validate() {
         docs.iter()
             .any(|d| d["kind"] == "Broker" && d["metadata"]["namespace"] == "resimate-apis")
     );
+    assert!(
+        !staging.iter().any(|d| d["kind"] == "CronJob"),
+        "staging scales to zero all day"
+    );
+    seed_security_and_versions(&docs);
+}
+
+/// The seed's security section, schedule-based scaling and three-version traffic, as
+/// `deploy/seed-apis.toml` renders them.
+fn seed_security_and_versions(docs: &[Value]) {
+    if let Some(p) = kubernetes_problems(docs) {
+        assert!(p.is_empty(), "{p:#?}");
+    }
+    let find = |kind: &str, name: &str| {
+        docs.iter()
+            .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
+            .unwrap_or_else(|| panic!("no {kind} {name}"))
+    };
+    // Every Service has a NetworkPolicy selecting its pods, in from the seed's ingress
+    // (Istio) and Knative's activator on queue-proxy's ports.
+    for name in [
+        "core-model-api",
+        "campaigns-api",
+        "users-api",
+        "notification-service",
+    ] {
+        let policy = find("NetworkPolicy", name);
+        assert_eq!(
+            policy["spec"]["podSelector"]["matchLabels"]["serving.knative.dev/service"],
+            name
+        );
+        let from: Vec<&str> = policy["spec"]["ingress"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                r["from"][0]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"]
+                    .as_str()
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(from, ["knative-serving", "istio-system", "monitoring"]);
+        assert_eq!(
+            policy["spec"]["ingress"][1]["ports"],
+            json!([{ "protocol": "TCP", "port": 8012 }, { "protocol": "TCP", "port": 8013 }])
+        );
+    }
+    let egress = |name: &str| -> Vec<Value> {
+        find("NetworkPolicy", name)["spec"]["egress"]
+            .as_array()
+            .unwrap()
+            .clone()
+    };
+    let to_namespace = |ns: &str, port: u16| {
+        json!({
+            "to": [{ "namespaceSelector": { "matchLabels": { "kubernetes.io/metadata.name": ns } } }],
+            "ports": [{ "protocol": "TCP", "port": port }],
+        })
+    };
+    // users-api: DNS and PostgreSQL in `database`, from its grant; it emits nothing.
+    let users = egress("users-api");
+    assert_eq!(users.len(), 2, "{users:#?}");
+    assert_eq!(
+        users[0]["ports"][0],
+        json!({ "protocol": "UDP", "port": 53 })
+    );
+    assert_eq!(users[1], to_namespace("database", 5432));
+    // campaigns-api emits campaign events: the Broker's ingress, and Redis from `egress`.
+    let campaigns = egress("campaigns-api");
+    assert!(
+        campaigns.contains(&to_namespace("knative-eventing", 8080)),
+        "{campaigns:#?}"
+    );
+    assert!(
+        campaigns.contains(&to_namespace("cache", 6379)),
+        "{campaigns:#?}"
+    );
+    // notification-service: the webhook outside the cluster, on its port, private ranges
+    // left out; no Broker (it only replies).
+    let notification = egress("notification-service");
+    assert!(notification.contains(&json!({
+        "to": [{ "ipBlock": { "cidr": "0.0.0.0/0", "except": ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"] } }],
+        "ports": [{ "protocol": "TCP", "port": 443 }],
+    })), "{notification:#?}");
+    assert!(!notification.contains(&to_namespace("knative-eventing", 8080)));
+
+    // A ServiceAccount without a token for each Service that names none.
+    for name in ["campaigns-api", "users-api", "notification-service"] {
+        assert_eq!(
+            find("ServiceAccount", name)["automountServiceAccountToken"],
+            false
+        );
+        assert_eq!(
+            find("Service", name)["spec"]["template"]["spec"]["serviceAccountName"],
+            name
+        );
+    }
+    assert!(
+        !docs
+            .iter()
+            .any(|d| d["kind"] == "ServiceAccount" && d["metadata"]["name"] == "core-model-api"),
+        "core-model-api names its own account"
+    );
+
+    // Business hours: two CronJobs patching core-model-api's min-scale, as an account
+    // allowed only to patch that Service.
+    let up = find("CronJob", "core-model-api-business-hours");
+    assert_eq!(up["spec"]["schedule"], "0 8 * * 1-5");
+    assert_eq!(up["spec"]["timeZone"], "America/New_York");
+    let pod = &up["spec"]["jobTemplate"]["spec"]["template"]["spec"];
+    assert_eq!(pod["serviceAccountName"], "core-model-api-scaler");
+    let command = pod["containers"][0]["command"].as_array().unwrap();
+    assert_eq!(
+        command[..3],
+        [
+            json!("kubectl"),
+            json!("patch"),
+            json!("services.serving.knative.dev/core-model-api")
+        ]
+    );
+    let patch: Value = serde_json::from_str(command.last().unwrap().as_str().unwrap()).unwrap();
+    assert_eq!(
+        patch["spec"]["template"]["metadata"]["annotations"]["autoscaling.knative.dev/min-scale"],
+        "10"
+    );
+    assert_eq!(
+        find("CronJob", "core-model-api-off-hours")["spec"]["schedule"],
+        "0 18 * * 1-5"
+    );
+    assert_eq!(
+        find("Role", "core-model-api-scaler")["rules"],
+        json!([{ "apiGroups": ["serving.knative.dev"], "resources": ["services"], "resourceNames": ["core-model-api"], "verbs": ["patch"] }])
+    );
+    let binding = find("RoleBinding", "core-model-api-scaler");
+    assert_eq!(binding["roleRef"]["name"], "core-model-api-scaler");
+    assert_eq!(
+        binding["subjects"],
+        json!([{ "kind": "ServiceAccount", "name": "core-model-api-scaler", "namespace": "resimate-apis" }])
+    );
+    assert_eq!(
+        docs.iter().filter(|d| d["kind"] == "Role").count(),
+        1,
+        "nothing else calls the API"
+    );
+
+    // Three versions, three revisions: this template is v3, and Knative splits 60/30/10.
+    let notification = find("Service", "notification-service");
+    assert_eq!(
+        notification["spec"]["template"]["metadata"]["name"],
+        "notification-service-v3"
+    );
+    assert_eq!(
+        notification["spec"]["traffic"],
+        json!([
+            { "revisionName": "notification-service-v3", "percent": 60, "tag": "v3" },
+            { "revisionName": "notification-service-v2", "percent": 30, "tag": "v2" },
+            { "revisionName": "notification-service-v1", "percent": 10, "tag": "v1" },
+        ])
+    );
+    assert!(
+        notification["spec"]["template"]["spec"]["containers"][0]["env"]
+            .as_array()
+            .unwrap()
+            .contains(&json!({ "name": "WASMFN_PIN_VERSIONS", "value": "notifications=v3" }))
+    );
+}
+
+#[test]
+fn older_versions_render_as_the_revisions_deployed_before() {
+    let schemas = schemas();
+    let service = |version: &str| {
+        let docs = documents(&render_with(
+            &repo().join("deploy/seed-apis.toml"),
+            &[
+                "--image",
+                "ghcr.io/resimate/wasmfn:v1",
+                "--current-version",
+                &format!("notification-service={version}"),
+            ],
+        ));
+        let s = docs
+            .into_iter()
+            .find(|d| d["kind"] == "Service" && d["metadata"]["name"] == "notification-service")
+            .unwrap();
+        assert_eq!(problems(&schemas, &s), Vec::<String>::new());
+        s
+    };
+    let v1 = service("v1");
+    assert_eq!(
+        v1["spec"]["template"]["metadata"]["name"],
+        "notification-service-v1"
+    );
+    assert_eq!(
+        v1["spec"]["traffic"],
+        json!([{ "revisionName": "notification-service-v1", "percent": 100, "tag": "v1" }])
+    );
+    let v2 = service("v2");
+    assert_eq!(
+        v2["spec"]["traffic"],
+        json!([
+            { "revisionName": "notification-service-v2", "percent": 90, "tag": "v2" },
+            { "revisionName": "notification-service-v1", "percent": 10, "tag": "v1" },
+        ])
+    );
+    assert!(
+        v2["spec"]["template"]["spec"]["containers"][0]["env"]
+            .as_array()
+            .unwrap()
+            .contains(&json!({ "name": "WASMFN_PIN_VERSIONS", "value": "notifications=v2" }))
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_wasmfn"))
+        .args([
+            "deploy",
+            "render",
+            "--image",
+            "x",
+            "--current-version",
+            "notification-service=v9",
+            "--manifest",
+        ])
+        .arg(repo().join("deploy/seed-apis.toml"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("has no version `v9`; it has v3, v2, v1"),
+        "{err}"
+    );
+}
+
+#[test]
+fn network_policies_follow_the_grants_and_say_what_they_cannot() {
+    let text = format!(
+        "[deploy]\nnamespace = \"shop\"\nprivate_ranges = [\"10.0.0.0/8\"]\n\n\
+         [key_value.sessions]\ntype = \"redis\"\nurl = {{ env = \"REDIS_URL\" }}\n\n\
+         [key_value.cache]\ntype = \"redis\"\nurl = \"redis://redis.cache.svc.cluster.local:6380\"\n\n\
+         [[functions]]\nname = \"api\"\ncomponent = {:?}\nroutes = [\"/api\"]\n\
+         key_value_stores = [\"sessions\", \"cache\"]\n\
+         allowed_outbound_hosts = [\"https://*.stripe.com\", \"http://10.2.3.4:8080\", \"http://users.shop:8080\", \"http://echo.wasmfn.internal\"]\n\n\
+         [[functions]]\nname = \"quiet\"\ncomponent = {:?}\nroutes = [\"/quiet\"]\n\n\
+         [[services]]\nname = \"api\"\nfunctions = [\"api\"]\nsecrets = [{{ env = \"REDIS_URL\", secret = \"r\", key = \"url\" }}]\n\
+         env = {{ OTEL_EXPORTER_OTLP_ENDPOINT = \"http://otel-collector.observability:4318\" }}\n\n\
+         [[services]]\nname = \"quiet\"\nfunctions = [\"quiet\"]\nnetwork_policy = false\nservice_account = \"mine\"\n",
+        guests::OUTBOUND_CALL,
+        guests::HELLO,
+    );
+    let manifest = Manifest::parse(Path::new("/m/wasmfn.toml"), &text).unwrap();
+    let docs = wasmfn::knative::objects(&manifest, "img").unwrap();
+    if let Some(p) = kubernetes_problems(&docs) {
+        assert!(p.is_empty(), "{p:#?}");
+    }
+    let policies: Vec<&Value> = docs
+        .iter()
+        .filter(|d| d["kind"] == "NetworkPolicy")
+        .collect();
+    assert_eq!(policies.len(), 1, "network_policy = false renders none");
+    let egress = policies[0]["spec"]["egress"].as_array().unwrap();
+    let peers: Vec<(Value, Value)> = egress
+        .iter()
+        .map(|r| (r["to"][0].clone(), r["ports"].clone()))
+        .collect();
+    let tcp = |p: u16| json!([{ "protocol": "TCP", "port": p }]);
+    let ns = |n: &str| json!({ "namespaceSelector": { "matchLabels": { "kubernetes.io/metadata.name": n } } });
+    for expected in [
+        // The wildcard outside the cluster: every public address, on its port.
+        (
+            json!({ "ipBlock": { "cidr": "0.0.0.0/0", "except": ["10.0.0.0/8"] } }),
+            tcp(443),
+        ),
+        // A named address, private or not.
+        (json!({ "ipBlock": { "cidr": "10.2.3.4/32" } }), tcp(8080)),
+        // `name.namespace`.
+        (ns("shop"), tcp(8080)),
+        // A store whose URL is written in the manifest.
+        (ns("cache"), tcp(6380)),
+        // The OTLP endpoint.
+        (ns("observability"), tcp(4318)),
+    ] {
+        assert!(peers.contains(&expected), "{expected:?} not in {peers:#?}");
+    }
+    // The internal call needs no rule; outbound-call emits nothing; DNS and the five.
+    assert_eq!(egress.len(), 6, "{egress:#?}");
+    // `quiet` runs as the account it names, so none is rendered for it.
+    let accounts: Vec<&str> = docs
+        .iter()
+        .filter(|d| d["kind"] == "ServiceAccount")
+        .map(|d| d["metadata"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(accounts, ["api"]);
+
+    let warnings = wasmfn::knative::warnings(&manifest);
+    assert!(
+        warnings.iter().any(
+            |w| w.contains("function `api`'s grant `https://*.stripe.com`") && w.contains("cannot")
+        ),
+        "{warnings:#?}"
+    );
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("store `sessions`") && w.contains("egress")),
+        "{warnings:#?}"
+    );
+    assert_eq!(warnings.len(), 2, "{warnings:#?}");
+}
+
+#[test]
+fn new_cluster_keys_are_checked_with_the_line() {
+    let base = format!(
+        "[[functions]]\nname = \"hello\"\ncomponent = {:?}\nroutes = [\"/hello\"]\n",
+        guests::HELLO
+    );
+    let versions = format!(
+        "[[functions]]\nname = \"notes\"\nroutes = [\"/notes\"]\nversions = [{{ name = \"v2\", component = {:?}, weight = 60 }}, {{ name = \"v1\", component = {:?}, weight = 40 }}]\n",
+        guests::HELLO,
+        guests::HELLO
+    );
+    let service = "[[services]]\nname = \"api\"\nfunctions = [\"hello\"]\n";
+    let cases: Vec<(String, usize, &str)> = vec![
+        (
+            "[deploy]\ningress_namespace = \"Istio\"\n".into(),
+            7,
+            "ingress_namespace \"Istio\" must be 1-63",
+        ),
+        (
+            "[deploy]\nmonitoring_namespace = \"-x\"\n".into(),
+            7,
+            "monitoring_namespace \"-x\" must be 1-63",
+        ),
+        (
+            "[deploy]\nprivate_ranges = [\"10.0.0.0/33\"]\n".into(),
+            7,
+            "is not a CIDR",
+        ),
+        (
+            "[deploy]\nkubectl_image = \"\"\n".into(),
+            7,
+            "not an image reference",
+        ),
+        (
+            format!("{service}network_policy = \"no\"\n"),
+            9,
+            "invalid type",
+        ),
+        (
+            format!("{service}egress = [\"cache:6379\"]\n"),
+            9,
+            "`egress` entry \"cache:6379\" has no scheme",
+        ),
+        (
+            format!(
+                "{service}scaling_schedule = [{{ name = \"up\", cron = \"0 0 8 * * 1-5\", min_scale = 3 }}]\n"
+            ),
+            9,
+            "not a five-field cron",
+        ),
+        (
+            format!(
+                "{service}scaling_schedule = [{{ name = \"Up\", cron = \"0 8 * * *\", min_scale = 3 }}]\n"
+            ),
+            9,
+            "scaling schedule name \"Up\"",
+        ),
+        (
+            format!(
+                "{service}max_scale = 2\nscaling_schedule = [{{ name = \"up\", cron = \"0 8 * * *\", min_scale = 3 }}]\n"
+            ),
+            10,
+            "above the service's max_scale 2",
+        ),
+        (
+            format!(
+                "{service}scaling_schedule = [{{ name = \"up\", cron = \"0 8 * * *\", min_scale = 3, timezone = \"Mars/Olympus\" }}]\n"
+            ),
+            9,
+            "not an IANA time zone",
+        ),
+        (
+            format!(
+                "{service}scaling_schedule = [{{ name = \"up\", cron = \"0 8 * * *\", min_scale = 3 }}, {{ name = \"up\", cron = \"0 9 * * *\", min_scale = 1 }}]\n"
+            ),
+            9,
+            "two scaling schedules named `up`",
+        ),
+        (
+            format!(
+                "{service}revision = \"api-v2\"\nscaling_schedule = [{{ name = \"up\", cron = \"0 8 * * *\", min_scale = 3 }}]\n"
+            ),
+            10,
+            "fixed revision name",
+        ),
+        (
+            format!(
+                "{service}traffic = [{{ revision = \"api-v1\", percent = 100 }}]\nscaling_schedule = [{{ name = \"up\", cron = \"0 8 * * *\", min_scale = 3 }}]\n"
+            ),
+            10,
+            "pins named revisions",
+        ),
+        (
+            format!("{service}versions_as_revisions = true\n"),
+            9,
+            "exactly one of its functions needs `versions` (it has 0)",
+        ),
+        (
+            format!("{service}secret_files = [{{ path = \"/vault/secrets\" }}]\n"),
+            6,
+            "one of `secret`",
+        ),
+        (
+            format!(
+                "{service}secret_files = [{{ secret = \"s\", injected_by = \"vault\", path = \"/s\" }}]\n"
+            ),
+            6,
+            "one of `secret`",
+        ),
+    ];
+    for (extra, line, expected) in &cases {
+        let text = format!("{base}\n{extra}");
+        let err = Manifest::parse(Path::new("/m/wasmfn.toml"), &text)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(expected), "{extra}: {err}");
+        assert!(
+            err.starts_with(&format!("/m/wasmfn.toml:{line}:")),
+            "{extra}: {err}"
+        );
+    }
+    let text = format!(
+        "{versions}\n[[services]]\nname = \"notes\"\nfunctions = [\"notes\"]\nversions_as_revisions = true\ntraffic = [{{ latest = true, percent = 100 }}]\n"
+    );
+    let err = Manifest::parse(Path::new("/m/wasmfn.toml"), &text)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("remove `revision` and `traffic`"), "{err}");
+    assert!(err.starts_with("/m/wasmfn.toml:9:"), "{err}");
+}
+
+#[test]
+fn a_replay_job_runs_the_host_image_against_the_event_store() {
+    let out = Command::new(env!("CARGO_BIN_EXE_wasmfn"))
+        .args([
+            "deploy",
+            "replay-job",
+            "--image",
+            "ghcr.io/resimate/wasmfn:v1",
+            "--function",
+            "command-service",
+            "--start",
+            "2024-01-01T00:00:00Z",
+            "--end",
+            "2024-01-31T23:59:59Z",
+            "--aggregate",
+            "account-12345",
+            "--manifest",
+        ])
+        .arg(repo().join("deploy/patterns.toml"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let docs = documents(&String::from_utf8(out.stdout).unwrap());
+    assert_eq!(docs.len(), 1);
+    if let Some(p) = kubernetes_problems(&docs) {
+        assert!(p.is_empty(), "{p:#?}");
+    }
+    let job = &docs[0];
+    assert_eq!(job["kind"], "Job");
+    assert_eq!(job["metadata"]["namespace"], "resimate-events");
+    let container = &job["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(container["image"], "ghcr.io/resimate/wasmfn:v1");
+    assert_eq!(container["command"], json!(["/wasmfn", "replay"]));
+    assert_eq!(
+        container["env"],
+        json!([
+            { "name": "EVENT_STORE_URL", "value": "http://command-service.resimate-events.svc.cluster.local/accounts" },
+            { "name": "BROKER_URL", "value": "http://broker-ingress.knative-eventing.svc.cluster.local/resimate-events/default" },
+            { "name": "START_TIME", "value": "2024-01-01T00:00:00Z" },
+            { "name": "END_TIME", "value": "2024-01-31T23:59:59Z" },
+            { "name": "AGGREGATE_ID", "value": "account-12345" },
+        ])
+    );
+    // A bad time is refused before anything is printed.
+    let out = Command::new(env!("CARGO_BIN_EXE_wasmfn"))
+        .args([
+            "deploy",
+            "replay-job",
+            "--image",
+            "x",
+            "--function",
+            "command-service",
+            "--start",
+            "yesterday",
+            "--end",
+            "2024-01-31T23:59:59Z",
+            "--manifest",
+        ])
+        .arg(repo().join("deploy/patterns.toml"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("--start \"yesterday\" is not an RFC 3339 time"),
+        "{err}"
+    );
+    assert!(out.stdout.is_empty());
 }
 
 #[test]
@@ -419,8 +1005,12 @@ fn yaml_under_deploy_is_valid_and_matches_the_renderer() {
             continue;
         }
         let text = std::fs::read_to_string(&path).unwrap();
-        for doc in documents(&text) {
-            let p = problems(&schemas, &doc);
+        let docs = documents(&text);
+        for doc in &docs {
+            let p = problems(&schemas, doc);
+            assert!(p.is_empty(), "{}: {p:#?}", path.display());
+        }
+        if let Some(p) = kubernetes_problems(&docs) {
             assert!(p.is_empty(), "{}: {p:#?}", path.display());
         }
         // Each file is the rendering of the manifest of the same stem under deploy/;
@@ -459,6 +1049,30 @@ fn the_validator_rejects_what_knative_would_reject() {
     // A check that cannot fail is no check: break valid objects and expect problems.
     let schemas = schemas();
     let docs = documents(&render(&repo().join("deploy/seed-apis.toml"), "img"));
+    // Kubernetes' own schemas, strictly: an unknown field, a port of the wrong type.
+    let mut policy = docs
+        .iter()
+        .find(|d| d["kind"] == "NetworkPolicy")
+        .unwrap()
+        .clone();
+    policy["spec"]["egress"][0]["ports"][0]["bogus"] = json!(1);
+    let mut cron = docs
+        .iter()
+        .find(|d| d["kind"] == "CronJob")
+        .unwrap()
+        .clone();
+    cron["spec"]["schedule"] = json!(8);
+    if let Some(p) = kubernetes_problems(&[policy, cron]) {
+        assert!(
+            p.iter().any(|p| p.contains("'bogus' was unexpected")),
+            "{p:#?}"
+        );
+        assert!(
+            p.iter()
+                .any(|p| p.contains("cronjob") && p.contains("schedule")),
+            "{p:#?}"
+        );
+    }
     let service = docs
         .iter()
         .find(|d| d["kind"] == "Service")
@@ -619,7 +1233,8 @@ fn capabilities_render_as_knative_needs_them_or_fail_with_the_line() {
             "{object:#}"
         );
     }
-    let pod = &objects[0]["spec"]["template"]["spec"];
+    let service = objects.iter().find(|o| o["kind"] == "Service").unwrap();
+    let pod = &service["spec"]["template"]["spec"];
     let container = &pod["containers"][0];
     let env = container["env"].as_array().unwrap();
     let env_of = |name: &str| env.iter().find(|e| e["name"] == name).cloned();

@@ -7,6 +7,7 @@ mod check;
 mod dev;
 mod invoke;
 mod new;
+mod replay;
 mod rollout;
 mod stage;
 
@@ -68,6 +69,9 @@ enum Command {
     /// Move a function's traffic to one of its versions step by step, judging each step
     /// by the host's own metrics and rolling back past a threshold (needs `serve --admin`).
     Rollout(rollout::RolloutArgs),
+    /// Replay the events an event store lists between two times to a Broker, each marked
+    /// `replay: true` with its original time (on Knative: `deploy replay-job`).
+    Replay(replay::ReplayArgs),
     /// Precompile components: one file (`IN.wasm -o OUT.cwasm`), or every function of a
     /// manifest into the compile cache (`--manifest wasmfn.toml`).
     Compile(CompileArgs),
@@ -84,6 +88,40 @@ enum DeployCommand {
     /// Copy the manifest, its components and its files into a directory laid out as the
     /// host image holds them (deploy/build-image.sh builds the image from it).
     Stage(stage::StageArgs),
+    /// Print a Job that replays a function's event store to the Broker between two times,
+    /// running `wasmfn replay` in the host image.
+    ReplayJob(ReplayJobArgs),
+}
+
+#[derive(Debug, Args)]
+struct ReplayJobArgs {
+    /// The manifest whose function keeps the events.
+    #[arg(long, short, env = "WASMFN_MANIFEST", default_value = "wasmfn.toml")]
+    manifest: PathBuf,
+    /// The host image (the one `deploy render` was given).
+    #[arg(long)]
+    image: String,
+    /// The function that lists the events (e.g. the accounts' `command-service`).
+    #[arg(long)]
+    function: String,
+    /// Where it lists them, `<PATH>/events` [default: its first route, e.g. /accounts].
+    #[arg(long)]
+    path: Option<String>,
+    /// The first instant replayed (RFC 3339).
+    #[arg(long)]
+    start: String,
+    /// The last instant replayed (RFC 3339).
+    #[arg(long)]
+    end: String,
+    /// Only this aggregate's events.
+    #[arg(long)]
+    aggregate: Option<String>,
+    /// The Job's name.
+    #[arg(long, default_value = "event-replay")]
+    name: String,
+    /// Apply `[profiles.<NAME>]` of the manifest.
+    #[arg(long, value_name = "NAME")]
+    profile: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -110,6 +148,11 @@ struct RenderArgs {
     /// Repeat for several Services.
     #[arg(long, value_name = "SPEC")]
     traffic: Vec<String>,
+    /// For a Service with `versions_as_revisions`: render the revision of this version
+    /// (`SERVICE=VERSION`), with the traffic it had when it was the newest deployed; the
+    /// versions listed before it are left out. Apply the oldest first.
+    #[arg(long, value_name = "SERVICE=VERSION")]
+    current_version: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -150,6 +193,16 @@ struct ServeArgs {
         value_name = "NAMES"
     )]
     functions: Vec<String>,
+    /// Serve one version of a function with `versions`, all its traffic:
+    /// `FUNCTION=VERSION,...`; a revision rendered with `versions_as_revisions` sets this
+    /// through WASMFN_PIN_VERSIONS.
+    #[arg(
+        long,
+        env = "WASMFN_PIN_VERSIONS",
+        value_delimiter = ',',
+        value_name = "FUNCTION=VERSION"
+    )]
+    pin_versions: Vec<String>,
     /// Where emitted events are POSTed (a Knative Broker); without one they go to this
     /// host's own subscribers.
     #[arg(long, env = "K_SINK", value_name = "URL")]
@@ -252,6 +305,8 @@ impl Cli {
             Command::Compile(args) => compile(args),
             Command::Deploy(DeployCommand::Render(args)) => render(args),
             Command::Deploy(DeployCommand::Stage(args)) => stage::run(args),
+            Command::Deploy(DeployCommand::ReplayJob(args)) => replay_job(args),
+            Command::Replay(args) => replay::run(args),
         }
     }
 }
@@ -373,11 +428,86 @@ fn render(args: RenderArgs) -> anyhow::Result<()> {
         target.traffic = crate::manifest::deploy::parse_traffic(service, entries)
             .map_err(|e| anyhow::anyhow!("--traffic {spec:?}: {e}"))?;
     }
+    for spec in &args.current_version {
+        let Some((service, version)) = spec.split_once('=') else {
+            bail!("--current-version {spec:?} must look like SERVICE=VERSION");
+        };
+        let functions = &manifest.functions;
+        let Some(target) = manifest
+            .deploy
+            .services
+            .iter_mut()
+            .find(|s| s.name == service)
+        else {
+            bail!(
+                "--current-version names service `{service}`, which the manifest does not define"
+            );
+        };
+        let Some(f) = target.versions_as_revisions.map(|i| &functions[i]) else {
+            bail!("--current-version: service `{service}` does not have versions_as_revisions");
+        };
+        let names: Vec<&str> = f
+            .versions
+            .iter()
+            .flat_map(|v| &v.list)
+            .map(|v| v.name.as_str())
+            .collect();
+        if !names.contains(&version) {
+            bail!(
+                "--current-version: function `{}` has no version `{version}`; it has {}",
+                f.name,
+                names.join(", ")
+            );
+        }
+        target.current_version = Some(version.to_string());
+    }
     let yaml = crate::knative::render(&manifest, &args.image)?;
     for warning in crate::knative::warnings(&manifest) {
         eprintln!("warning: {warning}");
     }
     print!("{yaml}");
+    Ok(())
+}
+
+fn replay_job(args: ReplayJobArgs) -> anyhow::Result<()> {
+    let manifest =
+        Manifest::load_with_runtime_config(&args.manifest, args.profile.as_deref(), None)?;
+    for (what, t) in [("--start", &args.start), ("--end", &args.end)] {
+        chrono::DateTime::parse_from_rfc3339(t).with_context(|| {
+            format!("{what} {t:?} is not an RFC 3339 time such as 2024-01-31T23:59:59Z")
+        })?;
+    }
+    let Some(function) = manifest.functions.iter().find(|f| f.name == args.function) else {
+        bail!(
+            "{}: the manifest has no function `{}`",
+            args.manifest.display(),
+            args.function
+        );
+    };
+    let path = match args.path {
+        Some(p) => p,
+        None => match function.routes.first() {
+            Some(route) => route.to_string().trim_end_matches("/*").to_string(),
+            None => bail!(
+                "function `{}` has no routes to list events at; pass --path",
+                function.name
+            ),
+        },
+    };
+    let job = crate::knative::replay_job(
+        &manifest,
+        &args.image,
+        &crate::knative::Replay {
+            function: args.function,
+            path,
+            start: args.start,
+            end: args.end,
+            aggregate: args.aggregate,
+            name: args.name,
+        },
+    )
+    .map_err(anyhow::Error::msg)?;
+    print!("{}", crate::knative::to_yaml_document(job));
     Ok(())
 }
 
@@ -393,23 +523,24 @@ struct Started {
     manifest: Manifest,
     engine: Engine,
     app: Arc<App>,
-    selected: Vec<String>,
+    selected: crate::manifest::Selection,
 }
 
 impl Started {
     /// Loads for `serve`; `for_dev` trades optimized guest code for compiling fast.
     fn load(args: &ServeArgs, for_dev: bool) -> anyhow::Result<Self> {
         let at = Instant::now();
-        let mut manifest = args.files().load()?;
-        let selected: Vec<String> = args
-            .functions
-            .iter()
-            .map(|s| s.trim().to_string())
-            .filter(|s| !s.is_empty())
-            .collect();
-        if !selected.is_empty() {
-            manifest = manifest.select(&selected)?;
-        }
+        let trimmed = |list: &[String]| -> Vec<String> {
+            list.iter()
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect()
+        };
+        let selected = crate::manifest::Selection {
+            functions: trimmed(&args.functions),
+            pins: trimmed(&args.pin_versions),
+        };
+        let manifest = selected.apply(args.files().load()?)?;
         components_exist(&manifest)?;
         if manifest.functions.is_empty() {
             tracing::warn!(

@@ -80,6 +80,7 @@ pub use keyvalue::KeyValueGrant;
 use outgoing::OutboundGrant;
 pub use spin_sqlite::SqliteGrant;
 use state::State;
+pub use wasi_version::imports_emitter;
 
 /// A boxed error from a response body stream.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

@@ -151,6 +151,17 @@ fn names_are_p3(names: &[(&'static str, String)]) -> bool {
     })
 }
 
+/// Whether a component imports our `emitter` (any version), so it may send events: read
+/// from its import names alone. `None` when the bytes are not a component (a `.cwasm`).
+pub fn imports_emitter(wasm: &[u8]) -> Option<bool> {
+    if !Parser::is_component(wasm) {
+        return None;
+    }
+    Some(names_of(wasm).iter().any(|(direction, name)| {
+        *direction == "imports" && name.starts_with("wasmfn:function/emitter@")
+    }))
+}
+
 /// From the top-level imports and exports in a component's bytes.
 pub(crate) fn of_bytes(wasm: &[u8]) -> Option<Mismatch> {
     of_names(names_of(wasm))

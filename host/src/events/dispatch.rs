@@ -328,6 +328,14 @@ impl Dispatcher {
             }
         };
         let started = Instant::now();
+        // A replayed event's time is when it first happened, not a delay in delivering it.
+        let replayed = event
+            .extension("replay")
+            .is_some_and(|v| v.to_string() == "true");
+        if let Some(time) = event.time().filter(|_| !replayed) {
+            self.metrics
+                .event_lag(self.functions.label(i), chrono::Utc::now() - *time);
+        }
         let v = self.functions.choose_for_event(i);
         let (name, version) = (self.functions.name(i), self.functions.version_label(i, v));
         let span = telemetry::root_span("event", name, request_id, emit.trace.as_ref());

@@ -26,6 +26,10 @@ pub(crate) struct RawDeploy {
     #[serde(default)]
     create_broker: bool,
     delivery: Option<Spanned<super::delivery::RawDelivery>>,
+    ingress_namespace: Option<Spanned<String>>,
+    monitoring_namespace: Option<Spanned<String>>,
+    private_ranges: Option<Vec<Spanned<String>>>,
+    kubectl_image: Option<Spanned<String>>,
 }
 
 /// Declares a `[[services]]` entry's raw form with the keys a profile may also set, so the
@@ -51,6 +55,7 @@ macro_rules! with_service_settings {
             scale_to_zero_retention: Option<Spanned<String>>,
             activation_scale: Option<Spanned<i64>>,
             timeout: Option<Spanned<String>>,
+            network_policy: Option<bool>,
             #[serde(default)]
             env: BTreeMap<String, String>,
             #[serde(default)]
@@ -84,6 +89,12 @@ with_service_settings! {
         liveness: Option<Spanned<RawProbe>>,
         #[serde(default)]
         domains: Vec<Spanned<String>>,
+        #[serde(default)]
+        egress: Vec<Spanned<String>>,
+        #[serde(default)]
+        scaling_schedule: Vec<Spanned<super::cluster::RawScaling>>,
+        #[serde(default)]
+        versions_as_revisions: Option<Spanned<bool>>,
     }
 }
 
@@ -107,6 +118,8 @@ with_service_settings! {
         secrets: Option<Vec<SecretRef>>,
         domains: Option<Vec<Spanned<String>>>,
         traffic: Option<Vec<Spanned<RawTraffic>>>,
+        egress: Option<Vec<Spanned<String>>>,
+        scaling_schedule: Option<Vec<Spanned<super::cluster::RawScaling>>>,
     }
 }
 
@@ -137,7 +150,8 @@ impl RawService {
             panic_threshold,
             scale_to_zero_retention,
             activation_scale,
-            timeout
+            timeout,
+            network_policy
         );
         if let Some(r) = &o.resources {
             s.resources = r.clone();
@@ -156,6 +170,12 @@ impl RawService {
         }
         if let Some(v) = &o.traffic {
             s.traffic = v.clone();
+        }
+        if let Some(v) = &o.egress {
+            s.egress = v.clone();
+        }
+        if let Some(v) = &o.scaling_schedule {
+            s.scaling_schedule = v.clone();
         }
         s
     }
@@ -254,13 +274,17 @@ pub struct SecretRef {
     pub key: String,
 }
 
-/// A Secret mounted as files: each key a file in `path` (for `{ file = ... }` variables).
+/// Secret files in a directory, for `{ file = ... }` variables: a Secret mounted there
+/// (each key a file), or files an injector writes there, such as HashiCorp Vault's agent
+/// (`/vault/secrets`, from the pod's `vault.hashicorp.com/*` annotations).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SecretFiles {
     /// The Secret's name.
-    pub secret: String,
-    /// The directory it is mounted at.
+    pub secret: Option<String>,
+    /// What writes the files instead of a Secret (e.g. `"vault"`); render mounts nothing.
+    pub injected_by: Option<String>,
+    /// The directory.
     pub path: String,
 }
 
@@ -277,6 +301,10 @@ pub struct DeploySpec {
     pub create_broker: bool,
     /// The Broker's default delivery (with `create_broker`).
     pub delivery: Option<super::delivery::Delivery>,
+    /// Where the Services' traffic comes from, for their NetworkPolicies.
+    pub network: super::cluster::Network,
+    /// The image the scaling CronJobs run `kubectl` in.
+    pub kubectl_image: String,
     /// The Knative Services.
     pub services: Vec<ServiceSpec>,
 }
@@ -324,6 +352,18 @@ pub struct ServiceSpec {
     pub domains: Vec<String>,
     /// The traffic split; empty means all traffic to the latest revision.
     pub traffic: Vec<Traffic>,
+    /// Whether a NetworkPolicy limits its pods to what its functions are granted.
+    pub network_policy: bool,
+    /// Destinations beyond its functions' grants (`egress`), for the NetworkPolicy.
+    pub egress: Vec<super::hosts::AllowedHost>,
+    /// When its minimum scale changes (`scaling_schedule`).
+    pub scaling: Vec<super::cluster::ScaleSchedule>,
+    /// With `versions_as_revisions`: the function (an index into the manifest's functions)
+    /// whose versions are this Service's revisions, one version per revision.
+    pub versions_as_revisions: Option<usize>,
+    /// With `versions_as_revisions`: the version this render's template serves (`deploy
+    /// render --current-version`); `None`: the first listed.
+    pub current_version: Option<String>,
 }
 
 /// A probe's timing, in whole seconds; unset values are Kubernetes' defaults except the
@@ -406,6 +446,8 @@ fn deploy_table(
         broker: "default".to_string(),
         create_broker: false,
         delivery: None,
+        network: super::cluster::Network::default(),
+        kubectl_image: super::cluster::DEFAULT_KUBECTL_IMAGE.to_string(),
         services: Vec::new(),
     };
     let Some(raw) = deploy else {
@@ -431,6 +473,37 @@ fn deploy_table(
         spec.broker = b.get_ref().clone();
     }
     spec.create_broker = d.create_broker;
+    for (value, what, field) in [
+        (&d.ingress_namespace, "ingress_namespace", 0),
+        (&d.monitoring_namespace, "monitoring_namespace", 1),
+    ] {
+        if let Some(ns) = value {
+            dns_label(ns.get_ref(), what).map_err(|e| ctx.error(ns.span(), e.to_string()))?;
+            match field {
+                0 => spec.network.ingress_namespace = ns.get_ref().clone(),
+                _ => spec.network.monitoring_namespace = Some(ns.get_ref().clone()),
+            }
+        }
+    }
+    if let Some(ranges) = &d.private_ranges {
+        spec.network.private_ranges = ranges
+            .iter()
+            .map(|r| {
+                super::cluster::cidr(r.get_ref())
+                    .map(|()| r.get_ref().clone())
+                    .map_err(|e| ctx.error(r.span(), format!("`private_ranges`: {e}")))
+            })
+            .collect::<Result<_, _>>()?;
+    }
+    if let Some(image) = &d.kubectl_image {
+        if image.get_ref().trim().is_empty() || image.get_ref().contains(char::is_whitespace) {
+            return Err(ctx.error(
+                image.span(),
+                format!("`kubectl_image` {:?} is not an image reference such as \"bitnami/kubectl:1.33\"", image.get_ref()),
+            ));
+        }
+        spec.kubectl_image = image.get_ref().clone();
+    }
     if let Some(delivery) = &d.delivery {
         if !d.create_broker {
             return Err(ctx.error(
@@ -498,6 +571,11 @@ fn default_service(ctx: &Ctx<'_>, functions: usize) -> ServiceSpec {
         readiness: Probe::default(),
         liveness: Probe::default(),
         domains: Vec::new(),
+        network_policy: true,
+        egress: Vec::new(),
+        scaling: Vec::new(),
+        versions_as_revisions: None,
+        current_version: None,
     }
 }
 
@@ -525,6 +603,16 @@ fn service(
             ));
         }
     }
+    if let Some(bad) = s
+        .secret_files
+        .iter()
+        .find(|f| f.secret.is_some() == f.injected_by.is_some() || !f.path.starts_with('/'))
+    {
+        return Err(ctx.error(
+            raw.span(),
+            format!("service `{name}`: each `secret_files` entry takes an absolute `path` and one of `secret` (a Secret mounted there) or `injected_by` (what writes the files, e.g. \"vault\"); got {bad:?}"),
+        ));
+    }
     let service_account = s
         .service_account
         .as_ref()
@@ -534,8 +622,33 @@ fn service(
                 .map_err(|e| ctx.error(a.span(), e.to_string()))
         })
         .transpose()?;
+    let traffic = traffic(ctx, raw, &name)?;
+    let revision = revision(ctx, s, &name)?;
+    let scaling = super::cluster::scaling(ctx, &name, &s.scaling_schedule, s.max_scale)?;
+    if let Some(first) = s.scaling_schedule.first() {
+        // The CronJob patches the template, which makes a new revision: one whose name is
+        // fixed cannot be made twice, and traffic pinned to named revisions never reaches it.
+        if revision.is_some()
+            || s.versions_as_revisions
+                .as_ref()
+                .is_some_and(|v| *v.get_ref())
+        {
+            return Err(ctx.error(
+                first.span(),
+                format!("service `{name}`'s scaling schedule patches its template, which makes a new revision each time; that cannot be done with a fixed revision name (`revision`, `versions_as_revisions`): remove one or the other"),
+            ));
+        }
+        if traffic.iter().any(|t| t.revision.is_some()) {
+            return Err(ctx.error(
+                first.span(),
+                format!("service `{name}`'s scaling schedule patches its template, making a new revision, but its `traffic` pins named revisions, which the new one would not serve; schedule a service whose traffic goes to the latest revision"),
+            ));
+        }
+    }
+    let versions_as_revisions =
+        versions_as_revisions(ctx, s, &name, &members, functions, &revision, &traffic)?;
     Ok(ServiceSpec {
-        revision: revision(ctx, s, &name)?,
+        revision,
         autoscaling: autoscaling(ctx, raw, &name)?,
         container_concurrency: container_concurrency(ctx, s)?,
         resources: s.resources.clone(),
@@ -543,7 +656,7 @@ fn service(
         secrets: s.secrets.clone(),
         secret_files: s.secret_files.clone(),
         at: ctx.location(0),
-        traffic: traffic(ctx, raw, &name)?,
+        traffic,
         timeout: service_timeout(ctx, s, &name, &members, functions)?,
         annotations: metadata(ctx, &s.annotations, "annotation")?,
         labels: metadata(ctx, &s.labels, "label")?,
@@ -553,9 +666,53 @@ fn service(
         readiness: probe(ctx, &s.readiness)?,
         liveness: probe(ctx, &s.liveness)?,
         domains: domains(ctx, s, earlier)?,
+        network_policy: s.network_policy.unwrap_or(true),
+        egress: super::cluster::egress(ctx, &s.egress)?,
+        scaling,
+        versions_as_revisions,
+        current_version: None,
         name,
         functions: members,
     })
+}
+
+/// `versions_as_revisions = true`: the one function of the Service with `versions` gives
+/// the revisions, so the Service names neither its revision nor its traffic itself.
+fn versions_as_revisions(
+    ctx: &Ctx<'_>,
+    s: &RawService,
+    name: &str,
+    members: &[usize],
+    functions: &[FunctionSpec],
+    revision: &Option<String>,
+    traffic: &[Traffic],
+) -> Result<Option<usize>, ManifestError> {
+    let Some(flag) = s.versions_as_revisions.as_ref().filter(|f| *f.get_ref()) else {
+        return Ok(None);
+    };
+    let versioned: Vec<usize> = members
+        .iter()
+        .copied()
+        .filter(|&i| functions[i].versions.is_some())
+        .collect();
+    let [function] = versioned[..] else {
+        return Err(ctx.error(
+            flag.span(),
+            format!("service `{name}` has versions_as_revisions, so exactly one of its functions needs `versions` (it has {})", versioned.len()),
+        ));
+    };
+    if revision.is_some() || !traffic.is_empty() {
+        return Err(ctx.error(
+            flag.span(),
+            format!("service `{name}` takes its revision and traffic from function `{}`'s versions (versions_as_revisions); remove `revision` and `traffic`", functions[function].name),
+        ));
+    }
+    let versions = functions[function].versions.as_ref().expect("filtered");
+    for v in &versions.list {
+        let revision = format!("{name}-{}", v.name);
+        dns_label(&revision, "revision").map_err(|e| ctx.error(flag.span(), e.to_string()))?;
+    }
+    Ok(Some(function))
 }
 
 /// The functions a service serves, each claimed in `owner` (a function has one service).

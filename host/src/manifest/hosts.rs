@@ -107,6 +107,38 @@ impl AllowedHost {
     }
 }
 
+/// The hosts an entry names, for rules outside the host (a NetworkPolicy's egress).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hosts<'a> {
+    /// Every host (`*`).
+    Any,
+    /// One host name or address.
+    Exact(&'a str),
+    /// Every name under a domain (`*.example.com` is `example.com`).
+    Under(&'a str),
+}
+
+impl AllowedHost {
+    /// The hosts this entry names.
+    pub fn hosts(&self) -> Hosts<'_> {
+        match &self.host {
+            HostPattern::Any => Hosts::Any,
+            HostPattern::Exact(h) => Hosts::Exact(h),
+            HostPattern::Subdomains(d) => Hosts::Under(&d[1..]),
+        }
+    }
+
+    /// The one port this entry allows (its scheme's default when none is written), or
+    /// `None` for any port.
+    pub fn port(&self) -> Option<u16> {
+        match self.port {
+            PortPattern::Any => None,
+            PortPattern::Default => Some(default_port(self.scheme.as_deref().unwrap_or("http"))),
+            PortPattern::Exact(p) => Some(p),
+        }
+    }
+}
+
 impl fmt::Display for AllowedHost {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}://", self.scheme.as_deref().unwrap_or("*"))?;

@@ -20,6 +20,7 @@
 //! Configuration sits below everything that runs: this module imports nothing of the
 //! engine, events, outbound or server, only the leaf [`crate::cloudevent`].
 
+pub mod cluster;
 pub mod databases;
 pub mod delivery;
 pub mod deploy;
@@ -388,6 +389,28 @@ pub enum ManifestError {
         /// The name that was asked for.
         name: String,
     },
+}
+
+/// Which part of a manifest one host serves.
+#[derive(Debug, Clone, Default)]
+pub struct Selection {
+    /// Only these functions (`--functions`); all when empty.
+    pub functions: Vec<String>,
+    /// `FUNCTION=VERSION`: that version alone (`--pin-versions`).
+    pub pins: Vec<String>,
+}
+
+impl Selection {
+    /// `manifest` narrowed to this selection.
+    pub fn apply(&self, mut manifest: Manifest) -> Result<Manifest, ManifestError> {
+        if !self.functions.is_empty() {
+            manifest = manifest.select(&self.functions)?;
+        }
+        if !self.pins.is_empty() {
+            manifest = manifest.pin_versions(&self.pins)?;
+        }
+        Ok(manifest)
+    }
 }
 
 /// Where a manifest is read from: the file, and for a Spin app the runtime configuration
@@ -1044,6 +1067,55 @@ impl Manifest {
             .expect("the routes of some of a valid manifest's functions are unique");
         Ok(self)
     }
+
+    /// Serves one version of each function named in `pins` (`FUNCTION=VERSION`, a name or
+    /// tag) with all of its traffic: a Knative revision of a Service with
+    /// `versions_as_revisions` is one version, and Knative splits the traffic between them.
+    pub fn pin_versions(mut self, pins: &[String]) -> Result<Self, ManifestError> {
+        let invalid = |message: String| ManifestError::Invalid {
+            at: Location {
+                path: self.path.clone(),
+                line: 1,
+                column: 1,
+            },
+            message,
+        };
+        for pin in pins {
+            let Some((function, version)) = pin.split_once('=') else {
+                return Err(invalid(format!(
+                    "WASMFN_PIN_VERSIONS entry {pin:?} must look like FUNCTION=VERSION"
+                )));
+            };
+            let Some(f) = self.functions.iter_mut().find(|f| f.name == function) else {
+                return Err(invalid(format!(
+                    "WASMFN_PIN_VERSIONS pins function `{function}`, which the manifest does not have"
+                )));
+            };
+            let Some(versions) = f.versions.as_mut() else {
+                return Err(invalid(format!(
+                    "WASMFN_PIN_VERSIONS pins function `{function}`, which has no `versions`"
+                )));
+            };
+            let Some(mut kept) = versions
+                .list
+                .iter()
+                .find(|v| v.name == version || v.tag.as_deref() == Some(version))
+                .cloned()
+            else {
+                let known: Vec<&str> = versions.list.iter().map(|v| v.name.as_str()).collect();
+                return Err(invalid(format!(
+                    "WASMFN_PIN_VERSIONS pins `{function}` to version `{version}`; it has {}",
+                    known.join(", ")
+                )));
+            };
+            kept.weight = 100;
+            f.component.clone_from(&kept.component);
+            f.component_at = kept.component_at.clone();
+            versions.list = vec![kept];
+            versions.sticky = None;
+        }
+        Ok(self)
+    }
 }
 
 pub(crate) struct Ctx<'a> {
@@ -1116,6 +1188,40 @@ mod tests {
 
     fn parse(text: &str) -> Result<Manifest, String> {
         Manifest::parse(Path::new("/app/wasmfn.toml"), text).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_pinned_function_serves_one_version_with_all_its_traffic() {
+        let m = parse(
+            "[[functions]]\nname = \"notify\"\nversions = [\n\
+             { name = \"v3\", component = \"v3.wasm\", weight = 60 },\n\
+             { name = \"v2\", component = \"v2.wasm\", weight = 40, tag = \"old\" },\n]\n",
+        )
+        .unwrap();
+        let pin = |p: &str| {
+            Selection {
+                functions: Vec::new(),
+                pins: vec![p.to_string()],
+            }
+            .apply(m.clone())
+            .map_err(|e| e.to_string())
+        };
+        for asked in ["notify=v2", "notify=old"] {
+            let pinned = pin(asked).unwrap();
+            let f = &pinned.functions[0];
+            let versions = &f.versions.as_ref().unwrap().list;
+            assert_eq!(versions.len(), 1, "{asked}");
+            assert_eq!((versions[0].name.as_str(), versions[0].weight), ("v2", 100));
+            assert_eq!(f.component, Path::new("/app/v2.wasm"));
+        }
+        for (asked, says) in [
+            ("notify=v9", "has v3, v2"),
+            ("other=v2", "does not have"),
+            ("v2", "FUNCTION=VERSION"),
+        ] {
+            let e = pin(asked).unwrap_err();
+            assert!(e.contains(says), "{asked}: {e}");
+        }
     }
 
     #[test]

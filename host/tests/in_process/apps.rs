@@ -301,16 +301,11 @@ pub(crate) async fn notification_service() {
         }
     })
     .await;
-    let app = app(&(stores(&["notifications"])
-        + &entry(
-            "notify",
-            guests::NOTIFICATION_SERVICE,
-            &[],
-            &format!(
-                "events = [{{ filters = [{{ prefix = {{ type = \"order.\" }} }}] }}]\nkey_value_stores = [\"notifications\"]\n\
-                 variables = {{ webhook_url = \"http://{addr}/hook\" }}\nallowed_outbound_hosts = [\"http://{addr}\"]"
-            ),
-        )));
+    let app = notifier(
+        guests::NOTIFICATION_SERVICE,
+        "{ filters = [{ prefix = { type = \"order.\" } }] }",
+        addr,
+    );
     let order = json!({"order_id": "o-1", "item": "widget", "quantity": 1, "amount_cents": 5});
     // The webhook's 503 makes the delivery retryable; the redelivery notifies; the one after
     // that is a duplicate and notifies no one.
@@ -324,6 +319,73 @@ pub(crate) async fn notification_service() {
     assert_eq!(got.len(), 1, "{got:?}");
     assert_eq!(got[0]["event_id"], "n-1");
     assert_eq!(got[0]["text"], "Order o-1 is confirmed.");
+    assert_eq!(got[0]["version"], "v3");
+    assert_eq!(got[0]["data"]["item"], "widget");
+}
+
+/// A notification service (`component`) taking the events `subscription` admits, with its
+/// webhook at `addr`.
+fn notifier(
+    component: &str,
+    subscription: &str,
+    addr: std::net::SocketAddr,
+) -> std::sync::Arc<wasmfn::server::App> {
+    app(&(stores(&["notifications"])
+        + &entry(
+            "notify",
+            component,
+            &[],
+            &format!(
+                "events = [{subscription}]\nkey_value_stores = [\"notifications\"]\n\
+                 variables = {{ webhook_url = \"http://{addr}/hook\" }}\nallowed_outbound_hosts = [\"http://{addr}\"]"
+            ),
+        )))
+}
+
+/// What one version of the notification service posts to its webhook for one event.
+async fn notified_by(component: &str) -> Value {
+    let received = Arc::new(Mutex::new(Vec::<Value>::new()));
+    let keep = received.clone();
+    let addr = serve_http(move |req: http::Request<Bytes>| {
+        let keep = keep.clone();
+        async move {
+            keep.lock()
+                .unwrap()
+                .push(serde_json::from_slice(req.body()).unwrap());
+            text_response(200, "ok")
+        }
+    })
+    .await;
+    let app = notifier(component, "{ type = \"payment.failed\" }", addr);
+    let data = json!({"order_id": "o-7", "reason": "card declined"});
+    let r = event(&app, "/", "payment.failed", "p-7", data, None).await;
+    assert_eq!(r.status, 202, "{}", r.text());
+    let got = received.lock().unwrap().clone();
+    assert_eq!(got.len(), 1, "{got:?}");
+    got[0].clone()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+pub(crate) async fn notification_service_v2() {
+    // v2's clients get the event's id and type with the text, not its data.
+    assert_eq!(
+        notified_by(guests::NOTIFICATION_SERVICE_V2).await,
+        json!({
+            "version": "v2",
+            "event_id": "p-7",
+            "type": "payment.failed",
+            "text": "Payment for order o-7 was declined: card declined.",
+        })
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+pub(crate) async fn notification_service_v1() {
+    // The legacy API: the message alone.
+    assert_eq!(
+        notified_by(guests::NOTIFICATION_SERVICE_V1).await,
+        json!({ "version": "v1", "text": "Payment for order o-7 was declined: card declined." })
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -613,6 +675,7 @@ pub(crate) async fn event_router() {
          "transform": {"type": "order.v2", "add_fields": {"schema_version": "2.0"}, "remove_fields": ["internal"]}},
         {"match": {"type": "debug.*"}, "drop": true},
         {"match": {"type": "audit.*"}, "transform": {"type": "audit.routed"}},
+        {"match": {"type": "payment.*"}, "require": ["order_id", "amount_cents"]},
     ]})
     .to_string();
     let app = app(&entry(
@@ -666,4 +729,23 @@ pub(crate) async fn event_router() {
         (r.header("ce-type"), r.json()),
         (Some("audit.routed"), json!({"user": "ada"}))
     );
+    // A validator: the event passes unchanged when its data has the fields, else it is
+    // dropped (a null field is not set).
+    let valid = json!({"order_id": "o-1", "amount_cents": 5});
+    let r = legacy("payment.requested", "web", valid.clone()).await;
+    assert_eq!(
+        (r.status, r.header("ce-type"), r.header("ce-id")),
+        (200, Some("payment.requested"), Some("e-1")),
+        "{}",
+        r.text()
+    );
+    assert_eq!(r.json(), valid);
+    for data in [
+        json!({"order_id": "o-1"}),
+        json!({"order_id": "o-1", "amount_cents": null}),
+        json!("text"),
+    ] {
+        let r = legacy("payment.requested", "web", data.clone()).await;
+        assert_eq!((r.status, r.header("ce-type")), (202, None), "{data}");
+    }
 }

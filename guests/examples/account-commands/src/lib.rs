@@ -5,10 +5,14 @@
 //!   → 201 with the recorded event; 409 when `expected_version` (or a concurrent command)
 //!   is stale; 422 for an amount of 0 or a withdrawal over the balance
 //! - `GET /accounts/{id}/events` → the stream, as the event store holds it
+//! - `GET /accounts/events?start_time=..&end_time=..[&aggregate_id=..]` → the events
+//!   recorded in that range (RFC 3339 UTC, inclusive), as the patterns seed's replayer
+//!   reads an event store: a JSON array of `{type, timestamp, data, id, source, subject}`
+//!   (`wasmfn replay` sends them to the Broker again)
 //!
 //! Each recorded event is published as `account.event.<kind>`; if publishing fails the
 //! answer is 202: the event is stored, and the read model gets it at the next replay.
-use accounts::{Recorded, append, events, head, read, rebuild};
+use accounts::{Recorded, append, between, events, head, read, rebuild, timestamp};
 use serde::Deserialize;
 use serde_json::json;
 use wasmfn_sdk::{Error, Request, Response, Router};
@@ -87,9 +91,27 @@ fn movement(req: Request, kind: &str) -> Result<Response, Error> {
     Ok(publish(&recorded))
 }
 
+fn listing(req: Request) -> Result<Response, Error> {
+    let param = |name: &str| -> Result<String, Error> {
+        let value = req
+            .query_param(name)
+            .ok_or_else(|| Error::bad_request(format!("{name} is required")))?;
+        timestamp(&value).ok_or_else(|| {
+            Error::bad_request(format!(
+                "{name} {value:?} is not an RFC 3339 UTC time such as 2024-01-31T23:59:59Z"
+            ))
+        })
+    };
+    let (start, end) = (param("start_time")?, param("end_time")?);
+    let account = req.query_param("aggregate_id");
+    let listed = between(&events()?, &start, &end, account.as_deref())?;
+    Ok(Response::json(200, &listed))
+}
+
 #[wasmfn_sdk::http]
 fn handle(req: Request) -> Response {
     Router::new()
+        .get("/accounts/events", listing)
         .post("/accounts", open)
         .post("/accounts/:id/deposits", |req| movement(req, "deposited"))
         .post("/accounts/:id/withdrawals", |req| {

@@ -16,6 +16,9 @@ use wasmfn_sdk::kv::Store;
 use wasmfn_sdk::sql::{Database, Value};
 use wasmfn_sdk::{CloudEvent, Error};
 
+/// The source of every published account event.
+pub const SOURCE: &str = "/accounts";
+
 /// One event of an account's stream.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Recorded {
@@ -32,7 +35,7 @@ pub struct Recorded {
 impl Recorded {
     /// The CloudEvent that publishes it: type `account.event.<kind>`, id `<account>/<version>`.
     pub fn event(&self) -> Result<CloudEvent, Error> {
-        CloudEvent::new(format!("account.event.{}", self.kind), "/accounts")
+        CloudEvent::new(format!("account.event.{}", self.kind), SOURCE)
             .with_id(format!("{}/{}", self.account, self.version))
             .with_subject(self.account.clone())
             .with_json(self)
@@ -78,13 +81,23 @@ pub fn events() -> Result<Database, Error> {
     }
 }
 
+// `recorded_at` is RFC 3339 UTC with microseconds, always the same width, so text order
+// is time order in either database.
 const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS events (
     aggregate_id TEXT NOT NULL,
     version BIGINT NOT NULL,
     event_type TEXT NOT NULL,
     amount_cents BIGINT NOT NULL,
+    recorded_at TEXT NOT NULL,
     PRIMARY KEY (aggregate_id, version)
 )";
+
+/// `time` in the form `recorded_at` is stored in; `None` if it is not RFC 3339 UTC.
+pub fn timestamp(time: &str) -> Option<String> {
+    let t = humantime::parse_rfc3339_weak(time.trim_end_matches('Z')).ok()?;
+    time.ends_with('Z')
+        .then(|| humantime::format_rfc3339_micros(t).to_string())
+}
 
 /// The read model.
 pub fn view() -> Result<Store, Error> {
@@ -163,6 +176,70 @@ pub fn accounts(db: &Database) -> Result<Vec<String>, Error> {
         .collect())
 }
 
+/// An event of the store with when it was recorded, as the patterns seed's replayer reads
+/// the store: `{type, timestamp, data}`, with its id, source and subject.
+#[derive(Debug, Serialize)]
+pub struct Listed {
+    /// `account.event.<kind>`.
+    #[serde(rename = "type")]
+    pub ty: String,
+    /// When it was recorded (RFC 3339 UTC).
+    pub timestamp: String,
+    /// The recorded event, as it was published.
+    pub data: Recorded,
+    /// As it was published: `<account>/<version>`.
+    pub id: String,
+    /// As it was published.
+    pub source: &'static str,
+    /// The account.
+    pub subject: String,
+}
+
+/// The events recorded from `start` to `end` (both in [`timestamp`]'s form, inclusive),
+/// of every account or of `account`, in the order they were recorded.
+pub fn between(
+    db: &Database,
+    start: &str,
+    end: &str,
+    account: Option<&str>,
+) -> Result<Vec<Listed>, Error> {
+    #[derive(Deserialize)]
+    struct Timed {
+        aggregate_id: String,
+        version: i64,
+        event_type: String,
+        amount_cents: i64,
+        recorded_at: String,
+    }
+    let mut sql = "SELECT aggregate_id, version, event_type, amount_cents, recorded_at FROM events WHERE recorded_at >= $1 AND recorded_at <= $2".to_string();
+    let mut params: Vec<Value> = vec![start.into(), end.into()];
+    if let Some(a) = account {
+        sql.push_str(" AND aggregate_id = $3");
+        params.push(a.into());
+    }
+    sql.push_str(" ORDER BY recorded_at, aggregate_id, version");
+    let rows: Vec<Timed> = db.query_as(&sql, &params)?;
+    Ok(rows
+        .into_iter()
+        .map(|r| {
+            let data = Recorded::from(Row {
+                aggregate_id: r.aggregate_id,
+                version: r.version,
+                event_type: r.event_type,
+                amount_cents: r.amount_cents,
+            });
+            Listed {
+                ty: format!("account.event.{}", data.kind),
+                timestamp: r.recorded_at,
+                id: format!("{}/{}", data.account, data.version),
+                source: SOURCE,
+                subject: data.account.clone(),
+                data,
+            }
+        })
+        .collect())
+}
+
 /// Appends `kind` of `amount_cents` to `account`'s stream as version `expected + 1`. The
 /// table's primary key takes each version once: of two appends that read the same version,
 /// one is refused by the database and answered 409, and must decide again.
@@ -174,9 +251,10 @@ pub fn append(
     amount_cents: u64,
 ) -> Result<Recorded, Error> {
     let version = expected + 1;
+    let now = humantime::format_rfc3339_micros(std::time::SystemTime::now()).to_string();
     let inserted = db.execute(
-        "INSERT INTO events (aggregate_id, version, event_type, amount_cents) VALUES ($1, $2, $3, $4)",
-        &[account.into(), int(version), kind.into(), int(amount_cents)],
+        "INSERT INTO events (aggregate_id, version, event_type, amount_cents, recorded_at) VALUES ($1, $2, $3, $4, $5)",
+        &[account.into(), int(version), kind.into(), int(amount_cents), now.into()],
     );
     match inserted {
         Ok(_) => Ok(Recorded {

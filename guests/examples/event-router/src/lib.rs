@@ -13,7 +13,10 @@
 //! ```
 //!
 //! A `match` value ending in `*` matches by prefix; others exactly; the attributes are
-//! `type`, `source`, `subject` and extensions. An event no rule matches is dropped
+//! `type`, `source`, `subject` and extensions. `"require": ["order_id"]` also asks for
+//! JSON object data with those fields set (not null): a validator passes what has them
+//! (a rule with neither `drop` nor `transform` replies with the event unchanged) and drops
+//! the rest by default. An event no rule matches is dropped
 //! (`"default": "pass"` replies with it unchanged). A routed event keeps its data and
 //! subject, gets a new id (`<id>/routed`) and carries its old type in `originaltype`.
 use std::collections::BTreeMap;
@@ -44,6 +47,8 @@ struct Rule {
     #[serde(rename = "match")]
     when: BTreeMap<String, String>,
     #[serde(default)]
+    require: Vec<String>,
+    #[serde(default)]
     drop: bool,
     transform: Option<Transform>,
 }
@@ -69,12 +74,19 @@ fn attribute<'a>(event: &'a CloudEvent, name: &str) -> Option<&'a str> {
 }
 
 fn matches(rule: &Rule, event: &CloudEvent) -> bool {
-    rule.when.iter().all(|(name, pattern)| {
+    let attributes = rule.when.iter().all(|(name, pattern)| {
         attribute(event, name).is_some_and(|value| match pattern.strip_suffix('*') {
             Some(prefix) => value.starts_with(prefix),
             None => value == pattern,
         })
-    })
+    });
+    attributes
+        && (rule.require.is_empty()
+            || event.json::<Value>().is_ok_and(|data| {
+                rule.require
+                    .iter()
+                    .all(|field| data.get(field).is_some_and(|v| !v.is_null()))
+            }))
 }
 
 #[wasmfn_sdk::event]

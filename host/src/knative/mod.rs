@@ -2,7 +2,11 @@
 //! `[[services]]` entry (every function in one Service by default), each running the host
 //! image with the functions it serves selected by `WASMFN_FUNCTIONS`; a Trigger per event
 //! subscription; a SinkBinding per Service so emitted events reach the Broker; optionally the
-//! Broker itself.
+//! Broker itself; and around each Service the core Kubernetes objects of `cluster.rs`.
+
+mod cluster;
+
+pub use cluster::{Replay, replay_job};
 
 use std::path::Path;
 
@@ -41,9 +45,9 @@ pub const IMAGE_RUNTIME_CONFIG: &str = "/app/runtime-config.toml";
 const HOST_ENV: [&str; 4] = ["WASMFN_", "OTEL_", "RUST_LOG", "LOG_LEVEL"];
 
 /// What renders but is likely a mistake: an environment variable a Service sets that
-/// neither the host nor any of its functions reads.
+/// neither the host nor any of its functions reads; a grant its NetworkPolicy cannot say.
 pub fn warnings(manifest: &Manifest) -> Vec<String> {
-    let mut out = Vec::new();
+    let mut out = cluster::network_warnings(manifest);
     for service in &manifest.deploy.services {
         let read_by_functions = |env: &str| {
             service.functions.iter().any(|&i| {
@@ -94,7 +98,14 @@ pub fn objects(manifest: &Manifest, image: &str) -> Result<Vec<Value>, DeployErr
                 at: service.at.clone(),
                 message,
             })?;
+        if service.service_account.is_none() {
+            out.push(cluster::service_account(deploy, &service.name));
+        }
         out.push(knative_service(manifest, service, image, data_volume));
+        if service.network_policy {
+            out.push(cluster::network_policy(manifest, service));
+        }
+        out.extend(cluster::scaling(deploy, service));
     }
     for service in &deploy.services {
         out.extend(
@@ -298,12 +309,17 @@ pub fn render(manifest: &Manifest, image: &str) -> Result<String, DeployError> {
             .unwrap_or_default()
     );
     for object in objects(manifest, image)? {
-        yaml.push_str("---\n");
-        yaml.push_str(
-            &serde_norway::to_string(&to_yaml(object)).expect("values serialize to YAML"),
-        );
+        yaml.push_str(&to_yaml_document(object));
     }
     Ok(yaml)
+}
+
+/// One object as a YAML document of a stream.
+pub fn to_yaml_document(object: Value) -> String {
+    format!(
+        "---\n{}",
+        serde_norway::to_string(&to_yaml(object)).expect("values serialize to YAML")
+    )
 }
 
 /// serde_json's `arbitrary_precision` (on for event data) makes its numbers serialize as a
@@ -418,6 +434,15 @@ fn check_capabilities(
         }
     }
     Ok(data_volume)
+}
+
+/// The address of the Broker's ingress (Knative Eventing's multi-tenant broker).
+fn broker_ingress(deploy: &DeploySpec) -> String {
+    format!(
+        "http://broker-ingress.knative-eventing.svc.cluster.local/{}/{}",
+        deploy.namespace.as_deref().unwrap_or("default"),
+        deploy.broker
+    )
 }
 
 fn metadata(deploy: &DeploySpec, name: &str) -> Value {
@@ -596,7 +621,10 @@ fn knative_service(
     let mut template_metadata = json!({
         "annotations": template_annotations(manifest.deploy.port, service, target),
     });
-    if let Some(revision) = &service.revision {
+    let revisions = version_revisions(manifest, service);
+    if let Some((revision, _)) = &revisions {
+        template_metadata["name"] = json!(revision);
+    } else if let Some(revision) = &service.revision {
         template_metadata["name"] = json!(revision);
     }
     if !service.template_labels.is_empty() {
@@ -607,16 +635,17 @@ fn knative_service(
         "containerConcurrency": container_concurrency,
         "containers": [container],
     });
-    if let Some(account) = &service.service_account {
-        template_spec["serviceAccountName"] = json!(account);
-    }
+    template_spec["serviceAccountName"] =
+        json!(service.service_account.as_deref().unwrap_or(&service.name));
     if !volumes.is_empty() {
         template_spec["volumes"] = json!(volumes);
     }
     let mut spec = json!({
         "template": { "metadata": template_metadata, "spec": template_spec },
     });
-    if !service.traffic.is_empty() {
+    if let Some((_, traffic)) = revisions {
+        spec["traffic"] = json!(traffic.iter().map(traffic_entry).collect::<Vec<_>>());
+    } else if !service.traffic.is_empty() {
         spec["traffic"] = json!(
             service
                 .traffic
@@ -669,8 +698,12 @@ fn container(
         mounts.push(json!({ "name": "wasmfn-tmp", "mountPath": "/tmp" }));
     }
     for (i, files) in service.secret_files.iter().enumerate() {
+        // An injector writes its files itself (Vault's agent mounts its own volume).
+        let Some(secret) = &files.secret else {
+            continue;
+        };
         let name = format!("secret-files-{i}");
-        volumes.push(json!({ "name": name, "secret": { "secretName": files.secret } }));
+        volumes.push(json!({ "name": name, "secret": { "secretName": secret } }));
         mounts.push(json!({ "name": name, "mountPath": files.path, "readOnly": true }));
     }
     let mut container = json!({
@@ -718,6 +751,11 @@ fn container_env(manifest: &Manifest, service: &ServiceSpec) -> Vec<Value> {
             .map(|&i| manifest.functions[i].name.as_str())
             .collect();
         env.push(json!({ "name": "WASMFN_FUNCTIONS", "value": names.join(",") }));
+    }
+    if let Some((function, version)) = pinned_version(manifest, service) {
+        env.push(
+            json!({ "name": "WASMFN_PIN_VERSIONS", "value": format!("{function}={version}") }),
+        );
     }
     for (k, v) in &service.env {
         env.push(json!({ "name": k, "value": v }));
@@ -820,6 +858,44 @@ fn template_annotations(
         json!(format!("{RESERVED_PREFIX}metrics")),
     );
     annotations
+}
+
+/// With `versions_as_revisions`, the function and the version this template serves: the
+/// one `current_version` names, else the first listed (the newest).
+fn pinned_version<'a>(
+    manifest: &'a Manifest,
+    service: &'a ServiceSpec,
+) -> Option<(&'a str, &'a str)> {
+    let f = &manifest.functions[service.versions_as_revisions?];
+    let versions = &f.versions.as_ref()?.list;
+    let current = service
+        .current_version
+        .as_deref()
+        .unwrap_or(versions.first()?.name.as_str());
+    Some((f.name.as_str(), current))
+}
+
+/// With `versions_as_revisions`, the template's revision name and the traffic: each version
+/// from the current one on (those listed after it were deployed before it) keeps its
+/// weight under its own revision, tagged with its tag or name, and the current one takes
+/// the weights of the versions not yet deployed too.
+fn version_revisions(manifest: &Manifest, service: &ServiceSpec) -> Option<(String, Vec<Traffic>)> {
+    let (function, current) = pinned_version(manifest, service)?;
+    let f = manifest.functions.iter().find(|f| f.name == function)?;
+    let list = &f.versions.as_ref()?.list;
+    let at = list.iter().position(|v| v.name == current)?;
+    let revision = |name: &str| format!("{}-{name}", service.name);
+    let older: u32 = list[at + 1..].iter().map(|v| v.weight).sum();
+    let traffic = list[at..]
+        .iter()
+        .enumerate()
+        .map(|(i, v)| Traffic {
+            revision: Some(revision(&v.name)),
+            percent: if i == 0 { 100 - older } else { v.weight },
+            tag: Some(v.tag.clone().unwrap_or_else(|| v.name.clone())),
+        })
+        .collect();
+    Some((revision(current), traffic))
 }
 
 fn traffic_entry(t: &Traffic) -> Value {
