@@ -211,12 +211,12 @@ mod tests {
         let event = b"ce-specversion: 1.0\nce-id: 1\nce-source: /s\nce-type: t\ncontent-type: application/json\n\n{\"a\":1}";
         assert_eq!(super::cloudevents(event), 1);
         assert_eq!(super::cloudevents(b"content-type: text/plain\n\nhi"), 0);
-        // A Service and its SinkBinding.
+        // A Service, its ServiceAccount, NetworkPolicy and SinkBinding.
         assert_eq!(
             super::manifest(
                 b"[[functions]]\nname = \"a\"\ncomponent = \"a.wasm\"\nroutes = [\"/a/*\"]\n",
             ),
-            ManifestCase::Rendered { objects: 2 }
+            ManifestCase::Rendered { objects: 4 }
         );
         assert_eq!(
             super::manifest(b"[[functions]]\nname = \"A\"\n"),

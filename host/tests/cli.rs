@@ -516,16 +516,20 @@ async fn metrics_count_the_traffic_sent() {
     }
     // No function answers this one, and it is counted all the same.
     assert_eq!(get(&server.url("/nowhere")).await.status, 404);
+    // The first says it happened a minute ago; the second has no time, and no lag.
+    let a_minute_ago = (chrono::Utc::now() - chrono::Duration::seconds(60)).to_rfc3339();
     for i in 0..2 {
+        let mut request = http::Request::post(server.url("/"))
+            .header("ce-specversion", "1.0")
+            .header("ce-id", format!("m-{i}"))
+            .header("ce-source", "/tests")
+            .header("ce-type", "metrics.test");
+        if i == 0 {
+            request = request.header("ce-time", &a_minute_ago);
+        }
         let r = common::send(
             &common::client(false),
-            http::Request::post(server.url("/"))
-                .header("ce-specversion", "1.0")
-                .header("ce-id", format!("m-{i}"))
-                .header("ce-source", "/tests")
-                .header("ce-type", "metrics.test")
-                .body(Full::new(Bytes::new()))
-                .unwrap(),
+            request.body(Full::new(Bytes::new())).unwrap(),
         )
         .await;
         assert_eq!(r.status, 200);
@@ -592,6 +596,26 @@ async fn metrics_count_the_traffic_sent() {
     );
     assert_eq!(
         value("wasmfn_emitted_events_total", &[("result", "ok")]),
+        1.0,
+        "{text}"
+    );
+    // Read off the text: the parser folds a histogram's buckets into one value.
+    let lag = |le: &str| -> f64 {
+        text.lines()
+            .find(|l| {
+                l.starts_with("wasmfn_event_lag_seconds_bucket{")
+                    && l.contains(&format!("le=\"{le}\""))
+                    && l.contains("function=\"event-echo\"")
+            })
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or_else(|| panic!("no lag bucket {le}: {text}"))
+    };
+    assert_eq!((lag("32.768"), lag("65.536")), (0.0, 1.0), "{text}");
+    assert_eq!(
+        value(
+            "wasmfn_event_lag_seconds_count",
+            &[("function", "event-echo")]
+        ),
         1.0,
         "{text}"
     );

@@ -108,20 +108,26 @@ fn egress(manifest: &Manifest, service: &ServiceSpec) -> Egress {
     for &i in &service.functions {
         let f = &manifest.functions[i];
         for variant in f.variants() {
-            match std::fs::read(&variant.component)
-                .ok()
-                .and_then(|w| crate::engine::imports_emitter(&w))
-            {
+            // A component not built yet (or not WebAssembly, which `check` and `serve`
+            // report) may emit: the Broker is allowed. A precompiled one hides its
+            // imports: the same, said.
+            let Ok(wasm) = std::fs::read(&variant.component) else {
+                emits = true;
+                continue;
+            };
+            match crate::engine::imports_emitter(&wasm) {
                 Some(imports) => emits |= imports,
                 None => {
                     emits = true;
-                    warnings.push(format!(
-                        "{}: cannot read {} as a component to see whether function `{}` emits events; service `{}`'s NetworkPolicy lets it reach the Broker",
-                        variant.component_at,
-                        variant.component.display(),
-                        f.name,
-                        service.name
-                    ));
+                    if wasm.starts_with(b"\0asm") || wasm.starts_with(b"\x7fELF") {
+                        warnings.push(format!(
+                            "{}: {} is precompiled, so render cannot see whether function `{}` emits events; service `{}`'s NetworkPolicy lets it reach the Broker",
+                            variant.component_at,
+                            variant.component.display(),
+                            f.name,
+                            service.name
+                        ));
+                    }
                 }
             }
         }
