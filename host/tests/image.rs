@@ -75,7 +75,13 @@ fn build_image(manifest: &str, tag: &str) {
         .unwrap();
     assert!(build.success(), "deploy/build-image.sh failed");
     let size = stdout(&docker(&["image", "inspect", "-f", "{{.Size}}", tag]));
-    eprintln!("image {tag}: {:.1} MB", size.parse::<f64>().unwrap() / 1e6);
+    // The host the image runs is the last one the script builds (without the compiler).
+    let host = repo.join("target/x86_64-unknown-linux-musl/image/wasmfn");
+    eprintln!(
+        "image {tag}: {:.1} MB, its host binary {:.1} MB",
+        size.parse::<f64>().unwrap() / 1e6,
+        std::fs::metadata(host).unwrap().len() as f64 / 1e6
+    );
 }
 
 /// Runs `tag` as Knative runs it: PORT and K_* from the environment, read-only root, a
@@ -197,6 +203,33 @@ async fn image_runs_as_knative_runs_it_and_drains_on_docker_stop() {
         &container.0,
     ]));
     assert_eq!(code, "0", "the host exits 0 after draining");
+
+    // The image's host has no compiler: a component with no compiled code (here, an
+    // empty cache) is refused at start, saying how to precompile it, never compiled.
+    let out = docker(&[
+        "run",
+        "--rm",
+        "--read-only",
+        "--user",
+        "65532:65532",
+        "--tmpfs",
+        "/tmp:uid=65532,gid=65532",
+        "--tmpfs",
+        "/var/lib/wasmfn:uid=65532,gid=65532",
+        "-e",
+        "WASMFN_DATA_DIR=/var/lib/wasmfn",
+        "-e",
+        "WASMFN_CACHE_DIR=/tmp/empty-cache",
+        TAG,
+    ]);
+    let said = format!("{}{}", stdout(&out), String::from_utf8_lossy(&out.stderr));
+    assert!(!out.status.success(), "{said}");
+    assert!(
+        said.contains("has no compiled code in the compile cache")
+            && said.contains("wasmfn compile --manifest"),
+        "{said}"
+    );
+    assert!(!said.contains("compiled\""), "{said}");
 }
 
 /// A Spin app's image, from its own spin.toml (spin-sdk 7, its `files`, a component built

@@ -706,6 +706,14 @@ fn shutdown_signal() -> std::io::Result<impl Future<Output = ()>> {
     })
 }
 
+#[cfg(not(feature = "compiler"))]
+fn compile(_: CompileArgs) -> anyhow::Result<()> {
+    bail!(
+        "this wasmfn is built without a compiler (as the host image's is): it runs code compiled ahead of time; compile with a wasmfn built with the `compiler` feature (the default build)"
+    )
+}
+
+#[cfg(feature = "compiler")]
 fn compile(args: CompileArgs) -> anyhow::Result<()> {
     if let Some(manifest_path) = &args.manifest {
         let manifest = Manifest::load_with_runtime_config(

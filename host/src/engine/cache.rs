@@ -1,7 +1,6 @@
 //! The on-disk compile cache: `.wasm` components compiled once, stored by content digest
 //! and engine fingerprint, and memory-mapped on later starts.
 
-use std::hash::{DefaultHasher, Hash, Hasher};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -42,19 +41,19 @@ impl CacheDir {
     /// Where the compiled form of `wasm` lives for `engine`. The name carries both the
     /// content digest and the engine's compatibility hash, so a host with another wasmtime
     /// version or configuration never picks up an entry it cannot use.
-    pub(crate) fn entry_for(&self, wasm: &[u8], engine: &wasmtime::Engine) -> PathBuf {
+    pub(crate) fn entry_for(&self, wasm: &[u8], fingerprint: u64) -> PathBuf {
         let digest = Sha256::digest(wasm);
-        let name = format!("{}-{:016x}.cwasm", hex(&digest), fingerprint(engine));
+        let name = format!("{}-{fingerprint:016x}.cwasm", hex(&digest));
         self.dir.join(name)
     }
 
     /// Whether `entry` was compiled by `engine` (by its name; the host runs two engines).
-    pub(crate) fn made_by(&self, entry: &Path, engine: &wasmtime::Engine) -> bool {
+    pub(crate) fn made_by(&self, entry: &Path, fingerprint: u64) -> bool {
         entry
             .file_name()
             .and_then(|n| n.to_str())
             .and_then(|n| n.strip_suffix(".cwasm"))
-            .is_some_and(|n| n.ends_with(&format!("-{:016x}", fingerprint(engine))))
+            .is_some_and(|n| n.ends_with(&format!("-{fingerprint:016x}")))
     }
 
     /// The entry last stored for the file at `path` as it is now (same path, length and
@@ -62,23 +61,24 @@ impl CacheDir {
     /// under it), found without reading the file: hashing an 18 MB component
     /// costs a start-up more than mapping its compiled form. `None` if the file changed
     /// or was never indexed; then the caller reads and hashes it.
-    pub(crate) fn indexed_entry(&self, path: &Path, engine: &wasmtime::Engine) -> Option<PathBuf> {
-        let name = std::fs::read_to_string(self.index_for(path, engine)?).ok()?;
+    pub(crate) fn indexed_entry(&self, path: &Path, fingerprint: u64) -> Option<PathBuf> {
+        let name = std::fs::read_to_string(self.index_for(path, fingerprint)?).ok()?;
         let entry = self.dir.join(name.trim());
         // Only names this cache writes; never a path out of it.
         (entry.parent() == Some(self.dir.as_path()) && entry.is_file()).then_some(entry)
     }
 
     /// Remembers that the file at `path`, as it is now, compiles to `entry`.
-    pub(crate) fn index(&self, path: &Path, engine: &wasmtime::Engine, entry: &Path) {
-        let (Some(index), Some(name)) = (self.index_for(path, engine), entry.file_name()) else {
+    pub(crate) fn index(&self, path: &Path, fingerprint: u64, entry: &Path) {
+        let (Some(index), Some(name)) = (self.index_for(path, fingerprint), entry.file_name())
+        else {
             return;
         };
         // An index that cannot be written costs the next start a hash, nothing more.
         let _ = self.store(&index, name.as_encoded_bytes());
     }
 
-    fn index_for(&self, path: &Path, engine: &wasmtime::Engine) -> Option<PathBuf> {
+    fn index_for(&self, path: &Path, fingerprint: u64) -> Option<PathBuf> {
         let path = std::fs::canonicalize(path).ok()?;
         let meta = std::fs::metadata(&path).ok()?;
         // Relative to the directory holding the cache where the component lives under it:
@@ -99,7 +99,7 @@ impl CacheDir {
         key.update(key_path.as_os_str().as_encoded_bytes());
         key.update(meta.len().to_le_bytes());
         key.update(modified.as_nanos().to_le_bytes());
-        key.update(fingerprint(engine).to_le_bytes());
+        key.update(fingerprint.to_le_bytes());
         Some(self.dir.join(format!("{}.index", hex(&key.finalize()))))
     }
 
@@ -120,13 +120,6 @@ impl CacheDir {
     pub fn path(&self) -> &Path {
         &self.dir
     }
-}
-
-/// What tells apart the output of engines that cannot load each other's code.
-fn fingerprint(engine: &wasmtime::Engine) -> u64 {
-    let mut hasher = DefaultHasher::new();
-    engine.precompile_compatibility_hash().hash(&mut hasher);
-    hasher.finish()
 }
 
 fn is_writable(dir: &Path) -> bool {

@@ -235,6 +235,16 @@ pub enum LoadError {
         /// wasmtime's reason.
         reason: String,
     },
+    /// A `.wasm` with no compiled code in the cache, in a host without a compiler.
+    #[error(
+        "{path} has no compiled code in the compile cache ({cache}), and this wasmfn is built without a compiler (as the host image's is), so it does not compile: precompile it with `wasmfn compile --manifest MANIFEST --cache-dir DIR` run by a wasmfn with the `compiler` feature (the default build; deploy/build-image.sh does this), or name the `.cwasm` that `wasmfn compile IN.wasm -o OUT.cwasm` makes"
+    )]
+    NoCompiler {
+        /// The component.
+        path: PathBuf,
+        /// The cache that was searched.
+        cache: String,
+    },
     /// A `.cwasm` file that is not a precompiled component.
     #[error("{path} is not a precompiled component ({what}); make it with `wasmfn compile`")]
     NotPrecompiledComponent {
@@ -404,6 +414,8 @@ pub struct Engine {
 struct Core {
     wasi: Wasi,
     engine: wasmtime::Engine,
+    /// Names its compiled code in the cache ([`fingerprint`]).
+    fingerprint: u64,
     linker: Linker<State>,
     pooling: bool,
     // One slot per instance the pool holds, taken before instantiating: a full pool
@@ -490,6 +502,7 @@ impl Core {
         )?;
         Ok(Self {
             wasi,
+            fingerprint: fingerprint(options, wasi),
             engine,
             linker,
             pooling,
@@ -582,6 +595,7 @@ impl Engine {
 
     /// Compiles a component to the `.cwasm` format [`Engine::load`] memory-maps, for the
     /// engine its WASI version needs.
+    #[cfg(feature = "compiler")]
     pub fn precompile(&self, path: &Path) -> Result<Vec<u8>, LoadError> {
         let wasm = read(path)?;
         let core = self.core_to_precompile(path, &wasm)?;
@@ -591,15 +605,16 @@ impl Engine {
     }
 
     /// Compiles a `.wasm` into the cache (if it is not there yet) and returns the cache file.
+    #[cfg(feature = "compiler")]
     pub fn precompile_into_cache(&self, path: &Path) -> Result<Option<PathBuf>, LoadError> {
         let wasm = read(path)?;
         let Some(cache) = &self.options.cache else {
             return Ok(None);
         };
         let core = self.core_to_precompile(path, &wasm)?;
-        let entry = cache.entry_for(&wasm, &core.engine);
+        let entry = cache.entry_for(&wasm, core.fingerprint);
         if entry.exists() && deserialize(core, &entry).is_ok() {
-            cache.index(path, &self.p2.engine, &entry);
+            cache.index(path, self.p2.fingerprint, &entry);
             return Ok(Some(entry));
         }
         self.compile_and_cache(core, path, &wasm)?;
@@ -769,10 +784,10 @@ impl Engine {
         })
     }
 
-    /// The engine for `wasm`, by the WASI version its names say it is built for.
     /// The engine for compiling a component ahead of its load: one built for a WASI this
     /// host does not serve is refused here, as loading it would be (wasmtime would compile
     /// it, and fail only when it is linked).
+    #[cfg(feature = "compiler")]
     fn core_to_precompile(&self, path: &Path, wasm: &[u8]) -> Result<&Arc<Core>, LoadError> {
         if let Some(mismatch) = wasi_version::of_bytes(wasm) {
             return Err(LoadError::Contract {
@@ -783,6 +798,7 @@ impl Engine {
         self.core_for(path, wasm)
     }
 
+    /// The engine for `wasm`, by the WASI version its names say it is built for.
     fn core_for(&self, path: &Path, wasm: &[u8]) -> Result<&Arc<Core>, LoadError> {
         let wasi = if wasi_version::is_wasi_p3(wasm) {
             Wasi::P3
@@ -802,8 +818,8 @@ impl Engine {
         // The index is kept under the 0.2 engine's fingerprint for both kinds; the entry's
         // name says which engine compiled it.
         if let Some(cache) = &self.options.cache
-            && let Some(entry) = cache.indexed_entry(path, &self.p2.engine)
-            && let Ok(core) = self.core(if cache.made_by(&entry, &self.p2.engine) {
+            && let Some(entry) = cache.indexed_entry(path, self.p2.fingerprint)
+            && let Ok(core) = self.core(if cache.made_by(&entry, self.p2.fingerprint) {
                 Wasi::P2
             } else {
                 Wasi::P3
@@ -816,15 +832,15 @@ impl Engine {
         let wasm = read(path)?;
         let core = self.core_for(path, &wasm)?.clone();
         let Some(cache) = &self.options.cache else {
-            let c = Component::new(&core.engine, &wasm).map_err(|e| invalid(path, &wasm, &e))?;
+            let c = self.compile(&core, path, &wasm)?;
             return Ok((c, core));
         };
-        let entry = cache.entry_for(&wasm, &core.engine);
+        let entry = cache.entry_for(&wasm, core.fingerprint);
         if entry.exists() {
             match deserialize(&core, &entry) {
                 Ok(c) => {
                     self.options.metrics.cache("hit");
-                    cache.index(path, &self.p2.engine, &entry);
+                    cache.index(path, self.p2.fingerprint, &entry);
                     return Ok((c, core));
                 }
                 // A damaged entry is rebuilt, not fatal: the cache is only an accelerator.
@@ -847,23 +863,42 @@ impl Engine {
         wasm: &[u8],
     ) -> Result<Component, LoadError> {
         let started = std::time::Instant::now();
-        let component = Component::new(&core.engine, wasm).map_err(|e| invalid(path, wasm, &e))?;
+        let component = self.compile(core, path, wasm)?;
         tracing::info!(component = %path.display(), elapsed_ms = started.elapsed().as_millis() as u64, "compiled");
         if let Some(cache) = &self.options.cache {
-            let entry = cache.entry_for(wasm, &core.engine);
+            let entry = cache.entry_for(wasm, core.fingerprint);
             let stored = component
                 .serialize()
                 .map_err(|e| e.to_string())
                 .and_then(|bytes| cache.store(&entry, &bytes).map_err(|e| e.to_string()));
             // Failing to cache costs the next start a compile, nothing more.
             match stored {
-                Ok(()) => cache.index(path, &self.p2.engine, &entry),
+                Ok(()) => cache.index(path, self.p2.fingerprint, &entry),
                 Err(e) => {
                     tracing::warn!(entry = %entry.display(), error = %e, "could not write the compile cache")
                 }
             }
         }
         Ok(component)
+    }
+
+    #[cfg(feature = "compiler")]
+    fn compile(&self, core: &Core, path: &Path, wasm: &[u8]) -> Result<Component, LoadError> {
+        Component::new(&core.engine, wasm).map_err(|e| invalid(path, wasm, &e))
+    }
+
+    /// A host built without a compiler runs only what was compiled ahead of time.
+    #[cfg(not(feature = "compiler"))]
+    fn compile(&self, _: &Core, path: &Path, _: &[u8]) -> Result<Component, LoadError> {
+        Err(LoadError::NoCompiler {
+            path: path.to_path_buf(),
+            cache: self
+                .options
+                .cache
+                .as_ref()
+                .map(|c| c.path().display().to_string())
+                .unwrap_or_else(|| "(none)".to_string()),
+        })
     }
 
     fn load_precompiled(&self, path: &Path) -> Result<(Component, Arc<Core>), LoadError> {
@@ -918,6 +953,32 @@ impl Engine {
     }
 }
 
+/// The wasmtime release this host is built with (a unit test checks it against Cargo.lock):
+/// part of what names compiled code in the cache.
+pub const WASMTIME_VERSION: &str = "48.0.10";
+
+/// What names an engine's compiled code in the cache: everything of the engine's
+/// configuration that changes the code, computed the same by a host with a compiler and
+/// one without (which has no `precompile_compatibility_hash`), so a runtime-only host
+/// finds what `wasmfn compile` wrote. wasmtime checks the rest when it loads the code: a
+/// host with a compiler recompiles an entry it refuses, one without says so.
+fn fingerprint(options: &EngineOptions, wasi: Wasi) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::hash::DefaultHasher::new();
+    (
+        WASMTIME_VERSION,
+        std::env::consts::ARCH,
+        std::env::consts::OS,
+        wasi == Wasi::P3,
+        // Whether instances are pooled, and their size, change no code: an image
+        // compiled where the pool was available serves where it is not.
+        options.optimize,
+        options.deadlines,
+    )
+        .hash(&mut hasher);
+    hasher.finish()
+}
+
 fn deserialize(core: &Core, path: &Path) -> Result<Component, String> {
     // SAFETY: `deserialize_file` trusts the file to be wasmtime's own output. Only files
     // the operator named in the manifest, or that this host wrote into its cache, get
@@ -937,6 +998,7 @@ fn read(path: &Path) -> Result<Vec<u8>, LoadError> {
 
 /// wasmtime refused the bytes: say so, unless they are a component for a WASI version this
 /// host does not serve, which wasmtime cannot parse and which deserves to be named.
+#[cfg(feature = "compiler")]
 fn invalid(path: &Path, wasm: &[u8], e: &wasmtime::Error) -> LoadError {
     match wasi_version::of_bytes(wasm) {
         Some(mismatch) => LoadError::Contract {
@@ -968,6 +1030,7 @@ fn base_config(options: &EngineOptions, wasi: Wasi) -> Config {
     // Epochs, not fuel: checking an epoch costs a load and compare at loop headers and
     // function entries, and one ticker thread serves every store (see epoch.rs).
     config.epoch_interruption(options.deadlines);
+    #[cfg(feature = "compiler")]
     if !options.optimize {
         config.cranelift_opt_level(wasmtime::OptLevel::None);
     }
@@ -1234,5 +1297,21 @@ impl Function {
     /// that it loads, each call failing with the interface's own error.
     pub fn unserved(&self) -> &[String] {
         &self.inner.unserved
+    }
+}
+
+#[cfg(test)]
+mod version_tests {
+    /// The cache names compiled code by [`super::WASMTIME_VERSION`]: it must be the
+    /// wasmtime this build links, as Cargo.lock pins it.
+    #[test]
+    fn the_wasmtime_version_is_the_locked_one() {
+        let lock = include_str!("../../../Cargo.lock");
+        let locked = lock
+            .split("[[package]]")
+            .find(|p| p.contains("\nname = \"wasmtime\"\n"))
+            .and_then(|p| p.lines().find_map(|l| l.strip_prefix("version = ")))
+            .map(|v| v.trim_matches('"'));
+        assert_eq!(locked, Some(super::WASMTIME_VERSION));
     }
 }

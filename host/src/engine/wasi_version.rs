@@ -163,6 +163,7 @@ pub fn imports_emitter(wasm: &[u8]) -> Option<bool> {
 }
 
 /// From the top-level imports and exports in a component's bytes.
+#[cfg(feature = "compiler")]
 pub(crate) fn of_bytes(wasm: &[u8]) -> Option<Mismatch> {
     of_names(names_of(wasm))
 }
