@@ -214,10 +214,7 @@ pub fn init(format: LogFormat, audience: Audience) -> LogGuard {
         });
     let lines = if json {
         tracing_subscriber::fmt::layer()
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .with_span_list(false)
+            .event_format(JsonLine)
             .with_writer(writer.clone())
             .boxed()
     } else {
@@ -238,6 +235,93 @@ pub fn init(format: LogFormat, audience: Audience) -> LogGuard {
         .with(spans)
         .init();
     LogGuard { writer, traces }
+}
+
+/// One JSON object per event, written field by field: the keys and values
+/// tracing-subscriber's JSON format gives (`timestamp`, `level`, the fields flattened,
+/// `message` among them, `target`), without building a map of the fields first. Every
+/// request writes one, its access line, so this is on the request path (benches/README.md).
+struct JsonLine;
+
+impl<S, N> tracing_subscriber::fmt::FormatEvent<S, N> for JsonLine
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    N: for<'a> tracing_subscriber::fmt::FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        _: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
+        mut writer: tracing_subscriber::fmt::format::Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        let meta = event.metadata();
+        let mut line = JsonFields(Vec::with_capacity(320));
+        let now = humantime::format_rfc3339_micros(std::time::SystemTime::now());
+        let _ = write!(
+            line.0,
+            "{{\"timestamp\":\"{now}\",\"level\":\"{}\"",
+            meta.level()
+        );
+        event.record(&mut line);
+        line.key("target");
+        line.string(meta.target());
+        line.0.extend_from_slice(b"}\n");
+        // Only UTF-8 went in: the escaped strings and the numbers.
+        writer.write_str(std::str::from_utf8(&line.0).map_err(|_| std::fmt::Error)?)
+    }
+}
+
+/// The fields of an event as `,"name":value` pairs.
+struct JsonFields(Vec<u8>);
+
+impl JsonFields {
+    fn key(&mut self, name: &str) {
+        self.0.push(b',');
+        self.string(name);
+        self.0.push(b':');
+    }
+
+    /// A JSON string, escaped by serde_json straight into the line.
+    fn string(&mut self, value: &str) {
+        let _ = serde_json::to_writer(&mut self.0, value);
+    }
+}
+
+impl tracing::field::Visit for JsonFields {
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        self.key(field.name());
+        self.string(value);
+    }
+
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        self.key(field.name());
+        self.string(&format!("{value:?}"));
+    }
+
+    fn record_i64(&mut self, field: &tracing::field::Field, value: i64) {
+        self.key(field.name());
+        let _ = write!(self.0, "{value}");
+    }
+
+    fn record_u64(&mut self, field: &tracing::field::Field, value: u64) {
+        self.key(field.name());
+        let _ = write!(self.0, "{value}");
+    }
+
+    fn record_bool(&mut self, field: &tracing::field::Field, value: bool) {
+        self.key(field.name());
+        let _ = write!(self.0, "{value}");
+    }
+
+    fn record_f64(&mut self, field: &tracing::field::Field, value: f64) {
+        self.key(field.name());
+        match value.is_finite() {
+            true => {
+                let _ = write!(self.0, "{value}");
+            }
+            false => self.0.extend_from_slice(b"null"),
+        }
+    }
 }
 
 /// An error and every source under it, `outer: inner: innermost`, as one line: what a
@@ -275,6 +359,58 @@ mod tests {
         }
         fn flush(&mut self) -> std::io::Result<()> {
             Ok(())
+        }
+    }
+
+    /// The lines `subscriber` writes for a few events of every field type.
+    fn lines_of(
+        format: impl Fn(Sink) -> Box<dyn tracing::Subscriber + Send + Sync>,
+    ) -> Vec<serde_json::Value> {
+        let sink = Sink::default();
+        tracing::subscriber::with_default(format(sink.clone()), || {
+            let id = "6f1c";
+            tracing::info!(
+                function = "hello", version = "", request_id = %id, status = 200u16,
+                elapsed_us = 1214u64, delta = -3i64, pooling = true, startup_ms = 96.65814999999999,
+                path = "/a \"quoted\"\n\tpath\u{1}é", "request"
+            );
+            tracing::warn!(error = ?std::io::Error::other("disk \"full\""), "cannot write");
+            tracing::error!("no fields");
+        });
+        let text = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
+        text.lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect()
+    }
+
+    #[test]
+    fn json_lines_carry_what_tracing_subscribers_json_format_does() {
+        let ours = lines_of(|sink| {
+            Box::new(
+                tracing_subscriber::fmt()
+                    .event_format(JsonLine)
+                    .with_writer(move || sink.clone())
+                    .finish(),
+            )
+        });
+        let theirs = lines_of(|sink| {
+            Box::new(
+                tracing_subscriber::fmt()
+                    .json()
+                    .flatten_event(true)
+                    .with_current_span(false)
+                    .with_span_list(false)
+                    .with_writer(move || sink.clone())
+                    .finish(),
+            )
+        });
+        assert_eq!(ours.len(), 3);
+        for (mut ours, mut theirs) in ours.into_iter().zip(theirs) {
+            let time = ours["timestamp"].take();
+            let time = time.as_str().unwrap();
+            assert!(humantime::parse_rfc3339(time).is_ok(), "{time}");
+            theirs["timestamp"].take();
+            assert_eq!(ours, theirs);
         }
     }
 

@@ -15,6 +15,8 @@
 //! serves many requests), `sdk3-hello` (the SDK's `async fn` hello, WASI 0.3: hello-p3) and
 //! `event-echo-p3` (event-echo as an `async fn`, WASI 0.3). The instance allocator is on-demand: valgrind
 //! cannot reserve the pooling allocator's address space. One current-thread runtime.
+//! `INSTRUCTIONS_LOG=json` (or `text`) writes the log lines `serve` writes, the access line
+//! of each request among them, to stdout (send it to /dev/null): their cost is counted too.
 
 use std::sync::Arc;
 
@@ -31,6 +33,14 @@ fn main() {
     unsafe { std::env::remove_var("RUST_BACKTRACE") };
     let mut args = std::env::args().skip(1);
     let kind = args.next().unwrap_or_else(|| "hello".into());
+    let _log = std::env::var("INSTRUCTIONS_LOG").ok().map(|format| {
+        let format = match format.as_str() {
+            "json" => wasmfn::logging::LogFormat::Json,
+            "text" => wasmfn::logging::LogFormat::Text,
+            other => panic!("INSTRUCTIONS_LOG={other}: json or text"),
+        };
+        wasmfn::logging::init(format, wasmfn::logging::Audience::Server)
+    });
     let n: usize = args.next().and_then(|n| n.parse().ok()).unwrap_or(300);
     let (component, extra) = match kind.as_str() {
         "hello" | "hello-wasi-http" => (guests::HELLO, "variables = { greeting = \"Hello\" }\n"),
