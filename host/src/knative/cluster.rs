@@ -344,8 +344,12 @@ pub(super) fn scaling(deploy: &DeploySpec, service: &ServiceSpec) -> Vec<Value> 
                             "kubectl", "patch", format!("services.serving.knative.dev/{}", service.name),
                             "--type=merge", "-p", patch.to_string(),
                         ],
+                        // kubectl keeps its discovery cache under $HOME; the root is read-only.
+                        "env": [{ "name": "HOME", "value": "/tmp" }],
+                        "volumeMounts": [{ "name": "tmp", "mountPath": "/tmp" }],
                         "securityContext": locked_down(),
                     }],
+                    "volumes": [{ "name": "tmp", "emptyDir": {} }],
                 } },
             } },
         });
