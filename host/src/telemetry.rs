@@ -126,7 +126,7 @@ impl TraceContext {
             && hex(trace, 32)
             && hex(span, 16)
             && hex(flags, 2)
-            && trace != "0".repeat(32))
+            && trace.bytes().any(|b| b != b'0'))
         .then_some(trace)
     }
 
@@ -146,6 +146,8 @@ impl TraceContext {
 /// A fresh request id: what a request without a usable `x-request-id`, and an event the
 /// host sends itself, is logged under.
 pub fn new_request_id() -> String {
+    // uuid's formatting: 0.4 k instructions fewer than `format!("{:032x}")` of a fastrand
+    // u128 (callgrind, issue 29).
     uuid::Uuid::new_v4().simple().to_string()
 }
 
