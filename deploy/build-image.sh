@@ -2,7 +2,11 @@
 # Builds the wasmfn host image: a static binary plus a manifest's components, precompiled.
 #
 #   deploy/build-image.sh [--manifest wasmfn.toml|spin.toml] [--runtime-config-file FILE]
-#                         [--tag wasmfn:dev]
+#                         [--tag wasmfn:dev] [--lto]
+#
+# --lto links the image's host with thin LTO and one codegen unit: 10% smaller, a third
+# faster to its first response and 2 MiB less resident (benches/README.md), for a build
+# several minutes longer.
 #
 # Uses docker, or podman/buildah where that is what you have (WASMFN_CONTAINER_TOOL to pick).
 # Needs the x86_64-unknown-linux-musl Rust target (added with rustup if missing) and a musl C
@@ -13,12 +17,14 @@ cd "$(dirname "$0")/.."
 manifest=wasmfn.toml
 runtime_config=()
 tag=wasmfn:dev
+lto=()
 while [ $# -gt 0 ]; do
   case "$1" in
+    --lto) lto=(env CARGO_PROFILE_IMAGE_LTO=thin CARGO_PROFILE_IMAGE_CODEGEN_UNITS=1); shift ;;
     --manifest) manifest=$2; shift 2 ;;
     --runtime-config-file) runtime_config=(--runtime-config-file "$2"); shift 2 ;;
     --tag) tag=$2; shift 2 ;;
-    *) echo "usage: $0 [--manifest FILE] [--runtime-config-file FILE] [--tag IMAGE]" >&2; exit 2 ;;
+    *) echo "usage: $0 [--manifest FILE] [--runtime-config-file FILE] [--tag IMAGE] [--lto]" >&2; exit 2 ;;
   esac
 done
 
@@ -56,7 +62,7 @@ ctx=$(mktemp -d)
 trap 'rm -rf "$ctx" "$tools"' EXIT
 cargo build --profile image --quiet -p wasmfn --target "$target"
 cp "$bin" "$tools/wasmfn"
-cargo build --profile image --quiet -p wasmfn --target "$target" --no-default-features
+"${lto[@]}" cargo build --profile image --quiet -p wasmfn --target "$target" --no-default-features
 cp "$bin" "$ctx/wasmfn"
 
 # Stage the build context as the image's root: the manifest at /app/wasmfn.toml, its
