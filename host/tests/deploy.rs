@@ -277,6 +277,16 @@ fn render_with(manifest: &Path, args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// `wasmfn ARGS --manifest MANIFEST`, as it exits.
+fn wasmfn(args: &[&str], manifest: &Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_wasmfn"))
+        .args(args)
+        .arg("--manifest")
+        .arg(manifest)
+        .output()
+        .unwrap()
+}
+
 fn documents(yaml: &str) -> Vec<Value> {
     yaml.split("\n---\n")
         .filter_map(|doc| serde_norway::from_str::<Option<Value>>(doc).unwrap())
@@ -694,19 +704,17 @@ fn older_versions_render_as_the_revisions_deployed_before() {
             .unwrap()
             .contains(&json!({ "name": "WASMFN_PIN_VERSIONS", "value": "notifications=v2" }))
     );
-    let out = Command::new(env!("CARGO_BIN_EXE_wasmfn"))
-        .args([
+    let out = wasmfn(
+        &[
             "deploy",
             "render",
             "--image",
             "x",
             "--current-version",
             "notification-service=v9",
-            "--manifest",
-        ])
-        .arg(repo().join("deploy/seed-apis.toml"))
-        .output()
-        .unwrap();
+        ],
+        &repo().join("deploy/seed-apis.toml"),
+    );
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         !out.status.success() && err.contains("has no version `v9`; it has v3, v2, v1"),
@@ -923,8 +931,8 @@ fn new_cluster_keys_are_checked_with_the_line() {
 
 #[test]
 fn a_replay_job_runs_the_host_image_against_the_event_store() {
-    let out = Command::new(env!("CARGO_BIN_EXE_wasmfn"))
-        .args([
+    let out = wasmfn(
+        &[
             "deploy",
             "replay-job",
             "--image",
@@ -937,11 +945,9 @@ fn a_replay_job_runs_the_host_image_against_the_event_store() {
             "2024-01-31T23:59:59Z",
             "--aggregate",
             "account-12345",
-            "--manifest",
-        ])
-        .arg(repo().join("deploy/patterns.toml"))
-        .output()
-        .unwrap();
+        ],
+        &repo().join("deploy/patterns.toml"),
+    );
     assert!(
         out.status.success(),
         "{}",
@@ -969,8 +975,8 @@ fn a_replay_job_runs_the_host_image_against_the_event_store() {
         ])
     );
     // A bad time is refused before anything is printed.
-    let out = Command::new(env!("CARGO_BIN_EXE_wasmfn"))
-        .args([
+    let out = wasmfn(
+        &[
             "deploy",
             "replay-job",
             "--image",
@@ -981,11 +987,9 @@ fn a_replay_job_runs_the_host_image_against_the_event_store() {
             "yesterday",
             "--end",
             "2024-01-31T23:59:59Z",
-            "--manifest",
-        ])
-        .arg(repo().join("deploy/patterns.toml"))
-        .output()
-        .unwrap();
+        ],
+        &repo().join("deploy/patterns.toml"),
+    );
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         !out.status.success() && err.contains("--start \"yesterday\" is not an RFC 3339 time"),
