@@ -8,7 +8,7 @@ use std::net::IpAddr;
 
 use serde_json::{Value, json};
 
-use super::{broker_ingress, metadata};
+use super::{broker_ingress, metadata, service_of};
 use crate::manifest::deploy::{DeploySpec, ServiceSpec};
 use crate::manifest::hosts::{AllowedHost, Hosts, INTERNAL_DOMAIN, SPIN_INTERNAL_DOMAIN};
 use crate::manifest::{KeyValueKind, Manifest};
@@ -156,7 +156,7 @@ fn egress(manifest: &Manifest, service: &ServiceSpec) -> Egress {
                 continue;
             };
             let literal = match url {
-                crate::manifest::Variable::Literal(u) => redis_host(u),
+                crate::manifest::Variable::Literal(u) => grant(u),
                 _ => None,
             };
             match literal {
@@ -217,11 +217,12 @@ fn egress(manifest: &Manifest, service: &ServiceSpec) -> Egress {
     Egress { rules, warnings }
 }
 
-/// A Redis URL's host and port as a grant.
-fn redis_host(url: &str) -> Option<AllowedHost> {
+/// A URL's scheme, host and port as a grant (a port left out is the scheme's default, as
+/// in `allowed_outbound_hosts`).
+fn grant(url: &str) -> Option<AllowedHost> {
     let u = url::Url::parse(url).ok()?;
-    let host = u.host_str()?;
-    AllowedHost::parse(&format!("redis://{host}:{}", u.port().unwrap_or(6379))).ok()
+    let port = u.port().map(|p| format!(":{p}")).unwrap_or_default();
+    AllowedHost::parse(&format!("{}://{}{port}", u.scheme(), u.host_str()?)).ok()
 }
 
 /// The OTLP endpoint the Service's environment names, as a grant.
@@ -230,9 +231,7 @@ fn otlp_endpoint(service: &ServiceSpec) -> Option<AllowedHost> {
         .env
         .get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
         .or_else(|| service.env.get("OTEL_EXPORTER_OTLP_ENDPOINT"))?;
-    let u = url::Url::parse(url).ok()?;
-    let port = u.port_or_known_default()?;
-    AllowedHost::parse(&format!("{}://{}:{port}", u.scheme(), u.host_str()?)).ok()
+    grant(url)
 }
 
 /// The Service's NetworkPolicy: in from Knative's data path (and Prometheus, when
@@ -398,19 +397,16 @@ pub struct Replay {
 /// store lists between two times, to the Broker, each marked as replayed.
 pub fn replay_job(manifest: &Manifest, image: &str, replay: &Replay) -> Result<Value, String> {
     let deploy = &manifest.deploy;
-    let service = deploy
-        .services
-        .iter()
-        .find(|s| {
-            s.functions
-                .iter()
-                .any(|&i| manifest.functions[i].name == replay.function)
-        })
-        .ok_or_else(|| format!("the manifest has no function `{}`", replay.function))?;
+    let service = service_of(manifest, &replay.function);
+    if service.is_empty() {
+        return Err(format!(
+            "the manifest has no function `{}`",
+            replay.function
+        ));
+    }
     let namespace = deploy.namespace.as_deref().unwrap_or("default");
     let store = format!(
-        "http://{}.{namespace}.svc.cluster.local{}",
-        service.name,
+        "http://{service}.{namespace}.svc.cluster.local{}",
         replay.path.trim_end_matches('/')
     );
     let mut env = vec![

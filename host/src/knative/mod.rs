@@ -713,13 +713,7 @@ fn container(
         "env": env,
         "readinessProbe": probe(port, "ready", &service.readiness),
         "livenessProbe": probe(port, "live", &service.liveness),
-        "securityContext": {
-            "allowPrivilegeEscalation": false,
-            "readOnlyRootFilesystem": true,
-            "runAsNonRoot": true,
-            "capabilities": { "drop": ["ALL"] },
-            "seccompProfile": { "type": "RuntimeDefault" },
-        },
+        "securityContext": cluster::locked_down(),
     });
     if !mounts.is_empty() {
         container["volumeMounts"] = json!(mounts);
