@@ -84,5 +84,5 @@ pub struct CallContext {
     /// The trace context of the request, carried onto emitted events.
     pub trace: Option<TraceContext>,
     /// The id of the request that started the chain, for the log.
-    pub request_id: String,
+    pub request_id: Arc<str>,
 }

@@ -87,7 +87,7 @@ async fn send(
 ) -> Result<http::Response<WasiBody>, Error> {
     let request_id = context
         .as_ref()
-        .map_or(String::new(), |c| c.request_id.clone());
+        .map_or_else(Arc::default, |c| c.request_id.clone());
     let Some(grant) = grant.filter(|g| g.hosts.allows(request.uri())) else {
         tracing::warn!(
             function, %request_id,

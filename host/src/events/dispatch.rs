@@ -158,7 +158,7 @@ impl Dispatcher {
             functions: self.functions.clone(),
             hops,
             trace,
-            request_id: request_id.to_string(),
+            request_id: request_id.into(),
         }
     }
 
