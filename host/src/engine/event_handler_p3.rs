@@ -287,7 +287,7 @@ async fn take_events(
                 let Job { event, context, deadline, request_id, reply } = job;
                 let call = accessor.with(|mut store| -> wasmtime::Result<_> {
                     let call = handle.start_call_concurrent(store.as_context_mut(), (event,))?;
-                    let scope = Scope::new(context, deadline, &request_id);
+                    let scope = Scope::new(context, deadline, &*request_id);
                     store.get().start_task(call.task(), scope);
                     Ok(call)
                 })?;
