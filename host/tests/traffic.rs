@@ -266,6 +266,11 @@ async fn rollout_under_load(server: &Server, admin: &str) -> (bool, String, serd
                 "10,50,100",
                 "--interval",
                 "1s",
+                // What these tests judge is the 5xx gate and the steps: the latency gate
+                // compares wall-clock p99s of ~1 ms, which a loaded two-core machine
+                // swings past 2x (a healthy green was rolled back at 2.49 ms vs 1.07 ms).
+                "--max-p99-ratio",
+                "50",
                 "--admin",
             ])
             .arg(&admin_url)
