@@ -124,6 +124,45 @@ impl Figures {
     }
 }
 
+/// Why a step's figures roll the release back, if they do: too few requests to judge, a
+/// 5xx rate over the old version's by more than the allowed points, or a p99 over the old
+/// one's by the allowed factor and by more than a millisecond.
+fn verdict(
+    args: &RolloutArgs,
+    new: &Figures,
+    old_figures: &Figures,
+    old: &str,
+    waited: u32,
+) -> Option<String> {
+    if new.requests < args.min_requests as f64 {
+        Some(format!(
+            "{} answered {} requests in {waited} interval(s), fewer than --min-requests {}: too little traffic to judge",
+            args.to, new.requests, args.min_requests
+        ))
+    } else if new.error_rate() > old_figures.error_rate() + args.max_error_increase {
+        Some(format!(
+            "{}'s 5xx rate {:.1}% exceeds {old}'s {:.1}% by more than {} points",
+            args.to,
+            new.error_rate(),
+            old_figures.error_rate(),
+            args.max_error_increase
+        ))
+    } else if let (Some(new_p99), Some(old_p99)) = (new.p99(), old_figures.p99())
+        && new_p99 > old_p99 * args.max_p99_ratio
+        && new_p99 - old_p99 > 1e-3
+    {
+        Some(format!(
+            "{}'s p99 {:.2} ms is over {}x {old}'s {:.2} ms",
+            args.to,
+            new_p99 * 1e3,
+            args.max_p99_ratio,
+            old_p99 * 1e3
+        ))
+    } else {
+        None
+    }
+}
+
 pub(super) fn run(args: RolloutArgs) -> anyhow::Result<()> {
     if args.steps.last() != Some(&100) || args.steps.iter().any(|&s| s > 100) {
         bail!("--steps must be weights up to 100 and end at 100, e.g. 10,25,50,100");
@@ -210,33 +249,7 @@ async fn rollout(args: RolloutArgs) -> anyhow::Result<()> {
             new.describe(),
             old_figures.describe()
         );
-        let verdict = if new.requests < args.min_requests as f64 {
-            Some(format!(
-                "{} answered {} requests in {waited} interval(s), fewer than --min-requests {}: too little traffic to judge",
-                args.to, new.requests, args.min_requests
-            ))
-        } else if new.error_rate() > old_figures.error_rate() + args.max_error_increase {
-            Some(format!(
-                "{}'s 5xx rate {:.1}% exceeds {old}'s {:.1}% by more than {} points",
-                args.to,
-                new.error_rate(),
-                old_figures.error_rate(),
-                args.max_error_increase
-            ))
-        } else if let (Some(new_p99), Some(old_p99)) = (new.p99(), old_figures.p99())
-            && new_p99 > old_p99 * args.max_p99_ratio
-            && new_p99 - old_p99 > 1e-3
-        {
-            Some(format!(
-                "{}'s p99 {:.2} ms is over {}x {old}'s {:.2} ms",
-                args.to,
-                new_p99 * 1e3,
-                args.max_p99_ratio,
-                old_p99 * 1e3
-            ))
-        } else {
-            None
-        };
+        let verdict = verdict(&args, &new, &old_figures, &old, waited);
         if let Some(reason) = verdict {
             admin
                 .set_weights(&args.function, &[(&old, 100), (&args.to, 0)])
@@ -400,6 +413,46 @@ fn sample(line: &str) -> Option<(&str, BTreeMap<String, String>, f64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `requests` answered, `errors` of them 5xx, every one within `le` seconds.
+    fn step(requests: f64, errors: f64, le: f64) -> Figures {
+        Figures {
+            requests,
+            errors,
+            buckets: [
+                (OrderedF64(le), requests),
+                (OrderedF64(f64::INFINITY), requests),
+            ]
+            .into_iter()
+            .collect(),
+        }
+    }
+
+    #[test]
+    fn a_step_rolls_back_on_errors_latency_or_too_little_traffic() {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            args: RolloutArgs,
+        }
+        let args = <Cli as clap::Parser>::parse_from(["rollout", "api", "--to", "green"]).args;
+        let blue = step(1000.0, 0.0, 0.001);
+        let judge = |green: Figures| verdict(&args, &green, &blue, "blue", 1);
+        assert_eq!(judge(step(1000.0, 5.0, 0.001)), None, "0.5 points more 5xx");
+        let errors = judge(step(1000.0, 20.0, 0.001)).expect("2 points more 5xx");
+        assert!(errors.contains("5xx rate 2.0%"), "{errors}");
+        let slow = judge(step(1000.0, 0.0, 0.004)).expect("p99 about 4x blue's and 3 ms over");
+        assert!(
+            slow.contains("green's p99") && slow.contains("over 2x"),
+            "{slow}"
+        );
+        // Within the millisecond below which latency is noise, whatever the ratio.
+        let blue = step(1000.0, 0.0, 0.0001);
+        let judge_fast = |green: Figures| verdict(&args, &green, &blue, "blue", 1);
+        assert_eq!(judge_fast(step(1000.0, 0.0, 0.0009)), None);
+        let few = judge(step(5.0, 0.0, 0.001)).expect("fewer than --min-requests 20");
+        assert!(few.contains("too little traffic"), "{few}");
+    }
 
     #[test]
     fn figures_are_read_from_the_hosts_metrics_by_version() {
