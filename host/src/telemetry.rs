@@ -84,8 +84,8 @@ impl TraceContext {
     pub const NAME: &str = "traceparent";
 
     /// A context as it was received; [`TraceContext::trace_id`] says whether it is valid.
-    pub fn new(traceparent: impl Into<String>) -> Self {
-        Self(traceparent.into().into())
+    pub fn new(traceparent: impl Into<Arc<str>>) -> Self {
+        Self(traceparent.into())
     }
 
     /// A new trace, for a request or event that brought none: every log line then has a
