@@ -54,6 +54,14 @@ fi
 # Two static hosts from the same source: one with the compiler, which stages and compiles
 # here, and the one the image runs, without it (the `compiler` feature off): it only loads
 # what was compiled, and is a third smaller, with fewer pages to map at a cold start.
+#
+# Both are linked at a fixed address (not position-independent): a static-pie binary
+# rewrites ~77,000 pointers in its read-only data at every start, which copies 1.7 MiB of
+# its pages into private memory and takes half the page faults before the first response
+# (benches/README.md). The price: the host's own code and data are not randomized (ASLR),
+# as with Go's default static binaries; its stacks, heap and every guest's code and memory
+# still are.
+export CARGO_TARGET_X86_64_UNKNOWN_LINUX_MUSL_RUSTFLAGS="-C relocation-model=static"
 echo "== building the guests and the static hosts" >&2
 (cd guests && cargo build --release --quiet)
 bin="target/$target/image/wasmfn"
