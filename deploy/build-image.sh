@@ -4,9 +4,8 @@
 #   deploy/build-image.sh [--manifest wasmfn.toml|spin.toml] [--runtime-config-file FILE]
 #                         [--tag wasmfn:dev] [--lto]
 #
-# --lto links the image's host with thin LTO and one codegen unit: 10% smaller, a third
-# faster to its first response and 2 MiB less resident (benches/README.md), for a build
-# several minutes longer.
+# --lto links the image's host with thin LTO and one codegen unit: 9% smaller and 1 MiB
+# less resident (benches/README.md), for a build several minutes longer.
 #
 # Uses docker, or podman/buildah where that is what you have (WASMFN_CONTAINER_TOOL to pick).
 # Needs the x86_64-unknown-linux-musl Rust target (added with rustup if missing) and a musl C
