@@ -196,15 +196,18 @@ fn bench_events(c: &mut Criterion) {
 /// one JSON request log line formatted and handed to the batching writer.
 fn bench_observability(c: &mut Criterion) {
     use std::time::Duration;
-    use wasmfn::metrics::{Metrics, intern};
+    use wasmfn::metrics::{Instantiations, Metrics, intern};
     let metrics = Metrics::new();
     let label = intern("hello");
+    // What a function keeps (its series, its instantiation histogram), as the host does.
+    let series = metrics.series(label, "");
+    let instantiations = Instantiations::default();
     let mut group = c.benchmark_group("observability");
     group.bench_function("metrics-per-request", |b| {
         b.iter(|| {
             let _live = metrics.instance();
-            metrics.instantiated(black_box(label), Duration::from_micros(12));
-            metrics.request(black_box(label), "", 200, Duration::from_micros(80));
+            metrics.instantiated(&instantiations, black_box(label), Duration::from_micros(12));
+            metrics.answered(black_box(&series), 200, Duration::from_micros(80));
             metrics.responded();
         })
     });

@@ -14,7 +14,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use moka::policy::EvictionPolicy;
@@ -27,6 +27,7 @@ use crate::engine::{
 };
 use crate::failure::Failure;
 use crate::manifest::{FunctionSpec, Manifest};
+use crate::metrics::Series;
 use crate::outbound::OutboundBody;
 use crate::telemetry;
 use crate::traffic::Split;
@@ -78,6 +79,9 @@ struct Loadable {
     grants: Grants,
     /// The version's name as a metrics label; empty without versions.
     version: &'static str,
+    /// Its metrics, made at its first request (boxed: most of 10,000 functions may never
+    /// get one).
+    series: OnceLock<Box<Series>>,
 }
 
 impl Functions {
@@ -105,6 +109,7 @@ impl Functions {
                     grants,
                     version: crate::metrics::intern(f.version_name(v)),
                     spec,
+                    series: OnceLock::new(),
                 });
             }
         }
@@ -284,6 +289,13 @@ impl Functions {
     /// Version `v` of function `i` as a metrics label; empty without versions.
     pub fn version_label(&self, i: usize, v: usize) -> &'static str {
         self.slots[self.first_slot[i] + v].version
+    }
+
+    /// Where version `v` of function `i` records its requests.
+    pub fn series(&self, i: usize, v: usize) -> &Series {
+        let slot = &self.slots[self.first_slot[i] + v];
+        slot.series
+            .get_or_init(|| Box::new(self.engine.metrics().series(self.labels[i], slot.version)))
     }
 
     /// The traffic split of the function named `name`, if it has versions.

@@ -23,7 +23,7 @@ pub use crate::functions::FunctionLoadError;
 use crate::functions::Functions;
 use crate::manifest::routes::{RouteMatch, RoutePattern, RouteTable, Segment};
 use crate::manifest::{DELIVERY_PREFIX, Manifest, RESERVED_PREFIX, ServerLimits};
-use crate::metrics::{Metrics, Refusal};
+use crate::metrics::{Metrics, Refusal, Series};
 use crate::telemetry::{self, TraceContext};
 use crate::traffic::VERSION_HEADER;
 
@@ -76,10 +76,10 @@ enum Answerer<'a> {
     Function {
         /// Its name.
         name: &'a str,
-        /// Its name as a metrics label.
-        label: &'static str,
         /// The version that answered (empty for a function without versions).
         version: &'static str,
+        /// Where its metrics go.
+        series: &'a Series,
     },
     /// The event dispatcher, which logs each delivery itself.
     Events,
@@ -281,12 +281,19 @@ impl App {
                 failure.into_response(&request_id, Some(&path), outcome.event_id.as_deref())
             }
         };
-        let (label, version) = match outcome.answerer {
-            Answerer::Function { label, version, .. } => (label, version),
-            Answerer::Nobody | Answerer::Events => ("", ""),
+        let status = response.status().as_u16();
+        let version = match outcome.answerer {
+            Answerer::Function {
+                version, series, ..
+            } => {
+                self.metrics.answered(series, status, elapsed);
+                version
+            }
+            Answerer::Nobody | Answerer::Events => {
+                self.metrics.request("", "", status, elapsed);
+                ""
+            }
         };
-        self.metrics
-            .request(label, version, response.status().as_u16(), elapsed);
         self.metrics.responded();
         let mut response = with_request_id(response, &request_id);
         // Which version answered, so a tester (and a client's logs) can tell.
@@ -411,8 +418,8 @@ impl App {
         let version = self.functions.choose(index, req.headers());
         let answerer = Answerer::Function {
             name: self.functions.name(index),
-            label: self.functions.label(index),
             version: self.functions.version_label(index, version),
+            series: self.functions.series(index, version),
         };
         // A body announced as too large is refused before a byte of it is read; one that
         // turns out too large while streaming is cut off at the limit, and the guest's

@@ -216,7 +216,8 @@ async fn serve(
         .indices
         .load(&mut store, &instance)
         .map_err(|e| InvokeError::Host(format!("{e:#}")))?;
-    f.metrics.instantiated(f.label, started.elapsed());
+    f.metrics
+        .instantiated(&f.instantiations, f.label, started.elapsed());
 
     let run = store.run_concurrent(async |accessor: &Accessor<State>| {
         take_events(accessor, &guest, f, me, queue, &shared, served).await

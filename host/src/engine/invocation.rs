@@ -153,7 +153,8 @@ impl Invocation {
                         .instantiate_async(&mut held.store)
                         .instrument(instantiate_span.clone())
                         .await?;
-                    f.metrics.instantiated(f.label, started.elapsed());
+                    f.metrics
+                        .instantiated(&f.instantiations, f.label, started.elapsed());
                     held.instance = Some(instance);
                     instance
                 }

@@ -727,6 +727,7 @@ impl Engine {
                 name: spec.name.as_str().into(),
                 label: crate::metrics::intern(&spec.name),
                 metrics: self.options.metrics.clone(),
+                instantiations: Default::default(),
                 http: match (service, wasi_http) {
                     (Some(pre), _) => Some(HttpAbi::WasiP3(wasi_http_p3::P3Instances::new(
                         me.clone(),
@@ -1166,6 +1167,7 @@ struct FunctionInner {
     name: Arc<str>,
     label: &'static str,
     metrics: Arc<crate::metrics::Metrics>,
+    instantiations: crate::metrics::Instantiations,
     /// Which WASI the component is built for: the engine it runs on.
     wasi: Wasi,
     /// The component, linked and ready to instantiate; the exports below are found in

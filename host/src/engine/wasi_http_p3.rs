@@ -276,7 +276,8 @@ impl HandlerState for InstanceFactory {
         let service = tokio::time::timeout(f.timeout, self.pre.instantiate_async(&mut store))
             .await
             .map_err(|_| wasmtime::Error::new(InstantiateTimeout))??;
-        f.metrics.instantiated(f.label, started.elapsed());
+        f.metrics
+            .instantiated(&f.instantiations, f.label, started.elapsed());
         Ok(Worker {
             store,
             proxy: Proxy::P3(service),
