@@ -11,7 +11,10 @@
 //!   servers alternated round by round; requests/s, p50, p99.
 //! - **cold start**: exec to the first 200, every scenario interleaved run by run; the
 //!   `.wasm` rows compile at every start (wasmfn's cache wiped, wasmtime's turned off).
-//! - **memory**: idle RSS; 10,000 functions configured, first-hit latency and RSS.
+//!   Beside the release host, the host the image runs (built by deploy/build-host.sh:
+//!   static musl, no compiler, fixed address), where the musl target can be built.
+//! - **memory**: idle RSS (the image's host too); 10,000 functions configured, first-hit
+//!   latency and RSS; the size of both host binaries.
 //! - **in process**: one request through `App::handle` (route, fresh instance, handler,
 //!   body), p50/p99, and the throughput lost to per-request deadlines (on vs off).
 //!
@@ -88,6 +91,9 @@ struct Tools {
     wasmfn: PathBuf,
     native: PathBuf,
     wasmtime: PathBuf,
+    /// The host the image runs (deploy/build-host.sh: static, no compiler, fixed address),
+    /// or why it could not be built here.
+    image_host: Result<PathBuf, String>,
 }
 
 fn cache_dir() -> PathBuf {
@@ -140,10 +146,50 @@ fn tools(o: &Options) -> Tools {
             bin
         }
     };
+    let image_host = if ["cold", "memory"].iter().any(|s| o.wants(s)) {
+        image_host(&root)
+    } else {
+        Err("not measured in this run".into())
+    };
     Tools {
         wasmfn: root.join("target/release/wasmfn"),
         native: root.join("target/release/native-hello"),
         wasmtime,
+        image_host,
+    }
+}
+
+/// Builds the image's host as deploy/build-image.sh does (the same script), kept beside the
+/// other tools so a later build of the compiling host cannot replace it mid-run.
+fn image_host(root: &Path) -> Result<PathBuf, String> {
+    eprintln!("building the image's host (deploy/build-host.sh runtime-only)");
+    let out = Command::new(root.join("deploy/build-host.sh"))
+        .arg("runtime-only")
+        .env_remove("RUST_BACKTRACE")
+        .stderr(Stdio::inherit())
+        .output()
+        .map_err(|e| format!("deploy/build-host.sh: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "deploy/build-host.sh failed ({}): it needs the x86_64-unknown-linux-musl target and musl-tools",
+            out.status
+        ));
+    }
+    let built = root.join(String::from_utf8_lossy(&out.stdout).trim());
+    let kept = cache_dir().join("image-host/wasmfn");
+    std::fs::create_dir_all(kept.parent().unwrap()).map_err(|e| e.to_string())?;
+    std::fs::copy(&built, &kept).map_err(|e| format!("copying {}: {e}", built.display()))?;
+    Ok(kept)
+}
+
+/// A row saying why the image host's figures are missing from this run.
+fn image_host_missing(tools: &Tools, report: &mut Report) {
+    if let Err(why) = &tools.image_host {
+        report.row(
+            "wasmfn, the image's host",
+            format!("not measured: {why}"),
+            "",
+        );
     }
 }
 
@@ -208,9 +254,20 @@ impl Server {
     }
 
     fn wasmfn(tools: &Tools, name: &str, manifest: &Path, cache: &Path, path: &str) -> Self {
+        Self::host(&tools.wasmfn, name, manifest, cache, path)
+    }
+
+    /// The image's host, if it was built, serving from the same compile cache as the
+    /// release host (the compiled code does not depend on which build loads it).
+    fn image(tools: &Tools, name: &str, manifest: &Path, cache: &Path, path: &str) -> Option<Self> {
+        let program = tools.image_host.as_ref().ok()?;
+        Some(Self::host(program, name, manifest, cache, path))
+    }
+
+    fn host(program: &Path, name: &str, manifest: &Path, cache: &Path, path: &str) -> Self {
         Server {
             name: name.into(),
-            program: tools.wasmfn.clone(),
+            program: program.to_path_buf(),
             args: vec![
                 "serve".into(),
                 "--listen".into(),
@@ -742,6 +799,27 @@ fn cold_start(o: &Options, tools: &Tools, work: &Path, report: &mut Report) {
             None,
         ),
     ];
+    scenarios.extend(
+        [
+            Server::image(
+                tools,
+                "wasmfn image host, 1 function, .cwasm",
+                &m_one,
+                &work.join("cold-one.cache"),
+                "/raw/x",
+            ),
+            Server::image(
+                tools,
+                "wasmfn image host, 10 functions, .cwasm",
+                &m_ten,
+                &work.join("cold-ten.cache"),
+                "/hello",
+            ),
+        ]
+        .into_iter()
+        .flatten()
+        .map(|s| (s, None)),
+    );
     if let Some(python) = &python_component(work) {
         let py_cwasm = work.join("python_hello.cwasm");
         wasmtime_compile(tools, python, &py_cwasm);
@@ -789,6 +867,7 @@ fn cold_start(o: &Options, tools: &Tools, work: &Path, report: &mut Report) {
         "Cold start: exec to the first 200, {} runs per scenario, interleaved",
         o.runs
     ));
+    image_host_missing(tools, report);
     let native = median(samples[row(&scenarios, NATIVE)].clone());
     let wasmtime_cwasm = median(samples[row(&scenarios, WASMTIME_CWASM)].clone());
     for (i, (server, _)) in scenarios.iter().enumerate() {
@@ -816,7 +895,7 @@ fn memory(tools: &Tools, work: &Path, report: &mut Report) {
         Path::new(wasmfn_guest_artifacts::RAW_WASI_HTTP),
         &raw_cwasm,
     );
-    let idle = [
+    let mut idle = vec![
         Server::native(tools),
         Server::wasmfn(
             tools,
@@ -827,6 +906,14 @@ fn memory(tools: &Tools, work: &Path, report: &mut Report) {
         ),
         Server::wasmtime(tools, "wasmtime serve, 1 function", &raw_cwasm, "/raw/x"),
     ];
+    idle.extend(Server::image(
+        tools,
+        "wasmfn image host, 10 functions",
+        &m_ten,
+        &work.join("mem-ten.cache"),
+        "/hello",
+    ));
+    image_host_missing(tools, report);
     for server in &idle {
         let (running, _) = server.start(None);
         std::thread::sleep(Duration::from_secs(1));
@@ -901,6 +988,19 @@ fn memory(tools: &Tools, work: &Path, report: &mut Report) {
         format!("{rss_all:.1} MiB"),
         "goal <= 1 GiB",
     );
+    let mb = |path: &Path| std::fs::metadata(path).map_or(0.0, |m| m.len() as f64 / 1e6);
+    report.row(
+        "the host binary: release build (with the compiler, line tables)",
+        format!("{:.1} MB", mb(&tools.wasmfn)),
+        "",
+    );
+    if let Ok(image) = &tools.image_host {
+        report.row(
+            "the host binary: the image's (static, no compiler, stripped)",
+            format!("{:.1} MB", mb(image)),
+            "goal <= 20 MB",
+        );
+    }
 }
 
 fn app(component: &str, route: &str, extra: &str, deadlines: bool) -> Arc<App> {
