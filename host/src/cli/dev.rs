@@ -80,13 +80,15 @@ struct Watch {
 }
 
 fn start_watching(live: Arc<LiveApp>, runtime: tokio::runtime::Handle) -> anyhow::Result<String> {
-    let (tx, rx) = mpsc::channel::<PathBuf>();
+    // Each change with when it was seen, to tell what a build wrote from a later save.
+    let (tx, rx) = mpsc::channel::<(Instant, PathBuf)>();
     let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         if let Ok(event) = event
             && !event.kind.is_access()
         {
+            let seen = Instant::now();
             for path in event.paths {
-                let _ = tx.send(path);
+                let _ = tx.send((seen, path));
             }
         }
     })
@@ -102,20 +104,31 @@ fn start_watching(live: Arc<LiveApp>, runtime: tokio::runtime::Handle) -> anyhow
     std::thread::Builder::new()
         .name("wasmfn-dev-watch".into())
         .spawn(move || {
-            while let Ok(first) = rx.recv() {
-                let mut changed = BTreeSet::from([first]);
+            let mut carried = BTreeSet::new();
+            loop {
+                let mut changed = std::mem::take(&mut carried);
+                if changed.is_empty() {
+                    let Ok((_, first)) = rx.recv() else { return };
+                    changed.insert(first);
+                }
                 let until = Instant::now() + SETTLE;
                 while let Some(left) = until.checked_duration_since(Instant::now()) {
                     match rx.recv_timeout(left) {
-                        Ok(path) => {
+                        Ok((_, path)) => {
                             changed.insert(path);
                         }
                         Err(_) => break,
                     }
                 }
-                watch.changed(&changed);
-                // What the builds wrote while we were busy is not a change to act on.
-                while rx.try_recv().is_ok() {}
+                let built = watch.changed(&changed);
+                // What the builds wrote while they ran is not a change to act on; a save
+                // after they ended is (a person who saw the swap and saved again), and
+                // dropping it would leave the old version serving until the next save.
+                carried.extend(
+                    rx.try_iter()
+                        .filter(|(seen, _)| built.is_none_or(|ended| *seen > ended))
+                        .map(|(_, path)| path),
+                );
             }
         })?;
     Ok(watching)
@@ -177,7 +190,9 @@ impl Watch {
             .join(", "))
     }
 
-    fn changed(&mut self, paths: &BTreeSet<PathBuf>) {
+    /// Rebuilds and swaps in what `paths` call for; returns when the builds ended, if any
+    /// ran (what changed before then may be their own output).
+    fn changed(&mut self, paths: &BTreeSet<PathBuf>) -> Option<Instant> {
         let manifest_path = self.live.manifest_path().to_path_buf();
         let manifest_changed = paths.iter().any(|p| same_file(p, &manifest_path));
         let manifest = match self.live.load_manifest() {
@@ -186,7 +201,7 @@ impl Watch {
                 eprintln!(
                     "\nwasmfn dev: {e}\nThe previous version keeps serving; fix the manifest and save it."
                 );
-                return;
+                return None;
             }
         };
         if let Err(e) = self.update(&manifest) {
@@ -203,16 +218,17 @@ impl Watch {
             })
             .collect();
         if !manifest_changed && to_build.is_empty() {
-            return;
+            return None;
         }
         let started = Instant::now();
         for f in &to_build {
             eprintln!("\nwasmfn dev: a source of `{}` changed", f.name);
             if let Err(failed) = build::build(f) {
                 eprintln!("{failed}\n\nThe previous version keeps serving; fix it and save again.");
-                return;
+                return Some(Instant::now());
             }
         }
+        let built = (!to_build.is_empty()).then(Instant::now);
         if manifest_changed {
             eprintln!("\nwasmfn dev: {} changed", manifest_path.display());
         }
@@ -223,6 +239,7 @@ impl Watch {
             ),
             Err(e) => eprintln!("wasmfn dev: {e}\nThe previous version keeps serving."),
         }
+        built
     }
 }
 
