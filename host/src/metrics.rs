@@ -310,25 +310,18 @@ impl Metrics {
 
     /// One HTTP request answered through `series`.
     pub fn answered(&self, series: &Series, status: u16, elapsed: Duration) {
+        let labels = RequestLabels {
+            function: series.function,
+            version: series.version,
+            status,
+        };
         let class = usize::from(status / 100).saturating_sub(1).min(4);
-        let (first, counter) = series.statuses[class].get_or_init(|| {
-            let counter = self.requests.get_or_create(&RequestLabels {
-                function: series.function,
-                version: series.version,
-                status,
-            });
-            (status, counter.clone())
-        });
+        let (first, counter) = series.statuses[class]
+            .get_or_init(|| (status, self.requests.get_or_create(&labels).clone()));
         if *first == status {
             counter.inc();
         } else {
-            self.requests
-                .get_or_create(&RequestLabels {
-                    function: series.function,
-                    version: series.version,
-                    status,
-                })
-                .inc();
+            self.requests.get_or_create(&labels).inc();
         }
         series.duration.observe(elapsed.as_secs_f64());
     }
