@@ -975,6 +975,8 @@ fn fingerprint(options: &EngineOptions, wasi: Wasi) -> u64 {
         // compiled where the pool was available serves where it is not.
         options.optimize,
         options.deadlines,
+        // No native unwind info (base_config): entries written with it are not reused.
+        "no-unwind-info",
     )
         .hash(&mut hasher);
     hasher.finish()
@@ -1043,6 +1045,13 @@ fn base_config(options: &EngineOptions, wasi: Wasi) -> Config {
     // Copy-on-write memory images make instantiating a data-heavy component cost page
     // mappings, not copies (on by default; stated because the design depends on it).
     config.memory_init_cow(true);
+    // `.eh_frame` for guest code serves only a native unwinder walking through Wasm
+    // frames, and none does here: wasmtime walks guest stacks by frame pointer for trap
+    // backtraces, and catches a host function's panic before it reaches Wasm frames. On
+    // the image's musl host, libunwind registers it one guest function at a time and
+    // removes each entry with a scan of all of them, quadratic in the functions loaded
+    // (benches/README.md, "No native unwind info").
+    config.native_unwind_info(false);
     config
 }
 
