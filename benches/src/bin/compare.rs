@@ -8,7 +8,8 @@
 //! between the `compare:begin` and `compare:end` markers:
 //!
 //! - **throughput**: wrk (1 thread) pinned to CPU 0, the server to CPU 1, keep-alive, the
-//!   servers alternated round by round; requests/s, p50, p99.
+//!   servers alternated round by round; requests/s, p50, p99. The image's host serves the
+//!   SDK hello too, where it can be built.
 //! - **cold start**: exec to the first 200, every scenario interleaved run by run; the
 //!   `.wasm` rows compile at every start (wasmfn's cache wiped, wasmtime's turned off).
 //!   Beside the release host, the host the image runs (built by deploy/build-host.sh:
@@ -146,7 +147,7 @@ fn tools(o: &Options) -> Tools {
             bin
         }
     };
-    let image_host = if ["cold", "memory"].iter().any(|s| o.wants(s)) {
+    let image_host = if ["throughput", "cold", "memory"].iter().any(|s| o.wants(s)) {
         image_host(&root)
     } else {
         Err("not measured in this run".into())
@@ -564,7 +565,7 @@ fn throughput(o: &Options, tools: &Tools, work: &Path, report: &mut Report) {
         1..1,
         ["--max-instance-reuse-count".to_string(), "1".to_string()],
     );
-    let servers = [
+    let mut servers = vec![
         (Server::native(tools), Versus::Native),
         (
             Server::wasmfn(
@@ -636,6 +637,18 @@ fn throughput(o: &Options, tools: &Tools, work: &Path, report: &mut Report) {
         ),
         (wasmtime_fresh, Versus::NativeRps),
     ];
+    // What a Knative user's requests run on: the static musl host of the image, with its
+    // own allocator and libc, beside the release host every other row runs.
+    servers.extend(
+        Server::image(
+            tools,
+            "wasmfn image host, SDK hello",
+            &m_hello,
+            &work.join("hello.cache"),
+            "/hello?name=bench",
+        )
+        .map(|s| (s, Versus::NativeRps)),
+    );
     let connections = [32u32, 64, 1];
     // results[server][connections] = one Load per round
     let mut results = vec![vec![Vec::<Load>::new(); connections.len()]; servers.len()];
@@ -660,6 +673,7 @@ fn throughput(o: &Options, tools: &Tools, work: &Path, report: &mut Report) {
         "Throughput: wrk -t1 on CPU {CLIENT_CPU}, server on CPU {SERVER_CPU}, keep-alive, {} rounds x {} s, servers alternated",
         o.rounds, o.seconds
     ));
+    image_host_missing(tools, report);
     let med =
         |i: usize, c: usize, f: fn(&Load) -> f64| median(results[i][c].iter().map(f).collect());
     for (c, &n) in connections.iter().enumerate() {
